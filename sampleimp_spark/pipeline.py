@@ -1,0 +1,59 @@
+"""The stages in order, over one session and one config: what ``run`` executes."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from sampleimp_spark import lake
+from sampleimp_spark.config import Config
+from sampleimp_spark.ingest import ingest
+from sampleimp_spark.progress import RunProgress
+
+log = logging.getLogger("sampleimp_spark")
+
+#: Stage names in pipeline order.
+STAGES: tuple[str, ...] = ("ingest",)
+
+
+def new_run_id() -> str:
+    """A fresh, sortable run id: UTC time plus a random suffix."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class RunResult:
+    """What a run did: per-stage reports and the progress log."""
+
+    run_id: str
+    progress: RunProgress
+    reports: dict[str, Any] = field(default_factory=dict)
+
+
+def run_stages(spark: SparkSession, cfg: Config, stages: Sequence[str] = STAGES,
+               *, run_id: str | None = None) -> RunResult:
+    """Run ``stages`` (a subset of :data:`STAGES`, in pipeline order) and return their reports."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
+    run_id = run_id or cfg.run.run_id or new_run_id()
+    progress = RunProgress(run_id)
+    result = RunResult(run_id, progress)
+    config_hash = cfg.hash()
+    log.info("run %s: stages %s, config hash %s, lakehouse %s", run_id, list(stages), config_hash,
+             Path(cfg.lakehouse).expanduser().resolve())
+    for name in STAGES:
+        if name not in stages:
+            continue
+        ctx = lake.RunContext(run_id=run_id, config_hash=config_hash, stage=name)
+        if name == "ingest":
+            result.reports[name] = ingest(spark, cfg, ctx=ctx, progress=progress)
+    log.info("run %s summary:\n%s", run_id, progress.summary())
+    return result

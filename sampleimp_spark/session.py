@@ -1,0 +1,126 @@
+"""The one place a SparkSession is built.
+
+* Inside ``spark-submit`` (or any process that already has a session), the active session
+  is reused as is: the cluster's settings win. Delta must then come from the submit line
+  (``--packages`` or ``--jars``); :func:`get_session` checks that and says how to fix it.
+* Otherwise a local session is built with the Delta SQL extension and catalog, Arrow on,
+  UTC, and the Delta JARs. The JARs are resolved from Maven Central by Spark's own resolver
+  (Ivy) on first use, into ``spark.jars_cache_dir``; a manifest of the resolved files is
+  written there, and later sessions put those files on ``spark.jars`` directly, with no
+  resolver and no network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from sampleimp_spark.config import SparkConfig
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+#: Settings every session of ours gets unless the caller overrides them in ``spark.conf``.
+BASE_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+    # Delta: let a rerun replace only the rows its predicate names.
+    "spark.databricks.delta.replaceWhere.dataColumns.enabled": "true",
+    "spark.sql.extensions": DELTA_EXTENSION,
+    "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+}
+
+
+def _manifest_path(cfg: SparkConfig) -> Path:
+    safe = cfg.delta_packages.replace(":", "_").replace(",", "+")
+    return Path(cfg.jars_cache_dir).expanduser() / f"{safe}.jars"
+
+
+def cached_delta_jars(cfg: SparkConfig) -> list[str] | None:
+    """The JAR files resolved for ``cfg.delta_packages`` by an earlier session, if all exist."""
+    manifest = _manifest_path(cfg)
+    if not manifest.exists():
+        return None
+    jars = [line for line in manifest.read_text().splitlines() if line.strip()]
+    if jars and all(Path(j).exists() for j in jars):
+        return jars
+    return None
+
+
+def _record_resolved_jars(spark: SparkSession, cfg: SparkConfig) -> None:
+    jars = spark.sparkContext.getConf().get("spark.jars", "")
+    ivy_jars = Path(cfg.jars_cache_dir).expanduser() / "ivy" / "jars"
+    files = []
+    for uri in filter(None, jars.split(",")):
+        path = Path(uri.removeprefix("file://").removeprefix("file:"))
+        if path.parent == ivy_jars and path.exists():
+            files.append(str(path))
+    if files:
+        manifest = _manifest_path(cfg)
+        tmp = manifest.with_suffix(".tmp")
+        tmp.write_text("\n".join(files) + "\n")
+        tmp.replace(manifest)  # atomic: a half-written manifest is never read
+        log.info("cached %d Delta JARs; manifest %s", len(files), manifest)
+
+
+def _has_delta(spark: SparkSession) -> bool:
+    jvm = spark.sparkContext._jvm  # noqa: SLF001 - the documented way to probe a class
+    try:
+        jvm.java.lang.Class.forName(
+            "io.delta.tables.DeltaTable", True, jvm.Thread.currentThread().getContextClassLoader()
+        )
+    except Exception:  # py4j raises a generic Py4JJavaError
+        return False
+    return True
+
+
+def get_session(cfg: SparkConfig | None = None) -> SparkSession:
+    """Return the active SparkSession, or build a local Delta-enabled one from ``cfg``.
+
+    Raises:
+        RuntimeError: the active session (e.g. from ``spark-submit``) lacks Delta Lake.
+    """
+    cfg = cfg or SparkConfig()
+    active = SparkSession.getActiveSession()
+    if active is None and os.environ.get("PYSPARK_GATEWAY_PORT"):
+        # Launched by spark-submit: the JVM and its conf exist; builder picks them up.
+        active = SparkSession.builder.getOrCreate()
+    if active is not None:
+        if not _has_delta(active):
+            raise RuntimeError(
+                "the running Spark session has no Delta Lake classes; submit with "
+                f"--packages {cfg.delta_packages} (or --jars with the cached files listed in "
+                f"{_manifest_path(cfg)}) and --conf spark.sql.extensions={DELTA_EXTENSION} "
+                f"--conf spark.sql.catalog.spark_catalog={DELTA_CATALOG}"
+            )
+        return active
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(cfg.master).appName(cfg.app_name)
+    conf = {**BASE_CONF, "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions), **cfg.conf}
+    jars = cached_delta_jars(cfg)
+    if jars is not None:
+        conf["spark.jars"] = ",".join([*jars, *filter(None, conf.get("spark.jars", "").split(","))])
+    else:
+        ivy = Path(cfg.jars_cache_dir).expanduser() / "ivy"
+        ivy.mkdir(parents=True, exist_ok=True)
+        log.info("resolving %s into %s (first run; later runs are offline)", cfg.delta_packages, ivy)
+        conf["spark.jars.packages"] = cfg.delta_packages
+        conf["spark.jars.ivy"] = str(ivy)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(cfg.log_level)
+    if jars is None:
+        _record_resolved_jars(spark, cfg)
+    return spark

@@ -1,0 +1,58 @@
+"""One session-scoped local SparkSession (Delta on, UTC, UI off) for the whole suite."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SAMPLEIMP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from sampleimp_spark.config import SparkConfig
+    from sampleimp_spark.session import get_session
+
+    cfg = SparkConfig(
+        master="local[2]",
+        app_name="sampleimp_spark-tests",
+        shuffle_partitions=2,
+        log_level="ERROR",
+        conf={
+            "spark.ui.enabled": "false",
+            "spark.sql.adaptive.coalescePartitions.initialPartitionNum": "2",
+            "spark.default.parallelism": "2",
+            "spark.driver.memory": "2g",
+            "spark.databricks.delta.snapshotPartitions": "2",
+            "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+        },
+    )
+    session = get_session(cfg)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real samples not found at {SHARED_DATA} (CI keeps ../shared beside the clone)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def lakehouse(tmp_path) -> str:
+    return str(tmp_path / "lakehouse")
+
+
+def write_text(path: Path, text: str) -> str:
+    """Write ``text`` exactly (no newline added) and return the path as a string."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
