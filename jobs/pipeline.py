@@ -1,6 +1,6 @@
 """spark-submit entry point: every stage of the pipeline, in order.
 
-    spark-submit [...] jobs/pipeline.py --conf conf/local.yaml [--set key=value ...]
+spark-submit [...] jobs/pipeline.py --conf conf/local.yaml [--set key=value ...]
 """
 
 import sys

@@ -26,17 +26,25 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--conf", metavar="FILE", help="YAML profile (default: the embedded local "
-                        "profile, the same as conf/local.yaml)")
-    common.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                        help="override one config key, e.g. --set ingest.max_reject_rate=0.01 "
-                        "(repeatable; the value is read as YAML)")
-    common.add_argument("--run-id", help="the scheduler's run id; a retried run with the same id "
-                        "skips writes it already committed (default: run.run_id, else a fresh id)")
+    common.add_argument(
+        "--conf", metavar="FILE", help="YAML profile (default: the embedded local profile, the same as conf/local.yaml)"
+    )
+    common.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override one config key, e.g. --set ingest.max_reject_rate=0.01 (repeatable; the value is read as YAML)",
+    )
+    common.add_argument(
+        "--run-id",
+        help="the scheduler's run id; a retried run with the same id "
+        "skips writes it already committed (default: run.run_id, else a fresh id)",
+    )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
-    parser = _Parser(prog="sampleimp", description=__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="sampleimp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("run", parents=[common], help="run the whole pipeline: " + ", ".join(STAGES))
     sub.add_parser("ingest", parents=[common], help="raw input -> bronze.events and bronze.rejects")
@@ -46,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         cfg = load_config(args.conf, args.overrides)

@@ -47,9 +47,11 @@ class IngestReport:
         return sum(self.rejects.values()) / self.input_rows if self.input_rows else 0.0
 
     def lines(self) -> list[str]:
-        out = [f"source {self.source}: {self.input_rows:,} input rows -> {self.events:,} events, "
-               f"{sum(self.rejects.values()):,} rejects ({self.reject_rate:.2%}), "
-               f"{self.duplicates:,} exact duplicates dropped"]
+        out = [
+            f"source {self.source}: {self.input_rows:,} input rows -> {self.events:,} events, "
+            f"{sum(self.rejects.values()):,} rejects ({self.reject_rate:.2%}), "
+            f"{self.duplicates:,} exact duplicates dropped"
+        ]
         out += [f"  rejected {reason}: {n:,}" for reason, n in sorted(self.rejects.items())]
         if self.first_date:
             out.append(f"  event dates {self.first_date} .. {self.last_date}")
@@ -81,18 +83,29 @@ def validate(
         F.array(*(F.when(F.col(c).isNull(), F.lit(c)) for c in (S.USER_ID, S.ITEM_ID, S.CATEGORY_ID)))
     )
     checks: list[tuple[Column, str, Column]] = [
-        (F.col(S.MALFORMED), S.REJECT_MALFORMED,
-         F.when(F.trim(S.RAW) == "", F.lit("empty line")).otherwise(F.lit("wrong field count or unparsable"))),
+        (
+            F.col(S.MALFORMED),
+            S.REJECT_MALFORMED,
+            F.when(F.trim(S.RAW) == "", F.lit("empty line")).otherwise(F.lit("wrong field count or unparsable")),
+        ),
         (F.size(null_ids) > 0, S.REJECT_NULL_ID, F.concat(F.lit("missing "), F.array_join(null_ids, ", "))),
-        (F.col(S.BEHAVIOR).isNull(), S.REJECT_UNKNOWN_BEHAVIOR,
-         F.concat(F.lit("behavior="), F.coalesce(F.col(S.BEHAVIOR_RAW), F.lit("<null>")))),
-        (F.col(S.TS).isNull(), S.REJECT_BAD_TIMESTAMP,
-         F.concat(F.lit("ts="), F.coalesce(F.col(S.TS_RAW), F.lit("<null>")))),
-        (~_in_window(F.col(S.TS), valid_from, valid_until), S.REJECT_TS_OUT_OF_RANGE,
-         F.concat(F.lit("ts="), F.date_format(S.TS, "yyyy-MM-dd HH:mm:ss 'UTC'"))),
+        (
+            F.col(S.BEHAVIOR).isNull(),
+            S.REJECT_UNKNOWN_BEHAVIOR,
+            F.concat(F.lit("behavior="), F.coalesce(F.col(S.BEHAVIOR_RAW), F.lit("<null>"))),
+        ),
+        (
+            F.col(S.TS).isNull(),
+            S.REJECT_BAD_TIMESTAMP,
+            F.concat(F.lit("ts="), F.coalesce(F.col(S.TS_RAW), F.lit("<null>"))),
+        ),
+        (
+            ~_in_window(F.col(S.TS), valid_from, valid_until),
+            S.REJECT_TS_OUT_OF_RANGE,
+            F.concat(F.lit("ts="), F.date_format(S.TS, "yyyy-MM-dd HH:mm:ss 'UTC'")),
+        ),
         (F.col(S.PRICE) < 0, S.REJECT_NEGATIVE_PRICE, F.concat(F.lit("price="), F.col(S.PRICE).cast("string"))),
-        (F.col(S.BAD_VALUE).isNotNull(), S.REJECT_BAD_VALUE,
-         F.concat(F.lit("unparsable "), F.col(S.BAD_VALUE))),
+        (F.col(S.BAD_VALUE).isNotNull(), S.REJECT_BAD_VALUE, F.concat(F.lit("unparsable "), F.col(S.BAD_VALUE))),
     ]
     reason = F.lit(None).cast("string")
     detail = F.lit(None).cast("string")
@@ -146,23 +159,28 @@ def ingest(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: 
         valid_from, valid_until = generator.window(cfg.input.generator)
 
     with progress.stage(spark, "ingest", f"parse and validate {source} input") as info:
-        validated = validate(read_source(spark, cfg.input), source=source,
-                             valid_from=valid_from, valid_until=valid_until)
+        validated = validate(
+            read_source(spark, cfg.input), source=source, valid_from=valid_from, valid_until=valid_until
+        )
         validated = validated.persist()
         try:
             report = _write(spark, cfg, validated, ctx=ctx, source=source)
         finally:
             validated.unpersist()
         info.rows_in = report.input_rows
-        info.rows_out = {"events": report.events, "rejects": sum(report.rejects.values()),
-                         "duplicates": report.duplicates}
+        info.rows_out = {
+            "events": report.events,
+            "rejects": sum(report.rejects.values()),
+            "duplicates": report.duplicates,
+        }
         for line in report.lines():
             log.info("%s", line)
     return report
 
 
-def _write(spark: SparkSession, cfg: Config, validated: DataFrame, *, ctx: lake.RunContext,
-           source: str) -> IngestReport:
+def _write(
+    spark: SparkSession, cfg: Config, validated: DataFrame, *, ctx: lake.RunContext, source: str
+) -> IngestReport:
     # One pass over the input for all the counts: per file and reason, and the date range.
     stats = (
         validated.groupBy(S.SOURCE_FILE, S.REASON)
@@ -185,12 +203,23 @@ def _write(spark: SparkSession, cfg: Config, validated: DataFrame, *, ctx: lake.
     input_rows = sum(rows_by_file.values())
     if input_rows == 0:
         raise BadInputError(f"source {source}: the input has no rows ({cfg.input.paths or 'generator'})")
-    report = IngestReport(source=source, input_rows=input_rows, events=0, duplicates=0,
-                          rejects=rejects, rows_by_file=rows_by_file, first_date=lo, last_date=hi)
+    report = IngestReport(
+        source=source,
+        input_rows=input_rows,
+        events=0,
+        duplicates=0,
+        rejects=rejects,
+        rows_by_file=rows_by_file,
+        first_date=lo,
+        last_date=hi,
+    )
 
     files = ", ".join(_sql_str(f) for f in sorted(rows_by_file))
     lake.write_table(
-        to_rejects(validated, run_id=ctx.run_id), cfg.lakehouse, S.BRONZE_REJECTS, ctx=ctx,
+        to_rejects(validated, run_id=ctx.run_id),
+        cfg.lakehouse,
+        S.BRONZE_REJECTS,
+        ctx=ctx,
         replace_where=f"{S.SOURCE} = {_sql_str(source)} AND source_file IN ({files})",
         expected_schema=S.REJECT_SCHEMA,
     )
@@ -205,9 +234,13 @@ def _write(spark: SparkSession, cfg: Config, validated: DataFrame, *, ctx: lake.
     if valid == 0:
         return report
     written = lake.write_table(
-        to_events(dedupe(validated.where(F.col(S.REASON).isNull()))), cfg.lakehouse, S.BRONZE_EVENTS, ctx=ctx,
-        replace_where=(f"{S.SOURCE} = {_sql_str(source)} AND {S.EVENT_DATE} >= DATE'{lo}' "
-                       f"AND {S.EVENT_DATE} <= DATE'{hi}'"),
+        to_events(dedupe(validated.where(F.col(S.REASON).isNull()))),
+        cfg.lakehouse,
+        S.BRONZE_EVENTS,
+        ctx=ctx,
+        replace_where=(
+            f"{S.SOURCE} = {_sql_str(source)} AND {S.EVENT_DATE} >= DATE'{lo}' AND {S.EVENT_DATE} <= DATE'{hi}'"
+        ),
         partition_by=(S.EVENT_DATE,),
         expected_schema=S.EVENT_SCHEMA,
     )

@@ -41,8 +41,13 @@ class RunContext:
 
     def user_metadata(self, table: str) -> str:
         return json.dumps(
-            {"run_id": self.run_id, "stage": self.stage, "table": table,
-             "config_hash": self.config_hash, "version": __version__},
+            {
+                "run_id": self.run_id,
+                "stage": self.stage,
+                "table": table,
+                "config_hash": self.config_hash,
+                "version": __version__,
+            },
             sort_keys=True,
         )
 
@@ -63,8 +68,9 @@ def check_schema(df: DataFrame, expected: T.StructType, *, table: str) -> None:
     got = [(f.name, f.dataType) for f in df.schema.fields]
     want = [(f.name, f.dataType) for f in expected.fields]
     if got != want:
-        raise ValueError(f"schema of the frame written to {table} differs from its contract:\n"
-                         f"  expected {want}\n  got      {got}")
+        raise ValueError(
+            f"schema of the frame written to {table} differs from its contract:\n  expected {want}\n  got      {got}"
+        )
 
 
 def ensure_table(spark: SparkSession, path: str, schema: T.StructType, *, partition_by: tuple[str, ...] = ()) -> None:

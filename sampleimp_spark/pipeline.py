@@ -37,8 +37,9 @@ class RunResult:
     reports: dict[str, Any] = field(default_factory=dict)
 
 
-def run_stages(spark: SparkSession, cfg: Config, stages: Sequence[str] = STAGES,
-               *, run_id: str | None = None) -> RunResult:
+def run_stages(
+    spark: SparkSession, cfg: Config, stages: Sequence[str] = STAGES, *, run_id: str | None = None
+) -> RunResult:
     """Run ``stages`` (a subset of :data:`STAGES`, in pipeline order) and return their reports."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -47,8 +48,13 @@ def run_stages(spark: SparkSession, cfg: Config, stages: Sequence[str] = STAGES,
     progress = RunProgress(run_id)
     result = RunResult(run_id, progress)
     config_hash = cfg.hash()
-    log.info("run %s: stages %s, config hash %s, lakehouse %s", run_id, list(stages), config_hash,
-             Path(cfg.lakehouse).expanduser().resolve())
+    log.info(
+        "run %s: stages %s, config hash %s, lakehouse %s",
+        run_id,
+        list(stages),
+        config_hash,
+        Path(cfg.lakehouse).expanduser().resolve(),
+    )
     for name in STAGES:
         if name not in stages:
             continue

@@ -73,7 +73,7 @@ def _record_resolved_jars(spark: SparkSession, cfg: SparkConfig) -> None:
 
 
 def _has_delta(spark: SparkSession) -> bool:
-    jvm = spark.sparkContext._jvm  # noqa: SLF001 - the documented way to probe a class
+    jvm = spark.sparkContext._jvm
     try:
         jvm.java.lang.Class.forName(
             "io.delta.tables.DeltaTable", True, jvm.Thread.currentThread().getContextClassLoader()

@@ -48,15 +48,22 @@ def test_times_need_an_offset_and_an_order():
 
 
 def test_overrides_are_yaml_typed_and_nested():
-    cfg = load_config(None, ["input.source=taobao", "input.paths=[x.csv, y.csv]",
-                             "ingest.max_reject_rate=0.25", "spark.conf={spark.driver.memory: 4g}"])
+    cfg = load_config(
+        None,
+        [
+            "input.source=taobao",
+            "input.paths=[x.csv, y.csv]",
+            "ingest.max_reject_rate=0.25",
+            "spark.conf={spark.driver.memory: 4g}",
+        ],
+    )
     assert cfg.input.paths == ["x.csv", "y.csv"]
     assert cfg.ingest.max_reject_rate == 0.25
     assert cfg.spark.conf == {"spark.driver.memory": "4g"}
 
 
 def test_malformed_override_and_missing_file():
-    with pytest.raises(ConfigError, match="key.path=value"):
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
         load_config(None, ["no-equals-sign"])
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/profile.yaml")

@@ -28,8 +28,11 @@ def _core(df):
 
 
 def test_taobao_literal_rows(spark, tmp_path):
-    path = write_text(tmp_path / "ub.csv", "1,10,100,pv,1511658000\n2,20,200,buy,1511658060\n"
-                      "3,30,300,zz,1511658000\n,40,400,cart,1511658000\n100370,1968385,1875258,pv")
+    path = write_text(
+        tmp_path / "ub.csv",
+        "1,10,100,pv,1511658000\n2,20,200,buy,1511658060\n"
+        "3,30,300,zz,1511658000\n,40,400,cart,1511658000\n100370,1968385,1875258,pv",
+    )
     got = taobao.read(spark, [path])
     assert tuple(got.columns) == PARSED_COLUMNS
     expected = spark.createDataFrame(
@@ -52,17 +55,49 @@ def test_rees46_literal_rows(spark, tmp_path):
         tmp_path / "oct.csv",
         ",".join(rees46.FIELDS) + "\n"
         "2019-10-01 00:00:00 UTC,view,44600062,2103807459595387724,,shiseido,35.79,541312140,s1\n"
-        "2019-10-01 00:00:01 UTC,remove_from_cart,3900821,2053013552326770905,appliances.environment.water_heater,aqua,-33.20,554748717,s2\n"
+        "2019-10-01 00:00:01 UTC,remove_from_cart,3900821,2053013552326770905,"
+        "appliances.environment.water_heater,aqua,-33.20,554748717,s2\n"
         "2019-10-01 00:00:02 UTC,purchase,17200506,2053013559792632471,furniture.living_room,,abc,519107250,s3\n",
     )
     got = rees46.read(spark, [path])
     expected = spark.createDataFrame(
         [
-            ("541312140", "44600062", "2103807459595387724", "view", _ts(2019, 10, 1, 0, 0, 0), "s1", 35.79, "shiseido", None, None),
-            ("554748717", "3900821", "2053013552326770905", "remove_from_cart", _ts(2019, 10, 1, 0, 0, 1), "s2", -33.2, "aqua",
-             "appliances > environment > water_heater", None),
-            ("519107250", "17200506", "2053013559792632471", "purchase", _ts(2019, 10, 1, 0, 0, 2), "s3", None, None,
-             "furniture > living_room", "price"),
+            (
+                "541312140",
+                "44600062",
+                "2103807459595387724",
+                "view",
+                _ts(2019, 10, 1, 0, 0, 0),
+                "s1",
+                35.79,
+                "shiseido",
+                None,
+                None,
+            ),
+            (
+                "554748717",
+                "3900821",
+                "2053013552326770905",
+                "remove_from_cart",
+                _ts(2019, 10, 1, 0, 0, 1),
+                "s2",
+                -33.2,
+                "aqua",
+                "appliances > environment > water_heater",
+                None,
+            ),
+            (
+                "519107250",
+                "17200506",
+                "2053013559792632471",
+                "purchase",
+                _ts(2019, 10, 1, 0, 0, 2),
+                "s3",
+                None,
+                None,
+                "furniture > living_room",
+                "price",
+            ),
         ],
         "user_id string, item_id string, category_id string, behavior string, ts timestamp, session_id string, "
         "price double, brand string, category_path string, _bad_value string",
@@ -107,8 +142,19 @@ def test_amazon_literal_rows_join_item_metadata(spark, tmp_path):
     got = amazon.read(spark, [reviews], [meta])
     expected = spark.createDataFrame(
         [
-            ("U1", "A1", "Cooking, Food & Wine", "purchase", _ts(2020, 12, 15, 15, 29, 2, 433000), 5.0, "Meredith",
-             "Cooking Light", "Magazine Subscriptions > Cooking, Food & Wine > Food", None, False),
+            (
+                "U1",
+                "A1",
+                "Cooking, Food & Wine",
+                "purchase",
+                _ts(2020, 12, 15, 15, 29, 2, 433000),
+                5.0,
+                "Meredith",
+                "Cooking Light",
+                "Magazine Subscriptions > Cooking, Food & Wine > Food",
+                None,
+                False,
+            ),
             ("U2", "A2", "(none)", "purchase", _ts(2016, 8, 12, 3, 28, 32), 2.0, None, "Wired", None, None, False),
             ("U3", "A3", "(none)", "purchase", _ts(2016, 8, 12, 3, 28, 32), None, None, None, None, "rating", False),
         ],
@@ -149,12 +195,19 @@ def test_canonical_csv_and_parquet_agree(spark, tmp_path):
         "2024-03-01 10:00:00,u3,i3,c2,wishlist,1,z\n",
     )
     got_csv = canonical.read(spark, [csv])
-    table = pa.table({
-        "user_id": ["u1", "u2", "u3"], "item_id": ["i1", "i2", "i3"], "category_id": ["c1", "c1", "c2"],
-        "behavior": ["VIEW", "purchase", "wishlist"], "price": [9.5, None, 1.0],
-        "ts": pa.array([dt.datetime(2024, 3, 1, 10), dt.datetime(2024, 3, 1, 10), dt.datetime(2024, 3, 1, 10)],
-                       pa.timestamp("us", tz="UTC")),
-    })
+    table = pa.table(
+        {
+            "user_id": ["u1", "u2", "u3"],
+            "item_id": ["i1", "i2", "i3"],
+            "category_id": ["c1", "c1", "c2"],
+            "behavior": ["VIEW", "purchase", "wishlist"],
+            "price": [9.5, None, 1.0],
+            "ts": pa.array(
+                [dt.datetime(2024, 3, 1, 10), dt.datetime(2024, 3, 1, 10), dt.datetime(2024, 3, 1, 10)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+        }
+    )
     pq.write_table(table, tmp_path / "e.parquet")
     got_parquet = canonical.read(spark, [str(tmp_path / "e.parquet")])
     expected = spark.createDataFrame(
@@ -179,6 +232,7 @@ def test_canonical_requires_its_columns(spark, tmp_path):
 
 # --- real samples -------------------------------------------------------------------------
 
+
 def _counts(df, col):
     return {r[0]: r[1] for r in df.groupBy(col).count().collect()}
 
@@ -197,9 +251,15 @@ def test_rees46_real_sample(spark, shared_data):
     got = rees46.read(spark, [str(shared_data / "rees46_multicategory" / "2019-Oct-sample.csv")])
     assert got.count() == 1_000 and got.where(F.col(S.MALFORMED)).count() == 0
     assert _counts(got, S.BEHAVIOR) == {"view": 987, "purchase": 10, "cart": 3}
-    row = got.agg(F.min(S.PRICE), F.max(S.PRICE), F.sum(F.col(S.CATEGORY_PATH).isNull().cast("int")),
-                  F.sum(F.col(S.BRAND).isNull().cast("int")), F.countDistinct(S.CATEGORY_ID),
-                  F.min(S.TS), F.max(S.TS)).first()
+    row = got.agg(
+        F.min(S.PRICE),
+        F.max(S.PRICE),
+        F.sum(F.col(S.CATEGORY_PATH).isNull().cast("int")),
+        F.sum(F.col(S.BRAND).isNull().cast("int")),
+        F.countDistinct(S.CATEGORY_ID),
+        F.min(S.TS),
+        F.max(S.TS),
+    ).first()
     assert (row[0], row[1], row[2], row[3], row[4]) == (2.17, 1763.21, 366, 143, 128)
     assert (row[5], row[6]) == (dt.datetime(2019, 10, 1, 0, 0, 0), dt.datetime(2019, 10, 1, 0, 17, 26))
     # 19-digit category ids survive as text
@@ -215,7 +275,9 @@ def test_tianchi_real_sample(spark, shared_data):
 
 def test_amazon_real_sample(spark, shared_data):
     d = shared_data / "amazon_magazine_subscriptions"
-    got = amazon.read(spark, [str(d / "Magazine_Subscriptions_Mini.csv")], [str(d / "meta_Magazine_Subscriptions.jsonl")])
+    got = amazon.read(
+        spark, [str(d / "Magazine_Subscriptions_Mini.csv")], [str(d / "meta_Magazine_Subscriptions.jsonl")]
+    )
     assert got.count() == 10_000
     assert got.where(F.col(S.MALFORMED) | F.col(S.TS).isNull() | F.col(S.RATING).isNull()).count() == 0
     assert got.where(F.col(S.ITEM_TEXT).isNull()).count() == 0  # every review joins to a titled item

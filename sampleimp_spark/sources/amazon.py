@@ -28,8 +28,18 @@ from sampleimp_spark.sources.base import (
 
 NAME = "amazon"
 TIMEZONE = "UTC"
-FIELDS = ("rating", "title", "text", "images", "asin", "parent_asin", "user_id", "timestamp",
-          "helpful_vote", "verified_purchase")
+FIELDS = (
+    "rating",
+    "title",
+    "text",
+    "images",
+    "asin",
+    "parent_asin",
+    "user_id",
+    "timestamp",
+    "helpful_vote",
+    "verified_purchase",
+)
 HEADER = ",".join(FIELDS)
 CSV_OPTIONS = {"quote": '"', "escape": '"'}
 META_SCHEMA = T.StructType(
@@ -86,8 +96,6 @@ def read(spark: SparkSession, paths: Sequence[str], item_paths: Sequence[str] = 
             S.BRAND: F.col("_store"),
             S.ITEM_TEXT: F.col("_title"),
             S.CATEGORY_PATH: F.col("_path"),
-            S.BAD_VALUE: bad_value_flag(
-                {"rating": (F.col("rating"), F.when((rating >= 1) & (rating <= 5), rating))}
-            ),
+            S.BAD_VALUE: bad_value_flag({"rating": (F.col("rating"), F.when((rating >= 1) & (rating <= 5), rating))}),
         },
     )

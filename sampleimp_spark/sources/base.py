@@ -54,7 +54,9 @@ def split_csv(
     parsed = lines.withColumn("_csv", F.from_csv(F.col(S.RAW), ddl, opts))
     malformed = F.col(f"_csv.{_CORRUPT}").isNotNull() | (F.trim(F.col(S.RAW)) == "")
     return parsed.select(
-        S.RAW, S.SOURCE_FILE, *(F.col(f"_csv.`{f}`").alias(f) for f in fields),
+        S.RAW,
+        S.SOURCE_FILE,
+        *(F.col(f"_csv.`{f}`").alias(f) for f in fields),
         malformed.alias(S.MALFORMED),
     )
 

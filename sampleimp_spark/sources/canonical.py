@@ -36,8 +36,7 @@ OPTIONAL = (S.SESSION_ID, S.PRICE, S.BRAND, S.RATING, S.ITEM_TEXT, S.CATEGORY_PA
 def _check_columns(columns: Sequence[str], where: str) -> None:
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
-        raise ValueError(f"{where}: canonical input lacks required column(s) {missing}; "
-                         f"it has {list(columns)}")
+        raise ValueError(f"{where}: canonical input lacks required column(s) {missing}; it has {list(columns)}")
 
 
 def _records(df: DataFrame, ts: Column) -> DataFrame:

@@ -57,6 +57,17 @@ def _power_index(u: Column, n: int, exponent: float) -> Column:
     return F.least(F.floor(F.pow(u, exponent) * n), F.lit(n - 1)).cast("long")
 
 
+def _zipf_index(u: Column, n: int, s: float = 1.0) -> Column:
+    """Index in [0, n) with P(k) roughly proportional to 1 / (k + 1)^s (inverse CDF of the
+    continuous Zipf approximation; s = 1 is log-uniform)."""
+    if abs(s - 1.0) < 1e-9:
+        k = F.pow(F.lit(float(n + 1)), u) - 1
+    else:
+        a = 1.0 - s
+        k = F.pow(1 + u * (float(n + 1) ** a - 1), 1.0 / a) - 1
+    return F.least(F.floor(k), F.lit(n - 1)).cast("long")
+
+
 def category_table(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
     """``(cat, first_item, n_items)``: items split over categories with Zipf-like sizes."""
     c = cfg.categories
@@ -67,8 +78,11 @@ def category_table(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
     return spark.createDataFrame(pdf)
 
 
-def generate_lines(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
-    """Taobao-format lines (``_raw``, ``_source_file``) with about ``cfg.events`` events."""
+def generate_lines(spark: SparkSession, cfg: GeneratorConfig, *, partitions: int | None = None) -> DataFrame:
+    """Taobao-format lines (``_raw``, ``_source_file``) with about ``cfg.events`` events.
+
+    ``partitions`` only changes how the work is split, never the lines produced.
+    """
     seed = cfg.seed
     n_int = max(1, round(cfg.events / _EVENTS_PER_INTERACTION))
     start = int(cfg.start.timestamp())
@@ -77,15 +91,15 @@ def generate_lines(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
     def u(salt: str) -> Column:
         return uniform(seed, i, salt)
 
-    inter = spark.range(n_int).select(
+    inter = spark.range(0, n_int, 1, partitions).select(
         i,
         _power_index(u("user"), cfg.users, 2.5).alias("user"),
         F.floor(u("day") * cfg.days).cast("int").alias("day"),
     )
     user_key = F.col("user")
     day_frac = F.col("day") / max(cfg.days - 1, 1)
-    popular_cat = _power_index(u("cat"), cfg.categories, 2.0)
-    favorite_cat = _power_index(uniform(seed, user_key, "favcat"), cfg.categories, 2.0)
+    popular_cat = _zipf_index(u("cat"), cfg.categories)
+    favorite_cat = _zipf_index(uniform(seed, user_key, "favcat"), cfg.categories)
     # Drift: a growing share of later days' traffic follows a permuted popularity order.
     drifted = F.pmod(popular_cat * 7919 + 13, F.lit(cfg.categories))
     cat = (
@@ -94,9 +108,10 @@ def generate_lines(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
         .otherwise(popular_cat)
     )
     inter = inter.withColumn("cat", cat).join(F.broadcast(category_table(spark, cfg)), "cat")
+    # Zipf popularity inside the category (log-uniform over its items).
     item = F.col("first_item") + F.least(
-        F.floor(F.pow(u("item"), 2.0) * F.col("n_items")), F.col("n_items") - 1
-    )
+        F.floor(F.pow(F.col("n_items") + 1.0, u("item")) - 1), F.col("n_items") - 1
+    ).cast("long")
     # Latent propensities with mean ~1: user trait and item quality drive carts and purchases.
     user_trait = 2.0 * uniform(seed, user_key, "trait")
     item_quality = 0.25 + 1.5 * uniform(seed, item, "quality")
@@ -107,7 +122,11 @@ def generate_lines(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
     t0 = F.lit(start) + F.col("day") * 86400 + F.floor(second).cast("long")
     extra_views = F.floor(F.log(1.0 - u("views")) / math.log(_EXTRA_VIEW_CONTINUE)).cast("int")
     inter = inter.select(
-        i, "user", "cat", item.alias("item"), t0.alias("t0"),
+        i,
+        "user",
+        "cat",
+        item.alias("item"),
+        t0.alias("t0"),
         F.least(extra_views, F.lit(30)).alias("extra_views"),
         (u("cart") < F.least(F.lit(1.0), _P_CART * user_trait * item_quality)).alias("is_cart"),
         (u("fav") < _P_FAV * item_quality).alias("is_fav"),
@@ -115,7 +134,9 @@ def generate_lines(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
         (60 + F.floor(u("gap") * 540)).cast("long").alias("gap"),
     )
     steps = F.concat(
-        F.transform(F.sequence(F.lit(0), F.col("extra_views")), lambda k: F.struct(F.lit("pv").alias("b"), k.alias("k"))),
+        F.transform(
+            F.sequence(F.lit(0), F.col("extra_views")), lambda k: F.struct(F.lit("pv").alias("b"), k.alias("k"))
+        ),
         F.filter(
             F.array(
                 F.when(F.col("is_fav"), F.struct(F.lit("fav").alias("b"), (F.col("extra_views") + 1).alias("k"))),
@@ -152,7 +173,8 @@ def _with_quirks(events: DataFrame, cfg: GeneratorConfig) -> DataFrame:
     t = F.when(bad & (kind == 3), F.lit("17e8")).otherwise(t)
     line = F.concat_ws(",", user, F.col("it"), F.col("c"), behavior, t)
     line = F.when(bad & (kind == 4), F.concat_ws(",", F.col("u"), F.col("it"), F.col("c"), behavior)).otherwise(line)
-    copies = F.when(uniform(seed, e, "dup") < cfg.duplicate_rate, F.array(F.lit(0), F.lit(1))).otherwise(F.array(F.lit(0)))
+    is_dup = uniform(seed, e, "dup") < cfg.duplicate_rate
+    copies = F.when(is_dup, F.array(F.lit(0), F.lit(1))).otherwise(F.array(F.lit(0)))
     source_file = f"generator:seed={seed},events={cfg.events}"
     return events.select(line.alias(S.RAW), F.explode(copies).alias("_copy")).select(
         S.RAW, F.lit(source_file).alias(S.SOURCE_FILE)

@@ -26,11 +26,19 @@ from sampleimp_spark.sources.base import (
 
 NAME = "rees46"
 TIMEZONE = "UTC"
-FIELDS = ("event_time", "event_type", "product_id", "category_id", "category_code", "brand",
-          "price", "user_id", "user_session")
+FIELDS = (
+    "event_time",
+    "event_type",
+    "product_id",
+    "category_id",
+    "category_code",
+    "brand",
+    "price",
+    "user_id",
+    "user_session",
+)
 HEADER = ",".join(FIELDS)
-BEHAVIORS = {"view": "view", "cart": "cart", "remove_from_cart": "remove_from_cart",
-             "purchase": "purchase"}
+BEHAVIORS = {"view": "view", "cart": "cart", "remove_from_cart": "remove_from_cart", "purchase": "purchase"}
 
 
 def read(spark: SparkSession, paths: Sequence[str], item_paths: Sequence[str] = ()) -> DataFrame:

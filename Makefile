@@ -1,0 +1,37 @@
+# Set-up and the two commands of README.md. Needs python3 (3.11+) and Java 17 on PATH.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# pandas UDFs run in Python workers; they must use this environment's interpreter.
+export PYSPARK_PYTHON        := $(abspath $(BIN)/python)
+export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
+export HF_HUB_OFFLINE        := 1
+
+.PHONY: demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,text]'
+	touch $@ $(VENV)/.run-deps
+
+## demo: install, then run the whole pipeline on the embedded default profile
+demo: $(VENV)/.run-deps
+	$(BIN)/sampleimp run
+
+## test: install what the tests need, lint, run the suite
+test: $(VENV)/.test-deps
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf lakehouse runs spark-warehouse .pytest_cache

@@ -1,0 +1,209 @@
+"""Ingest: reject reasons, row conservation, idempotent reruns, thresholds, Delta contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import write_text
+from deltalake import DeltaTable
+from pyspark.sql import functions as F
+
+from sampleimp_spark import lake
+from sampleimp_spark import schema as S
+from sampleimp_spark.cli import main
+from sampleimp_spark.config import Config, load_config
+from sampleimp_spark.errors import EXIT_BAD_INPUT, BadInputError
+from sampleimp_spark.ingest import ingest, validate
+from sampleimp_spark.progress import RunProgress
+from sampleimp_spark.sources import canonical
+
+HEADER = "user_id,item_id,category_id,behavior,ts,price\n"
+GOOD = [
+    "u1,i1,c1,view,2024-03-01T10:00:00Z,1.5",
+    "u1,i1,c1,purchase,2024-03-01T10:05:00Z,1.5",
+    "u2,i2,c2,cart,2024-03-02T08:00:00Z,",
+    "u3,i1,c1,view,2024-03-02T09:00:00Z,",
+]
+
+
+def _cfg(lakehouse: str, source: str, paths: list[str], *extra: str) -> Config:
+    return load_config(
+        None, [f"lakehouse={lakehouse}", f"input.source={source}", f"input.paths={json.dumps(paths)}", *extra]
+    )
+
+
+def _run(spark, cfg: Config, run_id: str):
+    ctx = lake.RunContext(run_id=run_id, config_hash=cfg.hash(), stage="ingest")
+    return ingest(spark, cfg, ctx=ctx, progress=RunProgress(run_id))
+
+
+def _rows(spark, lakehouse, name, cols=None):
+    df = lake.read_table(spark, lakehouse, name)
+    return sorted(tuple(r) for r in df.select(*(cols or df.columns)).collect())
+
+
+def test_each_reject_reason(spark, tmp_path):
+    lines = {
+        None: "u1,i1,c1,view,2024-03-01T10:00:00Z,1.5",
+        "malformed": "u1,i1,c1,view,2024-03-01T10:00:00Z",
+        "null_id": "u1,,c1,view,2024-03-01T10:00:00Z,1",
+        "unknown_behavior": "u1,i1,c1,like,2024-03-01T10:00:00Z,1",
+        "bad_timestamp": "u1,i1,c1,view,yesterday,1",
+        "ts_out_of_range": "u1,i1,c1,view,2023-01-01T00:00:00Z,1",
+        "negative_price": "u1,i1,c1,view,2024-03-01T10:00:00Z,-2",
+        "bad_value": "u1,i1,c1,view,2024-03-01T10:00:00Z,NaN",
+    }
+    path = write_text(tmp_path / "e.csv", HEADER + "\n".join(lines.values()) + "\n\n")  # + an empty line
+    from datetime import UTC, datetime
+
+    got = validate(
+        canonical.read(spark, [path]),
+        source="canonical",
+        valid_from=datetime(2024, 1, 1, tzinfo=UTC),
+        valid_until=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    reasons = {r[S.RAW]: (r[S.REASON], r[S.DETAIL]) for r in got.collect()}
+    assert {raw: reasons[raw][0] for raw in lines.values()} == {raw: reason for reason, raw in lines.items()}
+    assert reasons[""] == ("malformed", "empty line")
+    assert reasons[lines["null_id"]][1] == "missing item_id"
+    assert reasons[lines["unknown_behavior"]][1] == "behavior=like"
+    assert reasons[lines["bad_timestamp"]][1] == "ts=yesterday"
+    assert reasons[lines["negative_price"]][1] == "price=-2.0"
+    assert reasons[lines["bad_value"]][1] == "unparsable price"
+
+
+def test_every_row_is_accounted_for_on_real_taobao(spark, shared_data, lakehouse):
+    """The prefix file and the time slice share 88 identical rows; the prefix has a truncated
+    last line and 35 rows before the dataset's window."""
+    files = [
+        shared_data / "taobao_userbehavior" / "UserBehavior.csv",
+        shared_data / "taobao_userbehavior_timeslice" / "UserBehavior.csv",
+    ]
+    n_lines = sum(len(f.read_bytes().rstrip(b"\n").split(b"\n")) for f in files)
+    cfg = _cfg(
+        lakehouse,
+        "taobao",
+        [str(f) for f in files],
+        "ingest.valid_from=2017-11-25T00:00:00+08:00",
+        "ingest.valid_until=2017-12-04T00:00:00+08:00",
+    )
+    report = _run(spark, cfg, "conservation")
+
+    events = DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pyarrow_table()
+    rejects = DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).to_pandas()
+    assert n_lines == 84_476 + 110_300
+    assert report.input_rows == n_lines
+    assert events.num_rows + len(rejects) + report.duplicates == n_lines
+    assert report.duplicates == 88
+    assert report.events == events.num_rows == n_lines - 36 - 88
+    assert rejects["reason"].value_counts().to_dict() == {"ts_out_of_range": 35, "malformed": 1}
+    assert report.rejects == {"ts_out_of_range": 35, "malformed": 1}
+    assert set(rejects["source_file"].str.rsplit("/", n=2).str[-2]) == {"taobao_userbehavior"}
+    assert "100370,1968385,1875258,pv" in set(rejects["raw"])
+
+
+def test_rerun_is_idempotent_and_stamped(spark, tmp_path, lakehouse):
+    rows = [*GOOD, GOOD[0], "u9,,c1,view,2024-03-01T10:00:00Z,"]
+    path = write_text(tmp_path / "e.csv", HEADER + "\n".join(rows) + "\n")
+    cfg = _cfg(lakehouse, "canonical", [path], "ingest.max_reject_rate=0.5")
+    first = _run(spark, cfg, "run-1")
+    events_1 = _rows(spark, lakehouse, S.BRONZE_EVENTS)
+    rejects_1 = _rows(spark, lakehouse, S.BRONZE_REJECTS, ["source_file", "raw", "reason"])
+    second = _run(spark, cfg, "run-2")
+    assert (
+        (first.events, first.duplicates, first.rejects)
+        == (second.events, second.duplicates, second.rejects)
+        == (4, 1, {"null_id": 1})
+    )
+    assert _rows(spark, lakehouse, S.BRONZE_EVENTS) == events_1
+    assert _rows(spark, lakehouse, S.BRONZE_REJECTS, ["source_file", "raw", "reason"]) == rejects_1
+    assert len(events_1) == 4 and len(rejects_1) == 1
+
+    # Commits carry the run id; the table carries config hash, package version and last run.
+    dt = DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS))
+    metas = [json.loads(c["userMetadata"]) for c in dt.history() if c.get("userMetadata")]
+    assert [m["run_id"] for m in metas[:2]] == ["run-2", "run-1"]
+    props = dt.metadata().configuration
+    assert props["sampleimp.config_hash"] == cfg.hash()
+    assert props["sampleimp.package_version"] == "0.1.0"
+    assert props["sampleimp.run_id"] == "run-2"
+
+    # delta-rs reads the same rows and the contract schema, partitioned by event_date.
+    arrow = dt.to_pyarrow_table()
+    assert arrow.num_rows == 4
+    assert [f.name for f in arrow.schema] == list(S.EVENT_COLUMNS)
+    assert dt.metadata().partition_columns == [S.EVENT_DATE]
+    types = {f.name: str(f.type) for f in arrow.schema}
+    assert types[S.TS].startswith("timestamp[us") and types[S.EVENT_DATE] == "date32[day]"
+    assert types[S.PRICE] == "double" and types[S.USER_ID] in ("string", "large_string", "string_view")
+
+
+def test_rerun_replaces_only_its_source_and_dates(spark, tmp_path, lakehouse):
+    a = write_text(tmp_path / "a.csv", HEADER + "\n".join(GOOD) + "\n")
+    b = write_text(tmp_path / "b" / "ub.csv", "7,70,700,pv,1709287200\n")  # 2024-03-01 10:00 UTC
+    _run(spark, _cfg(lakehouse, "canonical", [a]), "a1")
+    _run(spark, _cfg(lakehouse, "taobao", [b]), "b1")
+    # The canonical source is re-delivered for the same days with one event fewer.
+    write_text(tmp_path / "a.csv", HEADER + "\n".join(GOOD[:3]) + "\n")
+    _run(spark, _cfg(lakehouse, "canonical", [a]), "a2")
+    rows = _rows(spark, lakehouse, S.BRONZE_EVENTS, [S.SOURCE, S.USER_ID, S.BEHAVIOR])
+    assert rows == [
+        ("canonical", "u1", "purchase"),
+        ("canonical", "u1", "view"),
+        ("canonical", "u2", "cart"),
+        ("taobao", "7", "view"),
+    ]
+
+
+def test_retried_run_id_skips_committed_writes(spark, tmp_path, lakehouse):
+    path = write_text(tmp_path / "e.csv", HEADER + "\n".join(GOOD) + "\n")
+    cfg = _cfg(lakehouse, "canonical", [path])
+    _run(spark, cfg, "scheduler-run-7")
+    version = DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).version()
+    again = _run(spark, cfg, "scheduler-run-7")
+    assert again.skipped and again.events == 4
+    assert DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).version() == version
+
+
+def test_reject_rate_over_threshold_writes_rejects_then_fails(spark, tmp_path, lakehouse):
+    path = write_text(tmp_path / "e.csv", HEADER + "\n".join([GOOD[0], "x,y", "a,b,c,d,e,f,g"]) + "\n")
+    cfg = _cfg(lakehouse, "canonical", [path], "ingest.max_reject_rate=0.5")
+    with pytest.raises(BadInputError, match=r"2 of 3 input rows rejected \(66.67%\).*malformed"):
+        _run(spark, cfg, "too-bad")
+    rejects = DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).to_pandas()
+    assert sorted(rejects["raw"]) == ["a,b,c,d,e,f,g", "x,y"] and set(rejects["run_id"]) == {"too-bad"}
+    assert not lake.is_delta_table(spark, lake.table_path(lakehouse, S.BRONZE_EVENTS))  # no events written
+
+    # The command line reports it with the bad-input exit code.
+    code = main(
+        [
+            "ingest",
+            "--set",
+            f"lakehouse={lakehouse}",
+            "--set",
+            "input.source=canonical",
+            "--set",
+            f"input.paths=[{path}]",
+            "--set",
+            "ingest.max_reject_rate=0.5",
+        ]
+    )
+    assert code == EXIT_BAD_INPUT
+
+
+def test_generator_runs_through_ingest(spark, lakehouse):
+    cfg = load_config(
+        None,
+        [
+            f"lakehouse={lakehouse}",
+            "input.generator.events=3000",
+            "input.generator.bad_row_rate=0.02",
+            "input.generator.duplicate_rate=0.01",
+        ],
+    )
+    report = _run(spark, cfg, "gen")
+    assert report.input_rows == report.events + sum(report.rejects.values()) + report.duplicates
+    assert report.duplicates >= 10 and set(report.rejects) >= {"malformed", "null_id", "unknown_behavior"}
+    events = lake.read_table(spark, lakehouse, S.BRONZE_EVENTS)
+    assert events.where(F.col(S.SOURCE) != "generator").count() == 0
