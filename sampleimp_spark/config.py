@@ -23,8 +23,13 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the offending key."""
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated, frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+_Strict = StrictModel
 
 
 class SparkConfig(_Strict):

@@ -97,6 +97,21 @@ REJECT_SCHEMA = T.StructType(
     ]
 )
 
+# --- samples, labels, shards and weights (silver / gold) -----------------------------------
+SHARD = "shard"  # the category shard a sample belongs to (its category, or a pool of small ones)
+WINDOW_ID = "window_id"  # identifies the (t0, t1, t2) windows a sample was built for
+LABEL_PURCHASE = "label_purchase"  # 1 when the pair is purchased in the label window, else 0
+LABEL_INTENT = "label_intent"  # highest behavior reached in the label window, or "none"
+INTENT_NONE = "none"
+IS_TARGET = "is_target"  # the sample belongs to the density ratio's target population
+ALL_SHARDS = "_all"  # the shard value of overall rows in class frequencies
+OTHER_SHARD = "_other"  # the pool of small categories without a usable parent
+W_CLASS = "w_class"
+W_DR = "w_dr"
+W_IG = "w_ig"
+W_RESAMPLE = "w_resample"
+WEIGHT = "weight"  # the final combined weight, mean 1 per shard
+
 # --- tables: logical name -> folder under the lakehouse root -------------------------------
 BRONZE_EVENTS = "bronze.events"
 BRONZE_REJECTS = "bronze.rejects"

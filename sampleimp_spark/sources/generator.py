@@ -29,6 +29,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from sampleimp_spark import hashing
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import GeneratorConfig
 from sampleimp_spark.sources import taobao
@@ -48,8 +49,7 @@ _MAX_DRIFT_SHARE = 0.35  # share of the last day's traffic drawn from the shifte
 
 def uniform(seed: int, key: Column, salt: str) -> Column:
     """A uniform draw in [0, 1) determined by ``(seed, key, salt)`` only."""
-    h = F.xxhash64(F.lit(seed), key, F.lit(salt))
-    return F.shiftrightunsigned(h, 11).cast("double") / float(1 << 53)
+    return hashing.uniform(seed, key, salt=salt)
 
 
 def _power_index(u: Column, n: int, exponent: float) -> Column:

@@ -1,0 +1,1 @@
+"""Samples, labels, shards and behavior features (DESIGN §3-§4)."""

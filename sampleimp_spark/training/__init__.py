@@ -1,0 +1,1 @@
+"""Splits, weighted ALS and GBT, and metrics (DESIGN §6)."""
