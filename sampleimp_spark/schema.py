@@ -112,9 +112,37 @@ W_IG = "w_ig"
 W_RESAMPLE = "w_resample"
 WEIGHT = "weight"  # the final combined weight, mean 1 per shard
 
+#: ``silver.class_frequencies``: per shard (and ``_all``), counts and shares of each class of
+#: ``kind`` = ``behavior`` (events of the feature window), ``purchase`` (label 0/1, over
+#: samples) and ``intent`` (label_intent, over samples). Shares sum to 1 per (shard, kind).
+FREQ_KIND = "kind"
+FREQ_CLASS = "class"
+FREQ_COUNT = "count"
+FREQ_SHARE = "share"
+CLASS_FREQUENCIES_SCHEMA = T.StructType(
+    [
+        T.StructField(WINDOW_ID, T.StringType(), False),
+        T.StructField(SOURCE, T.StringType(), False),
+        T.StructField(SHARD, T.StringType(), False),
+        T.StructField(FREQ_KIND, T.StringType(), False),
+        T.StructField(FREQ_CLASS, T.StringType(), False),
+        T.StructField(FREQ_COUNT, T.LongType(), False),
+        T.StructField(FREQ_SHARE, T.DoubleType(), False),
+    ]
+)
+
 # --- tables: logical name -> folder under the lakehouse root -------------------------------
 BRONZE_EVENTS = "bronze.events"
 BRONZE_REJECTS = "bronze.rejects"
+SILVER_SAMPLES = "silver.samples"
+SILVER_SHARD_MAP = "silver.shard_map"
+SILVER_CLASS_FREQUENCIES = "silver.class_frequencies"
+SILVER_ITEM_TEXT = "silver.item_text"
+SILVER_ITEM_EMBEDDINGS = "silver.item_embeddings"
+GOLD_TRAINING_SAMPLES = "gold.training_samples"
+GOLD_FEATURE_IMPORTANCE = "gold.feature_importance"
+GOLD_WEIGHT_DIAGNOSTICS = "gold.weight_diagnostics"
+GOLD_METRICS = "gold.metrics"
 
 
 def table_folder(name: str) -> str:
