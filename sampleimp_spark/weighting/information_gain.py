@@ -1,0 +1,434 @@
+"""Information gain of features about the label, per shard, and a pointwise IG sample weight (DESIGN §5).
+
+The work is split so that nothing but small tables ever reaches Python:
+
+1. **Bin edges** (native Spark): per shard and feature, ``percentile_approx`` at ``k / n_bins``
+   (``k = 1 .. n_bins-1``) over the *finite* values, de-duplicated and sorted. One aggregation,
+   one row per shard (an edge array per feature).
+2. **Bins** (native Spark, a higher-order function): a value's bin is the number of edges strictly
+   below it, so bin ``k`` is ``(e_k-1, e_k]``. Because the edges are distinct, ties never produce two
+   bins for one value nor a bin between two equal edges. ``-inf`` falls in the lowest bin and
+   ``+inf`` in the highest (they are *clamped* to the outer bins, where their order puts them);
+   ``NaN`` (and null) get their *own* bin ``-1`` (:data:`NAN_BIN`), since "missing" may be
+   informative and has no place in the order.
+3. **Contingency counts** (native Spark): ``groupBy(shard, feature, bin, label).count()`` over all
+   features at once (features are stacked with ``inline``), so it is one aggregation with a
+   map-side combine.
+4. **Per-shard math** (a grouped pandas UDF, :func:`shard_information_gain`, plain pandas/numpy):
+   IG per feature, its rank, and per (feature, bin) the KL divergence of the bin's label
+   distribution from the shard's. Its input is the shard's contingency table only: at most
+   ``features × (n_bins + 1) × classes`` rows, whatever the shard's size.
+5. **Scoring** (native Spark): the small per-(shard, feature, bin) scores are pivoted to one row
+   per shard and broadcast-joined back to the samples (:func:`with_ig_weight`).
+
+Formulas (natural log; ``n_xy`` counts of bin ``x`` and class ``y`` in the shard, ``N`` their sum,
+``|X|`` the number of bins *observed* for the feature in the shard, ``|Y|`` the number of classes
+observed in the shard, ``α`` the Laplace pseudo-count):
+
+* ``p(x, y) = (n_xy + α) / (N + α|X||Y|)``, ``p(x) = Σ_y p(x, y)``, ``p(y) = Σ_x p(x, y)``.
+* ``IG_s(X) = Σ_x Σ_y p(x, y) log p(x, y) / (p(x) p(y))`` (= ``H(Y) - H(Y|X)``), clipped at 0.
+* Miller–Madow (optional): each plug-in entropy ``H`` is corrected by ``+(m - 1) / (2N)`` where
+  ``m`` is the number of cells with a non-zero *observed* count. Through
+  ``IG = H(X) + H(Y) - H(X, Y)`` this gives
+  ``IG_MM = IG - (m_XY - m_X - m_Y + 1) / (2N)``, clipped at 0 (the correction removes the
+  positive bias ``≈ (|X|-1)(|Y|-1) / 2N`` of the plug-in estimate and can overshoot below 0).
+* ``KL_s(x) = Σ_y p(y|x) log p(y|x) / p(y)`` with ``p(y|x) = p(x, y) / p(x)`` (no Miller–Madow:
+  it is a per-bin quantity that only re-weights samples within the shard).
+* Pointwise score of a sample ``i`` in shard ``s``: ``g_i = Σ_j IG_s(X_j) KL_s,j(x_ij) / Σ_j IG_s(X_j)``,
+  the IG-weighted mean over features of the KL of its bin; ``0`` when ``Σ_j IG_s(X_j) = 0``.
+* ``w_ig = 1 + λ · g_i / mean_s(g)``; when ``mean_s(g) = 0`` (a single-class shard, a one-row
+  shard, or no informative feature) every sample gets ``g = 0`` and ``w_ig = 1``. Otherwise the
+  mean of ``w_ig`` over the shard's samples is exactly ``1 + λ``.
+
+``mean_s(g)`` is computed from the contingency table (``Σ_j Σ_x n_x,j contrib_j(x) / N``), not with a
+second pass or a window over the samples, so it is exact for the samples the IG was computed on.
+
+Reproducibility: ``percentile_approx`` merges partial quantile summaries, so on inputs much larger
+than ``accuracy`` the edges can differ slightly with the partitioning; on inputs smaller than
+``accuracy`` per shard and feature they are exact.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sampleimp_spark import schema as S
+from sampleimp_spark.config import StrictModel
+
+#: Bin of NaN and null values (its own bin; ``±inf`` are clamped to the outer finite bins).
+NAN_BIN = -1
+#: Output column of :func:`with_ig_weight` holding the pointwise score ``g``.
+IG_SCORE = "ig_score"
+
+# Column names of the contingency table and of the per-shard UDF's input and output. They are
+# fixed inside this module (the caller's shard column is renamed at the boundary), so the pure
+# pandas function does not need column-name parameters.
+_SHARD = "shard"
+_FEATURE = "feature"
+_BIN = "bin"
+_LABEL = "label"
+_COUNT = "count"
+
+#: Columns of :attr:`IGResult.importance` (``gold.feature_importance`` without window metadata).
+IMPORTANCE_COLUMNS: tuple[str, ...] = (_SHARD, _FEATURE, "ig", "rank", "n")
+
+_BIN_SCORES_SCHEMA = T.StructType(
+    [
+        T.StructField(_SHARD, T.StringType(), False),
+        T.StructField(_FEATURE, T.StringType(), False),
+        T.StructField(_BIN, T.IntegerType(), False),
+        T.StructField("n_bin", T.LongType(), False),  # samples of the shard in this bin
+        T.StructField("kl", T.DoubleType(), False),  # KL(p(Y|x) || p(Y))
+        T.StructField("ig", T.DoubleType(), False),  # the feature's IG in the shard
+        T.StructField("rank", T.IntegerType(), False),  # 1 = most informative in the shard
+        T.StructField("n", T.LongType(), False),  # samples in the shard
+        T.StructField("contrib", T.DoubleType(), False),  # IG_j / Σ IG · kl: this bin's share of g
+        T.StructField("g_mean", T.DoubleType(), False),  # mean of g over the shard's samples
+    ]
+)
+_BIN_SCORES_COLUMNS: tuple[str, ...] = tuple(f.name for f in _BIN_SCORES_SCHEMA.fields)
+
+_EDGE_PREFIX = "__ig_edges_"
+_SCORE_PREFIX = "__ig_scores_"
+_BIN_PREFIX = "__ig_bin_"
+_G_MEAN = "__ig_g_mean"
+
+
+class InformationGainConfig(StrictModel):
+    """Settings of the information-gain weight.
+
+    Attributes:
+        n_bins: quantile bins per feature and shard (fewer when values tie); NaN adds its own bin.
+        smoothing: Laplace pseudo-count ``α`` added to every (bin, class) cell; 0 = plug-in MLE.
+        miller_madow: subtract the Miller–Madow bias estimate from the per-shard IG.
+        lam: ``λ`` in ``w_ig = 1 + λ · g / mean_s(g)``; 0 turns the weight off (``w_ig = 1``).
+    """
+
+    n_bins: int = Field(10, ge=2, le=100)
+    smoothing: float = Field(1.0, ge=0.0, allow_inf_nan=False)
+    miller_madow: bool = False
+    lam: float = Field(1.0, ge=0.0, allow_inf_nan=False)
+
+
+@dataclass(frozen=True)
+class IGResult:
+    """What :func:`information_gain` computed; all tables are small (per shard, feature and bin).
+
+    The tables are cached lazily (``DataFrame.cache``; nothing runs until they are used) because
+    both the importance table and :func:`with_ig_weight` read them; call :meth:`unpersist` when done.
+
+    Attributes:
+        features: the feature columns, in the order given.
+        importance: ``shard, feature, ig, rank, n`` — the rows of ``gold.feature_importance``.
+        bin_scores: per ``shard, feature, bin``: ``n_bin, kl, ig, rank, n, contrib, g_mean``
+            (see the module docstring; ``contrib`` is the bin's term of ``g``).
+        edges: ``shard, feature, edges`` (``array<double>``, sorted and distinct).
+        edges_wide: one row per shard with an edge array per feature (used for joins).
+    """
+
+    features: tuple[str, ...]
+    importance: DataFrame
+    bin_scores: DataFrame
+    edges: DataFrame
+    edges_wide: DataFrame
+
+    def unpersist(self) -> None:
+        """Release the cached small tables."""
+        self.bin_scores.unpersist()
+        self.edges_wide.unpersist()
+
+
+# --- the pure per-shard function (no Spark) ------------------------------------------------
+
+
+def _xlogy_ratio(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``p · log(p / q)`` elementwise with ``0 · log 0 = 0``."""
+    out = np.zeros_like(p, dtype=float)
+    mask = p > 0
+    out[mask] = p[mask] * np.log(p[mask] / q[mask])
+    return out
+
+
+def _feature_scores(n_xy: np.ndarray, *, alpha: float, miller_madow: bool) -> tuple[float, np.ndarray]:
+    """IG of one feature and the KL of each bin, from its ``bins × classes`` count matrix."""
+    k_x, k_y = n_xy.shape
+    n = float(n_xy.sum())
+    if k_y <= 1 or n <= 0:
+        # One class: p(y|x) = p(y) = 1 for every bin, so both are exactly 0.
+        return 0.0, np.zeros(k_x)
+    denom = n + alpha * k_x * k_y
+    n_x = n_xy.sum(axis=1)
+    n_y = n_xy.sum(axis=0)
+    p_xy = (n_xy + alpha) / denom
+    # Marginals in closed form (not by summing p_xy), so a marginal that is 1 is exactly 1.
+    p_x = (n_x + alpha * k_y) / denom
+    p_y = (n_y + alpha * k_x) / denom
+    ig = float(_xlogy_ratio(p_xy, np.outer(p_x, p_y)).sum())
+    if miller_madow:
+        m_xy = int((n_xy > 0).sum())
+        m_x = int((n_x > 0).sum())
+        m_y = int((n_y > 0).sum())
+        ig -= (m_xy - m_x - m_y + 1) / (2.0 * n)
+    p_y_given_x = p_xy / p_x[:, None]
+    kl = _xlogy_ratio(p_y_given_x, np.broadcast_to(p_y, p_y_given_x.shape)).sum(axis=1)
+    # Both are non-negative in exact arithmetic; clip rounding noise so weights stay >= 1.
+    return max(ig, 0.0), np.maximum(kl, 0.0)
+
+
+def shard_information_gain(counts: pd.DataFrame, *, alpha: float = 1.0, miller_madow: bool = False) -> pd.DataFrame:
+    """Per-feature IG and per-bin KL scores of one shard, from its contingency table.
+
+    Plain pandas/numpy, called per shard through ``groupBy(shard).applyInPandas``; testable
+    without Spark. The input is bounded by ``features × bins × classes`` rows.
+
+    Args:
+        counts: one shard's contingency table with columns ``shard, feature, bin, label, count``
+            (one row per observed (feature, bin, label); missing combinations count 0).
+        alpha: Laplace pseudo-count ``α`` (0 = plug-in estimate, equal to scikit-learn's
+            ``mutual_info_score`` on the binned data).
+        miller_madow: subtract the Miller–Madow bias estimate ``(m_XY - m_X - m_Y + 1) / 2N``.
+
+    Returns:
+        One row per (feature, observed bin) with the columns of the bin-scores table:
+        ``shard, feature, bin, n_bin, kl, ig, rank, n, contrib, g_mean`` (see the module docstring).
+    """
+    columns = list(_BIN_SCORES_COLUMNS)
+    if counts.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    counts = counts.assign(**{_LABEL: counts[_LABEL].astype(str)})
+    shard = counts[_SHARD].iloc[0]
+    classes = np.sort(counts[_LABEL].unique())
+    per_feature: list[tuple[str, np.ndarray, np.ndarray, float, np.ndarray]] = []
+    for feature, part in counts.groupby(_FEATURE, sort=True):
+        table = part.pivot_table(index=_BIN, columns=_LABEL, values=_COUNT, aggfunc="sum", fill_value=0)
+        table = table.reindex(columns=classes, fill_value=0).sort_index()
+        n_xy = table.to_numpy(dtype=float)
+        ig, kl = _feature_scores(n_xy, alpha=alpha, miller_madow=miller_madow)
+        per_feature.append((str(feature), table.index.to_numpy(), n_xy.sum(axis=1), ig, kl))
+
+    n = float(per_feature[0][2].sum())  # every sample counts once per feature
+    total_ig = sum(ig for _, _, _, ig, _ in per_feature)
+    # Rank by IG (descending), ties broken by feature name so the rank is deterministic.
+    order = sorted(range(len(per_feature)), key=lambda i: (-per_feature[i][3], per_feature[i][0]))
+    rank = {per_feature[i][0]: r + 1 for r, i in enumerate(order)}
+
+    frames = []
+    g_mean = 0.0
+    for feature, bins, n_bin, ig, kl in per_feature:
+        contrib = (ig / total_ig) * kl if total_ig > 0 else np.zeros_like(kl)
+        g_mean += float((n_bin * contrib).sum()) / n if n > 0 else 0.0
+        frames.append(
+            pd.DataFrame(
+                {
+                    _SHARD: shard,
+                    _FEATURE: feature,
+                    _BIN: bins.astype("int32"),
+                    "n_bin": n_bin.astype("int64"),
+                    "kl": kl,
+                    "ig": ig,
+                    "rank": np.int32(rank[feature]),
+                    "n": np.int64(round(n)),
+                    "contrib": contrib,
+                }
+            )
+        )
+    out = pd.concat(frames, ignore_index=True)
+    out["g_mean"] = g_mean
+    return out[columns]
+
+
+# --- Spark --------------------------------------------------------------------------------
+
+
+def _col(name: str) -> Column:
+    """A top-level column by name, even when the name contains dots."""
+    return F.col(f"`{name}`")
+
+
+def _check_features(samples: DataFrame, features: Sequence[str]) -> tuple[str, ...]:
+    feats = tuple(features)
+    if not feats:
+        raise ValueError("information gain needs at least one feature column")
+    if len(set(feats)) != len(feats):
+        raise ValueError(f"feature columns must be distinct, got {list(feats)}")
+    types = {f.name: f.dataType for f in samples.schema.fields}
+    for f in feats:
+        if f not in types:
+            raise ValueError(f"feature column {f!r} is not in the samples")
+        if not isinstance(types[f], T.NumericType):
+            raise TypeError(f"feature column {f!r} must be numeric, got {types[f].simpleString()}")
+    return feats
+
+
+def _finite(x: Column) -> Column:
+    # Spark orders NaN above +inf, so `abs(x) < inf` is false for NaN, ±inf and null.
+    return F.abs(x) < F.lit(float("inf"))
+
+
+def _bin(x: Column, edges: Column) -> Column:
+    """Bin index: the number of edges strictly below ``x``; :data:`NAN_BIN` for NaN and null."""
+    return (
+        F.when(x.isNull() | F.isnan(x), F.lit(NAN_BIN)).otherwise(F.size(F.filter(edges, lambda e: e < x))).cast("int")
+    )
+
+
+def _edges_wide(
+    samples: DataFrame, features: tuple[str, ...], *, n_bins: int, shard_col: str, accuracy: int
+) -> DataFrame:
+    probs = [k / n_bins for k in range(1, n_bins)]
+    empty = F.array().cast("array<double>")
+    aggs = []
+    for i, f in enumerate(features):
+        x = _col(f).cast("double")
+        q = F.percentile_approx(F.when(_finite(x), x), probs, accuracy)
+        # A shard where the feature has no finite value gets no edges: one bin (plus NaN's).
+        aggs.append(F.coalesce(F.array_sort(F.array_distinct(q)), empty).alias(f"{_EDGE_PREFIX}{i}"))
+    return samples.groupBy(_col(shard_col).alias(_SHARD)).agg(*aggs)
+
+
+def _with_bins(samples: DataFrame, edges_wide: DataFrame, features: tuple[str, ...], *, shard_col: str) -> DataFrame:
+    """Samples + one bin column per feature (``__ig_bin_<i>``), edges broadcast-joined by shard."""
+    joined = samples.join(
+        F.broadcast(edges_wide.withColumnRenamed(_SHARD, "__ig_shard")),
+        _col(shard_col) == F.col("__ig_shard"),
+        "left",
+    )
+    bins = [
+        _bin(_col(f).cast("double"), F.coalesce(F.col(f"{_EDGE_PREFIX}{i}"), F.array().cast("array<double>"))).alias(
+            f"{_BIN_PREFIX}{i}"
+        )
+        for i, f in enumerate(features)
+    ]
+    helper = ["__ig_shard", *(f"{_EDGE_PREFIX}{i}" for i in range(len(features)))]
+    return joined.select("*", *bins).drop(*helper)
+
+
+def information_gain(
+    samples: DataFrame,
+    features: Sequence[str],
+    *,
+    cfg: InformationGainConfig,
+    label_col: str = S.LABEL_PURCHASE,
+    shard_col: str = S.SHARD,
+    accuracy: int = 10_000,
+) -> IGResult:
+    """Information gain of each feature about the label, per shard, and per-bin sample scores.
+
+    Only native Spark touches the samples (two aggregations: the quantile edges and the
+    contingency counts); the per-shard math runs in :func:`shard_information_gain` over each
+    shard's contingency table. Nothing is computed until a result table is used.
+
+    Args:
+        samples: one row per sample with ``shard_col``, ``label_col`` and the numeric features.
+        features: feature columns to score (numeric; NaN/null get their own bin, ±inf are
+            clamped to the outer bins).
+        cfg: bins, smoothing, Miller–Madow.
+        label_col: the label (any type; compared as a string, so ``0``/``1`` or intent names).
+        shard_col: the shard column.
+        accuracy: ``percentile_approx`` accuracy (relative rank error ``1 / accuracy``).
+
+    Returns:
+        The importance, bin-score and edge tables (see :class:`IGResult`).
+    """
+    feats = _check_features(samples, features)
+    edges_wide = _edges_wide(samples, feats, n_bins=cfg.n_bins, shard_col=shard_col, accuracy=accuracy).cache()
+    binned = _with_bins(samples, edges_wide, feats, shard_col=shard_col)
+    stacked = F.inline(
+        F.array(
+            *[F.struct(F.lit(f).alias(_FEATURE), F.col(f"{_BIN_PREFIX}{i}").alias(_BIN)) for i, f in enumerate(feats)]
+        )
+    )
+    label = F.coalesce(_col(label_col).cast("string"), F.lit("(null)")).alias(_LABEL)
+    counts = (
+        binned.select(_col(shard_col).alias(_SHARD), label, stacked)
+        .groupBy(_SHARD, _FEATURE, _BIN, _LABEL)
+        .agg(F.count(F.lit(1)).alias(_COUNT))
+    )
+    alpha, miller_madow = cfg.smoothing, cfg.miller_madow
+
+    def per_shard(counts: pd.DataFrame) -> pd.DataFrame:
+        return shard_information_gain(counts, alpha=alpha, miller_madow=miller_madow)
+
+    bin_scores = counts.groupBy(_SHARD).applyInPandas(per_shard, schema=_BIN_SCORES_SCHEMA)
+    bin_scores = bin_scores.withColumnRenamed(_SHARD, shard_col).cache()
+    importance = bin_scores.select(shard_col, _FEATURE, "ig", "rank", "n").dropDuplicates([shard_col, _FEATURE])
+    edges = edges_wide.select(
+        F.col(_SHARD).alias(shard_col),
+        F.inline(
+            F.array(
+                *[
+                    F.struct(F.lit(f).alias(_FEATURE), F.col(f"{_EDGE_PREFIX}{i}").alias("edges"))
+                    for i, f in enumerate(feats)
+                ]
+            )
+        ),
+    )
+    return IGResult(features=feats, importance=importance, bin_scores=bin_scores, edges=edges, edges_wide=edges_wide)
+
+
+def with_ig_weight(
+    samples: DataFrame,
+    result: IGResult,
+    features: Sequence[str] | None = None,
+    *,
+    cfg: InformationGainConfig,
+    shard_col: str = S.SHARD,
+    score_col: str = IG_SCORE,
+    weight_col: str = S.W_IG,
+) -> DataFrame:
+    """Add the pointwise IG score ``g`` and the weight ``w_ig = 1 + λ · g / mean_s(g)``.
+
+    The per-shard scores are pivoted to one small row per shard and broadcast-joined; the bins
+    are computed exactly as in :func:`information_gain`, so on the same samples the mean of
+    ``w_ig`` over a shard is ``1 + λ`` (or 1 where ``g`` is 0 throughout). Samples of a shard the
+    IG was not computed on get ``g = 0`` and ``w_ig = 1``; bins not seen there score 0.
+
+    Args:
+        samples: the samples (same feature and shard columns as the IG fit).
+        result: the output of :func:`information_gain`.
+        features: the fitted features (default); given explicitly, they must be the same set.
+        cfg: uses ``lam``.
+        shard_col: the shard column.
+        score_col: output column for ``g`` (double, ``>= 0``).
+        weight_col: output column for ``w_ig`` (double, ``>= 1``).
+
+    Returns:
+        ``samples`` with ``score_col`` and ``weight_col`` added.
+    """
+    feats = result.features
+    if features is not None and set(features) != set(feats):
+        raise ValueError(f"features {list(features)} differ from the fitted ones {list(feats)}")
+    index = {f: i for i, f in enumerate(feats)}
+    entries = F.struct(F.col(_BIN).alias("key"), F.col("contrib").alias("value"))
+    scores_wide = result.bin_scores.groupBy(F.col(shard_col).alias("__ig_shard")).agg(
+        F.first("g_mean").alias(_G_MEAN),
+        *[
+            F.map_from_entries(F.collect_list(F.when(F.col(_FEATURE) == f, entries))).alias(f"{_SCORE_PREFIX}{i}")
+            for f, i in index.items()
+        ],
+    )
+    binned = _with_bins(samples, result.edges_wide, feats, shard_col=shard_col)
+    joined = binned.join(F.broadcast(scores_wide), _col(shard_col) == F.col("__ig_shard"), "left")
+    terms = [
+        F.coalesce(F.try_element_at(F.col(f"{_SCORE_PREFIX}{i}"), F.col(f"{_BIN_PREFIX}{i}")), F.lit(0.0))
+        for i in range(len(feats))
+    ]
+    g = functools.reduce(lambda a, b: a + b, terms)
+    g_mean = F.col(_G_MEAN)
+    w = F.when(g_mean > 0, F.lit(1.0) + F.lit(cfg.lam) * F.try_divide(g, g_mean)).otherwise(F.lit(1.0))
+    helper = [
+        "__ig_shard",
+        _G_MEAN,
+        *(f"{_SCORE_PREFIX}{i}" for i in range(len(feats))),
+        *(f"{_BIN_PREFIX}{i}" for i in range(len(feats))),
+    ]
+    return joined.withColumn(score_col, g).withColumn(weight_col, w).drop(*helper)
