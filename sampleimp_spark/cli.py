@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("run", parents=[common], help="run the whole pipeline: " + ", ".join(STAGES))
     sub.add_parser("ingest", parents=[common], help="raw input -> bronze.events and bronze.rejects")
+    sub.add_parser("features", parents=[common], help="bronze.events -> silver.samples, shard_map, class_frequencies")
     return parser
 
 

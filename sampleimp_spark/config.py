@@ -116,6 +116,32 @@ class IngestConfig(_Strict):
         return self
 
 
+class FeaturesConfig(_Strict):
+    """Samples, labels, shards and behavior features (DESIGN §3-§4)."""
+
+    #: The source whose bronze events are featurized; null = ``input.source``.
+    source: SourceName | None = None
+    #: Feature window [t0, t1) and label window [t1, t2), with UTC offsets. Missing bounds are
+    #: derived from the data on local midnights: t2 after the last event, t1 = t2 - label_days,
+    #: t0 = t1 - feature_days (or the first event's midnight when feature_days is null).
+    t0: datetime | None = None
+    t1: datetime | None = None
+    t2: datetime | None = None
+    label_days: float = Field(2.0, gt=0)
+    feature_days: float | None = Field(None, gt=0)
+    #: Categories with fewer samples are pooled into a parent category or ``_other``.
+    min_shard_rows: int = Field(200, ge=1)
+    #: Where the source has no sessions, a gap longer than this starts a new one.
+    session_gap_minutes: float = Field(30.0, gt=0)
+
+    @field_validator("t0", "t1", "t2")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("needs a UTC offset, e.g. 2017-12-02T00:00:00+08:00")
+        return v
+
+
 class RunConfig(_Strict):
     """Identity of one run: used in commit metadata and Delta transaction identifiers."""
 
@@ -134,6 +160,7 @@ class Config(_Strict):
     spark: SparkConfig = Field(default_factory=SparkConfig)
     input: InputConfig = Field(default_factory=InputConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
 
     def hash(self) -> str:
         """A stable hash of everything that changes results (the run id excluded)."""

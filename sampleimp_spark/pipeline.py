@@ -14,13 +14,14 @@ from pyspark.sql import SparkSession
 
 from sampleimp_spark import lake
 from sampleimp_spark.config import Config
+from sampleimp_spark.features.build import build_features
 from sampleimp_spark.ingest import ingest
 from sampleimp_spark.progress import RunProgress
 
 log = logging.getLogger("sampleimp_spark")
 
 #: Stage names in pipeline order.
-STAGES: tuple[str, ...] = ("ingest",)
+STAGES: tuple[str, ...] = ("ingest", "features")
 
 
 def new_run_id() -> str:
@@ -61,5 +62,7 @@ def run_stages(
         ctx = lake.RunContext(run_id=run_id, config_hash=config_hash, stage=name)
         if name == "ingest":
             result.reports[name] = ingest(spark, cfg, ctx=ctx, progress=progress)
+        elif name == "features":
+            result.reports[name] = build_features(spark, cfg, ctx=ctx, progress=progress)
     log.info("run %s summary:\n%s", run_id, progress.summary())
     return result

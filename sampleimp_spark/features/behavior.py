@@ -1,0 +1,185 @@
+"""Behavior features of users, items, categories and (user, item) pairs (DESIGN §4).
+
+All features are computed from the feature window's events only, with native Spark
+functions, relative to ``t1`` (the end of the feature window).
+
+Per entity (prefix ``user_``, ``item_``, ``cat_``, ``pair_``):
+
+* ``n_events`` and ``n_<behavior>`` for view, click, fav, cart, purchase, remove_from_cart;
+* conversion ratios ``cart_per_view``, ``fav_per_view``, ``purchase_per_view`` and
+  ``purchase_per_cart``, where *views* are view + click events (Tianchi logs clicks, the others
+  views);
+* ``recency_<behavior>`` and ``recency_any``: days from the last such event to ``t1``;
+* ``active_days``: distinct local dates with an event;
+* ``hour_<b>`` (b = 0..5, 4-hour buckets of the local day) and ``dow_<d>`` (d = 1 Sunday .. 7
+  Saturday): the share of the entity's events in each bucket, in the source's local time;
+* ``sessions`` and ``session_minutes`` (mean length of the sessions touching the entity):
+  sessions are the source's own (REES46 ``user_session``) or, where absent, runs of a user's
+  events without a gap longer than ``session_gap_minutes``;
+* where prices exist: ``item_price`` (mean price), ``item_price_rel`` (item price over its
+  category's median item price), ``user_price_rel`` (mean relative price of the user's
+  events), ``cat_median_price``; pairs carry their item's relative price.
+
+**Undefined values, one rule:** every feature is a non-null double. A value that is undefined
+takes a neutral value: a ratio with a zero denominator is 0 (the counts next to it say
+why), the recency of a behavior that never happened is the feature window's length in days
+(as old as anything we can see), a share over no events is 0, and a relative price without
+prices is 1 (with ``item_price`` = 0 and ``cat_median_price`` = 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from sampleimp_spark import schema as S
+from sampleimp_spark.features.windows import Windows
+
+HOUR_BUCKETS = 6  # 4-hour buckets: 0 = 00-04h, ..., 5 = 20-24h local time
+COUNTED_BEHAVIORS: tuple[str, ...] = S.ALL_BEHAVIORS
+RATIOS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "cart_per_view": (("cart",), ("view", "click")),
+    "fav_per_view": (("fav",), ("view", "click")),
+    "purchase_per_view": (("purchase",), ("view", "click")),
+    "purchase_per_cart": (("purchase",), ("cart",)),
+}
+ENTITY_PREFIXES = ("user", "item", "cat", "pair")
+
+# Columns prepare_events adds (internal to the features stage).
+LOCAL_DATE = "_local_date"
+HOUR_BUCKET = "_hour_bucket"
+DOW = "_dow"
+SESSION = "_session"
+
+
+def prepare_events(events: DataFrame, *, windows: Windows, tz: str, session_gap_minutes: float) -> DataFrame:
+    """Feature-window events with local date, hour bucket, day of week and a session key."""
+    fe = events.where((F.col(S.TS) >= F.lit(windows.t0)) & (F.col(S.TS) < F.lit(windows.t1)))
+    local = F.from_utc_timestamp(F.col(S.TS), tz)
+    fe = fe.withColumns(
+        {
+            LOCAL_DATE: F.to_date(local),
+            HOUR_BUCKET: F.floor(F.hour(local) / (24 // HOUR_BUCKETS)).cast("int"),
+            DOW: F.dayofweek(local),
+        }
+    )
+    # Gap sessions: a user's events in time order; a gap over the limit starts a new session.
+    order = Window.partitionBy(S.USER_ID).orderBy(S.TS, S.ITEM_ID, S.BEHAVIOR)
+    gap = F.unix_seconds(F.col(S.TS)) - F.unix_seconds(F.lag(S.TS).over(order))
+    new_session = (gap.isNull() | (gap > session_gap_minutes * 60)).cast("int")
+    index = F.sum(new_session).over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    fe = fe.withColumn("_gap_session", F.concat(F.col(S.USER_ID), F.lit("#"), index.cast("string")))
+    own = F.concat(F.lit("s:"), F.col(S.SESSION_ID))
+    return fe.withColumn(SESSION, F.coalesce(own, F.col("_gap_session"))).drop("_gap_session")
+
+
+def _safe_ratio(num: Column, den: Column) -> Column:
+    return F.when(den > 0, num / den).otherwise(F.lit(0.0))
+
+
+def _days_before(t1: Column, ts: Column, default: float) -> Column:
+    days = (F.unix_micros(t1) - F.unix_micros(ts)) / 86_400_000_000.0
+    return F.coalesce(days, F.lit(float(default)))
+
+
+def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, windows: Windows) -> DataFrame:
+    """Counts, ratios, recency, active days and time profiles per ``keys`` (columns ``prefix_*``)."""
+    b = F.col(S.BEHAVIOR)
+    aggs: list[Column] = [F.count(F.lit(1)).alias("n_events"), F.max(S.TS).alias("_last_any")]
+    for name in COUNTED_BEHAVIORS:
+        aggs.append(F.count_if(b == name).alias(f"n_{name}"))
+        aggs.append(F.max(F.when(b == name, F.col(S.TS))).alias(f"_last_{name}"))
+    aggs.append(F.count_distinct(LOCAL_DATE).alias("active_days"))
+    aggs += [F.count_if(F.col(HOUR_BUCKET) == h).alias(f"_hour_{h}") for h in range(HOUR_BUCKETS)]
+    aggs += [F.count_if(F.col(DOW) == d).alias(f"_dow_{d}") for d in range(1, 8)]
+    agg = fe.groupBy(*keys).agg(*aggs)
+
+    t1 = F.lit(windows.t1)
+    n = F.col("n_events")
+    out: list[Column] = [F.col(k) for k in keys]
+    out.append(n.cast("double").alias(f"{prefix}_n_events"))
+    out += [F.col(f"n_{name}").cast("double").alias(f"{prefix}_n_{name}") for name in COUNTED_BEHAVIORS]
+    for ratio, (nums, dens) in RATIOS.items():
+        num = sum((F.col(f"n_{x}") for x in nums), F.lit(0))
+        den = sum((F.col(f"n_{x}") for x in dens), F.lit(0))
+        out.append(_safe_ratio(num.cast("double"), den.cast("double")).alias(f"{prefix}_{ratio}"))
+    out.append(_days_before(t1, F.col("_last_any"), windows.feature_days).alias(f"{prefix}_recency_any"))
+    out += [
+        _days_before(t1, F.col(f"_last_{name}"), windows.feature_days).alias(f"{prefix}_recency_{name}")
+        for name in S.BEHAVIORS
+    ]
+    out.append(F.col("active_days").cast("double").alias(f"{prefix}_active_days"))
+    out += [_safe_ratio(F.col(f"_hour_{h}"), n).alias(f"{prefix}_hour_{h}") for h in range(HOUR_BUCKETS)]
+    out += [_safe_ratio(F.col(f"_dow_{d}"), n).alias(f"{prefix}_dow_{d}") for d in range(1, 8)]
+    return agg.select(*out).join(session_features(fe, keys, prefix), list(keys), "left").fillna(0.0)
+
+
+def session_features(fe: DataFrame, keys: Sequence[str], prefix: str) -> DataFrame:
+    """``prefix_sessions`` and ``prefix_session_minutes`` (mean length of sessions touching keys)."""
+    lengths = fe.groupBy(SESSION).agg(
+        ((F.unix_micros(F.max(S.TS)) - F.unix_micros(F.min(S.TS))) / 60_000_000.0).alias("_minutes")
+    )
+    touched = fe.select(*keys, SESSION).distinct().join(lengths, SESSION)
+    return touched.groupBy(*keys).agg(
+        F.count(F.lit(1)).cast("double").alias(f"{prefix}_sessions"),
+        F.avg("_minutes").alias(f"{prefix}_session_minutes"),
+    )
+
+
+def item_categories(fe: DataFrame) -> DataFrame:
+    """``(item_id, category_id, category_path)``: each item's most frequent category in the window.
+
+    Items normally have one category; where the log disagrees with itself, the most frequent
+    category wins and ties go to the larger id, so the choice is deterministic.
+    """
+    per = fe.groupBy(S.ITEM_ID, S.CATEGORY_ID).agg(
+        F.count(F.lit(1)).alias("n"), F.max(S.CATEGORY_PATH).alias(S.CATEGORY_PATH)
+    )
+    best = per.groupBy(S.ITEM_ID).agg(F.max(F.struct("n", S.CATEGORY_ID, S.CATEGORY_PATH)).alias("b"))
+    return best.select(S.ITEM_ID, F.col(f"b.{S.CATEGORY_ID}").alias(S.CATEGORY_ID), F.col(f"b.{S.CATEGORY_PATH}").alias(S.CATEGORY_PATH))
+
+
+def price_features(fe: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """Item, user and category price levels (see the module docstring for the null rule).
+
+    Args:
+        fe: prepared feature-window events.
+        items: ``item_categories(fe)``.
+
+    Returns:
+        ``(item_prices, user_prices, category_prices)`` keyed by item, user and category.
+    """
+    item_price = fe.where(F.col(S.PRICE).isNotNull()).groupBy(S.ITEM_ID).agg(F.avg(S.PRICE).alias("item_price"))
+    priced = items.join(item_price, S.ITEM_ID)
+    medians = priced.groupBy(S.CATEGORY_ID).agg(F.percentile_approx("item_price", 0.5).alias("cat_median_price"))
+    item_rel = priced.join(medians, S.CATEGORY_ID).select(
+        S.ITEM_ID, "item_price", _safe_ratio(F.col("item_price"), F.col("cat_median_price")).alias("item_price_rel")
+    )
+    items_out = items.select(S.ITEM_ID).join(item_rel, S.ITEM_ID, "left").select(
+        S.ITEM_ID,
+        F.coalesce("item_price", F.lit(0.0)).alias("item_price"),
+        F.coalesce(F.when(F.col("item_price") > 0, F.col("item_price_rel")), F.lit(1.0)).alias("item_price_rel"),
+        F.col("item_price").isNotNull().cast("double").alias("item_has_price"),
+    )
+    user_rel = (
+        fe.select(S.USER_ID, S.ITEM_ID)
+        .join(item_rel, S.ITEM_ID)
+        .groupBy(S.USER_ID)
+        .agg(F.avg("item_price_rel").alias("user_price_rel"))
+    )
+    users_out = fe.select(S.USER_ID).distinct().join(user_rel, S.USER_ID, "left").fillna(1.0, ["user_price_rel"])
+    cats_out = items.select(S.CATEGORY_ID).distinct().join(medians, S.CATEGORY_ID, "left").fillna(0.0, ["cat_median_price"])
+    return items_out, users_out, cats_out
+
+
+def feature_columns(df: DataFrame) -> list[str]:
+    """The numeric feature columns of a samples frame (``user_*``, ``item_*``, ``cat_*``, ``pair_*``)."""
+    numeric = {"double", "float", "int", "bigint"}
+    return [
+        f.name
+        for f in df.schema.fields
+        if f.name.split("_", 1)[0] in ENTITY_PREFIXES and f.dataType.simpleString() in numeric
+        and f.name not in (S.USER_ID, S.ITEM_ID)
+    ]

@@ -1,0 +1,66 @@
+"""Class frequencies per shard and overall: the input of class balancing (``silver.class_frequencies``).
+
+Three kinds of classes, every class listed even when its count is 0:
+
+* ``behavior``: feature-window events per behavior (view ... remove_from_cart);
+* ``purchase``: samples per ``label_purchase`` value (``0``, ``1``);
+* ``intent``: samples per ``label_intent`` (``none``, view ... purchase).
+
+Overall rows have shard ``_all``. Shares sum to 1 within (shard, kind).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from sampleimp_spark import schema as S
+
+CLASSES: dict[str, tuple[str, ...]] = {
+    "behavior": S.ALL_BEHAVIORS,
+    "purchase": ("0", "1"),
+    "intent": (S.INTENT_NONE, *S.BEHAVIORS),
+}
+
+
+def _counts(df: DataFrame, kind: str, class_col: str) -> DataFrame:
+    per_shard = df.groupBy(S.SHARD, F.col(class_col).cast("string").alias(S.FREQ_CLASS)).agg(
+        F.count(F.lit(1)).alias(S.FREQ_COUNT)
+    )
+    overall = per_shard.groupBy(S.FREQ_CLASS).agg(F.sum(S.FREQ_COUNT).alias(S.FREQ_COUNT))
+    both = per_shard.unionByName(overall.withColumn(S.SHARD, F.lit(S.ALL_SHARDS)))
+    return both.withColumn(S.FREQ_KIND, F.lit(kind))
+
+
+def class_frequencies(samples: DataFrame, events: DataFrame, *, window_id: str, source: str) -> DataFrame:
+    """The class-frequency table (schema ``S.CLASS_FREQUENCIES_SCHEMA``).
+
+    Args:
+        samples: samples with ``shard``, ``label_purchase`` and ``label_intent``.
+        events: feature-window events with ``shard`` (their item's shard) and ``behavior``.
+        window_id: the windows' id.
+        source: the events' source.
+    """
+    spark: SparkSession = samples.sparkSession
+    counts = (
+        _counts(events, "behavior", S.BEHAVIOR)
+        .unionByName(_counts(samples, "purchase", S.LABEL_PURCHASE))
+        .unionByName(_counts(samples, "intent", S.LABEL_INTENT))
+    )
+    classes = spark.createDataFrame(
+        [(kind, c) for kind, values in CLASSES.items() for c in values], f"{S.FREQ_KIND} string, {S.FREQ_CLASS} string"
+    )
+    shards = samples.select(S.SHARD).distinct().unionByName(spark.createDataFrame([(S.ALL_SHARDS,)], f"{S.SHARD} string"))
+    grid = shards.crossJoin(F.broadcast(classes))
+    full = grid.join(counts, [S.SHARD, S.FREQ_KIND, S.FREQ_CLASS], "left").fillna(0, [S.FREQ_COUNT])
+    total = F.sum(S.FREQ_COUNT).over(Window.partitionBy(S.SHARD, S.FREQ_KIND))
+    share = F.coalesce(F.try_divide(F.col(S.FREQ_COUNT).cast("double"), total.cast("double")), F.lit(0.0))
+    return full.select(
+        F.lit(window_id).alias(S.WINDOW_ID),
+        F.lit(source).alias(S.SOURCE),
+        S.SHARD,
+        S.FREQ_KIND,
+        S.FREQ_CLASS,
+        F.col(S.FREQ_COUNT).cast("long").alias(S.FREQ_COUNT),
+        share.alias(S.FREQ_SHARE),
+    )

@@ -1,0 +1,42 @@
+"""Samples and labels (DESIGN §3).
+
+A sample is a ``(user_id, item_id)`` pair with at least one event in the feature window.
+Its labels come only from the label window ``[t1, t2)``: ``label_purchase`` (1 if the user
+bought the item) and ``label_intent`` (the highest behavior reached, by intent order view <
+click < fav < cart < purchase; ``none`` without a label-window event). Features never read
+label-window events, and labels never read feature-window events.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from sampleimp_spark import schema as S
+from sampleimp_spark.features.windows import Windows
+
+
+def labels(events: DataFrame, *, windows: Windows) -> DataFrame:
+    """``(user_id, item_id, label_purchase, label_intent)`` for pairs active in the label window."""
+    le = events.where(
+        (F.col(S.TS) >= F.lit(windows.t1)) & (F.col(S.TS) < F.lit(windows.t2)) & F.col(S.BEHAVIOR).isin(*S.BEHAVIORS)
+    )
+    level = F.array_position(F.array(*(F.lit(b) for b in S.BEHAVIORS)), F.col(S.BEHAVIOR))  # 1-based
+    agg = le.groupBy(S.USER_ID, S.ITEM_ID).agg(F.max(level).alias("_level"))
+    return agg.select(
+        S.USER_ID,
+        S.ITEM_ID,
+        (F.col("_level") == len(S.BEHAVIORS)).cast("int").alias(S.LABEL_PURCHASE),
+        F.element_at(F.array(*(F.lit(b) for b in S.BEHAVIORS)), F.col("_level").cast("int")).alias(S.LABEL_INTENT),
+    )
+
+
+def with_labels(samples: DataFrame, events: DataFrame, *, windows: Windows) -> DataFrame:
+    """Attach labels to samples; pairs without a label-window event get 0 / ``none``."""
+    joined = samples.join(labels(events, windows=windows), [S.USER_ID, S.ITEM_ID], "left")
+    return joined.withColumns(
+        {
+            S.LABEL_PURCHASE: F.coalesce(F.col(S.LABEL_PURCHASE), F.lit(0)),
+            S.LABEL_INTENT: F.coalesce(F.col(S.LABEL_INTENT), F.lit(S.INTENT_NONE)),
+        }
+    )

@@ -1,0 +1,84 @@
+"""Category shards: each category is its own shard unless it is small (DESIGN §3).
+
+Categories with fewer than ``min_shard_rows`` samples are pooled: into the nearest ancestor
+in the source's taxonomy (``category_path``) whose pooled small categories reach the minimum,
+else into one ``_other`` shard. A category's own taxonomy path is the longest common prefix
+of its items' paths (so Amazon's "Home & Garden" items with different third levels share
+"Magazine Subscriptions > Home & Garden"), and its parent is that path minus one segment.
+
+The map is computed over the (small) per-category table in Spark, one level at a time; it
+is written as ``silver.shard_map`` so downstream users can see which category went where.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from sampleimp_spark import schema as S
+
+RULE_OWN = "own"
+RULE_PARENT = "parent"
+RULE_OTHER = "other"
+POOL_PREFIX = "pool:"
+
+
+def _common_prefix(a: Column, b: Column) -> Column:
+    """Segment-wise longest common prefix of two arrays."""
+    same = F.zip_with(a, b, lambda x, y: F.coalesce(x == y, F.lit(False)))
+    first_diff = F.array_position(same, False)
+    length = F.when(first_diff > 0, first_diff - 1).otherwise(F.least(F.size(a), F.size(b)))
+    return F.slice(a, 1, length)
+
+
+def category_table(samples: DataFrame) -> DataFrame:
+    """``(category_id, samples, path)``: sample count and own taxonomy path (array) per category."""
+    segments = F.split(F.col(S.CATEGORY_PATH), S.CATEGORY_PATH_SEP.strip().join(["\\s*", "\\s*"]))
+    with_path = samples.select(S.CATEGORY_ID, F.when(F.col(S.CATEGORY_PATH).isNotNull(), segments).alias("_seg"))
+    agg = with_path.groupBy(S.CATEGORY_ID).agg(
+        F.count(F.lit(1)).alias("samples"), F.min("_seg").alias("_lo"), F.max("_seg").alias("_hi")
+    )
+    path = F.when(F.col("_lo").isNotNull(), _common_prefix(F.col("_lo"), F.col("_hi")))
+    return agg.select(S.CATEGORY_ID, "samples", F.coalesce(path, F.array().cast("array<string>")).alias("path"))
+
+
+def shard_map(samples: DataFrame, *, min_shard_rows: int, max_depth: int = 8) -> DataFrame:
+    """``(category_id, shard, rule, samples, shard_samples)`` for every category of ``samples``.
+
+    Args:
+        samples: rows with ``category_id`` and ``category_path`` (nullable).
+        min_shard_rows: categories with fewer samples are pooled.
+        max_depth: deepest taxonomy level considered for pooling.
+    """
+    # The per-category table is small (one row per category); cutting its lineage keeps the
+    # plans of the level-by-level loop below small.
+    cats = category_table(samples).localCheckpoint()
+    own = cats.where(F.col("samples") >= min_shard_rows).select(
+        S.CATEGORY_ID, F.col(S.CATEGORY_ID).alias(S.SHARD), F.lit(RULE_OWN).alias("rule"), "samples"
+    )
+    assigned = [own]
+    small = cats.where(F.col("samples") < min_shard_rows)
+    deepest = small.agg(F.max(F.size("path"))).first()[0] or 0
+    # Walk up the taxonomy: at depth d, small categories whose path is deeper than d pool by
+    # their d-segment prefix; a pool that reaches the minimum becomes a shard.
+    for depth in range(min(deepest - 1, max_depth), 0, -1):
+        candidates = small.where(F.size("path") > depth).withColumn("_key", F.slice("path", 1, depth))
+        sizes = candidates.groupBy("_key").agg(F.sum("samples").alias("_pool"))
+        pooled = (
+            candidates.join(sizes.where(F.col("_pool") >= min_shard_rows), "_key", "left_semi")
+            .select(
+                S.CATEGORY_ID,
+                F.concat(F.lit(POOL_PREFIX), F.array_join("_key", S.CATEGORY_PATH_SEP)).alias(S.SHARD),
+                F.lit(RULE_PARENT).alias("rule"),
+                "samples",
+            )
+            .localCheckpoint()
+        )
+        assigned.append(pooled)
+        small = small.join(pooled.select(S.CATEGORY_ID), S.CATEGORY_ID, "left_anti").localCheckpoint()
+    assigned.append(small.select(S.CATEGORY_ID, F.lit(S.OTHER_SHARD).alias(S.SHARD), F.lit(RULE_OTHER).alias("rule"), "samples"))
+    mapping = assigned[0]
+    for part in assigned[1:]:
+        mapping = mapping.unionByName(part)
+    sizes = mapping.groupBy(S.SHARD).agg(F.sum("samples").alias("shard_samples"))
+    return mapping.join(sizes, S.SHARD).select(S.CATEGORY_ID, S.SHARD, "rule", "samples", "shard_samples")

@@ -1,0 +1,81 @@
+"""The feature window ``[t0, t1)`` and label window ``[t1, t2)`` of a features run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from sampleimp_spark import schema as S
+from sampleimp_spark.errors import BadInputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Feature window ``[t0, t1)`` and label window ``[t1, t2)``, as aware UTC datetimes."""
+
+    t0: datetime
+    t1: datetime
+    t2: datetime
+
+    def __post_init__(self) -> None:
+        if not (self.t0 < self.t1 < self.t2):
+            raise ValueError(f"windows need t0 < t1 < t2, got {self.t0}, {self.t1}, {self.t2}")
+
+    @property
+    def window_id(self) -> str:
+        """A stable id, e.g. ``20171124T160000Z_20171201T160000Z_20171203T160000Z``."""
+        return "_".join(t.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") for t in (self.t0, self.t1, self.t2))
+
+    @property
+    def feature_days(self) -> float:
+        return (self.t1 - self.t0).total_seconds() / 86400.0
+
+    def describe(self) -> str:
+        return f"feature window [{self.t0.isoformat()}, {self.t1.isoformat()}), label window [.., {self.t2.isoformat()})"
+
+
+def _local_midnight(ts: datetime, tz: str, *, after: bool) -> datetime:
+    local = ts.astimezone(ZoneInfo(tz))
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if after:
+        midnight += timedelta(days=1)
+    return midnight.astimezone(UTC)
+
+
+def resolve_windows(
+    events: DataFrame,
+    *,
+    t0: datetime | None,
+    t1: datetime | None,
+    t2: datetime | None,
+    label_days: float,
+    feature_days: float | None,
+    tz: str,
+) -> Windows:
+    """Windows from config, with missing bounds derived from the events' time range.
+
+    Derived bounds fall on local midnights of the source's time zone: ``t2`` is the midnight
+    after the last event, ``t1 = t2 - label_days``, and ``t0`` is ``t1 - feature_days`` or the
+    midnight before the first event. One small aggregate (min/max of ``ts``) is computed only
+    when a bound is missing.
+    """
+    if None in (t0, t1, t2):
+        first, last = events.agg(F.min(S.TS), F.max(S.TS)).first()
+        if first is None:
+            raise BadInputError("no events to derive the feature and label windows from")
+        first, last = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC)
+        t2 = t2 or _local_midnight(last, tz, after=True)
+        t1 = t1 or t2 - timedelta(days=label_days)
+        if t0 is None:
+            t0 = t1 - timedelta(days=feature_days) if feature_days else _local_midnight(first, tz, after=False)
+        windows = Windows(t0, t1, t2)
+        log.info("derived windows from the data (%s .. %s, %s): %s", first, last, tz, windows.describe())
+        return windows
+    return Windows(t0, t1, t2)
