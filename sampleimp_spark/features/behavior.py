@@ -138,7 +138,11 @@ def item_categories(fe: DataFrame) -> DataFrame:
         F.count(F.lit(1)).alias("n"), F.max(S.CATEGORY_PATH).alias(S.CATEGORY_PATH)
     )
     best = per.groupBy(S.ITEM_ID).agg(F.max(F.struct("n", S.CATEGORY_ID, S.CATEGORY_PATH)).alias("b"))
-    return best.select(S.ITEM_ID, F.col(f"b.{S.CATEGORY_ID}").alias(S.CATEGORY_ID), F.col(f"b.{S.CATEGORY_PATH}").alias(S.CATEGORY_PATH))
+    return best.select(
+        S.ITEM_ID,
+        F.col(f"b.{S.CATEGORY_ID}").alias(S.CATEGORY_ID),
+        F.col(f"b.{S.CATEGORY_PATH}").alias(S.CATEGORY_PATH),
+    )
 
 
 def price_features(fe: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
@@ -157,11 +161,15 @@ def price_features(fe: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFram
     item_rel = priced.join(medians, S.CATEGORY_ID).select(
         S.ITEM_ID, "item_price", _safe_ratio(F.col("item_price"), F.col("cat_median_price")).alias("item_price_rel")
     )
-    items_out = items.select(S.ITEM_ID).join(item_rel, S.ITEM_ID, "left").select(
-        S.ITEM_ID,
-        F.coalesce("item_price", F.lit(0.0)).alias("item_price"),
-        F.coalesce(F.when(F.col("item_price") > 0, F.col("item_price_rel")), F.lit(1.0)).alias("item_price_rel"),
-        F.col("item_price").isNotNull().cast("double").alias("item_has_price"),
+    items_out = (
+        items.select(S.ITEM_ID)
+        .join(item_rel, S.ITEM_ID, "left")
+        .select(
+            S.ITEM_ID,
+            F.coalesce("item_price", F.lit(0.0)).alias("item_price"),
+            F.coalesce(F.when(F.col("item_price") > 0, F.col("item_price_rel")), F.lit(1.0)).alias("item_price_rel"),
+            F.col("item_price").isNotNull().cast("double").alias("item_has_price"),
+        )
     )
     user_rel = (
         fe.select(S.USER_ID, S.ITEM_ID)
@@ -170,7 +178,9 @@ def price_features(fe: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFram
         .agg(F.avg("item_price_rel").alias("user_price_rel"))
     )
     users_out = fe.select(S.USER_ID).distinct().join(user_rel, S.USER_ID, "left").fillna(1.0, ["user_price_rel"])
-    cats_out = items.select(S.CATEGORY_ID).distinct().join(medians, S.CATEGORY_ID, "left").fillna(0.0, ["cat_median_price"])
+    cats_out = (
+        items.select(S.CATEGORY_ID).distinct().join(medians, S.CATEGORY_ID, "left").fillna(0.0, ["cat_median_price"])
+    )
     return items_out, users_out, cats_out
 
 
@@ -180,6 +190,7 @@ def feature_columns(df: DataFrame) -> list[str]:
     return [
         f.name
         for f in df.schema.fields
-        if f.name.split("_", 1)[0] in ENTITY_PREFIXES and f.dataType.simpleString() in numeric
+        if f.name.split("_", 1)[0] in ENTITY_PREFIXES
+        and f.dataType.simpleString() in numeric
         and f.name not in (S.USER_ID, S.ITEM_ID)
     ]

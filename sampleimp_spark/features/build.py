@@ -99,7 +99,9 @@ def build_samples(events: DataFrame, *, windows: Windows, tz: str, cfg: Features
 
 
 def _ordered(samples: DataFrame) -> DataFrame:
-    feats = sorted(feature_columns(samples), key=lambda c: (("user", "item", "cat", "pair").index(c.split("_", 1)[0]), c))
+    feats = sorted(
+        feature_columns(samples), key=lambda c: (("user", "item", "cat", "pair").index(c.split("_", 1)[0]), c)
+    )
     return samples.select(*KEY_COLUMNS, *LABEL_COLUMNS, *(F.col(c).cast("double").alias(c) for c in feats))
 
 
@@ -111,7 +113,13 @@ def build_features(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, pr
     with progress.stage(spark, "features", f"samples, labels, shards and features of {source}") as info:
         events = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(F.col(S.SOURCE) == source)
         windows = resolve_windows(
-            events, t0=fcfg.t0, t1=fcfg.t1, t2=fcfg.t2, label_days=fcfg.label_days, feature_days=fcfg.feature_days, tz=tz
+            events,
+            t0=fcfg.t0,
+            t1=fcfg.t1,
+            t2=fcfg.t2,
+            label_days=fcfg.label_days,
+            feature_days=fcfg.feature_days,
+            tz=tz,
         )
         log.info("features %s: %s (window_id %s)", source, windows.describe(), windows.window_id)
         samples, fe = build_samples(events, windows=windows, tz=tz, cfg=fcfg)
@@ -129,8 +137,16 @@ def build_features(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, pr
     return report
 
 
-def _write(spark: SparkSession, cfg: Config, samples: DataFrame, fe: DataFrame, *, source: str, windows: Windows,
-           ctx: lake.RunContext) -> FeaturesReport:
+def _write(
+    spark: SparkSession,
+    cfg: Config,
+    samples: DataFrame,
+    fe: DataFrame,
+    *,
+    source: str,
+    windows: Windows,
+    ctx: lake.RunContext,
+) -> FeaturesReport:
     wid = windows.window_id
     mapping = shard_map(samples, min_shard_rows=cfg.features.min_shard_rows).persist()
     try:
@@ -141,14 +157,24 @@ def _write(spark: SparkSession, cfg: Config, samples: DataFrame, fe: DataFrame, 
         freqs = class_frequencies(sharded, fe.join(item_shard, S.ITEM_ID), window_id=wid, source=source)
         where = f"{S.SOURCE} = '{source}' AND {S.WINDOW_ID} = '{wid}'"
         out = _ordered(sharded)
-        written = lake.write_table(out, cfg.lakehouse, S.SILVER_SAMPLES, ctx=ctx, replace_where=where,
-                                   partition_by=(S.WINDOW_ID,))
+        written = lake.write_table(
+            out, cfg.lakehouse, S.SILVER_SAMPLES, ctx=ctx, replace_where=where, partition_by=(S.WINDOW_ID,)
+        )
         lake.write_table(
             mapping.select(F.lit(wid).alias(S.WINDOW_ID), F.lit(source).alias(S.SOURCE), "*"),
-            cfg.lakehouse, S.SILVER_SHARD_MAP, ctx=ctx, replace_where=where,
+            cfg.lakehouse,
+            S.SILVER_SHARD_MAP,
+            ctx=ctx,
+            replace_where=where,
         )
-        lake.write_table(freqs, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES, ctx=ctx, replace_where=where,
-                         expected_schema=S.CLASS_FREQUENCIES_SCHEMA)
+        lake.write_table(
+            freqs,
+            cfg.lakehouse,
+            S.SILVER_CLASS_FREQUENCIES,
+            ctx=ctx,
+            replace_where=where,
+            expected_schema=S.CLASS_FREQUENCIES_SCHEMA,
+        )
         shard_stats = mapping.agg(F.countDistinct(S.SHARD), F.count_if(F.col("rule") != "own")).first()
     finally:
         mapping.unpersist()
@@ -156,7 +182,9 @@ def _write(spark: SparkSession, cfg: Config, samples: DataFrame, fe: DataFrame, 
     if n_samples == 0:
         raise BadInputError(f"source {source}: no samples in the feature window ({windows.describe()})")
     labels = lake.read_table(spark, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES).where(
-        (F.col(S.WINDOW_ID) == wid) & (F.col(S.SOURCE) == source) & (F.col(S.SHARD) == S.ALL_SHARDS)
+        (F.col(S.WINDOW_ID) == wid)
+        & (F.col(S.SOURCE) == source)
+        & (F.col(S.SHARD) == S.ALL_SHARDS)
         & (F.col(S.FREQ_KIND) == "purchase")
     )
     return FeaturesReport(

@@ -50,7 +50,9 @@ def class_frequencies(samples: DataFrame, events: DataFrame, *, window_id: str, 
     classes = spark.createDataFrame(
         [(kind, c) for kind, values in CLASSES.items() for c in values], f"{S.FREQ_KIND} string, {S.FREQ_CLASS} string"
     )
-    shards = samples.select(S.SHARD).distinct().unionByName(spark.createDataFrame([(S.ALL_SHARDS,)], f"{S.SHARD} string"))
+    shards = (
+        samples.select(S.SHARD).distinct().unionByName(spark.createDataFrame([(S.ALL_SHARDS,)], f"{S.SHARD} string"))
+    )
     grid = shards.crossJoin(F.broadcast(classes))
     full = grid.join(counts, [S.SHARD, S.FREQ_KIND, S.FREQ_CLASS], "left").fillna(0, [S.FREQ_COUNT])
     total = F.sum(S.FREQ_COUNT).over(Window.partitionBy(S.SHARD, S.FREQ_KIND))

@@ -76,7 +76,9 @@ def shard_map(samples: DataFrame, *, min_shard_rows: int, max_depth: int = 8) ->
         )
         assigned.append(pooled)
         small = small.join(pooled.select(S.CATEGORY_ID), S.CATEGORY_ID, "left_anti").localCheckpoint()
-    assigned.append(small.select(S.CATEGORY_ID, F.lit(S.OTHER_SHARD).alias(S.SHARD), F.lit(RULE_OTHER).alias("rule"), "samples"))
+    assigned.append(
+        small.select(S.CATEGORY_ID, F.lit(S.OTHER_SHARD).alias(S.SHARD), F.lit(RULE_OTHER).alias("rule"), "samples")
+    )
     mapping = assigned[0]
     for part in assigned[1:]:
         mapping = mapping.unionByName(part)

@@ -38,7 +38,9 @@ class Windows:
         return (self.t1 - self.t0).total_seconds() / 86400.0
 
     def describe(self) -> str:
-        return f"feature window [{self.t0.isoformat()}, {self.t1.isoformat()}), label window [.., {self.t2.isoformat()})"
+        return (
+            f"feature window [{self.t0.isoformat()}, {self.t1.isoformat()}), label window [.., {self.t2.isoformat()})"
+        )
 
 
 def _local_midnight(ts: datetime, tz: str, *, after: bool) -> datetime:
