@@ -14,19 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from sampleimp_spark.configbase import ConfigError, StrictModel
 
 SourceName = Literal["generator", "taobao", "rees46", "tianchi", "amazon", "retailrocket", "canonical"]
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the offending key."""
-
-
-class StrictModel(BaseModel):
-    """Base of every config section: unknown keys are errors, values are validated, frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 _Strict = StrictModel

@@ -31,7 +31,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.config import StrictModel
+from sampleimp_spark.configbase import StrictModel
 
 ClassBalanceMethod = Literal["balanced", "sqrt", "effective_number", "none"]
 

@@ -62,7 +62,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.config import StrictModel
+from sampleimp_spark.configbase import StrictModel
 
 #: Bin of NaN and null values (its own bin; ``±inf`` are clamped to the outer finite bins).
 NAN_BIN = -1
