@@ -1,0 +1,133 @@
+"""Shared pieces of the benchmark scripts: machine facts, peak-memory sampling, result files.
+
+Benchmarks print their figures and save them as JSON under ``benchmarks/results/``; they are
+never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine_info() -> dict[str, object]:
+    """Cores, memory and versions of what ran the benchmark."""
+    import pyspark
+
+    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    return {
+        "host": socket.gethostname(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "java": java,
+        "spark": pyspark.__version__,
+    }
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        kids = _children(p)
+        seen += kids
+        todo += kids
+    return seen
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@dataclass
+class RssSampler:
+    """Samples the RSS of this process's descendants: the driver JVM and the Python workers."""
+
+    interval: float = 0.5
+    jvm_peak_mib: float = 0.0
+    python_workers_peak_mib: float = 0.0  # peak of the sum over concurrently alive workers
+    python_worker_max_mib: float = 0.0  # peak of any single worker
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        me = os.getpid()
+        while not self._stop.is_set():
+            jvm = 0.0
+            workers = []
+            for pid in _descendants(me):
+                cmd = _cmdline(pid)
+                if "java" in cmd.split(" ", 1)[0]:
+                    jvm += _rss_mib(pid)
+                elif "pyspark" in cmd or "python" in cmd.split(" ", 1)[0]:
+                    workers.append(_rss_mib(pid))
+            self.jvm_peak_mib = max(self.jvm_peak_mib, jvm)
+            self.python_workers_peak_mib = max(self.python_workers_peak_mib, sum(workers))
+            self.python_worker_max_mib = max([self.python_worker_max_mib, *workers])
+            time.sleep(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "jvm_peak_rss_mib": round(self.jvm_peak_mib, 1),
+            "python_workers_peak_rss_mib": round(self.python_workers_peak_mib, 1),
+            "python_worker_max_rss_mib": round(self.python_worker_max_mib, 1),
+        }
+
+
+def save(name: str, payload: dict[str, object]) -> Path:
+    """Write ``payload`` (plus machine facts and a timestamp) to ``results/<date>-<host>-<name>.json``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    info = machine_info()
+    path = RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-{info['host']}-{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "at": datetime.now(UTC).isoformat(), "machine": info, **payload},
+                               indent=2, default=str))
+    return path
