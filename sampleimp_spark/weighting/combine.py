@@ -1,0 +1,96 @@
+"""Combine the weight components, clip, self-normalize per shard, and describe the result.
+
+``w = w_class^a · w_dr^b · w_ig^c · w_resample``: each component is its own column (a
+downstream team can recombine them with other exponents). ``w_resample`` is not a
+preference but the ``1/rate`` compensation of down- or over-sampling, so it always enters
+with exponent 1: without it, resampling would change the weighted class totals.
+
+Then, per shard:
+
+* **clip** at the shard's ``clip_quantile`` of ``w`` (a few extreme density ratios must not
+  own a shard's training signal); the fraction clipped is reported;
+* **self-normalize** to mean 1 (``w / mean_s(w)``), so a shard's total weight equals its row
+  count and the weights of different shards are comparable.
+
+Per-shard statistics come from small aggregates joined back by shard; no window function
+moves a whole (possibly huge) shard into one task.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from sampleimp_spark import schema as S
+from sampleimp_spark.configbase import StrictModel
+
+RAW_WEIGHT = "w_raw"
+CLIPPED = "w_clipped"
+
+
+class CombineConfig(StrictModel):
+    """Exponents of the components and per-shard clipping."""
+
+    a: float = Field(1.0, ge=0, description="exponent of w_class")
+    b: float = Field(1.0, ge=0, description="exponent of w_dr")
+    c: float = Field(1.0, ge=0, description="exponent of w_ig")
+    #: Weights above this per-shard quantile are set to it; null disables clipping.
+    clip_quantile: float | None = Field(0.99, gt=0, le=1)
+
+
+def combine_weights(
+    samples: DataFrame,
+    *,
+    cfg: CombineConfig,
+    shard_col: str = S.SHARD,
+    components: tuple[str, str, str, str] = (S.W_CLASS, S.W_DR, S.W_IG, S.W_RESAMPLE),
+    weight_col: str = S.WEIGHT,
+) -> DataFrame:
+    """Add ``w_raw`` (the product), ``w_clipped`` (bool) and ``weight`` (clipped, mean 1 per shard).
+
+    Missing component columns count as 1. Every component must be finite and ≥ 0.
+    """
+    w_class, w_dr, w_ig, w_resample = (F.col(c) if c in samples.columns else F.lit(1.0) for c in components)
+    raw = F.pow(w_class, cfg.a) * F.pow(w_dr, cfg.b) * F.pow(w_ig, cfg.c) * w_resample
+    df = samples.withColumn(RAW_WEIGHT, raw.cast("double"))
+    if cfg.clip_quantile is not None and cfg.clip_quantile < 1:
+        caps = df.groupBy(shard_col).agg(F.percentile_approx(RAW_WEIGHT, cfg.clip_quantile, 10_000).alias("_cap"))
+        df = df.join(F.broadcast(caps), shard_col)
+        df = (
+            df.withColumn(CLIPPED, F.col(RAW_WEIGHT) > F.col("_cap"))
+            .withColumn("_w", F.least(F.col(RAW_WEIGHT), F.col("_cap")))
+            .drop("_cap")
+        )
+    else:
+        df = df.withColumns({CLIPPED: F.lit(False), "_w": F.col(RAW_WEIGHT)})
+    means = df.groupBy(shard_col).agg(F.avg("_w").alias("_mean"))
+    # A shard whose weights are all 0 (e.g. every density ratio clipped at 0) falls back to 1.
+    weight = F.when(F.col("_mean") > 0, F.col("_w") / F.col("_mean")).otherwise(F.lit(1.0))
+    return df.join(F.broadcast(means), shard_col).withColumn(weight_col, weight).drop("_w", "_mean")
+
+
+def weight_diagnostics(weighted: DataFrame, *, shard_col: str = S.SHARD, weight_col: str = S.WEIGHT) -> DataFrame:
+    """Per shard: rows, effective sample size ``(Σw)²/Σw²`` and its ratio to rows, min / median /
+    max weight, and the fraction of rows clipped."""
+    w = F.col(weight_col)
+    agg = weighted.groupBy(shard_col).agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(w).alias("_sw"),
+        F.sum(w * w).alias("_sw2"),
+        F.min(w).alias("w_min"),
+        F.percentile_approx(w, 0.5, 10_000).alias("w_median"),
+        F.max(w).alias("w_max"),
+        F.avg(F.col(CLIPPED).cast("double")).alias("clipped_fraction"),
+    )
+    ess = F.when(F.col("_sw2") > 0, F.col("_sw") * F.col("_sw") / F.col("_sw2")).otherwise(F.lit(0.0))
+    return agg.select(
+        shard_col,
+        "rows",
+        ess.alias("ess"),
+        (ess / F.col("rows")).alias("ess_ratio"),
+        "w_min",
+        "w_median",
+        "w_max",
+        "clipped_fraction",
+    )
