@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from pydantic import ValidationError
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.linalg import Vectors
 from pyspark.sql import functions as F
@@ -524,3 +525,11 @@ def test_metrics_frame(spark):
         (E.NDCG_AT_K, 5, None, "self_normalized", True, 0.25, 0.2, 0.3, 10, 100),
         (E.F1, None, 0.5, "unweighted", False, None, None, None, 3, 0),
     ]
+
+
+def test_evaluation_config_is_strict():
+    cfg = E.EvaluationConfig(k=5, n_boot=0)
+    assert (cfg.k, cfg.missing_recs, cfg.no_relevant, cfg.log_loss_eps) == (5, "zero", "exclude", 1e-15)
+    for bad in ({"k": 0}, {"alpha": 1.0}, {"missing_recs": "skip"}, {"typo": 1}):
+        with pytest.raises(ValidationError):
+            E.EvaluationConfig(**bad)

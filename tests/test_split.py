@@ -5,11 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 from pyspark.sql import functions as F
 
 from sampleimp_spark import hashing
 from sampleimp_spark.schema import BEHAVIOR, ITEM_ID, TS, USER_ID
-from sampleimp_spark.training.split import TIE_SALT, chronological_split, leave_last_k_split, mark_leave_last_k
+from sampleimp_spark.training.split import (
+    TIE_SALT,
+    SplitConfig,
+    chronological_split,
+    leave_last_k_split,
+    mark_leave_last_k,
+    split_events,
+)
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 COLS = [USER_ID, ITEM_ID, BEHAVIOR, TS]
@@ -191,3 +199,22 @@ def test_mark_leave_last_k_flag(spark):
         for r in mark_leave_last_k(events, k=1, seed=0, flag_col="held_out").collect()
     }
     assert flags == {("u1", "a"): False, ("u1", "b"): True, ("u2", "a"): False}
+
+
+def test_split_events_dispatch_and_config(spark):
+    rows = [
+        ("u1", "a", "view", _t(-1)),  # before t0: dropped by both methods
+        ("u1", "b", "view", _t(1)),
+        ("u1", "c", "cart", _t(2)),
+        ("u1", "d", "view", _t(12)),
+    ]
+    events = _events(spark, rows)
+    bounds = {"t0": _t(0), "t1": _t(10), "t2": _t(20)}
+    train, evaluation = split_events(events, cfg=SplitConfig(), **bounds)
+    assert (_rows(train), _rows(evaluation)) == (_expected(rows[1:3]), _expected(rows[3:]))
+    train, evaluation = split_events(events, cfg=SplitConfig(method="leave_last_k", k=2), **bounds)
+    assert (_rows(train), _rows(evaluation)) == (_expected(rows[1:2]), _expected(rows[2:]))
+    with pytest.raises(ValidationError):
+        SplitConfig(method="random")
+    with pytest.raises(ValidationError):
+        SplitConfig(k=0)

@@ -74,6 +74,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import Field
 from pyspark.ml.evaluation import BinaryClassificationEvaluator, RankingEvaluator
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import VectorUDT
@@ -82,6 +83,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sampleimp_spark import hashing
+from sampleimp_spark.configbase import StrictModel
 from sampleimp_spark.schema import ITEM_ID, LABEL_PURCHASE, USER_ID, WEIGHT
 
 # --- column names specific to evaluation ---------------------------------------------------
@@ -137,6 +139,29 @@ _EST_W = "_estimator_weight"
 _Y = "_y"
 _P = "_p"
 _UNIT = "_unit"
+
+
+class EvaluationConfig(StrictModel):
+    """Metric settings of the training stage; each field is the keyword of the same meaning.
+
+    ``k``, ``missing_recs``, ``no_relevant`` and ``ndcg_gain`` go to :func:`ranking_metrics`;
+    ``threshold``, ``log_loss_eps`` (as ``eps``) and ``num_bins`` to
+    :func:`classification_metrics`; ``n_boot``, ``alpha`` and ``seed`` to both. Keep ``seed``
+    fixed across the models of a run so their bootstrap replicates are paired.
+    """
+
+    k: int = Field(10, ge=1)
+    #: Bootstrap replicates. Cost: users × (n_boot + 1) rows for ranking, and
+    #: rows × n_boot × (1 or 2 estimators) for classification.
+    n_boot: int = Field(100, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    seed: int = 0
+    threshold: float = Field(0.5, ge=0, le=1)
+    missing_recs: Policy = "zero"
+    no_relevant: Policy = "exclude"
+    ndcg_gain: Gain = "exp2"
+    log_loss_eps: float = Field(LOG_LOSS_EPS, gt=0, lt=0.5)
+    num_bins: int = Field(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -941,8 +966,9 @@ def classification_metrics(
     * log-loss = ``Σ v·−(y ln p̃ + (1−y) ln(1−p̃)) / Σ v`` with ``p̃`` clipped to
       ``[eps, 1 − eps]`` (:data:`LOG_LOSS_EPS`) and ``v`` = 1 or the row weight.
     * a row is predicted positive when ``probability > threshold`` (strictly, as Spark's
-      classifiers apply ``threshold``, so a model's ``prediction`` column agrees); precision = TP/(TP+FP),
-      recall = TP/(TP+FN), F1 = 2TP/(2TP+FP+FN) with weighted counts in the weighted variant.
+      classifiers apply ``threshold``, so a model's ``prediction`` column agrees);
+      precision = TP/(TP+FP), recall = TP/(TP+FN), F1 = 2TP/(2TP+FP+FN), with weighted counts
+      in the weighted variant.
       Precision is ``None`` without predicted positives and recall without positives; F1 is
       ``None`` only when both are.
     * AUCs are ``None`` when the (weighted) data has a single class.
@@ -951,7 +977,9 @@ def classification_metrics(
       reported as ``self_normalized``.
 
     The bootstrap resamples users (all rows of a user share the multiplicity), so rows of one
-    user are not treated as independent; its cost is one pass over ``rows × (n_boot + 1)``.
+    user are not treated as independent. It explodes ``rows × n_boot × estimators`` rows
+    (filtered to positive multiplicities) in one Spark job; ROC/PR areas per replicate come from
+    :func:`curve_areas`, which matches the evaluator exactly (tested).
 
     Args:
         predictions: one row per scored sample.
@@ -1121,6 +1149,7 @@ __all__ = [
     "SELF_NORMALIZED",
     "UNWEIGHTED",
     "Estimator",
+    "EvaluationConfig",
     "Gain",
     "MetricValue",
     "Policy",

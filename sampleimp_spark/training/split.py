@@ -18,11 +18,14 @@ to keep the two sides disjoint (unlike splits built on ``rand()`` or
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
+from pydantic import Field
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from sampleimp_spark import hashing
+from sampleimp_spark.configbase import StrictModel
 from sampleimp_spark.schema import BEHAVIOR, ITEM_ID, TS, USER_ID
 
 #: Column added by :func:`mark_leave_last_k`: true for rows that go to evaluation.
@@ -173,3 +176,48 @@ def leave_last_k_split(
     train = marked.where(~F.col(flag)).drop(flag)
     evaluation = marked.where(F.col(flag)).drop(flag)
     return train, evaluation
+
+
+class SplitConfig(StrictModel):
+    """How the evaluation events are chosen (DESIGN §6: ``chronological``)."""
+
+    method: Literal["chronological", "leave_last_k"] = "chronological"
+    #: Events held out per user (``leave_last_k`` only).
+    k: int = Field(1, ge=1)
+    #: Seed of the tie-breaking hash (``leave_last_k`` only).
+    seed: int = 0
+
+
+def split_events(
+    events: DataFrame,
+    *,
+    cfg: SplitConfig,
+    t0: datetime,
+    t1: datetime,
+    t2: datetime,
+    user_col: str = USER_ID,
+    item_col: str = ITEM_ID,
+    behavior_col: str = BEHAVIOR,
+    ts_col: str = TS,
+) -> tuple[DataFrame, DataFrame]:
+    """Split events as configured: ``(train, evaluation)``.
+
+    ``chronological`` cuts at ``t1`` (:func:`chronological_split`); ``leave_last_k`` keeps the
+    events of ``[t0, t2)`` and holds out each user's last ``k`` of them
+    (:func:`leave_last_k_split`; ``t1`` is then unused).
+    """
+    if cfg.method == "chronological":
+        return chronological_split(events, t0=t0, t1=t1, t2=t2, ts_col=ts_col)
+    lo, hi = _timestamp_literal("t0", t0), _timestamp_literal("t2", t2)
+    if not t0 < t2:
+        raise ValueError(f"need t0 < t2, got t0={t0}, t2={t2}")
+    in_window = events.where((F.col(ts_col) >= lo) & (F.col(ts_col) < hi))
+    return leave_last_k_split(
+        in_window,
+        k=cfg.k,
+        seed=cfg.seed,
+        user_col=user_col,
+        item_col=item_col,
+        behavior_col=behavior_col,
+        ts_col=ts_col,
+    )
