@@ -19,15 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import RssSampler, save  # noqa: E402
+from harness import RssSampler, save
 
-from sampleimp_spark import lake  # noqa: E402
-from sampleimp_spark import schema as S  # noqa: E402
-from sampleimp_spark.config import load_config  # noqa: E402
-from sampleimp_spark.features.build import build_features  # noqa: E402
-from sampleimp_spark.ingest import ingest  # noqa: E402
-from sampleimp_spark.progress import RunProgress  # noqa: E402
-from sampleimp_spark.session import get_session  # noqa: E402
+from sampleimp_spark import lake
+from sampleimp_spark import schema as S
+from sampleimp_spark.config import load_config
+from sampleimp_spark.features.build import build_features
+from sampleimp_spark.ingest import ingest
+from sampleimp_spark.progress import RunProgress
+from sampleimp_spark.session import get_session
 
 DATA = Path(__file__).resolve().parent / "data"
 

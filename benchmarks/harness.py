@@ -24,7 +24,8 @@ def machine_info() -> dict[str, object]:
     """Cores, memory and versions of what ran the benchmark."""
     import pyspark
 
-    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
     return {
         "host": socket.gethostname(),
