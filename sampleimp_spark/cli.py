@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", parents=[common], help="run the whole pipeline: " + ", ".join(STAGES))
     sub.add_parser("ingest", parents=[common], help="raw input -> bronze.events and bronze.rejects")
     sub.add_parser("features", parents=[common], help="bronze.events -> silver.samples, shard_map, class_frequencies")
+    sub.add_parser(
+        "weights",
+        parents=[common],
+        help="silver.samples -> gold.training_samples, feature_importance, weight_diagnostics",
+    )
     return parser
 
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sampleimp_spark.configbase import ConfigError, StrictModel
+from sampleimp_spark.weighting.stage import WeightsConfig
 
 SourceName = Literal["generator", "taobao", "rees46", "tianchi", "amazon", "retailrocket", "canonical"]
 
@@ -153,6 +154,7 @@ class Config(_Strict):
     input: InputConfig = Field(default_factory=InputConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    weights: WeightsConfig = Field(default_factory=WeightsConfig)
 
     def hash(self) -> str:
         """A stable hash of everything that changes results (the run id excluded)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sampleimp_spark.config import ConfigError
+from sampleimp_spark.configbase import ConfigError
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1  # anything unexpected: a bug, a lost executor, a full disk

@@ -17,11 +17,12 @@ from sampleimp_spark.config import Config
 from sampleimp_spark.features.build import build_features
 from sampleimp_spark.ingest import ingest
 from sampleimp_spark.progress import RunProgress
+from sampleimp_spark.weighting.stage import build_weights
 
 log = logging.getLogger("sampleimp_spark")
 
 #: Stage names in pipeline order.
-STAGES: tuple[str, ...] = ("ingest", "features")
+STAGES: tuple[str, ...] = ("ingest", "features", "weights")
 
 
 def new_run_id() -> str:
@@ -64,5 +65,9 @@ def run_stages(
             result.reports[name] = ingest(spark, cfg, ctx=ctx, progress=progress)
         elif name == "features":
             result.reports[name] = build_features(spark, cfg, ctx=ctx, progress=progress)
+        elif name == "weights":
+            features = result.reports.get("features")
+            window_id = features.windows.window_id if features is not None else None
+            result.reports[name] = build_weights(spark, cfg, ctx=ctx, progress=progress, window_id=window_id)
     log.info("run %s summary:\n%s", run_id, progress.summary())
     return result
