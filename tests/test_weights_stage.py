@@ -1,0 +1,152 @@
+"""The weights stage on awkward shards, its invariants, and gold read back without Spark."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from sampleimp_spark import schema as S
+from sampleimp_spark.features.frequencies import class_frequencies
+from sampleimp_spark.weighting.stage import WeightsConfig, compute_weights
+
+FEATURES = ["user_n_events", "item_n_events", "cat_n_events", "pair_n_events", "pair_recency_any"]
+DR_FEATURES = ["user_n_events", "item_n_events", "pair_n_events"]
+
+
+def _rows() -> list[tuple]:
+    rnd = random.Random(7)
+    rows = []
+
+    def add(shard: str, n: int, *, pos_rate: float, target_rate: float, shift: float = 0.0) -> None:
+        for i in range(n):
+            target = rnd.random() < target_rate
+            label = int(rnd.random() < pos_rate)
+            user_n = rnd.gauss(10 + (shift if target else 0.0), 2)
+            rows.append(
+                (
+                    f"u{shard}{i}",
+                    f"i{i % 37}",
+                    shard,
+                    label,
+                    "purchase" if label else "none",
+                    user_n,
+                    rnd.expovariate(0.1),
+                    rnd.gauss(50, 5),
+                    float(1 + rnd.randrange(5) + 3 * label),
+                    rnd.uniform(0, 0.9) if target else rnd.uniform(1.5, 6),
+                )
+            )
+
+    add("big", 3000, pos_rate=0.05, target_rate=0.3, shift=3.0)  # 100x the small shards
+    add("small", 30, pos_rate=0.2, target_rate=0.5)
+    add("single", 30, pos_rate=0.0, target_rate=0.5)  # a single-class shard
+    add("one", 1, pos_rate=1.0, target_rate=1.0)  # a one-row shard
+    add("notarget", 60, pos_rate=0.2, target_rate=0.0)  # empty target window
+    # NaN and inf feature values
+    rows.append(("uX", "iX", "small", 0, "none", float("nan"), float("inf"), 1.0, 1.0, 0.5))
+    rows.append(("uY", "iY", "small", 1, "purchase", float("-inf"), 3.0, float("nan"), 2.0, 0.2))
+    return rows
+
+
+DDL = "user_id string, item_id string, shard string, label_purchase int, label_intent string, " + ", ".join(
+    f"{f} double" for f in FEATURES
+)
+CFG = WeightsConfig.model_validate(
+    {
+        "features": FEATURES,
+        "dr_features": DR_FEATURES,
+        "target_days": 1.0,
+        "density_ratio": {"min_rows": 10, "cv_folds": 3, "max_fit_rows": 400},
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def inputs(spark):
+    samples = spark.createDataFrame(_rows(), DDL)
+    events = spark.createDataFrame([("big", "view")], "shard string, behavior string")
+    freqs = class_frequencies(samples, events, window_id="w", source="s")
+    return samples, freqs
+
+
+@pytest.fixture(scope="module")
+def weighted(inputs):
+    samples, freqs = inputs
+    result = compute_weights(samples, freqs, cfg=CFG, feature_days=7.0)
+    pdf = result.samples.select(
+        S.USER_ID, S.ITEM_ID, S.SHARD, S.IS_TARGET, S.W_CLASS, S.W_DR, S.W_IG, S.W_RESAMPLE, S.WEIGHT
+    ).toPandas()  # a few thousand rows
+    return result, pdf
+
+
+def test_weights_are_finite_nonnegative_and_mean_one_per_shard(weighted):
+    _, pdf = weighted
+    for col in (S.W_CLASS, S.W_DR, S.W_IG, S.W_RESAMPLE, S.WEIGHT):
+        assert pdf[col].map(math.isfinite).all() and (pdf[col] >= 0).all(), col
+    means = pdf.groupby(S.SHARD)[S.WEIGHT].mean()
+    assert means.to_numpy() == pytest.approx(1.0, abs=1e-9)
+    assert set(means.index) == {"big", "small", "single", "one", "notarget"}  # every shard present
+    assert len(pdf) == 3000 + 30 + 30 + 1 + 60 + 2  # resampling is off: no row lost
+
+
+def test_awkward_shards_fall_back_with_reasons(weighted):
+    result, pdf = weighted
+    diag = result.diagnostics.toPandas().set_index(S.SHARD)
+    assert set(diag.index) == {"big", "small", "single", "one", "notarget"}
+    assert diag.loc["notarget", "dr_fallback_reason"] == "empty_target"
+    assert diag.loc["one", "dr_fallback_reason"] in {"too_few_rows", "target_equals_source"}
+    assert (pdf.loc[pdf[S.SHARD].isin(["notarget", "one"]), S.W_DR] == 1.0).all()
+    assert (pdf.loc[pdf[S.SHARD] == "single", S.W_IG] == 1.0).all()  # no label information
+    assert diag.loc["big", "dr_fallback_reason"] is None or pd.isna(diag.loc["big", "dr_fallback_reason"])
+    assert diag.loc["big", "dr_fit_quality"] > 0.6  # the shifted user_n_events is detectable
+    assert 0 < diag.loc["big", "ess_ratio"] <= 1 and diag.loc["one", "rows"] == 1
+    # The big shard's density-ratio fit saw a bounded sample, not the shard.
+    params = result.dr_params.where("shard = 'big'").first()
+    assert params["n_fit"] <= CFG.density_ratio.max_fit_rows < params["n_source"]
+
+
+def test_density_ratio_upweights_target_like_rows(weighted):
+    _, pdf = weighted
+    big = pdf[pdf[S.SHARD] == "big"]
+    assert big.loc[big[S.IS_TARGET], S.W_DR].mean() > 1.2 * big.loc[~big[S.IS_TARGET], S.W_DR].mean()
+
+
+def test_class_weight_favours_the_rare_class(weighted, inputs):
+    samples, _ = inputs
+    _, pdf = weighted
+    labels = samples.select(S.USER_ID, S.LABEL_PURCHASE).toPandas()
+    big = pdf[pdf[S.SHARD] == "big"].merge(labels, on=S.USER_ID)
+    assert (
+        big.loc[big[S.LABEL_PURCHASE] == 1, S.W_CLASS].min() > 5 * big.loc[big[S.LABEL_PURCHASE] == 0, S.W_CLASS].max()
+    )
+
+
+def test_same_seed_same_weights_whatever_the_partitioning(inputs, weighted):
+    samples, freqs = inputs
+    _, first = weighted
+    again = compute_weights(samples.repartition(7), freqs, cfg=CFG, feature_days=7.0).samples
+    second = again.select(S.USER_ID, S.ITEM_ID, S.WEIGHT).toPandas()
+    merged = first.merge(second, on=[S.USER_ID, S.ITEM_ID], suffixes=("", "_2"))
+    assert len(merged) == len(first)
+    assert merged[S.WEIGHT].to_numpy() == pytest.approx(merged[f"{S.WEIGHT}_2"].to_numpy(), rel=1e-9)
+
+
+def test_target_days_must_fit_the_window(inputs):
+    from sampleimp_spark.errors import BadInputError
+
+    samples, freqs = inputs
+    with pytest.raises(BadInputError, match="target_days"):
+        compute_weights(samples, freqs, cfg=CFG, feature_days=0.5)
+    with pytest.raises(BadInputError, match="not columns"):
+        compute_weights(samples, freqs, cfg=CFG.model_copy(update={"features": ["nope"]}), feature_days=7.0)
+
+
+def test_importance_lists_features_per_shard(weighted):
+    result, _ = weighted
+    imp = result.importance.where(F.col(S.SHARD) == "big").toPandas()
+    assert set(imp["feature"]) == set(FEATURES)
+    assert imp.sort_values("rank").iloc[0]["feature"] == "pair_n_events"  # built to carry the label
