@@ -1,0 +1,445 @@
+"""Weighted implicit-feedback ALS in Spark ML (DESIGN §6).
+
+Spark's :class:`~pyspark.ml.recommendation.ALS` has no weight column. Sample weights enter
+through the implicit-feedback *confidence* instead, in one place: :func:`implicit_ratings`
+turns behavior events and per-(user, item) sample weights into one ALS rating per pair,
+
+    ``rating(u, i) = w(u, i) · Σ_{events e of (u, i)} strength(behavior(e))``,
+
+and ALS with ``implicitPrefs=True`` (Hu, Koren & Volinsky, "Collaborative Filtering for
+Implicit Feedback Datasets", ICDM 2008) turns a rating ``r`` into
+
+* a confidence ``c = 1 + alpha · r`` (Spark uses ``|r|``; our ratings are never negative), and
+* a preference ``p = 1`` if ``r > 0`` else ``0``,
+
+and minimises ``Σ_{u,i} c_ui (p_ui - x_u·y_i)² + λ (Σ_u n_u |x_u|² + Σ_i n_i |y_i|²)`` over
+*all* (user, item) cells, unobserved cells having ``c = 1, p = 0``. Spark scales ``λ`` by the
+number of positive ratings of each user / item (``n_u``, ``n_i``; ALS-WR). So a weight
+``w`` multiplies the extra confidence ``alpha · Σ strength`` of a pair's observations: ``w = 2``
+counts the pair's events twice as much as ``w = 1`` when the factors are fitted, ``w → 0``
+makes the pair look unobserved. The preference stays 1 whatever the weight.
+
+ALS needs integer ids: :func:`index_ids` builds a contiguous, deterministic index of the
+distinct ids in native Spark (no ids are collected to the driver); :func:`fit_als` indexes the
+ratings, fits ALS and returns a :class:`FittedALS` that keeps the indexes to map
+recommendations back to the original ids (:func:`recommend`, :func:`predict_scores`).
+
+Reproducibility: ALS initialises its factors from ``seed``; with the same ratings, the same
+seed and the same ``num_blocks`` the factors are the same up to floating-point summation order
+(the order in which Spark's shuffle delivers a block's ratings is not fixed), so scores agree
+to ~1e-6 and rankings agree except between items whose scores are that close.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import Field, field_validator
+from pyspark import StorageLevel
+from pyspark.ml.recommendation import ALS, ALSModel
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from sampleimp_spark import schema as S
+from sampleimp_spark.configbase import StrictModel
+from sampleimp_spark.training.evaluate import RANK
+
+#: Name of the ALS rank column of candidate lists handed to the GBT re-ranker
+#: (:func:`recommend` with ``rank_col=ALS_RANK``).
+ALS_RANK = "als_rank"
+#: Column of ALS scores added by :func:`predict_scores` (``x_u · y_i``, an estimate of ``p``).
+ALS_SCORE = "als_score"
+
+#: Default behavior strengths: a view or click is the weakest positive signal, a purchase the
+#: strongest; ``remove_from_cart`` carries no positive preference.
+DEFAULT_STRENGTHS: dict[str, float] = {
+    "view": 1.0,
+    "click": 1.0,
+    "fav": 2.0,
+    "cart": 3.0,
+    "purchase": 4.0,
+    S.REMOVE_FROM_CART: 0.0,
+}
+#: Hash buckets of :func:`index_ids` (the parallelism of the index; not a limit on ids).
+DEFAULT_INDEX_BUCKETS = 256
+#: ALS user and item ids are Java ints.
+MAX_INDEX = 2**31 - 1
+
+# Internal column names (prefixed so they cannot clash with the caller's columns).
+_USER_INDEX = "_als_user"
+_ITEM_INDEX = "_als_item"
+_PREDICTION = "_als_prediction"
+_STRENGTH = "_strength"
+_W = "_w"
+_W_ROWS = "_w_rows"
+_BUCKET = "_bucket"
+_POS = "_pos"
+_OFFSET = "_offset"
+
+
+class ALSConfig(StrictModel):
+    """Settings of weighted implicit ALS (see the module docstring for the model).
+
+    A behavior missing from ``strengths`` has strength 0: its events add nothing to a pair's
+    rating (the pair is dropped when all its events have strength 0).
+    """
+
+    #: Number of latent factors.
+    rank: int = Field(32, ge=1)
+    #: L2 regularisation λ (Spark scales it by each user's / item's number of positive pairs).
+    reg_param: float = Field(0.1, ge=0)
+    #: Confidence scale: ``c = 1 + alpha · rating``. Must be positive, or weights have no effect.
+    alpha: float = Field(10.0, gt=0)
+    max_iter: int = Field(10, ge=1)
+    #: Behavior -> strength (≥ 0) of one event of that behavior.
+    strengths: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_STRENGTHS))
+    #: Length of the ALS candidate list per user handed to the GBT re-ranker.
+    candidates: int = Field(50, ge=1)
+    #: User and item blocks of Spark's ALS (its parallelism); Spark's default is 10.
+    num_blocks: int = Field(10, ge=1)
+
+    @field_validator("strengths")
+    @classmethod
+    def _known_non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(S.ALL_BEHAVIORS))
+        if unknown:
+            raise ValueError(f"unknown behavior(s) {unknown}; known: {list(S.ALL_BEHAVIORS)}")
+        _check_strengths(value)
+        return value
+
+
+def _check_strengths(strengths: Mapping[str, float]) -> None:
+    bad = {b: s for b, s in strengths.items() if not (math.isfinite(s) and s >= 0)}
+    if bad:
+        raise ValueError(f"strengths must be finite and >= 0, got {bad}")
+    if not any(s > 0 for s in strengths.values()):
+        raise ValueError("at least one behavior needs a positive strength, or every rating is 0")
+
+
+def _strength(behavior: Column, strengths: Mapping[str, float]) -> Column:
+    """The strength of one event as a double column (0 for behaviors not in ``strengths``)."""
+    out = F.lit(0.0)
+    for name, value in sorted(strengths.items()):
+        out = F.when(behavior == F.lit(name), F.lit(float(value))).otherwise(out)
+    return out
+
+
+def implicit_ratings(
+    events: DataFrame,
+    weights: DataFrame | None = None,
+    *,
+    strengths: Mapping[str, float],
+    weight_col: str = S.WEIGHT,
+    user_col: str = S.USER_ID,
+    item_col: str = S.ITEM_ID,
+    behavior_col: str = S.BEHAVIOR,
+    rating_col: str = S.RATING,
+) -> DataFrame:
+    """Implicit ALS ratings: per (user, item), the weighted sum of its events' strengths.
+
+    ``rating(u, i) = w(u, i) · Σ_{events of (u, i)} strengths[behavior]``. This is THE place
+    where sample weights enter ALS: ALS (``implicitPrefs=True``) reads a rating ``r`` as
+    confidence ``c = 1 + alpha · r`` that the user prefers the item (preference ``p = 1`` when
+    ``r > 0``; Hu, Koren & Volinsky 2008). So the weight scales the extra confidence of the
+    pair's observations, ``alpha · Σ strength``, while the preference stays 1.
+
+    Rules:
+
+    * One row per (user, item): Spark's ALS does not merge duplicate pairs (each row would be
+      a separate observation, with its own confidence term), so the events are summed here.
+    * A pair missing from ``weights`` gets weight 1 (e.g. no weights at all, or events of
+      pairs that are not samples): it counts as an ordinary, unweighted observation.
+    * Pairs with rating 0 (only zero-strength behaviors such as ``remove_from_cart``, or
+      weight 0) are dropped. In implicit ALS, ``r = 0`` means confidence 1 with preference 0,
+      which is exactly how ALS treats every pair *without* a row; keeping the row would only
+      cost work (it does not count among Spark's positive ratings for the ALS-WR
+      regularisation either).
+    * Events with a null user, item or behavior are ignored; behaviors not in ``strengths``
+      have strength 0.
+
+    Args:
+        events: behavior events (one row per event).
+        weights: per-(user, item) sample weights, one row per pair (e.g.
+            ``gold.training_samples`` of one window), or None for unweighted ratings.
+        strengths: behavior -> strength (finite, ≥ 0), e.g. ``ALSConfig.strengths``.
+        weight_col: weight column of ``weights``.
+        user_col: user id column (events and weights).
+        item_col: item id column (events and weights).
+        behavior_col: behavior column of ``events``.
+        rating_col: name of the output rating column.
+
+    Returns:
+        ``(user_col, item_col, rating_col)`` with ``rating_col`` a double > 0, one row per pair.
+        Bad weights fail when the frame is computed (lazily, through ``raise_error``): a pair
+        with several rows in ``weights``, or a null, negative, NaN or infinite weight.
+
+    Raises:
+        ValueError: a strength is negative or not finite, or no strength is positive.
+    """
+    _check_strengths(strengths)
+    user, item, behavior = F.col(user_col), F.col(item_col), F.col(behavior_col)
+    valid = user.isNotNull() & item.isNotNull() & behavior.isNotNull()
+    sums = (
+        events.where(valid)
+        .groupBy(user_col, item_col)
+        .agg(F.sum(_strength(behavior, strengths)).alias(_STRENGTH))
+        .where(F.col(_STRENGTH) > 0)
+    )
+    if weights is None:
+        return sums.select(user_col, item_col, F.col(_STRENGTH).alias(rating_col))
+
+    # Aggregated per pair so a duplicated pair in `weights` cannot duplicate ratings; it is
+    # reported instead.
+    w_df = weights.groupBy(user_col, item_col).agg(
+        F.max(F.col(weight_col).cast("double")).alias(_W), F.count(F.lit(1)).alias(_W_ROWS)
+    )
+    w, rows = F.col(_W), F.col(_W_ROWS)
+    pair = F.concat_ws(", ", user.cast("string"), item.cast("string"))
+    weight = (
+        F.when(rows.isNull(), F.lit(1.0))  # pair not in `weights`
+        .when(
+            rows > 1,
+            F.raise_error(F.concat(F.lit(f"implicit_ratings: several {weight_col} rows for pair ("), pair, F.lit(")"))),
+        )
+        .when(
+            w.isNull() | F.isnan(w) | (w < 0) | (w == F.lit(math.inf)),
+            F.raise_error(
+                F.concat(
+                    F.lit(f"implicit_ratings: {weight_col} of pair ("),
+                    pair,
+                    F.lit(") must be finite and >= 0, got "),
+                    F.coalesce(w.cast("string"), F.lit("null")),
+                )
+            ),
+        )
+        .otherwise(w)
+    )
+    return (
+        sums.join(w_df, [user_col, item_col], "left")
+        .select(user_col, item_col, (F.col(_STRENGTH) * weight).alias(rating_col))
+        .where(F.col(rating_col) > 0)
+    )
+
+
+def _int_index(index: Column, *, what: str) -> Column:
+    """``index`` as an int, failing with a clear message past ALS's int range."""
+    return (
+        F.when(
+            index > F.lit(MAX_INDEX),
+            F.raise_error(F.lit(f"more than {MAX_INDEX + 1} distinct {what}: ALS ids must fit in a Java int")),
+        )
+        .otherwise(index)
+        .cast("int")
+    )
+
+
+def index_ids(
+    df: DataFrame,
+    *,
+    id_col: str,
+    index_col: str,
+    buckets: int = DEFAULT_INDEX_BUCKETS,
+) -> DataFrame:
+    """A contiguous int index ``0..n-1`` of the distinct non-null values of ``id_col``.
+
+    The zipWithIndex trick in SQL, with no id collected to the driver and no window over all
+    ids: the distinct ids are split into ``buckets`` buckets by a hash of the id; within each
+    bucket (one window partition) they are numbered in id order; the bucket sizes (``buckets``
+    numbers) give each bucket's offset as a prefix sum, computed in one small aggregate; and
+    ``index = offset(bucket) + position in bucket``. The buckets depend only on the id values
+    (not on Spark's partitioning of ``df``), so the index is a pure function of the set of ids
+    and ``buckets``: deterministic across runs, partitionings and clusters.
+
+    Args:
+        df: any frame with the id column (duplicates and nulls allowed).
+        id_col: the id column (any orderable type).
+        index_col: name of the int index column added.
+        buckets: number of hash buckets (the parallelism of the numbering; the offsets cost a
+            ``buckets``-row aggregate). Changing it changes the index.
+
+    Returns:
+        ``(id_col, index_col)``, one row per distinct id, ``index_col`` an int in ``0..n-1``.
+        Fails when computed if there are more than ``2**31`` distinct ids.
+
+    Raises:
+        ValueError: ``buckets`` is less than 1.
+    """
+    if buckets < 1:
+        raise ValueError(f"buckets must be at least 1, got {buckets}")
+    ids = (
+        df.select(id_col)
+        .where(F.col(id_col).isNotNull())
+        .distinct()
+        .withColumn(_BUCKET, F.pmod(F.xxhash64(F.col(id_col)), F.lit(buckets)).cast("int"))
+    )
+    positioned = ids.withColumn(_POS, F.row_number().over(Window.partitionBy(_BUCKET).orderBy(id_col)) - 1)
+    # Prefix sums of the bucket sizes: one row with an array of at most `buckets` entries.
+    sizes = ids.groupBy(_BUCKET).agg(F.count(F.lit(1)).alias("n"))
+    table = sizes.agg(F.array_sort(F.collect_list(F.struct(_BUCKET, "n"))).alias("s"))
+    zero = F.lit(0).cast("bigint")
+    offsets = table.select(
+        F.inline(
+            F.transform(
+                "s",
+                lambda e, i: F.struct(
+                    e[_BUCKET].alias(_BUCKET),
+                    F.aggregate(F.slice("s", 1, i), zero, lambda acc, x: acc + x["n"]).alias(_OFFSET),
+                ),
+            )
+        )
+    )
+    index = F.col(_OFFSET) + F.col(_POS)
+    return positioned.join(F.broadcast(offsets), _BUCKET).select(
+        id_col, _int_index(index, what=f"values of {id_col}").alias(index_col)
+    )
+
+
+@dataclass(frozen=True)
+class FittedALS:
+    """A fitted ALS model with the id indexes that map its int ids back to the original ids.
+
+    The indexes are persisted (they are read by every :func:`recommend` and
+    :func:`predict_scores` call); call :meth:`unpersist` when done.
+    """
+
+    model: ALSModel
+    #: ``(user_col, _als_user)``: the users the model knows.
+    user_index: DataFrame
+    #: ``(item_col, _als_item)``: the items the model knows.
+    item_index: DataFrame
+    user_col: str = S.USER_ID
+    item_col: str = S.ITEM_ID
+
+    def unpersist(self) -> None:
+        """Release the cached indexes."""
+        self.user_index.unpersist()
+        self.item_index.unpersist()
+
+
+def fit_als(
+    ratings: DataFrame,
+    *,
+    cfg: ALSConfig,
+    seed: int,
+    user_col: str = S.USER_ID,
+    item_col: str = S.ITEM_ID,
+    rating_col: str = S.RATING,
+    index_buckets: int = DEFAULT_INDEX_BUCKETS,
+) -> FittedALS:
+    """Fit implicit-feedback ALS on ratings from :func:`implicit_ratings`.
+
+    Args:
+        ratings: one row per (user, item) with a rating > 0 (ALS does not merge duplicate
+            pairs: use :func:`implicit_ratings`, which also applies the sample weights).
+        cfg: ALS settings (``rank``, ``reg_param``, ``alpha``, ``max_iter``, ``num_blocks``).
+        seed: seed of ALS's factor initialisation (see the module docstring on
+            reproducibility).
+        user_col: user id column.
+        item_col: item id column.
+        rating_col: rating column.
+        index_buckets: buckets of :func:`index_ids` (only changes the int ids used internally).
+
+    Returns:
+        The fitted model with its user and item indexes (persisted; see
+        :meth:`FittedALS.unpersist`).
+    """
+    # The ratings are read three times (two indexes and the ALS input): keep them for the fit
+    # rather than recompute the aggregation of all events each time.
+    ratings = ratings.select(user_col, item_col, rating_col).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        user_index = index_ids(ratings, id_col=user_col, index_col=_USER_INDEX, buckets=index_buckets)
+        item_index = index_ids(ratings, id_col=item_col, index_col=_ITEM_INDEX, buckets=index_buckets)
+        # Persisted here, materialised by the fit below (which reads them) and kept afterwards.
+        user_index = user_index.persist(StorageLevel.MEMORY_AND_DISK)
+        item_index = item_index.persist(StorageLevel.MEMORY_AND_DISK)
+        data = ratings.join(user_index, user_col).join(item_index, item_col)
+        als = ALS(
+            rank=cfg.rank,
+            maxIter=cfg.max_iter,
+            regParam=cfg.reg_param,
+            alpha=cfg.alpha,
+            implicitPrefs=True,
+            numUserBlocks=cfg.num_blocks,
+            numItemBlocks=cfg.num_blocks,
+            userCol=_USER_INDEX,
+            itemCol=_ITEM_INDEX,
+            ratingCol=rating_col,
+            # Pairs of unknown users or items get no prediction rather than NaN (the joins in
+            # predict_scores already drop them; this keeps ALSModel.transform safe too).
+            coldStartStrategy="drop",
+            seed=seed,
+        ).setPredictionCol(_PREDICTION)
+        model = als.fit(data.select(_USER_INDEX, _ITEM_INDEX, rating_col))
+    finally:
+        ratings.unpersist()
+    return FittedALS(model, user_index, item_index, user_col=user_col, item_col=item_col)
+
+
+def recommend(
+    model: FittedALS,
+    users: DataFrame,
+    k: int,
+    *,
+    rank_col: str = RANK,
+) -> DataFrame:
+    """Each user's top ``k`` items by ALS score, through ``ALSModel.recommendForUserSubset``.
+
+    Items are ranked by score ``x_u · y_i`` descending; equal scores are ordered by the items'
+    int index, so the ranks are 1, 2, ... without gaps or ties. Already-seen items are not
+    excluded. Users the model does not know (no rating in training) get no rows: ALS has no
+    factors for them (cold start); the caller decides on a fallback.
+
+    Args:
+        model: from :func:`fit_als`.
+        users: a frame with the model's user column (duplicates allowed).
+        k: list length; at least 1.
+        rank_col: name of the rank column (1 = best); :data:`ALS_RANK` for GBT candidates.
+
+    Returns:
+        ``(user_col, item_col, rank_col)``, at most ``k`` rows per known user (fewer when the
+        model knows fewer items).
+
+    Raises:
+        ValueError: ``k`` is less than 1.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    user_col, item_col = model.user_col, model.item_col
+    subset = users.select(user_col).distinct().join(model.user_index, user_col).select(_USER_INDEX)
+    recs = model.model.recommendForUserSubset(subset, k)
+    # Sort explicitly (score descending, then item index) so ties are deterministic.
+    ordered = F.array_sort(
+        F.transform(
+            "recommendations",
+            lambda r: F.struct((-r["rating"]).alias("s"), r[_ITEM_INDEX].alias(_ITEM_INDEX)),
+        )
+    )
+    exploded = recs.select(_USER_INDEX, F.posexplode(ordered).alias(_POS, "_r")).select(
+        _USER_INDEX, F.col(f"_r.{_ITEM_INDEX}").alias(_ITEM_INDEX), (F.col(_POS) + 1).cast("int").alias(rank_col)
+    )
+    return (
+        exploded.join(model.user_index, _USER_INDEX)
+        .join(model.item_index, _ITEM_INDEX)
+        .select(user_col, item_col, rank_col)
+    )
+
+
+def predict_scores(model: FittedALS, pairs: DataFrame, *, score_col: str = ALS_SCORE) -> DataFrame:
+    """ALS scores ``x_u · y_i`` of given (user, item) pairs (estimates of the preference).
+
+    Pairs whose user or item the model does not know are dropped (cold start; see
+    :func:`recommend`).
+
+    Args:
+        model: from :func:`fit_als`.
+        pairs: a frame with the model's user and item columns; other columns are kept.
+        score_col: name of the added score column (double).
+
+    Returns:
+        ``pairs`` (known pairs only) with ``score_col`` added.
+    """
+    indexed = pairs.join(model.user_index, model.user_col).join(model.item_index, model.item_col)
+    scored = model.model.transform(indexed)
+    return scored.withColumn(score_col, F.col(_PREDICTION).cast("double")).drop(_USER_INDEX, _ITEM_INDEX, _PREDICTION)

@@ -1,0 +1,250 @@
+"""Weighted implicit ALS: ratings by hand, the id index, and fitted models on tiny synthetic data."""
+
+from __future__ import annotations
+
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+from pydantic import ValidationError
+from pyspark.errors import PySparkException
+from pyspark.sql import functions as F
+
+from sampleimp_spark import schema as S
+from sampleimp_spark.training import als as A
+
+EVENTS_SCHEMA = "user_id string, item_id string, behavior string"
+RATINGS_SCHEMA = "user_id string, item_id string, rating double"
+WEIGHTS_SCHEMA = "user_id string, item_id string, weight double"
+STRENGTHS = {"view": 1.0, "click": 1.0, "fav": 2.0, "cart": 3.0, "purchase": 4.0, "remove_from_cart": 0.0}
+
+
+# --- config ------------------------------------------------------------------------------
+def test_config_defaults_and_validation():
+    cfg = A.ALSConfig()
+    assert (cfg.rank, cfg.reg_param, cfg.alpha, cfg.max_iter, cfg.candidates) == (32, 0.1, 10.0, 10, 50)
+    assert cfg.strengths == STRENGTHS
+    with pytest.raises(ValidationError, match="unknown behavior"):
+        A.ALSConfig(strengths={"view": 1.0, "like": 2.0})
+    with pytest.raises(ValidationError, match=">= 0"):
+        A.ALSConfig(strengths={"view": 1.0, "cart": -1.0})
+    with pytest.raises(ValidationError, match="positive strength"):
+        A.ALSConfig(strengths={"view": 0.0})
+    with pytest.raises(ValidationError):
+        A.ALSConfig(ranks=3)
+
+
+# --- implicit_ratings ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def events(spark):
+    rows = [
+        ("u1", "a", "view"),
+        ("u1", "a", "view"),  # duplicate event: summed, 1 + 1
+        ("u1", "a", "cart"),  # + 3
+        ("u1", "b", "purchase"),  # 4
+        ("u1", "c", "remove_from_cart"),  # strength 0 only: dropped
+        ("u2", "a", "fav"),  # 2
+        ("u2", "a", "remove_from_cart"),  # + 0
+        ("u2", "b", "click"),  # 1
+        ("u2", "d", "view"),  # 1, weight 0: dropped
+        ("u3", "e", "unknown"),  # behavior not in the strengths: 0, dropped
+        (None, "a", "view"),  # null id: ignored
+    ]
+    return spark.createDataFrame(rows, EVENTS_SCHEMA)
+
+
+def test_implicit_ratings_unweighted(spark, events):
+    got = A.implicit_ratings(events, strengths=STRENGTHS)
+    expected = spark.createDataFrame(
+        [("u1", "a", 5.0), ("u1", "b", 4.0), ("u2", "a", 2.0), ("u2", "b", 1.0), ("u2", "d", 1.0)], RATINGS_SCHEMA
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_implicit_ratings_weighted(spark, events):
+    weights = spark.createDataFrame(
+        [
+            ("u1", "a", 2.0),  # 5 × 2
+            ("u2", "b", 0.5),  # 1 × 0.5
+            ("u2", "d", 0.0),  # weight 0: rating 0, dropped
+            ("u1", "c", 7.0),  # zero strength stays zero
+            ("u9", "z", 3.0),  # no events: no rating
+        ],
+        WEIGHTS_SCHEMA,
+    )  # (u1, b) and (u2, a) are missing: weight 1
+    got = A.implicit_ratings(events, weights, strengths=STRENGTHS)
+    expected = spark.createDataFrame(
+        [("u1", "a", 10.0), ("u1", "b", 4.0), ("u2", "a", 2.0), ("u2", "b", 0.5)], RATINGS_SCHEMA
+    )
+    assert_approx_df_equality(got, expected, 1e-12, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_implicit_ratings_custom_strengths_and_columns(spark):
+    events = spark.createDataFrame([("u", "i", "view"), ("u", "i", "purchase")], "u string, i string, b string")
+    weights = spark.createDataFrame([("u", "i", 3.0)], "u string, i string, w double")
+    got = A.implicit_ratings(
+        events,
+        weights,
+        strengths={"purchase": 10.0},
+        weight_col="w",
+        user_col="u",
+        item_col="i",
+        behavior_col="b",
+        rating_col="r",
+    )
+    assert [tuple(r) for r in got.collect()] == [("u", "i", 30.0)]
+    assert got.columns == ["u", "i", "r"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "match"),
+    [
+        ([("u1", "a", 1.0), ("u1", "a", 2.0)], "several weight rows for pair \\(u1, a\\)"),
+        ([("u1", "a", -1.0)], "must be finite and >= 0, got -1.0"),
+        ([("u1", "a", float("nan"))], "must be finite and >= 0, got NaN"),
+        ([("u1", "a", None)], "must be finite and >= 0, got null"),
+    ],
+)
+def test_implicit_ratings_bad_weights_fail(spark, events, rows, match):
+    weights = spark.createDataFrame(rows, WEIGHTS_SCHEMA)
+    with pytest.raises(PySparkException, match=match):
+        A.implicit_ratings(events, weights, strengths=STRENGTHS).collect()
+
+
+def test_implicit_ratings_bad_strengths(events):
+    with pytest.raises(ValueError, match=">= 0"):
+        A.implicit_ratings(events, strengths={"view": -1.0})
+    with pytest.raises(ValueError, match="positive strength"):
+        A.implicit_ratings(events, strengths={"view": 0.0})
+
+
+# --- index -----------------------------------------------------------------------------------
+def test_index_is_contiguous_and_deterministic(spark):
+    ids = [f"id{i:03d}" for i in range(60)]
+    df = spark.createDataFrame([(i,) for i in ids + ids[:7]] + [(None,)], "user_id string")
+    # The same ids in another order and partitioning, and with more partitions than rows.
+    shuffled = spark.createDataFrame([(i,) for i in reversed(ids)], "user_id string").repartition(5)
+    got = {r.user_id: r.ix for r in A.index_ids(df, id_col="user_id", index_col="ix", buckets=4).collect()}
+    again = {r.user_id: r.ix for r in A.index_ids(shuffled, id_col="user_id", index_col="ix", buckets=4).collect()}
+    assert set(got) == set(ids)
+    assert sorted(got.values()) == list(range(60))
+    assert again == got
+    schema = A.index_ids(df, id_col="user_id", index_col="ix").schema
+    assert schema["ix"].dataType.simpleString() == "int"
+    # One bucket: plain id order.
+    one = {r.user_id: r.ix for r in A.index_ids(df, id_col="user_id", index_col="ix", buckets=1).collect()}
+    assert one == {i: n for n, i in enumerate(ids)}
+
+
+def test_index_past_int_range_fails(spark):
+    df = spark.range(1).select(A._int_index(F.lit(A.MAX_INDEX + 1).cast("bigint"), what="users").alias("ix"))
+    with pytest.raises(PySparkException, match="distinct users: ALS ids must fit in a Java int"):
+        df.collect()
+    ok = spark.range(1).select(A._int_index(F.lit(A.MAX_INDEX).cast("bigint"), what="users").alias("ix"))
+    assert ok.first().ix == A.MAX_INDEX
+
+
+# --- fitted ALS ------------------------------------------------------------------------------
+# Two clusters of 5 users and 5 items; user k of a cluster has viewed every item of its
+# cluster except item k. A bridge item "x" is viewed by one user of cluster A and two of B.
+# One ALS block keeps the tiny fits fast (fewer tasks).
+CLUSTER_CFG = A.ALSConfig(rank=2, max_iter=6, reg_param=0.1, alpha=10.0, num_blocks=1)
+
+
+def _cluster_events(spark):
+    rows = [
+        (f"{c}u{u}", f"{c}{i}", "view")
+        for c in "ab"
+        for u in range(5)
+        for i in range(5)
+        if i != u  # user k misses item k
+    ]
+    rows += [("au0", "x", "view"), ("bu0", "x", "view"), ("bu1", "x", "view")]
+    return spark.createDataFrame(rows, EVENTS_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def cluster_events(spark):
+    return _cluster_events(spark).cache()
+
+
+@pytest.fixture(scope="module")
+def cluster_model(cluster_events):
+    model = A.fit_als(A.implicit_ratings(cluster_events, strengths=STRENGTHS), cfg=CLUSTER_CFG, seed=3)
+    yield model
+    model.unpersist()
+
+
+def _lists(recs) -> dict[str, list[str]]:
+    out: dict[str, list[tuple[int, str]]] = {}
+    for r in recs.collect():
+        out.setdefault(r.user_id, []).append((r.rank, r.item_id))
+    return {u: [i for _, i in sorted(v)] for u, v in out.items()}
+
+
+def test_recommends_in_cluster_items(spark, cluster_model, cluster_events):
+    users = cluster_events.select(S.USER_ID).union(spark.createDataFrame([("stranger",)], "user_id string"))
+    recs = A.recommend(cluster_model, users, 5, rank_col=A.ALS_RANK)
+    assert recs.columns == [S.USER_ID, S.ITEM_ID, A.ALS_RANK]
+    lists = _lists(recs.withColumnRenamed(A.ALS_RANK, "rank"))
+    assert set(lists) == {f"{c}u{u}" for c in "ab" for u in range(5)}  # no row for the unknown user
+    for user, items in lists.items():
+        cluster = user[0]
+        assert len(items) == 5
+        if user in ("au0", "bu0", "bu1"):  # viewed the bridge item x too
+            assert set(items) <= {f"{cluster}{i}" for i in range(5)} | {"x"}, (user, items)
+        else:  # exactly the 5 items of the user's cluster, including the one never viewed
+            assert set(items) == {f"{cluster}{i}" for i in range(5)}, (user, items)
+    # The in-cluster item a user never viewed outscores every item of the other cluster.
+    everything = cluster_events.select(S.USER_ID).distinct().crossJoin(cluster_events.select(S.ITEM_ID).distinct())
+    scores = {(r.user_id, r.item_id): r.als_score for r in A.predict_scores(cluster_model, everything).collect()}
+    for c, other in (("a", "b"), ("b", "a")):
+        for u in range(5):
+            unseen = scores[(f"{c}u{u}", f"{c}{u}")]
+            assert unseen > max(scores[(f"{c}u{u}", f"{other}{i}")] for i in range(5)) + 0.3, (c, u)
+
+
+def test_same_seed_same_recommendations(cluster_model, cluster_events):
+    again = A.fit_als(A.implicit_ratings(cluster_events, strengths=STRENGTHS), cfg=CLUSTER_CFG, seed=3)
+    try:
+        users = cluster_events.select(S.USER_ID)
+        assert _lists(A.recommend(again, users, 6)) == _lists(A.recommend(cluster_model, users, 6))
+        pairs = cluster_events.select(S.USER_ID, S.ITEM_ID).distinct()
+        assert_approx_df_equality(
+            A.predict_scores(again, pairs), A.predict_scores(cluster_model, pairs), 1e-5, ignore_row_order=True
+        )
+    finally:
+        again.unpersist()
+
+
+def test_weight_raises_confidence_of_the_pair(spark, cluster_events, cluster_model):
+    """Weight 5 on (au0, x) multiplies that pair's extra confidence by 5 (c = 1 + 10·5 instead
+    of 1 + 10·1): the fit must move au0 · x closer to the preference 1. Scores of the pairs
+    nobody re-weighted stay where they were (within the model's own tolerance)."""
+    weights = spark.createDataFrame([("au0", "x", 5.0)], WEIGHTS_SCHEMA)
+    weighted = A.fit_als(A.implicit_ratings(cluster_events, weights, strengths=STRENGTHS), cfg=CLUSTER_CFG, seed=3)
+    try:
+        pairs = cluster_events.select(S.USER_ID, S.ITEM_ID).distinct()
+        before = {(r.user_id, r.item_id): r.als_score for r in A.predict_scores(cluster_model, pairs).collect()}
+        after = {(r.user_id, r.item_id): r.als_score for r in A.predict_scores(weighted, pairs).collect()}
+    finally:
+        weighted.unpersist()
+    assert before[("au0", "x")] < 0.95, before  # room to rise: the test could fail
+    assert after[("au0", "x")] > before[("au0", "x")] + 0.05, (before[("au0", "x")], after[("au0", "x")])
+    # Every other observed pair changes much less than the re-weighted one.
+    others = max(abs(after[p] - before[p]) for p in before if p != ("au0", "x"))
+    assert others < (after[("au0", "x")] - before[("au0", "x")]), others
+
+
+def test_predict_scores_drops_unknown_pairs(spark, cluster_model):
+    pairs = spark.createDataFrame(
+        [("au0", "a1", 1), ("au0", "nope", 2), ("ghost", "a1", 3)], "user_id string, item_id string, tag int"
+    )
+    got = A.predict_scores(cluster_model, pairs)
+    assert sorted(got.columns) == sorted(["user_id", "item_id", "tag", A.ALS_SCORE])
+    rows = got.collect()
+    assert [(r.user_id, r.item_id, r.tag) for r in rows] == [("au0", "a1", 1)]
+    assert rows[0].als_score > 0.5
+
+
+def test_recommend_rejects_bad_k(cluster_model, cluster_events):
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        A.recommend(cluster_model, cluster_events, 0)
