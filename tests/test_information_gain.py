@@ -254,7 +254,8 @@ def test_smoothing_and_miller_madow_shrink_the_plugin_ig(spark, fitted):
 
 def test_custom_column_names_and_bad_inputs(spark):
     df = spark.createDataFrame(
-        [("x", 1, 0.0), ("x", 0, 1.0), ("x", 1, 0.0), ("x", 0, 1.0)], "cat string, y int, `f.1` double"
+        [("x", 1, 0.0, 1), ("x", 0, 1.0, 2), ("x", 1, 0.0, 3), ("x", 0, 1.0, 4)],
+        "cat string, y int, `f.1` double, k int",
     )
     cfg = InformationGainConfig(n_bins=2, smoothing=0.0, lam=0.0)
     result = information_gain(df, ["f.1"], cfg=cfg, label_col="y", shard_col="cat")
@@ -265,10 +266,12 @@ def test_custom_column_names_and_bad_inputs(spark):
         "rank": 1,
         "n": 4,
     }
-    out = with_ig_weight(df, result, ["f.1"], cfg=cfg, shard_col="cat", weight_col=S.W_IG)
+    out = with_ig_weight(df, result, ["f.1"], cfg=cfg, shard_col="cat", key_cols=["k"], weight_col=S.W_IG)
     assert [r[S.W_IG] for r in out.collect()] == [1.0] * 4  # lambda = 0
     with pytest.raises(ValueError, match="differ"):
-        with_ig_weight(df, result, ["y"], cfg=cfg, shard_col="cat")
+        with_ig_weight(df, result, ["y"], cfg=cfg, shard_col="cat", key_cols=["k"])
+    with pytest.raises(ValueError, match="key column"):
+        with_ig_weight(df, result, ["f.1"], cfg=cfg, shard_col="cat")
     with pytest.raises(TypeError, match="numeric"):
         information_gain(df, ["cat"], cfg=cfg, label_col="y", shard_col="cat")
     with pytest.raises(ValueError, match="not in the samples"):

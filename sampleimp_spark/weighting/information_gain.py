@@ -2,24 +2,26 @@
 
 The work is split so that nothing but small tables ever reaches Python:
 
+The samples are first **stacked**, one row per (sample, feature) with the feature's value:
+per-feature work then is one small expression over a long table instead of ~100 wide column
+expressions, whose query plans cost more to plan and compile than the work itself.
+
 1. **Bin edges** (native Spark): per shard and feature, ``percentile_approx`` at ``k / n_bins``
-   (``k = 1 .. n_bins-1``) over the *finite* values, de-duplicated and sorted. One aggregation,
-   one row per shard (an edge array per feature).
-2. **Bins** (native Spark, a higher-order function): a value's bin is the number of edges strictly
-   below it, so bin ``k`` is ``(e_k-1, e_k]``. Because the edges are distinct, ties never produce two
-   bins for one value nor a bin between two equal edges. ``-inf`` falls in the lowest bin and
-   ``+inf`` in the highest (they are *clamped* to the outer bins, where their order puts them);
-   ``NaN`` (and null) get their *own* bin ``-1`` (:data:`NAN_BIN`), since "missing" may be
-   informative and has no place in the order.
-3. **Contingency counts** (native Spark): ``groupBy(shard, feature, bin, label).count()`` over all
-   features at once (features are stacked with ``inline``), so it is one aggregation with a
-   map-side combine.
+   (``k = 1 .. n_bins-1``) over the *finite* values, de-duplicated and sorted: a small table.
+2. **Bins** (native Spark): a value's bin is the number of edges strictly below it (``n_bins - 1``
+   compiled comparisons), so bin ``k`` is ``(e_k-1, e_k]``. Because the edges are distinct, ties
+   never produce two bins for one value nor a bin between two equal edges. ``-inf`` falls in the
+   lowest bin and ``+inf`` in the highest (they are *clamped* to the outer bins, where their
+   order puts them); ``NaN`` (and null) get their *own* bin ``-1`` (:data:`NAN_BIN`), since
+   "missing" may be informative and has no place in the order.
+3. **Contingency counts** (native Spark): ``groupBy(shard, feature, bin, label).count()`` over the
+   stacked rows: one aggregation with a map-side combine.
 4. **Per-shard math** (a grouped pandas UDF, :func:`shard_information_gain`, plain pandas/numpy):
    IG per feature, its rank, and per (feature, bin) the KL divergence of the bin's label
    distribution from the shard's. Its input is the shard's contingency table only: at most
    ``features × (n_bins + 1) × classes`` rows, whatever the shard's size.
-5. **Scoring** (native Spark): the small per-(shard, feature, bin) scores are pivoted to one row
-   per shard and broadcast-joined back to the samples (:func:`with_ig_weight`).
+5. **Scoring** (native Spark, :func:`with_ig_weight`): the stacked, binned samples are joined to
+   the small per-(shard, feature, bin) terms, summed back per sample and joined to the samples.
 
 Formulas (natural log; ``n_xy`` counts of bin ``x`` and class ``y`` in the shard, ``N`` their sum,
 ``|X|`` the number of bins *observed* for the feature in the shard, ``|Y|`` the number of classes
@@ -97,9 +99,8 @@ _BIN_SCORES_SCHEMA = T.StructType(
 )
 _BIN_SCORES_COLUMNS: tuple[str, ...] = tuple(f.name for f in _BIN_SCORES_SCHEMA.fields)
 
-_EDGE_PREFIX = "__ig_edges_"
-_SCORE_PREFIX = "__ig_scores_"
-_BIN_PREFIX = "__ig_bin_"
+_X = "__ig_x"
+_EDGES = "edges"
 _G_MEAN = "__ig_g_mean"
 
 
@@ -132,19 +133,21 @@ class IGResult:
         bin_scores: per ``shard, feature, bin``: ``n_bin, kl, ig, rank, n, contrib, g_mean``
             (see the module docstring; ``contrib`` is the bin's term of ``g``).
         edges: ``shard, feature, edges`` (``array<double>``, sorted and distinct).
-        edges_wide: one row per shard with an edge array per feature (used for joins).
+        edges_long: the same with the internal shard column name (used for joins).
+        n_bins: the configured number of bins (``edges`` has at most ``n_bins - 1`` entries).
     """
 
     features: tuple[str, ...]
     importance: DataFrame
     bin_scores: DataFrame
     edges: DataFrame
-    edges_wide: DataFrame
+    edges_long: DataFrame
+    n_bins: int
 
     def unpersist(self) -> None:
         """Release the cached small tables."""
         self.bin_scores.unpersist()
-        self.edges_wide.unpersist()
+        self.edges_long.unpersist()
 
 
 # --- the pure per-shard function (no Spark) ------------------------------------------------
@@ -274,42 +277,33 @@ def _finite(x: Column) -> Column:
     return F.abs(x) < F.lit(float("inf"))
 
 
-def _bin(x: Column, edges: Column) -> Column:
-    """Bin index: the number of edges strictly below ``x``; :data:`NAN_BIN` for NaN and null."""
-    return (
-        F.when(x.isNull() | F.isnan(x), F.lit(NAN_BIN)).otherwise(F.size(F.filter(edges, lambda e: e < x))).cast("int")
-    )
+def _bin(x: Column, edges: Column, max_edges: int) -> Column:
+    """Bin index: the number of edges strictly below ``x``; :data:`NAN_BIN` for NaN and null.
+
+    ``max_edges`` plain comparisons (a missing edge compares false), which Spark compiles;
+    a ``filter`` lambda would be interpreted row by row.
+    """
+    below = [F.coalesce((x > F.try_element_at(edges, F.lit(k + 1))).cast("int"), F.lit(0)) for k in range(max_edges)]
+    count = functools.reduce(lambda a, b: a + b, below, F.lit(0))
+    return F.when(x.isNull() | F.isnan(x), F.lit(NAN_BIN)).otherwise(count).cast("int")
 
 
-def _edges_wide(
-    samples: DataFrame, features: tuple[str, ...], *, n_bins: int, shard_col: str, accuracy: int
-) -> DataFrame:
-    probs = [k / n_bins for k in range(1, n_bins)]
-    empty = F.array().cast("array<double>")
-    aggs = []
-    for i, f in enumerate(features):
-        x = _col(f).cast("double")
-        q = F.percentile_approx(F.when(_finite(x), x), probs, accuracy)
-        # A shard where the feature has no finite value gets no edges: one bin (plus NaN's).
-        aggs.append(F.coalesce(F.array_sort(F.array_distinct(q)), empty).alias(f"{_EDGE_PREFIX}{i}"))
-    return samples.groupBy(_col(shard_col).alias(_SHARD)).agg(*aggs)
+def _stacked(samples: DataFrame, features: tuple[str, ...], *, shard_col: str, keep: Sequence[Column]) -> DataFrame:
+    """One row per (sample, feature): ``keep`` columns, ``shard``, ``feature`` and its value ``x``.
+
+    The long layout keeps every per-feature expression small: binning ~100 features as ~100
+    wide column expressions made query plans so large that planning and compiling them cost
+    more than the work itself.
+    """
+    values = F.array(*[F.struct(F.lit(f).alias(_FEATURE), _col(f).cast("double").alias(_X)) for f in features])
+    return samples.select(*keep, _col(shard_col).alias(_SHARD), F.inline(values))
 
 
-def _with_bins(samples: DataFrame, edges_wide: DataFrame, features: tuple[str, ...], *, shard_col: str) -> DataFrame:
-    """Samples + one bin column per feature (``__ig_bin_<i>``), edges broadcast-joined by shard."""
-    joined = samples.join(
-        F.broadcast(edges_wide.withColumnRenamed(_SHARD, "__ig_shard")),
-        _col(shard_col) == F.col("__ig_shard"),
-        "left",
-    )
-    bins = [
-        _bin(_col(f).cast("double"), F.coalesce(F.col(f"{_EDGE_PREFIX}{i}"), F.array().cast("array<double>"))).alias(
-            f"{_BIN_PREFIX}{i}"
-        )
-        for i, f in enumerate(features)
-    ]
-    helper = ["__ig_shard", *(f"{_EDGE_PREFIX}{i}" for i in range(len(features)))]
-    return joined.select("*", *bins).drop(*helper)
+def _binned(stacked: DataFrame, edges: DataFrame, *, n_bins: int) -> DataFrame:
+    """Stacked rows with their ``bin`` (edges broadcast-joined by shard and feature)."""
+    joined = stacked.join(F.broadcast(edges), [_SHARD, _FEATURE], "left")
+    edge_array = F.coalesce(F.col(_EDGES), F.array().cast("array<double>"))
+    return joined.withColumn(_BIN, _bin(F.col(_X), edge_array, n_bins - 1)).drop(_EDGES, _X)
 
 
 def information_gain(
@@ -319,13 +313,14 @@ def information_gain(
     cfg: InformationGainConfig,
     label_col: str = S.LABEL_PURCHASE,
     shard_col: str = S.SHARD,
-    accuracy: int = 10_000,
+    accuracy: int = 1_000,
 ) -> IGResult:
     """Information gain of each feature about the label, per shard, and per-bin sample scores.
 
-    Only native Spark touches the samples (two aggregations: the quantile edges and the
-    contingency counts); the per-shard math runs in :func:`shard_information_gain` over each
-    shard's contingency table. Nothing is computed until a result table is used.
+    Only native Spark touches the samples (two aggregations over the samples stacked one row
+    per feature: the quantile edges and the contingency counts); the per-shard math runs in
+    :func:`shard_information_gain` over each shard's contingency table. Nothing is computed
+    until a result table is used.
 
     Args:
         samples: one row per sample with ``shard_col``, ``label_col`` and the numeric features.
@@ -340,16 +335,19 @@ def information_gain(
         The importance, bin-score and edge tables (see :class:`IGResult`).
     """
     feats = _check_features(samples, features)
-    edges_wide = _edges_wide(samples, feats, n_bins=cfg.n_bins, shard_col=shard_col, accuracy=accuracy).cache()
-    binned = _with_bins(samples, edges_wide, feats, shard_col=shard_col)
-    stacked = F.inline(
-        F.array(
-            *[F.struct(F.lit(f).alias(_FEATURE), F.col(f"{_BIN_PREFIX}{i}").alias(_BIN)) for i, f in enumerate(feats)]
-        )
-    )
     label = F.coalesce(_col(label_col).cast("string"), F.lit("(null)")).alias(_LABEL)
+    stacked = _stacked(samples, feats, shard_col=shard_col, keep=[label])
+    probs = [k / cfg.n_bins for k in range(1, cfg.n_bins)]
+    x = F.col(_X)
+    quantiles = F.percentile_approx(F.when(_finite(x), x), probs, accuracy)
+    # A shard where the feature has no finite value gets no edges: one bin (plus NaN's).
+    edges = (
+        stacked.groupBy(_SHARD, _FEATURE)
+        .agg(F.coalesce(F.array_sort(F.array_distinct(quantiles)), F.array().cast("array<double>")).alias(_EDGES))
+        .cache()
+    )
     counts = (
-        binned.select(_col(shard_col).alias(_SHARD), label, stacked)
+        _binned(stacked, edges, n_bins=cfg.n_bins)
         .groupBy(_SHARD, _FEATURE, _BIN, _LABEL)
         .agg(F.count(F.lit(1)).alias(_COUNT))
     )
@@ -361,18 +359,14 @@ def information_gain(
     bin_scores = counts.groupBy(_SHARD).applyInPandas(per_shard, schema=_BIN_SCORES_SCHEMA)
     bin_scores = bin_scores.withColumnRenamed(_SHARD, shard_col).cache()
     importance = bin_scores.select(shard_col, _FEATURE, "ig", "rank", "n").dropDuplicates([shard_col, _FEATURE])
-    edges = edges_wide.select(
-        F.col(_SHARD).alias(shard_col),
-        F.inline(
-            F.array(
-                *[
-                    F.struct(F.lit(f).alias(_FEATURE), F.col(f"{_EDGE_PREFIX}{i}").alias("edges"))
-                    for i, f in enumerate(feats)
-                ]
-            )
-        ),
+    return IGResult(
+        features=feats,
+        importance=importance,
+        bin_scores=bin_scores,
+        edges=edges.withColumnRenamed(_SHARD, shard_col),
+        edges_long=edges,
+        n_bins=cfg.n_bins,
     )
-    return IGResult(features=feats, importance=importance, bin_scores=bin_scores, edges=edges, edges_wide=edges_wide)
 
 
 def with_ig_weight(
@@ -382,15 +376,18 @@ def with_ig_weight(
     *,
     cfg: InformationGainConfig,
     shard_col: str = S.SHARD,
+    key_cols: Sequence[str] = (S.USER_ID, S.ITEM_ID),
     score_col: str = IG_SCORE,
     weight_col: str = S.W_IG,
 ) -> DataFrame:
     """Add the pointwise IG score ``g`` and the weight ``w_ig = 1 + λ · g / mean_s(g)``.
 
-    The per-shard scores are pivoted to one small row per shard and broadcast-joined; the bins
-    are computed exactly as in :func:`information_gain`, so on the same samples the mean of
-    ``w_ig`` over a shard is ``1 + λ`` (or 1 where ``g`` is 0 throughout). Samples of a shard the
-    IG was not computed on get ``g = 0`` and ``w_ig = 1``; bins not seen there score 0.
+    The samples are stacked one row per (sample, feature), binned exactly as in
+    :func:`information_gain`, joined to the small per-(shard, feature, bin) terms, summed back
+    per sample (``key_cols`` identify a sample and must be unique) and joined to the samples.
+    On the samples the IG was computed on, the mean of ``w_ig`` over a shard is ``1 + λ`` (or 1
+    where ``g`` is 0 throughout). Samples of a shard the IG was not computed on get ``g = 0`` and
+    ``w_ig = 1``; bins not seen there score 0.
 
     Args:
         samples: the samples (same feature and shard columns as the IG fit).
@@ -398,6 +395,7 @@ def with_ig_weight(
         features: the fitted features (default); given explicitly, they must be the same set.
         cfg: uses ``lam``.
         shard_col: the shard column.
+        key_cols: columns that identify a sample.
         score_col: output column for ``g`` (double, ``>= 0``).
         weight_col: output column for ``w_ig`` (double, ``>= 1``).
 
@@ -407,28 +405,24 @@ def with_ig_weight(
     feats = result.features
     if features is not None and set(features) != set(feats):
         raise ValueError(f"features {list(features)} differ from the fitted ones {list(feats)}")
-    index = {f: i for i, f in enumerate(feats)}
-    entries = F.struct(F.col(_BIN).alias("key"), F.col("contrib").alias("value"))
-    scores_wide = result.bin_scores.groupBy(F.col(shard_col).alias("__ig_shard")).agg(
-        F.first("g_mean").alias(_G_MEAN),
-        *[
-            F.map_from_entries(F.collect_list(F.when(F.col(_FEATURE) == f, entries))).alias(f"{_SCORE_PREFIX}{i}")
-            for f, i in index.items()
-        ],
+    missing = [k for k in key_cols if k not in samples.columns]
+    if missing:
+        raise ValueError(f"key column(s) {missing} are not in the samples; pass key_cols that identify a sample")
+    keys = [_col(k).alias(f"__ig_key_{i}") for i, k in enumerate(key_cols)]
+    key_names = [f"__ig_key_{i}" for i in range(len(key_cols))]
+    terms = F.broadcast(result.bin_scores.select(F.col(shard_col).alias(_SHARD), _FEATURE, _BIN, "contrib"))
+    g_means = result.bin_scores.groupBy(F.col(shard_col).alias(_SHARD)).agg(F.first("g_mean").alias(_G_MEAN))
+    stacked = _stacked(samples, feats, shard_col=shard_col, keep=keys)
+    scores = (
+        _binned(stacked, result.edges_long, n_bins=result.n_bins)
+        .join(terms, [_SHARD, _FEATURE, _BIN], "left")
+        .groupBy(*key_names, _SHARD)
+        .agg(F.sum(F.coalesce(F.col("contrib"), F.lit(0.0))).alias("__ig_g"))
+        .join(F.broadcast(g_means), _SHARD, "left")
+        .drop(_SHARD)
     )
-    binned = _with_bins(samples, result.edges_wide, feats, shard_col=shard_col)
-    joined = binned.join(F.broadcast(scores_wide), _col(shard_col) == F.col("__ig_shard"), "left")
-    terms = [
-        F.coalesce(F.try_element_at(F.col(f"{_SCORE_PREFIX}{i}"), F.col(f"{_BIN_PREFIX}{i}")), F.lit(0.0))
-        for i in range(len(feats))
-    ]
-    g = functools.reduce(lambda a, b: a + b, terms)
-    g_mean = F.col(_G_MEAN)
+    joined = samples.join(scores, [_col(k) == F.col(n) for k, n in zip(key_cols, key_names, strict=True)], "left")
+    g = F.coalesce(F.col("__ig_g"), F.lit(0.0))
+    g_mean = F.coalesce(F.col(_G_MEAN), F.lit(0.0))
     w = F.when(g_mean > 0, F.lit(1.0) + F.lit(cfg.lam) * F.try_divide(g, g_mean)).otherwise(F.lit(1.0))
-    helper = [
-        "__ig_shard",
-        _G_MEAN,
-        *(f"{_SCORE_PREFIX}{i}" for i in range(len(feats))),
-        *(f"{_BIN_PREFIX}{i}" for i in range(len(feats))),
-    ]
-    return joined.withColumn(score_col, g).withColumn(weight_col, w).drop(*helper)
+    return joined.withColumn(score_col, g).withColumn(weight_col, w).drop(*key_names, "__ig_g", _G_MEAN)
