@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sampleimp_spark.configbase import ConfigError, StrictModel
+from sampleimp_spark.training.experiment import TrainConfig
 from sampleimp_spark.weighting.stage import WeightsConfig
 
 SourceName = Literal["generator", "taobao", "rees46", "tianchi", "amazon", "retailrocket", "canonical"]
@@ -155,6 +156,7 @@ class Config(_Strict):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     weights: WeightsConfig = Field(default_factory=WeightsConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
     def hash(self) -> str:
         """A stable hash of everything that changes results (the run id excluded)."""

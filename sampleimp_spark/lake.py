@@ -190,6 +190,14 @@ def last_commit_metrics(
     return {}
 
 
+def table_version(spark: SparkSession, lakehouse: str | Path, name: str) -> int:
+    """The current Delta version of table ``name`` (to pin reads and record lineage)."""
+    version = _current_version(spark, table_path(lakehouse, name))
+    if version is None:
+        raise FileNotFoundError(f"{name} does not exist under {lakehouse}")
+    return version
+
+
 def read_table(spark: SparkSession, lakehouse: str | Path, name: str, *, version: int | None = None) -> DataFrame:
     """Read table ``name``, optionally at a pinned Delta version."""
     reader = spark.read.format("delta")

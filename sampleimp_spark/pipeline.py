@@ -17,12 +17,13 @@ from sampleimp_spark.config import Config
 from sampleimp_spark.features.build import build_features
 from sampleimp_spark.ingest import ingest
 from sampleimp_spark.progress import RunProgress
+from sampleimp_spark.training.experiment import build_training
 from sampleimp_spark.weighting.stage import build_weights
 
 log = logging.getLogger("sampleimp_spark")
 
 #: Stage names in pipeline order.
-STAGES: tuple[str, ...] = ("ingest", "features", "weights")
+STAGES: tuple[str, ...] = ("ingest", "features", "weights", "train")
 
 
 def new_run_id() -> str:
@@ -69,5 +70,9 @@ def run_stages(
             features = result.reports.get("features")
             window_id = features.windows.window_id if features is not None else None
             result.reports[name] = build_weights(spark, cfg, ctx=ctx, progress=progress, window_id=window_id)
+        elif name == "train":
+            weights = result.reports.get("weights")
+            window_id = weights.window_id if weights is not None else None
+            result.reports[name] = build_training(spark, cfg, ctx=ctx, progress=progress, window_id=window_id)
     log.info("run %s summary:\n%s", run_id, progress.summary())
     return result

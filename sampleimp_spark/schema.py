@@ -143,6 +143,7 @@ GOLD_TRAINING_SAMPLES = "gold.training_samples"
 GOLD_FEATURE_IMPORTANCE = "gold.feature_importance"
 GOLD_WEIGHT_DIAGNOSTICS = "gold.weight_diagnostics"
 GOLD_METRICS = "gold.metrics"
+GOLD_EXPERIMENT_RESULTS = "gold.experiment_results"
 
 
 def table_folder(name: str) -> str:

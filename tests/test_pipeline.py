@@ -21,12 +21,19 @@ def lakehouse(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cfg(lakehouse):
-    return load_config(None, [
-        f"lakehouse={lakehouse}",
-        "input.generator.events=20000", "input.generator.users=400", "input.generator.items=3000",
-        "input.generator.categories=30", "features.min_shard_rows=150",
-        "weights.density_ratio.min_rows=20", "weights.density_ratio.cv_folds=3",
-    ])
+    return load_config(
+        None,
+        [
+            f"lakehouse={lakehouse}",
+            "input.generator.events=20000",
+            "input.generator.users=400",
+            "input.generator.items=3000",
+            "input.generator.categories=30",
+            "features.min_shard_rows=150",
+            "weights.density_ratio.min_rows=20",
+            "weights.density_ratio.cv_folds=3",
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +73,10 @@ def test_gold_reads_without_spark_at_a_pinned_version(first_run, lakehouse):
 
 
 def test_rerunning_features_and_weights_replaces_rows(spark, cfg, first_run, lakehouse):
-    before = {name: DeltaTable(lake.table_path(lakehouse, name)).to_pandas() for name in
-              (S.SILVER_SAMPLES, S.SILVER_CLASS_FREQUENCIES, S.GOLD_TRAINING_SAMPLES)}
+    before = {
+        name: DeltaTable(lake.table_path(lakehouse, name)).to_pandas()
+        for name in (S.SILVER_SAMPLES, S.SILVER_CLASS_FREQUENCIES, S.GOLD_TRAINING_SAMPLES)
+    }
     run_stages(spark, cfg, ("features", "weights"), run_id="pipeline-2")
     for name, old in before.items():
         new = DeltaTable(lake.table_path(lakehouse, name)).to_pandas()

@@ -184,6 +184,21 @@ def price_features(fe: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFram
     return items_out, users_out, cats_out
 
 
+def neutral_value(feature: str, *, feature_days: float) -> float:
+    """The value a feature takes when it is undefined (the module docstring's one rule).
+
+    For an entity with no events: ``*_recency_*`` is the feature window's length in days, a
+    relative price (``*_price_rel``) is 1, and everything else (counts, ratios, shares, active
+    days, sessions, session minutes, ``item_price``, ``cat_median_price``, ``item_has_price``)
+    is 0.
+    """
+    if "_recency_" in feature:
+        return float(feature_days)
+    if feature.endswith("_price_rel"):
+        return 1.0
+    return 0.0
+
+
 def feature_columns(df: DataFrame) -> list[str]:
     """The numeric feature columns of a samples frame (``user_*``, ``item_*``, ``cat_*``, ``pair_*``)."""
     numeric = {"double", "float", "int", "bigint"}

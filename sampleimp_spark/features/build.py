@@ -24,6 +24,7 @@ from sampleimp_spark.features.behavior import (
     entity_features,
     feature_columns,
     item_categories,
+    neutral_value,
     prepare_events,
     price_features,
 )
@@ -93,9 +94,40 @@ def build_samples(events: DataFrame, *, windows: Windows, tz: str, cfg: Features
         .withColumn("pair_price_rel", F.col("item_price_rel"))
     )
     # A category seen only through other items' events has no own row: neutral values.
-    samples = samples.fillna(0.0, [c for c in samples.columns if c.startswith("cat_")])
+    samples = samples.fillna(
+        {c: neutral_value(c, feature_days=windows.feature_days) for c in samples.columns if c.startswith("cat_")}
+    )
     samples = with_labels(samples, events, windows=windows)
     return samples, fe
+
+
+def build_window(
+    events: DataFrame, *, windows: Windows, tz: str, cfg: FeaturesConfig, source: str
+) -> tuple[DataFrame, DataFrame]:
+    """Samples with shards and their class frequencies for one window, without writing anything.
+
+    What the features stage writes, as DataFrames: the training stage uses it to build a
+    second, earlier window in memory.
+
+    Returns:
+        ``(samples, class_frequencies)``; samples carry ``shard``, ``window_id`` and ``source``.
+    """
+    samples, fe = build_samples(events, windows=windows, tz=tz, cfg=cfg)
+    samples = samples.localCheckpoint()
+    mapping = shard_map(samples, min_shard_rows=cfg.min_shard_rows)
+    return _with_shards(samples, fe, mapping, windows=windows, source=source)
+
+
+def _with_shards(
+    samples: DataFrame, fe: DataFrame, mapping: DataFrame, *, windows: Windows, source: str
+) -> tuple[DataFrame, DataFrame]:
+    wid = windows.window_id
+    sharded = samples.join(F.broadcast(mapping.select(S.CATEGORY_ID, S.SHARD)), S.CATEGORY_ID).withColumns(
+        {S.WINDOW_ID: F.lit(wid), S.SOURCE: F.lit(source)}
+    )
+    item_shard = sharded.select(S.ITEM_ID, S.SHARD).distinct()
+    freqs = class_frequencies(sharded, fe.join(item_shard, S.ITEM_ID), window_id=wid, source=source)
+    return _ordered(sharded), freqs
 
 
 def _ordered(samples: DataFrame) -> DataFrame:
@@ -150,13 +182,8 @@ def _write(
     wid = windows.window_id
     mapping = shard_map(samples, min_shard_rows=cfg.features.min_shard_rows).persist()
     try:
-        sharded = samples.join(F.broadcast(mapping.select(S.CATEGORY_ID, S.SHARD)), S.CATEGORY_ID).withColumns(
-            {S.WINDOW_ID: F.lit(wid), S.SOURCE: F.lit(source)}
-        )
-        item_shard = sharded.select(S.ITEM_ID, S.SHARD).distinct()
-        freqs = class_frequencies(sharded, fe.join(item_shard, S.ITEM_ID), window_id=wid, source=source)
+        out, freqs = _with_shards(samples, fe, mapping, windows=windows, source=source)
         where = f"{S.SOURCE} = '{source}' AND {S.WINDOW_ID} = '{wid}'"
-        out = _ordered(sharded)
         written = lake.write_table(
             out, cfg.lakehouse, S.SILVER_SAMPLES, ctx=ctx, replace_where=where, partition_by=(S.WINDOW_ID,)
         )

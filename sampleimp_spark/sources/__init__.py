@@ -7,12 +7,15 @@ source's days and hours are defined (Taobao and Tianchi are China time).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from pyspark.sql import DataFrame, SparkSession
 
-from sampleimp_spark.config import InputConfig
 from sampleimp_spark.sources import amazon, canonical, generator, rees46, retailrocket, taobao, tianchi
 from sampleimp_spark.sources.base import PARSED_COLUMNS
+
+if TYPE_CHECKING:
+    from sampleimp_spark.config import InputConfig
 
 _FILE_READERS: dict[str, Callable[[SparkSession, Sequence[str], Sequence[str]], DataFrame]] = {
     m.NAME: m.read for m in (taobao, rees46, tianchi, amazon, retailrocket, canonical)

@@ -23,6 +23,7 @@ format, parsed by the Taobao adapter like a file would be.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,8 +32,10 @@ from pyspark.sql import functions as F
 
 from sampleimp_spark import hashing
 from sampleimp_spark import schema as S
-from sampleimp_spark.config import GeneratorConfig
 from sampleimp_spark.sources import taobao
+
+if TYPE_CHECKING:
+    from sampleimp_spark.config import GeneratorConfig
 
 NAME = "generator"
 TIMEZONE = taobao.TIMEZONE

@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
 from sampleimp_spark.configbase import StrictModel
-from sampleimp_spark.features.behavior import ENTITY_PREFIXES, feature_columns
+from sampleimp_spark.features.behavior import ENTITY_PREFIXES, feature_columns, neutral_value
 from sampleimp_spark.training.als import ALS_RANK
 from sampleimp_spark.training.evaluate import PROBABILITY, RANK
 
@@ -162,21 +162,6 @@ def predict_proba(model: PipelineModel, df: DataFrame, *, probability_col: str =
     scored = model.transform(df.drop(probability_col))
     prob = vector_to_array(F.col(_PROB_VECTOR)).getItem(1)
     return scored.withColumn(probability_col, prob).drop(_FEATURES, _RAW, _PROB_VECTOR, _PREDICTION)
-
-
-def neutral_value(feature: str, *, feature_days: float) -> float:
-    """The value a feature takes when it is undefined (features/behavior.py's one rule).
-
-    For an entity with no events: ``*_recency_*`` is the feature window's length in days,
-    a relative price (``*_price_rel``) is 1, and everything else (counts, ratios, shares,
-    active days, sessions, session minutes, ``item_price``, ``cat_median_price``,
-    ``item_has_price``) is 0.
-    """
-    if "_recency_" in feature:
-        return float(feature_days)
-    if feature.endswith("_price_rel"):
-        return 1.0
-    return 0.0
 
 
 def _one_row_per(samples: DataFrame, key: str, order: str, cols: Sequence[str]) -> DataFrame:

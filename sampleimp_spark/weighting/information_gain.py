@@ -45,9 +45,9 @@ observed in the shard, ``α`` the Laplace pseudo-count):
 ``mean_s(g)`` is computed from the contingency table (``Σ_j Σ_x n_x,j contrib_j(x) / N``), not with a
 second pass or a window over the samples, so it is exact for the samples the IG was computed on.
 
-Reproducibility: ``percentile_approx`` merges partial quantile summaries, so on inputs much larger
-than ``accuracy`` the edges can differ slightly with the partitioning; on inputs smaller than
-``accuracy`` per shard and feature they are exact.
+Reproducibility: the edges of a shard come from at most ``edge_rows`` (10,000) of its samples,
+a hash sample by the sample keys above that; ``percentile_approx`` is exact on so few rows, so
+the edges, and every weight, do not depend on how the input is partitioned.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from sampleimp_spark import hashing
 from sampleimp_spark import schema as S
 from sampleimp_spark.configbase import StrictModel
 
@@ -100,6 +101,8 @@ _BIN_SCORES_SCHEMA = T.StructType(
 _BIN_SCORES_COLUMNS: tuple[str, ...] = tuple(f.name for f in _BIN_SCORES_SCHEMA.fields)
 
 _X = "__ig_x"
+#: Rows per shard the bin edges are computed from (a hash sample above that).
+EDGE_SAMPLE_ROWS = 10_000
 _EDGES = "edges"
 _G_MEAN = "__ig_g_mean"
 
@@ -313,7 +316,9 @@ def information_gain(
     cfg: InformationGainConfig,
     label_col: str = S.LABEL_PURCHASE,
     shard_col: str = S.SHARD,
-    accuracy: int = 1_000,
+    key_cols: Sequence[str] | None = (S.USER_ID, S.ITEM_ID),
+    edge_rows: int = EDGE_SAMPLE_ROWS,
+    seed: int = 0,
 ) -> IGResult:
     """Information gain of each feature about the label, per shard, and per-bin sample scores.
 
@@ -329,7 +334,12 @@ def information_gain(
         cfg: bins, smoothing, Miller–Madow.
         label_col: the label (any type; compared as a string, so ``0``/``1`` or intent names).
         shard_col: the shard column.
-        accuracy: ``percentile_approx`` accuracy (relative rank error ``1 / accuracy``).
+        key_cols: columns identifying a sample; the bin edges of a shard larger than
+            ``edge_rows`` are computed on a hash sample of that many rows (by these keys), so
+            that they are exact for the sample and do not depend on partitioning. None (or
+            keys absent from ``samples``) uses every row.
+        edge_rows: rows per shard the edges are computed from, at most.
+        seed: seed of that sample.
 
     Returns:
         The importance, bin-score and edge tables (see :class:`IGResult`).
@@ -339,10 +349,25 @@ def information_gain(
     stacked = _stacked(samples, feats, shard_col=shard_col, keep=[label])
     probs = [k / cfg.n_bins for k in range(1, cfg.n_bins)]
     x = F.col(_X)
-    quantiles = F.percentile_approx(F.when(_finite(x), x), probs, accuracy)
+    # percentile_approx is exact when a group has fewer rows than its accuracy; the sample
+    # keeps every group under that bound, so the edges are exact and partition-independent.
+    quantiles = F.percentile_approx(F.when(_finite(x), x), probs, 4 * edge_rows)
+    keys = [k for k in (key_cols or ()) if k in samples.columns]
+    edge_input = stacked
+    if keys and len(keys) == len(key_cols or ()):
+        sizes = samples.groupBy(_col(shard_col).alias("__ig_sz_shard")).agg(F.count(F.lit(1)).alias("__ig_n"))
+        keep = hashing.uniform(seed, *(_col(k) for k in keys), salt="ig_edges") * F.col("__ig_n") < F.lit(edge_rows)
+        edge_input = _stacked(
+            samples.join(F.broadcast(sizes), _col(shard_col) == F.col("__ig_sz_shard"))
+            .where(keep)
+            .drop("__ig_sz_shard", "__ig_n"),
+            feats,
+            shard_col=shard_col,
+            keep=[],
+        )
     # A shard where the feature has no finite value gets no edges: one bin (plus NaN's).
     edges = (
-        stacked.groupBy(_SHARD, _FEATURE)
+        edge_input.groupBy(_SHARD, _FEATURE)
         .agg(F.coalesce(F.array_sort(F.array_distinct(quantiles)), F.array().cast("array<double>")).alias(_EDGES))
         .cache()
     )
