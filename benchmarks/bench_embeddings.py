@@ -17,8 +17,10 @@ Measured, per title set and batch size:
 * ``raw_encode_threads_N``: ``model.encode`` on the same titles in this process with N torch
   threads (1, and all cores).
 
-Results are printed and written as JSON (default ``benchmarks/results/bench_embeddings.json``)
-with the machine (cores, RAM, CPU model, load average before and after).
+Results are printed and saved by the shared ``harness`` as
+``benchmarks/results/<date>-<host>-embeddings.json``, with the machine (cores, RAM, CPU model,
+load average before and after: other jobs on a shared machine skew the figures) and the peak
+RSS of the driver JVM and of the Python workers (each holds torch and one model).
 
 Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_embeddings.py [--batch-size 32 64 128]``.
 """
@@ -33,15 +35,16 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from harness import RssSampler, save  # noqa: E402
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
@@ -56,29 +59,20 @@ REVIEWS = "Magazine_Subscriptions_Mini.csv"
 META = "meta_Magazine_Subscriptions.jsonl"
 
 
-def machine() -> dict[str, Any]:
-    """Cores, RAM, CPU model and library versions of this machine."""
-    import pyspark
+def machine_extra() -> dict[str, Any]:
+    """What the harness's machine facts lack here: CPU model and the model libraries' versions."""
     import sentence_transformers
     import torch
 
-    mem_kib = 0
     cpu_model = platform.processor() or "unknown"
     try:
-        meminfo = Path("/proc/meminfo").read_text().splitlines()
-        mem_kib = int(next(li.split()[1] for li in meminfo if li.startswith("MemTotal:")))
-        cpu_model = next(
-            li.split(":", 1)[1].strip() for li in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in li
-        )
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu_model = next(li.split(":", 1)[1].strip() for li in cpuinfo if li.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return {
-        "cores": os.cpu_count(),
-        "ram_gib": round(mem_kib / 2**20, 1),
         "cpu_model": cpu_model,
         "platform": platform.platform(),
-        "python": platform.python_version(),
-        "pyspark": pyspark.__version__,
         "torch": torch.__version__,
         "sentence_transformers": sentence_transformers.__version__,
     }
@@ -159,7 +153,6 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     data = Path(os.environ.get("SAMPLEIMP_SHARED_DATA", ROOT.parent / "shared" / "data"))
     p.add_argument("--data", type=Path, default=data)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_embeddings.json")
     p.add_argument("--master", default="local[2]")
     p.add_argument("--batch-size", type=int, nargs="+", default=[64])
     p.add_argument("--repeats", type=int, default=2)
@@ -178,42 +171,41 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     parts = spark.sparkContext.defaultParallelism
+    runs = []
     try:
-        sets = title_sets(spark, args.data, with_meta=not args.no_meta)
-        runs = []
-        for batch_size in args.batch_size:
-            cfg = X.TextConfig(batch_size=batch_size, max_fit_items=args.max_fit_items, encode_partitions=parts)
-            # Cold start: every worker imports torch and loads the model once.
-            warm = sets["reviewed"].limit(64)
-            cold = timed(
-                lambda cfg=cfg, warm=warm: (
-                    X.embed_texts(warm.repartition(parts), cfg=cfg).write.format("noop").mode("overwrite").save()
-                ),
-                1,
-            )
-            for name, items in sets.items():
-                titles = [r[S.ITEM_TEXT] for r in items.select(S.ITEM_TEXT).collect()]
-                result = {"titles": name, "batch_size": batch_size, "spark_cold_seconds": round(cold[0], 2)}
-                result |= bench_spark(items, cfg=cfg, parts=parts, repeats=args.repeats)
-                result |= bench_raw(titles, batch_size=batch_size, repeats=args.repeats)
-                runs.append(result)
-                print(json.dumps(result))
+        with RssSampler() as rss:
+            sets = title_sets(spark, args.data, with_meta=not args.no_meta)
+            for batch_size in args.batch_size:
+                cfg = X.TextConfig(batch_size=batch_size, max_fit_items=args.max_fit_items, encode_partitions=parts)
+                # Cold start: every worker imports torch and loads the model once.
+                warm = sets["reviewed"].limit(64)
+                cold = timed(
+                    lambda cfg=cfg, warm=warm: (
+                        X.embed_texts(warm.repartition(parts), cfg=cfg).write.format("noop").mode("overwrite").save()
+                    ),
+                    1,
+                )
+                for name, items in sets.items():
+                    titles = [r[S.ITEM_TEXT] for r in items.select(S.ITEM_TEXT).collect()]
+                    result = {"titles": name, "batch_size": batch_size, "spark_cold_seconds": round(cold[0], 2)}
+                    result |= bench_spark(items, cfg=cfg, parts=parts, repeats=args.repeats)
+                    result |= bench_raw(titles, batch_size=batch_size, repeats=args.repeats)
+                    runs.append(result)
+                    print(json.dumps(result))
     finally:
         spark.stop()
 
-    report = {
-        "benchmark": "item title embeddings (all-MiniLM-L6-v2): Spark iterator pandas UDF vs model.encode",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+    summary = {
+        "what": "item title embeddings (all-MiniLM-L6-v2): Spark iterator pandas UDF vs model.encode",
+        "machine_extra": machine_extra(),
         "spark": {"master": args.master, "python_workers": parts, "torch_threads_per_worker": "spark.task.cpus (1)"},
+        "max_fit_items": args.max_fit_items,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "runs": runs,
+        **rss.as_dict(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k != "runs"}, indent=2))
-    print(f"written to {args.out}")
+    print(json.dumps(summary, indent=2))
+    print(f"written to {save('embeddings', {**summary, 'runs': runs})}")
 
 
 if __name__ == "__main__":

