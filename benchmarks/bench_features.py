@@ -34,17 +34,20 @@ DATA = Path(__file__).resolve().parent / "data"
 
 def config_for(events: int, driver_memory: str, partitions: int):
     users = max(1_000, events // 100)  # ~100 events per user over 9 days, like Taobao's sample
-    return load_config(None, [
-        f"lakehouse={DATA / f'lake_{events}'}",
-        f"input.generator.events={events}",
-        f"input.generator.users={users}",
-        f"input.generator.items={max(10_000, events // 20)}",
-        "input.generator.categories=1000",
-        "input.generator.bad_row_rate=0.0005",
-        f"spark.shuffle_partitions={partitions}",
-        "spark.log_level=ERROR",
-        f"spark.conf={{spark.driver.memory: {driver_memory}, spark.ui.enabled: 'false'}}",
-    ])
+    return load_config(
+        None,
+        [
+            f"lakehouse={DATA / f'lake_{events}'}",
+            f"input.generator.events={events}",
+            f"input.generator.users={users}",
+            f"input.generator.items={max(10_000, events // 20)}",
+            "input.generator.categories=1000",
+            "input.generator.bad_row_rate=0.0005",
+            f"spark.shuffle_partitions={partitions}",
+            "spark.log_level=ERROR",
+            f"spark.conf={{spark.driver.memory: {driver_memory}, spark.ui.enabled: 'false'}}",
+        ],
+    )
 
 
 def main() -> None:
@@ -70,12 +73,20 @@ def main() -> None:
         n_events = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).count()
         with RssSampler() as rss:
             t = time.perf_counter()
-            report = build_features(spark, cfg, ctx=lake.RunContext(f"bench-{n}", cfg.hash(), "features"),
-                                    progress=progress)
+            report = build_features(
+                spark, cfg, ctx=lake.RunContext(f"bench-{n}", cfg.hash(), "features"), progress=progress
+            )
             seconds = time.perf_counter() - t
-        row = {"events": n_events, "seconds": round(seconds, 1), "events_per_second": round(n_events / seconds),
-               "samples": report.samples, "shards": report.shards, "features": len(report.features),
-               "shuffle_partitions": args.partitions, **rss.as_dict()}
+        row = {
+            "events": n_events,
+            "seconds": round(seconds, 1),
+            "events_per_second": round(n_events / seconds),
+            "samples": report.samples,
+            "shards": report.shards,
+            "features": len(report.features),
+            "shuffle_partitions": args.partitions,
+            **rss.as_dict(),
+        }
         print(row)
         results.append(row)
     path = save("features", {"driver_memory": args.driver_memory, "runs": results})

@@ -129,6 +129,9 @@ def save(name: str, payload: dict[str, object]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine_info()
     path = RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-{info['host']}-{name}.json"
-    path.write_text(json.dumps({"benchmark": name, "at": datetime.now(UTC).isoformat(), "machine": info, **payload},
-                               indent=2, default=str))
+    path.write_text(
+        json.dumps(
+            {"benchmark": name, "at": datetime.now(UTC).isoformat(), "machine": info, **payload}, indent=2, default=str
+        )
+    )
     return path
