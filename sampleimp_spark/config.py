@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sampleimp_spark.configbase import ConfigError, StrictModel
+from sampleimp_spark.features.text import TextConfig
 from sampleimp_spark.training.experiment import TrainConfig
 from sampleimp_spark.weighting.stage import WeightsConfig
 
@@ -127,6 +128,8 @@ class FeaturesConfig(_Strict):
     min_shard_rows: int = Field(200, ge=1)
     #: Where the source has no sessions, a gap longer than this starts a new one.
     session_gap_minutes: float = Field(30.0, gt=0)
+    #: Item-text features (sources with item text or a taxonomy: amazon, rees46, canonical).
+    text: TextConfig = Field(default_factory=TextConfig)
 
     @field_validator("t0", "t1", "t2")
     @classmethod

@@ -20,6 +20,7 @@ from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import Config, FeaturesConfig
 from sampleimp_spark.errors import BadInputError
+from sampleimp_spark.features import text
 from sampleimp_spark.features.behavior import (
     entity_features,
     feature_columns,
@@ -155,6 +156,7 @@ def build_features(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, pr
         )
         log.info("features %s: %s (window_id %s)", source, windows.describe(), windows.window_id)
         samples, fe = build_samples(events, windows=windows, tz=tz, cfg=fcfg)
+        samples = _with_text(spark, cfg, samples, fe, source=source, windows=windows, ctx=ctx)
         samples = samples.localCheckpoint()  # read by the shard map, frequencies and the write
         try:
             report = _write(spark, cfg, samples, fe, source=source, windows=windows, ctx=ctx)
@@ -167,6 +169,45 @@ def build_features(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, pr
         for line in report.lines():
             log.info("%s", line)
     return report
+
+
+#: Sources whose events carry item text or a category taxonomy (text features are built for
+#: them), and those with titles (sentence embeddings).
+TFIDF_SOURCES = frozenset({"amazon", "rees46", "canonical"})
+EMBEDDING_SOURCES = frozenset({"amazon", "canonical"})
+ITEM_EMB_PREFIX = "item_emb_"
+
+
+def _with_text(
+    spark: SparkSession,
+    cfg: Config,
+    samples: DataFrame,
+    fe: DataFrame,
+    *,
+    source: str,
+    windows: Windows,
+    ctx: lake.RunContext,
+) -> DataFrame:
+    """Write ``silver.item_text`` / ``silver.item_embeddings`` where configured and the source has
+    text, and add the projected embeddings to the samples as ``item_emb_*`` features."""
+    tcfg = cfg.features.text
+    wid = windows.window_id
+    where = f"{S.SOURCE} = '{source}' AND {S.WINDOW_ID} = '{wid}'"
+    stamp = {S.WINDOW_ID: F.lit(wid)}
+    if tcfg.tfidf_enabled and source in TFIDF_SOURCES:
+        tfidf = text.item_tfidf(fe, cfg=tcfg).withColumns(stamp)
+        lake.write_table(tfidf, cfg.lakehouse, S.SILVER_ITEM_TEXT, ctx=ctx, replace_where=where)
+    if not (tcfg.embeddings_enabled and source in EMBEDDING_SOURCES):
+        return samples
+    # The encoder is expensive: embed each item once, keep the result for both uses.
+    emb = text.item_embeddings(fe, cfg=tcfg).localCheckpoint()
+    lake.write_table(emb.withColumns(stamp), cfg.lakehouse, S.SILVER_ITEM_EMBEDDINGS, ctx=ctx, replace_where=where)
+    proj = [c for c in emb.columns if c.startswith(text.EMB_PREFIX)]
+    renamed = emb.select(S.ITEM_ID, *(F.col(c).alias(ITEM_EMB_PREFIX + c.removeprefix(text.EMB_PREFIX)) for c in proj))
+    # Items without text have no embedding: 0 (the projection is centred, so 0 is "average").
+    return samples.join(renamed, S.ITEM_ID, "left").fillna(
+        0.0, [ITEM_EMB_PREFIX + c[len(text.EMB_PREFIX) :] for c in proj]
+    )
 
 
 def _write(

@@ -52,7 +52,7 @@ from pyspark.sql import functions as F
 
 from sampleimp_spark import hashing
 from sampleimp_spark import schema as S
-from sampleimp_spark.config import StrictModel
+from sampleimp_spark.configbase import StrictModel
 
 # --- output columns (candidates for schema.py) -----------------------------------------------
 N_TOKENS = "n_tokens"
