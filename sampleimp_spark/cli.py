@@ -75,13 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         spark = get_session(cfg.spark)
         result = run_stages(spark, cfg, stages, run_id=args.run_id)
+        from sampleimp_spark.report import write_report
+
+        report_path = write_report(spark, cfg, result)
     except Exception as exc:
         code = errors.exit_code(exc)
         if code == errors.EXIT_RUNTIME:
             log.exception("run failed")
         print(f"sampleimp: {exc}", file=sys.stderr)
         return code
-    print(f"run {result.run_id} finished\n{result.progress.summary()}")
+    print(f"run {result.run_id} finished\n{result.progress.summary()}\nreport: {report_path}")
     for name, report in result.reports.items():
         if hasattr(report, "lines"):
             print(f"[{name}]")

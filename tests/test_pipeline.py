@@ -193,3 +193,28 @@ def test_rerun_replaces_rows_and_reproduces_the_metrics(spark, cfg, first, lakeh
     assert a.keys() == b.keys()
     for k, v in a.items():
         assert (v is None and b[k] is None) or b[k] == pytest.approx(v, abs=1e-6), k
+
+
+def test_run_report_has_tables_and_plots(spark, cfg, first_run, tmp_path):
+    from sampleimp_spark.report import write_report
+
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"runs_dir": str(tmp_path)})})
+    path = write_report(spark, cfg, first_run)
+    text = path.read_text()
+    for section in ("## Stages", "## Weight diagnostics", "## Experiment results"):
+        assert section in text, section
+    for png in ("class_frequencies.png", "information_gain.png", "weights.png", "metrics.png"):
+        assert f"]({png})" in text and (path.parent / png).stat().st_size > 10_000, png
+
+
+def test_downstream_notebook_runs_headless_against_the_lakehouse(first_run, lakehouse, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("SAMPLEIMP_LAKEHOUSE", lakehouse)
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "downstream_training.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "gold.training_samples version" in outputs
+    last = nb.cells[-1]["outputs"][0]["data"]["text/plain"]
+    assert "unweighted" in last and "weighted" in last

@@ -1,0 +1,219 @@
+"""The run report: ``<runs_dir>/<run_id>/report.md`` with PNG plots.
+
+Everything plotted comes from small tables (per shard, per feature, per metric) or from a
+bounded hash sample of the weights, never from a whole large table.
+
+* class frequencies per shard (purchase share of samples, largest shards),
+* information-gain ranking (mean IG over shards, top features),
+* weight distributions and effective sample size per shard,
+* metrics weighted vs unweighted (mean ± std over seeds).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: files only
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from sampleimp_spark import hashing, lake
+from sampleimp_spark import schema as S
+
+if TYPE_CHECKING:
+    from sampleimp_spark.config import Config
+    from sampleimp_spark.pipeline import RunResult
+
+log = logging.getLogger(__name__)
+
+MAX_SHARDS_PLOTTED = 20
+MAX_WEIGHT_SAMPLE = 50_000
+TOP_FEATURES = 20
+
+
+def _table(spark: SparkSession, cfg: Config, name: str):
+    path = lake.table_path(cfg.lakehouse, name)
+    return lake.read_table(spark, cfg.lakehouse, name) if lake.is_delta_table(spark, path) else None
+
+
+def _save(fig: plt.Figure, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def plot_class_frequencies(freqs: pd.DataFrame, out: Path) -> str | None:
+    """Purchase share and sample count of the largest shards."""
+    purchase = freqs[(freqs[S.FREQ_KIND] == "purchase") & (freqs[S.SHARD] != S.ALL_SHARDS)]
+    if purchase.empty:
+        return None
+    pivot = purchase.pivot_table(index=S.SHARD, columns=S.FREQ_CLASS, values=S.FREQ_COUNT, aggfunc="sum").fillna(0)
+    pivot["n"] = pivot.sum(axis=1)
+    pivot["share"] = pivot.get("1", 0) / pivot["n"]
+    top = pivot.sort_values("n", ascending=False).head(MAX_SHARDS_PLOTTED)[::-1]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 0.35 * len(top) + 1.8), sharey=True)
+    a.barh(top.index.astype(str), top["n"], color="#4c72b0")
+    a.set_xlabel("samples")
+    a.set_title("largest shards")
+    b.barh(top.index.astype(str), 100 * top["share"], color="#dd8452")
+    b.set_xlabel("purchase share of samples (%)")
+    b.set_title("label imbalance per shard")
+    return _save(fig, out / "class_frequencies.png")
+
+
+def plot_information_gain(importance: pd.DataFrame, out: Path) -> str | None:
+    """Mean IG over shards of the most informative features."""
+    if importance.empty:
+        return None
+    mean = importance.groupby("feature")["ig"].mean().sort_values(ascending=False).head(TOP_FEATURES)[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(mean) + 1.5))
+    ax.barh(mean.index, mean.to_numpy(), color="#55a868")
+    ax.set_xlabel("information gain about the label (nats), mean over shards")
+    ax.set_title(f"top {len(mean)} features by information gain")
+    return _save(fig, out / "information_gain.png")
+
+
+def plot_weights(weights: pd.DataFrame, diagnostics: pd.DataFrame, out: Path) -> str | None:
+    """Histograms of the weight components (a bounded sample) and ESS / rows per shard."""
+    if weights.empty:
+        return None
+    cols = [c for c in (S.W_CLASS, S.W_DR, S.W_IG, S.WEIGHT) if c in weights.columns]
+    fig, axes = plt.subplots(1, len(cols) + 1, figsize=(4 * (len(cols) + 1), 3.6))
+    for ax, col in zip(axes, cols, strict=False):
+        values = weights[col].clip(upper=weights[col].quantile(0.999))
+        ax.hist(values, bins=50, color="#8172b2")
+        ax.set_yscale("log")
+        ax.set_title(col)
+        ax.set_xlabel("weight")
+    diag = diagnostics.sort_values("rows", ascending=False).head(MAX_SHARDS_PLOTTED)
+    ax = axes[-1]
+    ax.scatter(diag["rows"], diag["ess_ratio"], color="#c44e52")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("rows in shard")
+    ax.set_title("effective sample size / rows")
+    return _save(fig, out / "weights.png")
+
+
+def plot_metrics(summary: pd.DataFrame, out: Path) -> str | None:
+    """Key metrics per variant and model, unweighted vs importance-weighted evaluation."""
+    wanted = [("als", "ndcg_at_k"), ("als+gbt", "ndcg_at_k"), ("gbt", "roc_auc"), ("gbt", "pr_auc")]
+    rows = summary[summary.apply(lambda r: (r["model"], r["metric"]) in wanted, axis=1)]
+    if rows.empty:
+        return None
+    panels = [w for w in wanted if ((rows["model"] == w[0]) & (rows["metric"] == w[1])).any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (model, metric) in zip(axes[0], panels, strict=True):
+        part = rows[(rows["model"] == model) & (rows["metric"] == metric)]
+        variants = list(dict.fromkeys(part["variant"]))
+        for j, est in enumerate(("unweighted", "self_normalized")):
+            sub = part[part["estimator"] == est].set_index("variant").reindex(variants)
+            ax.bar(
+                [i + 0.38 * j for i in range(len(variants))],
+                sub["mean"],
+                width=0.38,
+                yerr=sub["std"],
+                label="unweighted eval" if est == "unweighted" else "weighted eval (SNIPS)",
+                capsize=3,
+            )
+        ax.set_xticks([i + 0.19 for i in range(len(variants))], variants, rotation=30, ha="right")
+        ax.set_title(f"{model}: {metric}")
+    axes[0][0].legend(fontsize=8)
+    return _save(fig, out / "metrics.png")
+
+
+def _md_table(df: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
+    if df.empty:
+        return "_(empty)_\n"
+    cells = [
+        [floatfmt.format(v) if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)
+    ]
+    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
+    return head + "".join("| " + " | ".join(r) + " |\n" for r in cells)
+
+
+def write_report(spark: SparkSession, cfg: Config, result: RunResult) -> Path:
+    """Write ``report.md`` and its plots for ``result``; return the report's path."""
+    out = Path(cfg.run.runs_dir).expanduser() / result.run_id
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [f"# Run {result.run_id}\n", "## Stages\n", "```\n" + result.progress.summary() + "\n```\n"]
+    for name, report in result.reports.items():
+        if hasattr(report, "lines"):
+            parts.append(f"### {name}\n\n```\n" + "\n".join(report.lines()) + "\n```\n")
+    window_id = next(
+        (getattr(r, "window_id", None) for r in result.reports.values() if getattr(r, "window_id", None)), None
+    )
+    features = result.reports.get("features")
+    if window_id is None and features is not None:
+        window_id = features.windows.window_id
+
+    def small(name: str, limit: int = 100_000) -> pd.DataFrame:
+        df = _table(spark, cfg, name)
+        if df is None:
+            return pd.DataFrame()
+        if window_id and S.WINDOW_ID in df.columns:
+            df = df.where(F.col(S.WINDOW_ID) == window_id)
+        if "run_id" in df.columns:
+            df = df.where(F.col("run_id") == result.run_id)
+        return df.limit(limit).toPandas()  # per-shard / per-metric tables: small by construction
+
+    images = []
+    freqs = small(S.SILVER_CLASS_FREQUENCIES)
+    if (img := plot_class_frequencies(freqs, out)) is not None:
+        images.append(("Class frequencies per shard", img))
+    importance = small(S.GOLD_FEATURE_IMPORTANCE)
+    if (img := plot_information_gain(importance, out)) is not None:
+        images.append(("Information gain ranking", img))
+    diagnostics = small(S.GOLD_WEIGHT_DIAGNOSTICS)
+    gold = _table(spark, cfg, S.GOLD_TRAINING_SAMPLES)
+    if gold is not None and window_id and not diagnostics.empty:
+        sampled = gold.where(F.col(S.WINDOW_ID) == window_id)
+        n = sampled.count()
+        keep = hashing.uniform(0, F.col(S.USER_ID), F.col(S.ITEM_ID), salt="report") < min(
+            1.0, MAX_WEIGHT_SAMPLE / max(n, 1)
+        )
+        weights = sampled.where(keep).select(S.W_CLASS, S.W_DR, S.W_IG, S.WEIGHT).toPandas()  # bounded sample
+        if (img := plot_weights(weights, diagnostics, out)) is not None:
+            images.append(("Weights and effective sample size", img))
+        cols = [
+            "shard",
+            "rows",
+            "ess_ratio",
+            "w_min",
+            "w_median",
+            "w_max",
+            "clipped_fraction",
+            "dr_fit_quality",
+            "dr_fallback_reason",
+        ]
+        parts.append(
+            "## Weight diagnostics (largest shards)\n\n"
+            + _md_table(
+                diagnostics.sort_values("rows", ascending=False).head(MAX_SHARDS_PLOTTED)[
+                    [c for c in cols if c in diagnostics]
+                ]
+            )
+        )
+    summary = small(S.GOLD_EXPERIMENT_RESULTS)
+    if not summary.empty:
+        if (img := plot_metrics(summary, out)) is not None:
+            images.append(("Metrics: weighted vs unweighted", img))
+        shown = summary[summary["metric"].isin(["ndcg_at_k", "recall_at_k", "roc_auc", "pr_auc", "log_loss"])]
+        parts.append(
+            "## Experiment results (mean ± std over seeds)\n\n"
+            + _md_table(shown[["model", "variant", "metric", "estimator", "seeds", "mean", "std", "ci_low", "ci_high"]])
+        )
+    for title, img in images:
+        parts.append(f"## {title}\n\n![{title}]({img})\n")
+    path = out / "report.md"
+    path.write_text("\n".join(parts))
+    log.info("report: %s (%d plots)", path, len(images))
+    return path

@@ -1,0 +1,180 @@
+"""A real Spark standalone cluster on loopback: a master and two workers started with the
+installed pyspark's ``spark-class``, ``jobs/pipeline.py`` submitted with ``spark-submit`` on
+the real Taobao sample, the gold tables checked, and the daemons stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyspark
+import pytest
+from deltalake import DeltaTable
+
+from sampleimp_spark import lake
+from sampleimp_spark import schema as S
+from sampleimp_spark.config import SparkConfig
+from sampleimp_spark.session import DELTA_CATALOG, DELTA_EXTENSION, cached_delta_jars
+
+ROOT = Path(__file__).resolve().parents[1]
+SPARK_HOME = Path(pyspark.__file__).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daemon exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+@pytest.fixture
+def cluster(tmp_path, spark):  # `spark` first: its start caches the Delta JARs the submit uses
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(SPARK_HOME),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOG_DIR": str(tmp_path / "logs"),
+        "SPARK_WORKER_DIR": str(tmp_path / "work"),
+    }
+    spark_class = str(SPARK_HOME / "bin" / "spark-class")
+    port = _free_port()
+    procs: list[subprocess.Popen] = []
+
+    def start(*args: str, log: str) -> subprocess.Popen:
+        out = open(tmp_path / log, "w")  # noqa: SIM115 - lives as long as the daemon
+        proc = subprocess.Popen(
+            [spark_class, *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        procs.append(proc)
+        return proc
+
+    try:
+        master = start(
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(_free_port()),
+            log="master.log",
+        )
+        _wait_for_port(port, master)
+        for i in range(2):
+            start(
+                "org.apache.spark.deploy.worker.Worker",
+                f"spark://127.0.0.1:{port}",
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                "1",
+                "--memory",
+                "2g",
+                "--webui-port",
+                str(_free_port()),
+                "--work-dir",
+                str(tmp_path / f"work{i}"),
+                log=f"worker{i}.log",
+            )
+        yield f"spark://127.0.0.1:{port}", env
+    finally:
+        for proc in procs:  # always stop what we started, by PID (their process groups)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
+    master, env = cluster
+    jars = cached_delta_jars(SparkConfig())
+    assert jars, "the suite's session caches the Delta JARs first"
+    lakehouse = tmp_path / "lakehouse"
+    taobao = shared_data / "taobao_userbehavior" / "UserBehavior.csv"
+    cmd = [
+        str(SPARK_HOME / "bin" / "spark-submit"),
+        "--master",
+        master,
+        "--deploy-mode",
+        "client",
+        "--jars",
+        ",".join(jars),
+        "--conf",
+        f"spark.sql.extensions={DELTA_EXTENSION}",
+        "--conf",
+        f"spark.sql.catalog.spark_catalog={DELTA_CATALOG}",
+        "--conf",
+        "spark.sql.session.timeZone=UTC",
+        "--conf",
+        "spark.driver.host=127.0.0.1",
+        "--conf",
+        "spark.executor.memory=1g",
+        "--conf",
+        "spark.sql.shuffle.partitions=4",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        f"spark.pyspark.python={sys.executable}",
+        str(ROOT / "jobs" / "pipeline.py"),
+        "--conf",
+        str(ROOT / "conf" / "standalone.yaml"),
+        "--run-id",
+        "cluster-1",
+        "--set",
+        f"lakehouse={lakehouse}",
+        "--set",
+        f"run.runs_dir={tmp_path / 'runs'}",
+        "--set",
+        f"input.paths=[{taobao}]",
+        "--set",
+        "train.variants=[unweighted, combined]",
+        "--set",
+        "train.seeds=[1]",
+        "--set",
+        "train.als_reg_grid=[0.1]",
+        "--set",
+        "train.gbt_depth_grid=[3]",
+        "--set",
+        "train.rerank=false",
+        "--set",
+        "train.evaluation.n_boot=0",
+        "--set",
+        "train.save_models=false",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "run cluster-1 finished" in done.stdout
+    # The executors did the work: the application ran on the cluster's workers.
+    worker_apps = list((tmp_path / "work0").glob("app-*")) + list((tmp_path / "work1").glob("app-*"))
+    assert worker_apps, "no executor ran on the workers"
+
+    events = DeltaTable(lake.table_path(str(lakehouse), S.BRONZE_EVENTS)).to_pyarrow_table()
+    assert events.num_rows == 84_476 - 36  # the truncated line and the 35 out-of-window rows rejected
+    gold = DeltaTable(lake.table_path(str(lakehouse), S.GOLD_TRAINING_SAMPLES)).to_pandas()
+    silver = DeltaTable(lake.table_path(str(lakehouse), S.SILVER_SAMPLES)).to_pandas()
+    assert len(gold) == len(silver) > 10_000
+    assert np.isfinite(gold[S.WEIGHT]).all() and (gold[S.WEIGHT] >= 0).all()
+    metrics = DeltaTable(lake.table_path(str(lakehouse), S.GOLD_METRICS)).to_pandas()
+    assert {"als", "gbt"} <= set(metrics["model"]) and metrics["value"].notna().any()
+    assert (tmp_path / "runs" / "cluster-1" / "report.md").exists()
