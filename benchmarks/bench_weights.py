@@ -1,0 +1,152 @@
+"""Time the weights stage on generated events, and split it into pandas-UDF and native-Spark parts.
+
+    python benchmarks/bench_weights.py --events 1000000 10000000
+
+Needs the lakehouse that ``bench_features.py`` builds for the same sizes (bronze + silver).
+Reports, per size: the whole stage (``build_weights``: every component and the gold writes),
+then each step materialized on its own so their times add up:
+
+* native: stacking + quantile edges + contingency counts (IG), density-ratio fit input
+  (stratified hash sample), density-ratio scoring, class weights, combination;
+* pandas UDF: the per-shard IG over contingency tables, the per-shard density-ratio fit.
+
+The UDF share is ``(IG UDF + DR UDF) / sum of all steps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_features import config_for
+from harness import RssSampler, save
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from sampleimp_spark import lake
+from sampleimp_spark import schema as S
+from sampleimp_spark.features.behavior import feature_columns
+from sampleimp_spark.progress import RunProgress
+from sampleimp_spark.session import get_session
+from sampleimp_spark.weighting import class_balance, combine, density_ratio
+from sampleimp_spark.weighting import information_gain as ig
+from sampleimp_spark.weighting.stage import DEFAULT_DR_FEATURES, build_weights
+
+
+def _timed(steps: dict[str, float], name: str, df: DataFrame) -> DataFrame:
+    """Materialize ``df`` (cut its lineage) and record how long that took."""
+    t = time.perf_counter()
+    out = df.localCheckpoint()
+    steps[name] = round(time.perf_counter() - t, 2)
+    return out
+
+
+def steps_of(spark, cfg) -> dict[str, float]:
+    """Each step of the weights computation, materialized on its own."""
+    wcfg = cfg.weights
+    samples = lake.read_table(spark, cfg.lakehouse, S.SILVER_SAMPLES).localCheckpoint()
+    freqs = lake.read_table(spark, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES).localCheckpoint()
+    feats = tuple(feature_columns(samples))
+    steps: dict[str, float] = {}
+    df = _timed(steps, "native: is_target", samples.withColumn(S.IS_TARGET, F.col("pair_recency_any") < 1.0))
+
+    label = F.col(S.LABEL_PURCHASE).cast("string").alias(ig._LABEL)
+    stacked = ig._stacked(df, feats, shard_col=S.SHARD, keep=[label])
+    x = F.col(ig._X)
+    probs = [k / wcfg.information_gain.n_bins for k in range(1, wcfg.information_gain.n_bins)]
+    edges = _timed(
+        steps,
+        "native: IG edges",
+        stacked.groupBy(ig._SHARD, ig._FEATURE).agg(
+            F.coalesce(
+                F.array_sort(F.array_distinct(F.percentile_approx(F.when(ig._finite(x), x), probs, 40_000))),
+                F.array().cast("array<double>"),
+            ).alias(ig._EDGES)
+        ),
+    )
+    counts = _timed(
+        steps,
+        "native: IG contingency counts",
+        ig._binned(stacked, edges, n_bins=10)
+        .groupBy(ig._SHARD, ig._FEATURE, ig._BIN, ig._LABEL)
+        .agg(F.count(F.lit(1)).alias(ig._COUNT)),
+    )
+    a, mm = wcfg.information_gain.smoothing, wcfg.information_gain.miller_madow
+    _timed(
+        steps,
+        "pandas UDF: IG per shard",
+        counts.groupBy(ig._SHARD).applyInPandas(
+            lambda p: ig.shard_information_gain(p, alpha=a, miller_madow=mm), schema=ig._BIN_SCORES_SCHEMA
+        ),
+    )
+    result = ig.information_gain(df, feats, cfg=wcfg.information_gain)
+    result.bin_scores.localCheckpoint()
+    df = _timed(steps, "native: IG scoring", ig.with_ig_weight(df, result, feats, cfg=wcfg.information_gain))
+
+    cw = class_balance.class_weights(freqs, cfg=wcfg.class_balance)
+    df = _timed(steps, "native: class weights", class_balance.with_class_weight(df, cw, cfg=wcfg.class_balance))
+
+    dr_feats = [f for f in DEFAULT_DR_FEATURES if f in df.columns]
+    fit_in = _timed(
+        steps, "native: DR fit input (capped sample)", density_ratio.fit_input(df, dr_feats, cfg=wcfg.density_ratio)
+    )
+    params = _timed(
+        steps,
+        "pandas UDF: DR fit per shard",
+        fit_in.groupBy(S.SHARD).applyInPandas(
+            lambda p: density_ratio.fit_shard_frame(p, cfg=wcfg.density_ratio, features=dr_feats, shard_col=S.SHARD),
+            schema=density_ratio.params_schema(df.schema[S.SHARD].dataType),
+        ),
+    )
+    df = _timed(
+        steps, "native: DR scoring", density_ratio.score_density_ratio(df, params, dr_feats, cfg=wcfg.density_ratio)
+    )
+    _timed(steps, "native: combination", combine.combine_weights(df, cfg=wcfg.combine))
+    return steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=float, nargs="+", default=[1e6, 1e7])
+    parser.add_argument("--driver-memory", default="12g")
+    parser.add_argument("--partitions", type=int, default=16)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    runs = []
+    spark = None
+    for n in (int(e) for e in args.events):
+        cfg = config_for(n, args.driver_memory, args.partitions)
+        spark = spark or get_session(cfg.spark)
+        if not lake.is_delta_table(spark, lake.table_path(cfg.lakehouse, S.SILVER_SAMPLES)):
+            raise SystemExit(f"run benchmarks/bench_features.py --events {n} first")
+        with RssSampler() as rss:
+            t = time.perf_counter()
+            report = build_weights(
+                spark, cfg, ctx=lake.RunContext(f"bench-{n}", cfg.hash(), "weights"), progress=RunProgress(f"bench-{n}")
+            )
+            stage_seconds = time.perf_counter() - t
+        steps = steps_of(spark, cfg)
+        udf = sum(v for k, v in steps.items() if k.startswith("pandas UDF"))
+        row = {
+            "events": n,
+            "samples": report.rows,
+            "shards": report.shards,
+            "stage_seconds": round(stage_seconds, 1),
+            "steps_seconds": steps,
+            "pandas_udf_share": round(udf / sum(steps.values()), 3),
+            **rss.as_dict(),
+        }
+        print(row)
+        runs.append(row)
+    print(f"saved {save('weights', {'driver_memory': args.driver_memory, 'runs': runs})}")
+
+
+if __name__ == "__main__":
+    main()
