@@ -162,20 +162,30 @@ def compute_weights(
 
     df = samples.withColumn(S.IS_TARGET, F.col("pair_recency_any") < F.lit(cfg.target_days))
 
+    # The density-ratio fit reads only features and is_target: fit it first, on the plain
+    # samples, so its input does not drag the IG computation along (the fit is a pandas UDF
+    # whose small output is materialized once).
+    params = fit_density_ratio(df, dr_features, cfg=cfg.density_ratio).localCheckpoint()
+
     ig = information_gain(df, features, cfg=cfg.information_gain, label_col=label)
     df = with_ig_weight(df, ig, features, cfg=cfg.information_gain)
 
     cw = class_weights(class_frequencies, cfg=cfg.class_balance)
     df = with_class_weight(df, cw, cfg=cfg.class_balance, label_col=label)
-
-    # The fit is a pandas UDF: materialize its small output once instead of re-running it.
-    params = fit_density_ratio(df, dr_features, cfg=cfg.density_ratio).localCheckpoint()
     df = score_density_ratio(df, params, dr_features, cfg=cfg.density_ratio)
 
-    df = resample(df, cfg=cfg.resample, label_col=label)
+    # Materialize the components once: the combination reads them three times (per-shard clip
+    # quantiles, per-shard means, the final weight).
+    df = resample(df, cfg=cfg.resample, label_col=label).localCheckpoint()
     df = combine_weights(df, cfg=cfg.combine).withColumn(SHARD_BUCKET, shard_bucket(S.SHARD, cfg.shard_buckets))
 
-    dr = params.select(
+    diagnostics = diagnostics_of(df, params, shard_buckets=cfg.shard_buckets)
+    return WeightsResult(samples=df, importance=ig.importance, dr_params=params, diagnostics=diagnostics)
+
+
+def diagnostics_of(weighted: DataFrame, dr_params: DataFrame, *, shard_buckets: int) -> DataFrame:
+    """``gold.weight_diagnostics`` rows: weight statistics per shard with the density-ratio fit."""
+    dr = dr_params.select(
         S.SHARD,
         F.col("method").alias("dr_method"),
         F.col("n_source").alias("dr_n_source"),
@@ -184,12 +194,11 @@ def compute_weights(
         F.col("quality_metric").alias("dr_quality_metric"),
         F.col("fallback_reason").alias("dr_fallback_reason"),
     )
-    diagnostics = (
-        weight_diagnostics(df)
+    return (
+        weight_diagnostics(weighted)
         .join(dr, S.SHARD, "left")
-        .withColumn(SHARD_BUCKET, shard_bucket(S.SHARD, cfg.shard_buckets))
+        .withColumn(SHARD_BUCKET, shard_bucket(S.SHARD, shard_buckets))
     )
-    return WeightsResult(samples=df, importance=ig.importance, dr_params=params, diagnostics=diagnostics)
 
 
 def _gold_columns(df: DataFrame, features: Sequence[str]) -> list[str]:
@@ -256,7 +265,11 @@ def build_weights(
         )
         importance = result.importance.select(F.lit(wid).alias(S.WINDOW_ID), F.lit(source).alias(S.SOURCE), "*")
         lake.write_table(importance, cfg.lakehouse, S.GOLD_FEATURE_IMPORTANCE, ctx=ctx, replace_where=sql_where)
-        diagnostics = result.diagnostics.select(F.lit(wid).alias(S.WINDOW_ID), F.lit(source).alias(S.SOURCE), "*")
+        # Diagnostics from the written table: a scan, instead of computing every weight again.
+        written_gold = lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES).where(where)
+        diagnostics = diagnostics_of(written_gold, result.dr_params, shard_buckets=wcfg.shard_buckets).select(
+            F.lit(wid).alias(S.WINDOW_ID), F.lit(source).alias(S.SOURCE), "*"
+        )
         lake.write_table(diagnostics, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS, ctx=ctx, replace_where=sql_where)
         diag = lake.read_table(spark, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS).where(where)
         stats = diag.agg(F.count(F.lit(1)), F.percentile_approx("ess_ratio", 0.5)).first()
