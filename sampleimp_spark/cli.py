@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="silver.samples -> gold.training_samples, feature_importance, weight_diagnostics",
     )
+    sub.add_parser(
+        "train",
+        parents=[common],
+        help="weighted vs unweighted ALS / GBT -> models, gold.metrics, gold.experiment_results",
+    )
     return parser
 
 
