@@ -318,6 +318,10 @@ def run_experiments(
             als.unpersist()
             scored.unpersist()
             log.info("trained %s seed %s", variant, seed)
+        ratings.unpersist()
+        weighted_train.unpersist()
+    truth.unpersist()
+    user_w.unpersist()
     return hyper, rows
 
 
