@@ -113,7 +113,8 @@ def plot_metrics(summary: pd.DataFrame, out: Path) -> str | None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
     for ax, (model, metric) in zip(axes[0], panels, strict=True):
         part = rows[(rows["model"] == model) & (rows["metric"] == metric)]
-        variants = list(dict.fromkeys(part["variant"]))
+        order = ["unweighted", "class", "density_ratio", "information_gain", "combined"]
+        variants = sorted(dict.fromkeys(part["variant"]), key=lambda v: order.index(v) if v in order else len(order))
         for j, est in enumerate(("unweighted", "self_normalized")):
             sub = part[part["estimator"] == est].set_index("variant").reindex(variants)
             ax.bar(
