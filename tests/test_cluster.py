@@ -176,6 +176,6 @@ def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
     assert len(gold) == len(silver) > 10_000
     assert np.isfinite(gold[S.WEIGHT]).all() and (gold[S.WEIGHT] >= 0).all()
     metrics = DeltaTable(lake.table_path(str(lakehouse), S.GOLD_METRICS)).to_pandas()
-    assert set(metrics["model"]) == {"als", "gbt"} and set(metrics["variant"]) == {"combined"}
+    assert set(metrics["model"]) == {"als", "gbt"} and set(metrics["variant"]) == {"unweighted", "combined"}
     assert metrics["value"].notna().any()
     assert (tmp_path / "runs" / "cluster-1" / "report.md").exists()
