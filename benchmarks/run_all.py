@@ -231,7 +231,8 @@ class Bench:
         ig_state = None
         with self.guard(out, "ig_breakdown"):
             out["ig"], ig_state = self.ig_breakdown(cfg, windows.window_id, check=check)
-            out["weights_parts"] = ig_state.pop("weights_parts")
+        with self.guard(out, "weights_parts"):
+            out["weights_parts"] = self.weights_parts(cfg, windows.window_id)
         if not args.skip_references and ig_state is not None:
             with self.guard(out, "references"):
                 out["references"] = self.references(cfg, windows, ig_state, check=check)
@@ -292,36 +293,43 @@ class Bench:
         noop(ig.edges_long)
         counts = counts_of(ig)
         out["counts"] = self.rep("ig_counts", lambda rep: noop(counts))
-        # Two more parts of the weights stage, to see where its time goes.
-        from sampleimp_spark.weighting.density_ratio import fit_density_ratio
-        from sampleimp_spark.weighting.information_gain import with_ig_weight
-        from sampleimp_spark.weighting.stage import DEFAULT_DR_FEATURES
-
-        wcfg = cfg.weights
-        dr_feats = list(wcfg.dr_features or [f for f in DEFAULT_DR_FEATURES if f in feats])
-        targeted = samples.withColumn(S.IS_TARGET, F.col("pair_recency_any") < F.lit(wcfg.target_days))
-
-        def fit_and_score(rep: int) -> None:
-            fitted = IG.information_gain(samples, feats, cfg=icfg, label_col=label)
-            noop(with_ig_weight(samples, fitted, feats, cfg=icfg))
-            fitted.unpersist()
-
-        parts = {
-            "ig_fit_and_score": self.rep("ig_fit_and_score", fit_and_score),
-            "dr_fit": self.rep(
-                "dr_fit", lambda rep: noop(fit_density_ratio(targeted, dr_feats, cfg=wcfg.density_ratio))
-            ),
-        }
         state = {
             "features": feats,
             "n_bins": icfg.n_bins,
             "label": label,
             "edges": ig.edges.toPandas(),
             "spark_counts": counts.toPandas() if check else None,
-            "weights_parts": parts,
         }
         ig.unpersist()
         return out, state
+
+    def weights_parts(self, cfg: Config, wid: str) -> dict[str, Any]:
+        """Two more parts of the weights stage, to see where its time goes: the IG fit with the
+        pointwise scoring, and the per-shard density-ratio fits."""
+        from sampleimp_spark.weighting import information_gain as IG
+        from sampleimp_spark.weighting.density_ratio import fit_density_ratio
+        from sampleimp_spark.weighting.stage import DEFAULT_DR_FEATURES, label_column
+
+        samples = lake.read_table(self.spark, cfg.lakehouse, S.SILVER_SAMPLES).where(
+            (F.col(S.WINDOW_ID) == wid) & (F.col(S.SOURCE) == SOURCE)
+        )
+        feats = feature_columns(samples)
+        icfg = cfg.weights.information_gain
+        label = label_column(cfg.weights)
+        wcfg = cfg.weights
+        dr_feats = list(wcfg.dr_features or [f for f in DEFAULT_DR_FEATURES if f in feats])
+        targeted = samples.withColumn(S.IS_TARGET, F.col("pair_recency_any") < F.lit(wcfg.target_days))
+
+        def fit_and_score(rep: int) -> None:
+            fitted = IG.information_gain(samples, feats, cfg=icfg, label_col=label)
+            noop(IG.with_ig_weight(samples, fitted, feats, cfg=icfg))
+            fitted.unpersist()
+
+        def dr_fit(rep: int) -> None:
+            noop(fit_density_ratio(targeted, dr_feats, cfg=wcfg.density_ratio))
+
+        say("  weights parts: IG fit + scoring, density-ratio fits")
+        return {"ig_fit_and_score": self.rep("ig_fit_and_score", fit_and_score), "dr_fit": self.rep("dr_fit", dr_fit)}
 
     # -- references --
 
