@@ -890,7 +890,15 @@ def merged(results: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(results[0])
     out["sizes"] = dict(out.get("sizes", {}))
     for other in results[1:]:
-        out["sizes"].update(other.get("sizes", {}))
+        for n, size in other.get("sizes", {}).items():
+            if n not in out["sizes"]:
+                out["sizes"][n] = size
+                continue
+            # The same size measured in two invocations (e.g. the train stage on its own):
+            # the stages of both, the later file's figures winning where both have them.
+            mine = dict(out["sizes"][n])
+            mine["stages"] = {**mine.get("stages", {}), **size.get("stages", {})}
+            out["sizes"][n] = {**size, **mine} | {"stages": mine["stages"]}
         if other.get("skew"):
             out["skew"] = other["skew"]
             out["skew_machine"] = {
@@ -944,6 +952,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=16, help="spark.sql.shuffle.partitions")
     p.add_argument("--keep-data", action="store_true", help="keep the lakehouses under benchmarks/data/")
     p.add_argument("--readme", action="store_true", help="write the tables into benchmarks/README.md")
+    p.add_argument("--tag", default="", help="results file suffix, e.g. -10m (merge files with --table)")
     p.add_argument(
         "--table",
         type=Path,
@@ -987,7 +996,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "sizes": {},
     }
-    suffix = ("-quick" if args.quick else "") + ("-skew" if args.skew_only else "")
+    suffix = ("-quick" if args.quick else "") + ("-skew" if args.skew_only else "") + args.tag
     started = time.perf_counter()
     try:
         for n in [] if args.skew_only else args.sizes:
