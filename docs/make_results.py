@@ -12,7 +12,13 @@ import pandas as pd
 from deltalake import DeltaTable
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.report import plot_class_frequencies, plot_information_gain, plot_metrics, plot_weights
+from sampleimp_spark.report import (
+    DIAGNOSTIC_COLUMNS,
+    plot_class_frequencies,
+    plot_information_gain,
+    plot_metrics,
+    plot_weights,
+)
 
 OUT = Path(__file__).resolve().parent / "results"
 VARIANTS = ["unweighted", "class", "density_ratio", "information_gain", "combined"]
@@ -64,17 +70,7 @@ def main() -> None:
     diag = table(lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS)
     diag = diag[diag["window_id"] == window].sort_values("rows", ascending=False)
     print("\n## Weight diagnostics (10 largest shards)\n")
-    cols = [
-        "shard",
-        "rows",
-        "ess_ratio",
-        "w_min",
-        "w_median",
-        "w_max",
-        "clipped_fraction",
-        "dr_fit_quality",
-        "dr_fallback_reason",
-    ]
+    cols = list(DIAGNOSTIC_COLUMNS)
     print(diag[cols].head(10).round(3).to_markdown(index=False))
     print(
         f"\nfallbacks: {diag['dr_fallback_reason'].value_counts().to_dict()}; "

@@ -36,6 +36,18 @@ log = logging.getLogger(__name__)
 MAX_SHARDS_PLOTTED = 20
 MAX_WEIGHT_SAMPLE = 50_000
 TOP_FEATURES = 20
+#: The columns of ``gold.weight_diagnostics`` a reader looks at first.
+DIAGNOSTIC_COLUMNS = (
+    "shard",
+    "rows",
+    "ess_ratio",
+    "w_min",
+    "w_median",
+    "w_max",
+    "clipped_fraction",
+    "dr_fit_quality",
+    "dr_fallback_reason",
+)
 
 
 def _table(spark: SparkSession, cfg: Config, name: str):
@@ -184,17 +196,7 @@ def write_report(spark: SparkSession, cfg: Config, result: RunResult) -> Path:
         weights = sampled.where(keep).select(S.W_CLASS, S.W_DR, S.W_IG, S.WEIGHT).toPandas()  # bounded sample
         if (img := plot_weights(weights, diagnostics, out)) is not None:
             images.append(("Weights and effective sample size", img))
-        cols = [
-            "shard",
-            "rows",
-            "ess_ratio",
-            "w_min",
-            "w_median",
-            "w_max",
-            "clipped_fraction",
-            "dr_fit_quality",
-            "dr_fallback_reason",
-        ]
+        cols = list(DIAGNOSTIC_COLUMNS)
         parts.append(
             "## Weight diagnostics (largest shards)\n\n"
             + _md_table(
