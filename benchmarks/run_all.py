@@ -952,7 +952,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=16, help="spark.sql.shuffle.partitions")
     p.add_argument("--keep-data", action="store_true", help="keep the lakehouses under benchmarks/data/")
     p.add_argument("--readme", action="store_true", help="write the tables into benchmarks/README.md")
-    p.add_argument("--tag", default="", help="results file suffix, e.g. -10m (merge files with --table)")
+    p.add_argument("--tag", default="", help="results file suffix, e.g. --tag=-10m (merge files with --table)")
     p.add_argument(
         "--table",
         type=Path,
