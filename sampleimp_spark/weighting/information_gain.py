@@ -212,7 +212,7 @@ def shard_information_gain(counts: pd.DataFrame, *, alpha: float = 1.0, miller_m
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     counts = counts.assign(**{_LABEL: counts[_LABEL].astype(str)})
     shard = counts[_SHARD].iloc[0]
-    # One (feature, bin) × class matrix for the whole shard (a pivot per feature costs ~100×
+    # One (feature, bin) × class matrix for the whole shard (a pivot per feature cost ~50×
     # more); its rows are sorted by feature, then bin, so each feature is a contiguous block.
     table = counts.pivot_table(
         index=[_FEATURE, _BIN], columns=_LABEL, values=_COUNT, aggfunc="sum", fill_value=0
