@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -80,33 +81,24 @@ def _cmdline(pid: int) -> str:
 
 
 @dataclass
-class RssSampler:
-    """Samples the RSS of this process's descendants: the driver JVM and the Python workers."""
+class PeriodicSampler:
+    """Calls :meth:`sample` every ``interval`` seconds in a background thread while in a ``with``
+    block (and once on entering it)."""
 
     interval: float = 0.5
-    jvm_peak_mib: float = 0.0
-    python_workers_peak_mib: float = 0.0  # peak of the sum over concurrently alive workers
-    python_worker_max_mib: float = 0.0  # peak of any single worker
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
+    def sample(self) -> None:
+        raise NotImplementedError  # subclasses record what they measure
+
     def _run(self) -> None:
-        me = os.getpid()
         while not self._stop.is_set():
-            jvm = 0.0
-            workers = []
-            for pid in _descendants(me):
-                cmd = _cmdline(pid)
-                if "java" in cmd.split(" ", 1)[0]:
-                    jvm += _rss_mib(pid)
-                elif "pyspark" in cmd or "python" in cmd.split(" ", 1)[0]:
-                    workers.append(_rss_mib(pid))
-            self.jvm_peak_mib = max(self.jvm_peak_mib, jvm)
-            self.python_workers_peak_mib = max(self.python_workers_peak_mib, sum(workers))
-            self.python_worker_max_mib = max([self.python_worker_max_mib, *workers])
+            self.sample()
             time.sleep(self.interval)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
+        self.sample()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -115,6 +107,28 @@ class RssSampler:
         self._stop.set()
         if self._thread:
             self._thread.join()
+
+
+@dataclass
+class RssSampler(PeriodicSampler):
+    """Samples the RSS of this process's descendants: the driver JVM and the Python workers."""
+
+    jvm_peak_mib: float = 0.0
+    python_workers_peak_mib: float = 0.0  # peak of the sum over concurrently alive workers
+    python_worker_max_mib: float = 0.0  # peak of any single worker
+
+    def sample(self) -> None:
+        jvm = 0.0
+        workers = []
+        for pid in _descendants(os.getpid()):
+            cmd = _cmdline(pid)
+            if "java" in cmd.split(" ", 1)[0]:
+                jvm += _rss_mib(pid)
+            elif "pyspark" in cmd or "python" in cmd.split(" ", 1)[0]:
+                workers.append(_rss_mib(pid))
+        self.jvm_peak_mib = max(self.jvm_peak_mib, jvm)
+        self.python_workers_peak_mib = max(self.python_workers_peak_mib, sum(workers))
+        self.python_worker_max_mib = max([self.python_worker_max_mib, *workers])
 
     def as_dict(self) -> dict[str, float]:
         return {

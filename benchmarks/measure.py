@@ -13,16 +13,15 @@ import json
 import os
 import socket
 import statistics
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import RssSampler, _rss_mib
+from harness import PeriodicSampler, RssSampler, _rss_mib
 from pyspark.sql import SparkSession
 
 
@@ -105,30 +104,14 @@ class SparkStageMetrics:
 
 
 @dataclass
-class SelfRssSampler:
+class SelfRssSampler(PeriodicSampler):
     """Peak RSS of this (driver Python) process: where the single-node references run."""
 
     interval: float = 0.2
     peak_mib: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
-    def _run(self) -> None:
-        me = os.getpid()
-        while not self._stop.is_set():
-            self.peak_mib = max(self.peak_mib, _rss_mib(me))
-            time.sleep(self.interval)
-
-    def __enter__(self) -> SelfRssSampler:
-        self.peak_mib = _rss_mib(os.getpid())
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
+    def sample(self) -> None:
+        self.peak_mib = max(self.peak_mib, _rss_mib(os.getpid()))
 
 
 @contextmanager

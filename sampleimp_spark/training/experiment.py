@@ -254,6 +254,18 @@ def run_experiments(
         .localCheckpoint()
     )
     catalog = train_events.select(S.ITEM_ID).distinct().count()
+    # Evaluation settings, the same for every variant and seed.
+    ranking = dict(
+        k=ev.k,
+        relevance_col=RELEVANCE,
+        n_boot=ev.n_boot,
+        seed=ev.seed,
+        alpha=ev.alpha,
+        missing_recs=ev.missing_recs,
+        no_relevant=ev.no_relevant,
+        ndcg_gain=ev.ndcg_gain,
+    )
+    cls = dict(threshold=ev.threshold, n_boot=ev.n_boot, seed=ev.seed, alpha=ev.alpha, eps=ev.log_loss_eps)
     rows: list[dict[str, object]] = []
 
     def record(values: list[E.MetricValue], model: str, variant: str, seed: int) -> None:
@@ -268,16 +280,6 @@ def run_experiments(
         for seed in cfg.seeds:
             als = fit_als(ratings, cfg=als_cfg, seed=seed)
             recs = recommend(als, truth_users, ev.k)
-            ranking = dict(
-                k=ev.k,
-                relevance_col=RELEVANCE,
-                n_boot=ev.n_boot,
-                seed=ev.seed,
-                alpha=ev.alpha,
-                missing_recs=ev.missing_recs,
-                no_relevant=ev.no_relevant,
-                ndcg_gain=ev.ndcg_gain,
-            )
             record(
                 E.ranking_metrics(recs, truth, user_weights=user_w, catalog=catalog, **ranking), "als", variant, seed
             )
@@ -290,7 +292,6 @@ def run_experiments(
                 weight_col=None if variant == "unweighted" else S.WEIGHT,
             )
             scored = predict_proba(gbt, eval_samples).localCheckpoint()
-            cls = dict(threshold=ev.threshold, n_boot=ev.n_boot, seed=ev.seed, alpha=ev.alpha, eps=ev.log_loss_eps)
             record(E.classification_metrics(scored, **cls), "gbt", variant, seed)
             record(
                 [v for v in E.classification_metrics(scored, weight_col=S.W_DR, **cls) if v.weighted],
@@ -438,7 +439,7 @@ def _write_metrics(
         "weighted boolean, value double, ci_low double, ci_high double, n_users long, n_boot int"
     )
     rows = [{**common, **{c: r.get(c) for c in METRIC_COLUMNS}} for r in report.rows]
-    metrics = spark.createDataFrame(rows, metrics_ddl) if rows else spark.createDataFrame([], metrics_ddl)
+    metrics = spark.createDataFrame(rows, metrics_ddl)
     where = f"run_id = '{ctx.run_id}'"
     lake.write_table(metrics, cfg.lakehouse, S.GOLD_METRICS, ctx=ctx, replace_where=where)
     summary_ddl = (
@@ -447,5 +448,5 @@ def _write_metrics(
         "ci_low double, ci_high double"
     )
     srows = [{**common, **{c: r.get(c) for c in SUMMARY_COLUMNS}} for r in report.summary]
-    summary = spark.createDataFrame(srows, summary_ddl) if srows else spark.createDataFrame([], summary_ddl)
+    summary = spark.createDataFrame(srows, summary_ddl)
     lake.write_table(summary, cfg.lakehouse, S.GOLD_EXPERIMENT_RESULTS, ctx=ctx, replace_where=where)
