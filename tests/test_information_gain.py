@@ -236,6 +236,37 @@ def test_w_ig_is_finite_nonnegative_and_averages_one_plus_lambda(fitted):
     assert a["w_ig"].std() > 0
 
 
+def test_pointwise_score_is_the_ig_weighted_sum_of_its_bins_terms(fitted):
+    # Independent recomputation of g from the edges and the per-bin terms, sample by sample.
+    samples, bins, weighted = fitted["samples"], fitted["bins"], fitted["weighted"]
+    edge = {(r.shard, r.feature): np.asarray(r.edges, dtype=float) for r in fitted["edges"].itertuples()}
+    term = {(r.shard, r.feature, r.bin): r.contrib for r in bins.itertuples()}
+    expected = []
+    for row in samples.itertuples():
+        g = 0.0
+        for f in FEATURES:
+            x = getattr(row, f)
+            b = NAN_BIN if np.isnan(x) else int(np.searchsorted(edge[(row.shard, f)], x, side="left"))
+            g += term[(row.shard, f, b)]
+        expected.append(g)
+    got = weighted.set_index(["shard", "user_id", "item_id"])["ig_score"]
+    want = pd.Series(expected, index=pd.MultiIndex.from_frame(samples[["shard", "user_id", "item_id"]]))
+    assert got.sort_index().to_numpy() == pytest.approx(want.sort_index().to_numpy(), abs=1e-12)
+    assert weighted["ig_score"].max() > 0
+
+
+def test_samples_of_an_unfitted_shard_weigh_one(spark):
+    cfg = InformationGainConfig(smoothing=0.0, n_bins=4, lam=1.0)
+    samples = _samples(spark).where("shard = 'A'")
+    result = information_gain(samples, FEATURES, cfg=cfg)
+    extra = spark.createDataFrame([("Z", "u0", "z0", 1, 5.0, 5.0, 5.0)], SAMPLES_SCHEMA)
+    out = with_ig_weight(samples.unionByName(extra), result, cfg=cfg).toPandas()
+    result.unpersist()
+    assert len(out) == 301 and out.loc[out["shard"] == "A", "w_ig"].mean() == pytest.approx(2.0, abs=1e-9)
+    z = out[out["shard"] == "Z"].iloc[0]
+    assert (z["ig_score"], z["w_ig"]) == (0.0, 1.0)
+
+
 def test_smoothing_and_miller_madow_shrink_the_plugin_ig(spark, fitted):
     samples = _samples(spark).where("shard = 'A'")
     plugin = fitted["importance"].set_index(["shard", "feature"]).loc[("A", "noise"), "ig"]
