@@ -165,6 +165,7 @@ class Bench:
             name,
             fn,
             reps=self.args.reps,
+            warmup=not self.args.no_warmup,
             spark=self.spark if spark_side else None,
             metrics=self.metrics if spark_side else None,
             log=say,
@@ -203,7 +204,12 @@ class Bench:
             shutil.rmtree(lakehouse)
         cfg = make_config(n, args, lakehouse, self.ui_port)
         self.spark.conf.set("spark.sql.shuffle.partitions", str(args.partitions))
-        out: dict[str, Any] = {"generator_events": n, "load_start": load_info(), "stages": {}}
+        out: dict[str, Any] = {
+            "generator_events": n,
+            "protocol": {"warmup": not args.no_warmup, "reps": args.reps},
+            "load_start": load_info(),
+            "stages": {},
+        }
         reports: dict[str, Any] = {}
 
         def stage_fn(stage: str):
@@ -765,6 +771,16 @@ def _fmt(x: Any, digits: int = 1) -> str:
     return str(x)
 
 
+def _protocols(result: dict[str, Any]) -> str:
+    """How each size was run, e.g. ``1M: warm-up + 3 runs; 10M: no warm-up, 1 run``."""
+    parts = []
+    for _n, s in sorted(result["sizes"].items(), key=lambda kv: int(kv[0])):
+        p = s.get("protocol") or {"warmup": True, "reps": result["args"]["reps"]}  # older files: the run's args
+        runs = f"{p['reps']} run{'s' if p['reps'] != 1 else ''}"
+        parts.append(f"{_fmt(s['events'])}: {'warm-up + ' + runs if p['warmup'] else 'no warm-up, ' + runs}")
+    return "; ".join(parts)
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The README's results section from a results JSON."""
     m = result["machine"]
@@ -772,7 +788,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Run {result['at'][:16]} UTC on `{m['host']}`: {m['cores']} cores, {m['memory_gib']} GiB, "
         f"Spark {m['spark']}, {m['java']}, Python {m['python']}; driver memory {result['args']['driver_memory']}, "
         f"{result['args']['partitions']} shuffle partitions, "
-        f"warm-up + {result['args']['reps']} measured runs, medians. "
+        f"medians of the measured runs ({_protocols(result)}). "
         f"Load average at the start {m['load_start']['loadavg_1m']} (1 min) / {m['load_start']['loadavg_5m']} (5 min) "
         f"on {m['cores']} cores, at the end {m['load_end']['loadavg_1m']} / {m['load_end']['loadavg_5m']}. "
         f"File: `{result.get('file', '')}`.",
@@ -938,6 +954,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=float, nargs="+", default=None, help="events per size (default 1e6 1e7 3e7)")
     p.add_argument("--reps", type=int, default=None, help="measured runs after the warm-up (default 3; 1 with --quick)")
+    p.add_argument("--no-warmup", action="store_true", help="no untimed warm-up run (for the largest sizes)")
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to measure")
     p.add_argument("--skip-references", action="store_true", help="no DuckDB/Polars/pandas/implicit references")
     p.add_argument("--skew", action="store_true", help="also run the skew benchmark")
