@@ -11,7 +11,7 @@ generator``; ~100 events per user, an item per 20 events, 1,000 Zipf-sized categ
 go through the pipeline's stages on ``local[*]`` (ingest, features, weights, train), each run
 once as a warm-up and then ``--reps`` times measured; the medians are reported. Then, on the
 same tables: a breakdown of the information-gain step, the single-node references of
-``references.py`` (DuckDB and Polars features and IG counts, a pandas + scikit-learn
+``references.py`` (DuckDB, Polars and pandas features, DuckDB and Polars IG counts, a pandas + scikit-learn
 weighting, ``implicit``'s ALS next to Spark's), and at the smallest size the equality checks
 of the references against the project. ``--skew`` adds the skew benchmark (``skew.py``).
 
@@ -356,7 +356,7 @@ class Bench:
         sm_files = R.delta_files(lake.table_path(cfg.lakehouse, S.SILVER_SAMPLES))
         out: dict[str, Any] = {"checks": {}}
 
-        say("  references: behavior features (DuckDB, Polars)")
+        say("  references: behavior features (DuckDB, Polars, pandas)")
         duck_out, pol_out = work / "duckdb_features.parquet", work / "polars_features.parquet"
         out["duckdb_features"] = self.rep(
             "duckdb_features", lambda rep: {"samples": R.duckdb_features(ev_files, win, duck_out)}, spark_side=False
@@ -364,12 +364,20 @@ class Bench:
         out["polars_features"] = self.rep(
             "polars_features", lambda rep: {"samples": R.polars_features(ev_files, win, pol_out)}, spark_side=False
         )
+        pd_out = work / "pandas_features.parquet"
+        out["pandas_features"] = self.rep(
+            "pandas_features", lambda rep: {"samples": R.pandas_features(ev_files, win, pd_out)}, spark_side=False
+        )
         if check:
             import pandas as pd
 
             cols = [*R.KEYS, *R.LABELS, *R.FEATURE_SUBSET]
             ours = self.samples_pdf(cfg, wid, cols)
-            for name, path in (("duckdb_features", duck_out), ("polars_features", pol_out)):
+            for name, path in (
+                ("duckdb_features", duck_out),
+                ("polars_features", pol_out),
+                ("pandas_features", pd_out),
+            ):
                 theirs = pd.read_parquet(path)
                 out["checks"][name] = self.check(
                     name,
@@ -704,6 +712,7 @@ def ratios(size: dict[str, Any]) -> dict[str, float | None]:
     return {
         "features_vs_duckdb": r(features, _secs(ref.get("duckdb_features"))),
         "features_vs_polars": r(features, _secs(ref.get("polars_features"))),
+        "features_vs_pandas": r(features, _secs(ref.get("pandas_features"))),
         "ig_counts_vs_duckdb": r(_secs(ig.get("counts")), _secs(ref.get("duckdb_ig_counts"))),
         "ig_counts_vs_polars": r(_secs(ig.get("counts")), _secs(ref.get("polars_ig_counts"))),
         "weights_vs_pandas": r(weights, _secs(ref.get("pandas_weights"))),
@@ -734,6 +743,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     for n, s in sorted(sizes.items()):
         ra = s.get("ratios", {})
         add("features ≤ 2.5 × DuckDB (same features)", n, ra.get("features_vs_duckdb"), 2.5, "issue: at 30M")
+        add("features ≥ 2× faster than pandas (ratio ≤ 0.5)", n, ra.get("features_vs_pandas"), 0.5)
         add("IG fit ≤ 1.3 × its native aggregations", n, ra.get("ig_fit_vs_native"), 1.3)
         add("weights ≤ features", n, ra.get("weights_vs_features"), 1.0, "issue: at 10M and 30M")
     for lo, hi in ((10_000_000, 30_000_000),):
@@ -822,6 +832,7 @@ def markdown(result: dict[str, Any]) -> str:
     pairs = [
         ("features stage", ("stages", "features"), "duckdb_features", "features_vs_duckdb", ["duckdb_features"]),
         ("features stage", ("stages", "features"), "polars_features", "features_vs_polars", ["polars_features"]),
+        ("features stage", ("stages", "features"), "pandas_features", "features_vs_pandas", ["pandas_features"]),
         ("IG counts (edges cached)", ("ig", "counts"), "duckdb_ig_counts", "ig_counts_vs_duckdb", ["duckdb_ig_counts"]),
         ("IG counts (edges cached)", ("ig", "counts"), "polars_ig_counts", "ig_counts_vs_polars", ["polars_ig_counts"]),
         (
