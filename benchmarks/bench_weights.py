@@ -63,7 +63,7 @@ def steps_of(spark, cfg) -> dict[str, float]:
     edges = _timed(
         steps,
         "native: IG edges",
-        stacked.groupBy(ig._SHARD, ig._FEATURE).agg(
+        stacked.groupBy(ig._SHARD, ig._FIDX).agg(
             F.coalesce(
                 F.array_sort(F.array_distinct(F.percentile_approx(F.when(ig._finite(x), x), probs, 40_000))),
                 F.array().cast("array<double>"),
@@ -73,9 +73,7 @@ def steps_of(spark, cfg) -> dict[str, float]:
     counts = _timed(
         steps,
         "native: IG contingency counts",
-        ig._binned(stacked, edges, n_bins=10)
-        .groupBy(ig._SHARD, ig._FEATURE, ig._BIN, ig._LABEL)
-        .agg(F.count(F.lit(1)).alias(ig._COUNT)),
+        ig._counts(ig._binned(stacked, edges, n_bins=10), feats),
     )
     a, mm = wcfg.information_gain.smoothing, wcfg.information_gain.miller_madow
     _timed(

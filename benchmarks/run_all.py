@@ -279,8 +279,7 @@ class Bench:
         def counts_of(ig: Any) -> DataFrame:
             lab = F.coalesce(F.col(label).cast("string"), F.lit("(null)")).alias("label")
             stacked = IG._stacked(samples, ig.features, shard_col=S.SHARD, keep=[lab])
-            binned = IG._binned(stacked, ig.edges_long, n_bins=ig.n_bins)
-            return binned.groupBy("shard", "feature", "bin", "label").agg(F.count(F.lit(1)).alias("count"))
+            return IG._counts(IG._binned(stacked, ig.edges_long, n_bins=ig.n_bins), ig.features)
 
         def fit(rep: int) -> None:
             ig = IG.information_gain(samples, feats, cfg=icfg, label_col=label)

@@ -101,6 +101,8 @@ _BIN_SCORES_SCHEMA = T.StructType(
 _BIN_SCORES_COLUMNS: tuple[str, ...] = tuple(f.name for f in _BIN_SCORES_SCHEMA.fields)
 
 _X = "__ig_x"
+#: Stacked rows carry the feature's position (an int), not its name: smaller rows, cheaper joins.
+_FIDX = "__ig_f"
 #: Rows per shard the bin edges are computed from (a hash sample above that).
 EDGE_SAMPLE_ROWS = 10_000
 _EDGES = "edges"
@@ -136,7 +138,7 @@ class IGResult:
         bin_scores: per ``shard, feature, bin``: ``n_bin, kl, ig, rank, n, contrib, g_mean``
             (see the module docstring; ``contrib`` is the bin's term of ``g``).
         edges: ``shard, feature, edges`` (``array<double>``, sorted and distinct).
-        edges_long: the same with the internal shard column name (used for joins).
+        edges_long: the same keyed by the internal shard column and feature position (for joins).
         n_bins: the configured number of bins (``edges`` has at most ``n_bins - 1`` entries).
     """
 
@@ -300,13 +302,26 @@ def _stacked(samples: DataFrame, features: tuple[str, ...], *, shard_col: str, k
     wide column expressions made query plans so large that planning and compiling them cost
     more than the work itself.
     """
-    values = F.array(*[F.struct(F.lit(f).alias(_FEATURE), _col(f).cast("double").alias(_X)) for f in features])
+    values = F.array(
+        *[F.struct(F.lit(j).alias(_FIDX), _col(f).cast("double").alias(_X)) for j, f in enumerate(features)]
+    )
     return samples.select(*keep, _col(shard_col).alias(_SHARD), F.inline(values))
+
+
+def _feature_name(features: Sequence[str]) -> Column:
+    """The name of the feature at position ``_FIDX``."""
+    return F.element_at(F.array(*[F.lit(f) for f in features]), F.col(_FIDX) + 1)
+
+
+def _counts(binned: DataFrame, features: Sequence[str]) -> DataFrame:
+    """``shard, feature, bin, label, count`` from stacked, binned rows (one aggregation)."""
+    counts = binned.groupBy(_SHARD, _FIDX, _BIN, _LABEL).agg(F.count(F.lit(1)).alias(_COUNT))
+    return counts.select(_SHARD, _feature_name(features).alias(_FEATURE), _BIN, _LABEL, _COUNT)
 
 
 def _binned(stacked: DataFrame, edges: DataFrame, *, n_bins: int) -> DataFrame:
     """Stacked rows with their ``bin`` (edges broadcast-joined by shard and feature)."""
-    joined = stacked.join(F.broadcast(edges), [_SHARD, _FEATURE], "left")
+    joined = stacked.join(F.broadcast(edges), [_SHARD, _FIDX], "left")
     edge_array = F.coalesce(F.col(_EDGES), F.array().cast("array<double>"))
     return joined.withColumn(_BIN, _bin(F.col(_X), edge_array, n_bins - 1)).drop(_EDGES, _X)
 
@@ -369,15 +384,11 @@ def information_gain(
         )
     # A shard where the feature has no finite value gets no edges: one bin (plus NaN's).
     edges = (
-        edge_input.groupBy(_SHARD, _FEATURE)
+        edge_input.groupBy(_SHARD, _FIDX)
         .agg(F.coalesce(F.array_sort(F.array_distinct(quantiles)), F.array().cast("array<double>")).alias(_EDGES))
         .cache()
     )
-    counts = (
-        _binned(stacked, edges, n_bins=cfg.n_bins)
-        .groupBy(_SHARD, _FEATURE, _BIN, _LABEL)
-        .agg(F.count(F.lit(1)).alias(_COUNT))
-    )
+    counts = _counts(_binned(stacked, edges, n_bins=cfg.n_bins), feats)
     alpha, miller_madow = cfg.smoothing, cfg.miller_madow
 
     def per_shard(counts: pd.DataFrame) -> pd.DataFrame:
@@ -390,7 +401,7 @@ def information_gain(
         features=feats,
         importance=importance,
         bin_scores=bin_scores,
-        edges=edges.withColumnRenamed(_SHARD, shard_col),
+        edges=edges.select(F.col(_SHARD).alias(shard_col), _feature_name(feats).alias(_FEATURE), _EDGES),
         edges_long=edges,
         n_bins=cfg.n_bins,
     )
@@ -437,12 +448,15 @@ def with_ig_weight(
         raise ValueError(f"key column(s) {missing} are not in the samples; pass key_cols that identify a sample")
     keys = [_col(k).alias(f"__ig_key_{i}") for i, k in enumerate(key_cols)]
     key_names = [f"__ig_key_{i}" for i in range(len(key_cols))]
-    terms = F.broadcast(result.bin_scores.select(F.col(shard_col).alias(_SHARD), _FEATURE, _BIN, "contrib"))
+    position = F.array_position(F.array(*[F.lit(f) for f in feats]), F.col(_FEATURE)) - 1
+    terms = F.broadcast(
+        result.bin_scores.select(F.col(shard_col).alias(_SHARD), position.cast("int").alias(_FIDX), _BIN, "contrib")
+    )
     g_means = result.bin_scores.groupBy(F.col(shard_col).alias(_SHARD)).agg(F.first("g_mean").alias(_G_MEAN))
     stacked = _stacked(samples, feats, shard_col=shard_col, keep=keys)
     scores = (
         _binned(stacked, result.edges_long, n_bins=result.n_bins)
-        .join(terms, [_SHARD, _FEATURE, _BIN], "left")
+        .join(terms, [_SHARD, _FIDX, _BIN], "left")
         .groupBy(*key_names, _SHARD)
         .agg(F.sum(F.coalesce(F.col("contrib"), F.lit(0.0))).alias("__ig_g"))
         .join(F.broadcast(g_means), _SHARD, "left")
