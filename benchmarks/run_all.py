@@ -780,13 +780,22 @@ def _fmt(x: Any, digits: int = 1) -> str:
     return str(x)
 
 
+def _protocol(size: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    """How a size was run (files written before sizes recorded it: warm-up + the run's reps)."""
+    return size.get("protocol") or {"warmup": True, "reps": args["reps"]}
+
+
+def _protocol_text(p: dict[str, Any]) -> str:
+    runs = f"{p['reps']} run{'s' if p['reps'] != 1 else ''}"
+    return f"warm-up + {runs}" if p["warmup"] else f"no warm-up, {runs}"
+
+
 def _protocols(result: dict[str, Any]) -> str:
     """How each size was run, e.g. ``1M: warm-up + 3 runs; 10M: no warm-up, 1 run``."""
     parts = []
     for _n, s in sorted(result["sizes"].items(), key=lambda kv: int(kv[0])):
-        p = s.get("protocol") or {"warmup": True, "reps": result["args"]["reps"]}  # older files: the run's args
-        runs = f"{p['reps']} run{'s' if p['reps'] != 1 else ''}"
-        parts.append(f"{_fmt(s['events'])}: {'warm-up + ' + runs if p['warmup'] else 'no warm-up, ' + runs}")
+        notes = "".join(f" ({note})" for note in s.get("protocol_notes", []))
+        parts.append(f"{_fmt(s['events'])}: {_protocol_text(_protocol(s, result['args']))}{notes}")
     return "; ".join(parts)
 
 
@@ -862,7 +871,9 @@ def markdown(result: dict[str, Any]) -> str:
             continue
         for label, (sec, key), ref, ratio, check_names in pairs:
             mine = s.get(sec, {}).get(key, {})
-            theirs = refs.get(ref, {})
+            theirs = refs.get(ref)
+            if theirs is None:  # a reference added after this file was written
+                continue
             eq = [checks[c]["equal"] for c in check_names if c in checks]
             eq_s = "–" if not eq else ("yes" if all(eq) else "**no**")
             if "skipped" in theirs:
@@ -921,8 +932,14 @@ def merged(results: list[dict[str, Any]]) -> dict[str, Any]:
                 out["sizes"][n] = size
                 continue
             # The same size measured in two invocations (e.g. the train stage on its own):
-            # the stages of both, the later file's figures winning where both have them.
+            # the stages of both, the later file's figures winning where both have them; the
+            # earlier file's other figures (IG breakdown, references) are kept.
             mine = dict(out["sizes"][n])
+            mine["protocol"] = _protocol(mine, results[0]["args"])
+            theirs = _protocol(size, other["args"])
+            if theirs != mine["protocol"] and size.get("stages"):
+                note = f"{', '.join(size['stages'])}: {_protocol_text(theirs)}"
+                mine["protocol_notes"] = [*mine.get("protocol_notes", []), note]
             mine["stages"] = {**mine.get("stages", {}), **size.get("stages", {})}
             out["sizes"][n] = {**size, **mine} | {"stages": mine["stages"]}
         if other.get("skew"):
