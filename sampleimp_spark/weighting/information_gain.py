@@ -296,7 +296,7 @@ def _bin(x: Column, edges: Column, max_edges: int) -> Column:
 
 
 def _stacked(samples: DataFrame, features: tuple[str, ...], *, shard_col: str, keep: Sequence[Column]) -> DataFrame:
-    """One row per (sample, feature): ``keep`` columns, ``shard``, ``feature`` and its value ``x``.
+    """One row per (sample, feature): ``keep`` columns, ``shard``, the feature's position and its value.
 
     The long layout keeps every per-feature expression small: binning ~100 features as ~100
     wide column expressions made query plans so large that planning and compiling them cost
