@@ -899,7 +899,8 @@ def markdown(result: dict[str, Any]) -> str:
         if where:
             ld, le = where["machine"]["load_start"], where["machine"]["load_end"]
             run = (
-                f"; from `{where['file']}`, {where['args']['reps']} measured run(s) after a warm-up, load average "
+                f"; from `{where['file']}`, {where['args']['reps']} measured run(s) "
+                f"{'without' if where['args'].get('no_warmup') else 'after'} a warm-up, load average "
                 f"{ld['loadavg_1m']} at the start and {le['loadavg_1m']} at the end"
             )
         lines += [
