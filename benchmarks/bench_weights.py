@@ -54,26 +54,16 @@ def steps_of(spark, cfg) -> dict[str, float]:
     freqs = lake.read_table(spark, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES).localCheckpoint()
     feats = tuple(feature_columns(samples))
     steps: dict[str, float] = {}
-    df = _timed(steps, "native: is_target", samples.withColumn(S.IS_TARGET, F.col("pair_recency_any") < 1.0))
-
-    label = F.col(S.LABEL_PURCHASE).cast("string").alias(ig._LABEL)
-    stacked = ig._stacked(df, feats, shard_col=S.SHARD, keep=[label])
-    x = F.col(ig._X)
-    probs = [k / wcfg.information_gain.n_bins for k in range(1, wcfg.information_gain.n_bins)]
-    edges = _timed(
-        steps,
-        "native: IG edges",
-        stacked.groupBy(ig._SHARD, ig._FIDX).agg(
-            F.coalesce(
-                F.array_sort(F.array_distinct(F.percentile_approx(F.when(ig._finite(x), x), probs, 40_000))),
-                F.array().cast("array<double>"),
-            ).alias(ig._EDGES)
-        ),
+    df = _timed(
+        steps, "native: is_target", samples.withColumn(S.IS_TARGET, F.col("pair_recency_any") < F.lit(wcfg.target_days))
     )
+
+    n_bins = wcfg.information_gain.n_bins
+    stacked = ig._stacked(df, feats, shard_col=S.SHARD, keep=[ig._label(S.LABEL_PURCHASE)])
+    # Edges over every row (the stage caps them at EDGE_SAMPLE_ROWS per shard): an upper bound.
+    edges = _timed(steps, "native: IG edges", ig._edges(stacked, n_bins=n_bins, accuracy=4 * ig.EDGE_SAMPLE_ROWS))
     counts = _timed(
-        steps,
-        "native: IG contingency counts",
-        ig._counts(ig._binned(stacked, edges, n_bins=10), feats),
+        steps, "native: IG contingency counts", ig._counts(ig._binned(stacked, edges, n_bins=n_bins), feats)
     )
     a, mm = wcfg.information_gain.smoothing, wcfg.information_gain.miller_madow
     _timed(

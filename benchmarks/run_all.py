@@ -277,8 +277,7 @@ class Bench:
         label = label_column(cfg.weights)
 
         def counts_of(ig: Any) -> DataFrame:
-            lab = F.coalesce(F.col(label).cast("string"), F.lit("(null)")).alias("label")
-            stacked = IG._stacked(samples, ig.features, shard_col=S.SHARD, keep=[lab])
+            stacked = IG._stacked(samples, ig.features, shard_col=S.SHARD, keep=[IG._label(label)])
             return IG._counts(IG._binned(stacked, ig.edges_long, n_bins=ig.n_bins), ig.features)
 
         def fit(rep: int) -> None:

@@ -308,9 +308,28 @@ def _stacked(samples: DataFrame, features: tuple[str, ...], *, shard_col: str, k
     return samples.select(*keep, _col(shard_col).alias(_SHARD), F.inline(values))
 
 
+def _names(features: Sequence[str]) -> Column:
+    """The feature names as a literal array (position ``_FIDX`` is element ``_FIDX + 1``)."""
+    return F.array(*[F.lit(f) for f in features])
+
+
 def _feature_name(features: Sequence[str]) -> Column:
     """The name of the feature at position ``_FIDX``."""
-    return F.element_at(F.array(*[F.lit(f) for f in features]), F.col(_FIDX) + 1)
+    return F.element_at(_names(features), F.col(_FIDX) + 1)
+
+
+def _label(label_col: str) -> Column:
+    """The label as a string (``"(null)"`` for null), the class column of the counts."""
+    return F.coalesce(_col(label_col).cast("string"), F.lit("(null)")).alias(_LABEL)
+
+
+def _edges(stacked: DataFrame, *, n_bins: int, accuracy: int) -> DataFrame:
+    """``shard, feature position, edges``: sorted distinct quantiles at ``k / n_bins`` of the
+    finite values; a shard where the feature has no finite value gets no edges (one bin)."""
+    x = F.col(_X)
+    quantiles = F.percentile_approx(F.when(_finite(x), x), [k / n_bins for k in range(1, n_bins)], accuracy)
+    edges = F.coalesce(F.array_sort(F.array_distinct(quantiles)), F.array().cast("array<double>"))
+    return stacked.groupBy(_SHARD, _FIDX).agg(edges.alias(_EDGES))
 
 
 def _counts(binned: DataFrame, features: Sequence[str]) -> DataFrame:
@@ -362,13 +381,7 @@ def information_gain(
         The importance, bin-score and edge tables (see :class:`IGResult`).
     """
     feats = _check_features(samples, features)
-    label = F.coalesce(_col(label_col).cast("string"), F.lit("(null)")).alias(_LABEL)
-    stacked = _stacked(samples, feats, shard_col=shard_col, keep=[label])
-    probs = [k / cfg.n_bins for k in range(1, cfg.n_bins)]
-    x = F.col(_X)
-    # percentile_approx is exact when a group has fewer rows than its accuracy; the sample
-    # keeps every group under that bound, so the edges are exact and partition-independent.
-    quantiles = F.percentile_approx(F.when(_finite(x), x), probs, 4 * edge_rows)
+    stacked = _stacked(samples, feats, shard_col=shard_col, keep=[_label(label_col)])
     keys = [k for k in (key_cols or ()) if k in samples.columns]
     edge_input = stacked
     if keys and len(keys) == len(key_cols or ()):
@@ -382,12 +395,9 @@ def information_gain(
             shard_col=shard_col,
             keep=[],
         )
-    # A shard where the feature has no finite value gets no edges: one bin (plus NaN's).
-    edges = (
-        edge_input.groupBy(_SHARD, _FIDX)
-        .agg(F.coalesce(F.array_sort(F.array_distinct(quantiles)), F.array().cast("array<double>")).alias(_EDGES))
-        .cache()
-    )
+    # percentile_approx is exact when a group has fewer rows than its accuracy; the sample
+    # keeps every group under that bound, so the edges are exact and partition-independent.
+    edges = _edges(edge_input, n_bins=cfg.n_bins, accuracy=4 * edge_rows).cache()
     counts = _counts(_binned(stacked, edges, n_bins=cfg.n_bins), feats)
     alpha, miller_madow = cfg.smoothing, cfg.miller_madow
 
@@ -448,7 +458,7 @@ def with_ig_weight(
         raise ValueError(f"key column(s) {missing} are not in the samples; pass key_cols that identify a sample")
     keys = [_col(k).alias(f"__ig_key_{i}") for i, k in enumerate(key_cols)]
     key_names = [f"__ig_key_{i}" for i in range(len(key_cols))]
-    position = F.array_position(F.array(*[F.lit(f) for f in feats]), F.col(_FEATURE)) - 1
+    position = F.array_position(_names(feats), F.col(_FEATURE)) - 1
     terms = F.broadcast(
         result.bin_scores.select(F.col(shard_col).alias(_SHARD), position.cast("int").alias(_FIDX), _BIN, "contrib")
     )
