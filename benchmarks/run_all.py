@@ -147,6 +147,18 @@ def package_versions() -> dict[str, str | None]:
 # --- the benchmark ---------------------------------------------------------------------------
 
 
+# Peak RSS of this process per input event while each in-process reference ran, measured at 10M
+# events (results/2026-11-22-vm-10m.json, pandas features: -pandas-features.json), with 25 % added.
+REF_PEAK_BYTES_PER_EVENT = {
+    name: 1.25 * mib * 2**20 / 10_000_000
+    for name, mib in {
+        "polars_features": 4652,
+        "pandas_features": 21053,
+        "polars_ig_counts": 5854,
+    }.items()
+}  # DuckDB needs no guard: it spills past its memory limit (references._duckdb_connect)
+
+
 class Bench:
     """One Spark session and the measurements of one invocation."""
 
@@ -157,6 +169,7 @@ class Bench:
         self.spark = get_session(first.spark)
         self.metrics = SparkStageMetrics(self.spark)
         self.failures: list[str] = []
+        self.on_progress: Any = lambda: None  # main() sets it to save the partial result
 
     # -- helpers --
 
@@ -197,19 +210,23 @@ class Bench:
 
     # -- one size --
 
-    def size(self, n: int, *, check: bool) -> dict[str, Any]:
+    def size(self, n: int, out: dict[str, Any], *, check: bool) -> dict[str, Any]:
+        """Measure one size into ``out`` (already part of the saved result: ``on_progress`` saves
+        what is done so far, so a size that dies half-way keeps its stage figures)."""
         args = self.args
         lakehouse = DATA / f"run_{n}"
         if lakehouse.exists() and not args.keep_data:
             shutil.rmtree(lakehouse)
         cfg = make_config(n, args, lakehouse, self.ui_port)
         self.spark.conf.set("spark.sql.shuffle.partitions", str(args.partitions))
-        out: dict[str, Any] = {
-            "generator_events": n,
-            "protocol": {"warmup": not args.no_warmup, "reps": args.reps},
-            "load_start": load_info(),
-            "stages": {},
-        }
+        out.update(
+            {
+                "generator_events": n,
+                "protocol": {"warmup": not args.no_warmup, "reps": args.reps, "breakdown": not args.no_breakdown},
+                "load_start": load_info(),
+                "stages": {},
+            }
+        )
         reports: dict[str, Any] = {}
 
         def stage_fn(stage: str):
@@ -227,6 +244,7 @@ class Bench:
         for stage in todo:
             say(f"{n:,}: stage {stage}")
             out["stages"][stage] = self.rep(stage, stage_fn(stage))
+            self.on_progress()
         events = lake.read_table(self.spark, cfg.lakehouse, S.BRONZE_EVENTS).where(F.col(S.SOURCE) == SOURCE)
         out["events"] = events.count()
         for res in out["stages"].values():
@@ -234,12 +252,17 @@ class Bench:
         windows = self.windows(cfg, events, reports.get("features"))
         out["window_id"] = windows.window_id
         out["samples"] = self.samples_pdf(cfg, windows.window_id, ["user_id"]).shape[0]
+        self.on_progress()
         ig_state = None
-        with self.guard(out, "ig_breakdown"):
-            out["ig"], ig_state = self.ig_breakdown(cfg, windows.window_id, check=check)
-        with self.guard(out, "weights_parts"):
-            out["weights_parts"] = self.weights_parts(cfg, windows.window_id)
-        if not args.skip_references and ig_state is not None:
+        if args.no_breakdown:
+            say(f"{n:,}: IG breakdown and weights parts skipped (--no-breakdown)")
+        else:
+            with self.guard(out, "ig_breakdown"):
+                out["ig"], ig_state = self.ig_breakdown(cfg, windows.window_id, check=check)
+            with self.guard(out, "weights_parts"):
+                out["weights_parts"] = self.weights_parts(cfg, windows.window_id)
+            self.on_progress()
+        if not args.skip_references:
             with self.guard(out, "references"):
                 out["references"] = self.references(cfg, windows, ig_state, check=check)
                 out["checks"] = out["references"].pop("checks")
@@ -337,7 +360,20 @@ class Bench:
 
     # -- references --
 
-    def references(self, cfg: Config, windows: Windows, ig: dict[str, Any], *, check: bool) -> dict[str, Any]:
+    def fits(self, name: str, events: int) -> dict[str, Any] | None:
+        """``{"skipped": why}`` when the in-process reference ``name`` would not fit in the memory
+        available now (its peak per event as measured at 10M, see :data:`REF_PEAK_BYTES_PER_EVENT`;
+        an out-of-memory kill would take this process, with the size's figures, with it)."""
+        if name not in REF_PEAK_BYTES_PER_EVENT:
+            return None
+        need_gib = events * REF_PEAK_BYTES_PER_EVENT[name] / 2**30
+        avail = float(load_info()["mem_available_gib"])  # type: ignore[arg-type]
+        if need_gib <= 0.8 * avail:
+            return None
+        say(f"  {name} skipped: needs ~{need_gib:.1f} GiB, {avail} GiB available")
+        return {"skipped": f"needs ~{need_gib:.1f} GiB of {avail} GiB available"}
+
+    def references(self, cfg: Config, windows: Windows, ig: dict[str, Any] | None, *, check: bool) -> dict[str, Any]:
         args = self.args
         wid = windows.window_id
         work = DATA / "refs"
@@ -355,17 +391,18 @@ class Bench:
         out: dict[str, Any] = {"checks": {}}
 
         say("  references: behavior features (DuckDB, Polars, pandas)")
+        self.spark.sparkContext._jvm.java.lang.System.gc()  # type: ignore[union-attr]  # G1 returns freed heap
+        n_events = lake.read_table(self.spark, cfg.lakehouse, S.BRONZE_EVENTS).count()
         duck_out, pol_out = work / "duckdb_features.parquet", work / "polars_features.parquet"
-        out["duckdb_features"] = self.rep(
-            "duckdb_features", lambda rep: {"samples": R.duckdb_features(ev_files, win, duck_out)}, spark_side=False
-        )
-        out["polars_features"] = self.rep(
-            "polars_features", lambda rep: {"samples": R.polars_features(ev_files, win, pol_out)}, spark_side=False
-        )
         pd_out = work / "pandas_features.parquet"
-        out["pandas_features"] = self.rep(
-            "pandas_features", lambda rep: {"samples": R.pandas_features(ev_files, win, pd_out)}, spark_side=False
-        )
+        for name, fn, path in (
+            ("duckdb_features", R.duckdb_features, duck_out),
+            ("polars_features", R.polars_features, pol_out),
+            ("pandas_features", R.pandas_features, pd_out),
+        ):
+            out[name] = self.fits(name, n_events) or self.rep(
+                name, lambda rep, fn=fn, path=path: {"samples": fn(ev_files, win, path)}, spark_side=False
+            )
         if check:
             import pandas as pd
 
@@ -376,6 +413,8 @@ class Bench:
                 ("polars_features", pol_out),
                 ("pandas_features", pd_out),
             ):
+                if "skipped" in out[name]:
+                    continue
                 theirs = pd.read_parquet(path)
                 out["checks"][name] = self.check(
                     name,
@@ -384,21 +423,22 @@ class Bench:
                     ),
                 )
 
-        say("  references: IG contingency counts given the project's edges (DuckDB, Polars)")
-        kw = {"n_bins": ig["n_bins"], "window_id": wid, "label": ig["label"]}
-        res: dict[str, Any] = {}
-        for name, fn in (("duckdb_ig_counts", R.duckdb_ig_counts), ("polars_ig_counts", R.polars_ig_counts)):
+        if ig is not None:
+            say("  references: IG contingency counts given the project's edges (DuckDB, Polars)")
+            kw = {"n_bins": ig["n_bins"], "window_id": wid, "label": ig["label"]}
+            res: dict[str, Any] = {}
+            for name, fn in (("duckdb_ig_counts", R.duckdb_ig_counts), ("polars_ig_counts", R.polars_ig_counts)):
 
-            def run(rep: int, fn: Any = fn, name: str = name) -> dict[str, Any]:
-                res[name] = fn(sm_files, ig["features"], ig["edges"], **kw)
-                return {"rows": len(res[name])}
+                def run(rep: int, fn: Any = fn, name: str = name) -> dict[str, Any]:
+                    res[name] = fn(sm_files, ig["features"], ig["edges"], **kw)
+                    return {"rows": len(res[name])}
 
-            out[name] = self.rep(name, run, spark_side=False)
-            if check:
-                out["checks"][name] = self.check(name, R.compare_counts(ig["spark_counts"], res[name]))
+                out[name] = self.fits(name, n_events) or self.rep(name, run, spark_side=False)
+                if check and name in res:
+                    out["checks"][name] = self.check(name, R.compare_counts(ig["spark_counts"], res[name]))
 
-        with self.guard(out, "pandas_weights"):
-            out.update(self.plain_weights(cfg, windows, ig, check=check, work=work, checks=out["checks"]))
+            with self.guard(out, "pandas_weights"):
+                out.update(self.plain_weights(cfg, windows, ig, check=check, work=work, checks=out["checks"]))
         with self.guard(out, "als"):
             out.update(self.als(cfg, windows, win, ev_files, check=check, checks=out["checks"]))
         if args.keep_data is False:
@@ -984,6 +1024,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-warmup", action="store_true", help="no untimed warm-up run (for the largest sizes)")
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to measure")
     p.add_argument("--skip-references", action="store_true", help="no DuckDB/Polars/pandas/implicit references")
+    p.add_argument(
+        "--no-breakdown",
+        action="store_true",
+        help="no IG breakdown and weights parts (and so no IG-count and pandas-weighting references)",
+    )
     p.add_argument("--skew", action="store_true", help="also run the skew benchmark")
     p.add_argument("--skew-size", type=float, default=None, help="events of the skew benchmark (default 1e7)")
     p.add_argument("--skew-shares", type=float, nargs="+", default=list(SKEW_SHARES))
@@ -1042,10 +1087,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     suffix = ("-quick" if args.quick else "") + ("-skew" if args.skew_only else "") + args.tag
     started = time.perf_counter()
+    bench.on_progress = lambda: save(result, suffix)
     try:
         for n in [] if args.skew_only else args.sizes:
             say(f"=== {n:,} events")
-            result["sizes"][str(n)] = bench.size(n, check=(n == args.check_size))
+            result["sizes"][str(n)] = {}
+            bench.size(n, result["sizes"][str(n)], check=(n == args.check_size))
             save(result, suffix)  # keep what is done if a later size fails
         if args.skew:
             say(f"=== skew at {args.skew_size:,} events")
