@@ -6,9 +6,10 @@ Needs the lakehouse that ``bench_features.py`` builds for the same sizes (bronze
 Reports, per size: the whole stage (``build_weights``: every component and the gold writes),
 then each step materialized on its own so their times add up:
 
-* native: stacking + quantile edges + contingency counts (IG), density-ratio fit input
+* native: the IG edge sample, stacking + contingency counts (IG), density-ratio fit input
   (stratified hash sample), density-ratio scoring, class weights, combination;
-* pandas UDF: the per-shard IG over contingency tables, the per-shard density-ratio fit.
+* pandas UDF: the per-shard IG edges (over the bounded edge sample) and IG (over contingency
+  tables), the per-shard density-ratio fit.
 
 The UDF share is ``(IG UDF + DR UDF) / sum of all steps``.
 """
@@ -60,8 +61,15 @@ def steps_of(spark, cfg) -> dict[str, float]:
 
     n_bins = wcfg.information_gain.n_bins
     stacked = ig._stacked(df, feats, shard_col=S.SHARD, keep=[ig._label(S.LABEL_PURCHASE)])
-    # Edges over every row (the stage caps them at EDGE_SAMPLE_ROWS per shard): an upper bound.
-    edges = _timed(steps, "native: IG edges", ig._edges(stacked, n_bins=n_bins, accuracy=4 * ig.EDGE_SAMPLE_ROWS))
+    keys = [S.USER_ID, S.ITEM_ID]
+    edge_sample = _timed(
+        steps,
+        "native: IG edge sample",
+        ig._edge_sample(df, feats, shard_col=S.SHARD, key_cols=keys, edge_rows=ig.EDGE_SAMPLE_ROWS, seed=0),
+    )
+    edges = _timed(
+        steps, "pandas UDF: IG edges per shard", ig._edges(edge_sample, n_features=len(feats), n_bins=n_bins)
+    )
     counts = _timed(
         steps, "native: IG contingency counts", ig._counts(ig._binned(stacked, edges, n_bins=n_bins), feats)
     )

@@ -18,6 +18,7 @@ from sampleimp_spark.weighting.information_gain import (
     NAN_BIN,
     InformationGainConfig,
     information_gain,
+    quantile_edges,
     shard_information_gain,
     with_ig_weight,
 )
@@ -205,6 +206,53 @@ def test_nan_gets_its_own_bin_and_inf_is_clamped(spark, fitted):
     assert_df_equality(spark.createDataFrame(got).select("bin", "n_bin").orderBy("bin"), expected, ignore_nullable=True)
     d = fitted["weighted"].query("shard == 'D'")
     assert np.isfinite(d["w_ig"]).all() and np.isfinite(d["ig_score"]).all()
+
+
+def test_quantile_edges_are_numpy_inverted_cdf_quantiles_of_the_finite_values():
+    rng = np.random.default_rng(3)
+    n_bins = 7
+    probs = [k / n_bins for k in range(1, n_bins)]
+    clean = rng.normal(size=1001)
+    dirty = np.r_[rng.integers(0, 5, 500).astype(float), [np.nan, np.inf, -np.inf] * 20]
+    none = np.full(1001, np.nan)
+    none[:3] = np.inf
+    values = np.c_[clean, np.resize(dirty, 1001), none]
+    got = quantile_edges(values, n_bins)
+    assert len(got) == 3
+    for j in (0, 1):
+        x = values[:, j]
+        x = x[np.isfinite(x)]
+        expected = np.unique(np.quantile(x, probs, method="inverted_cdf"))
+        np.testing.assert_array_equal(got[j], expected)
+    assert len(got[1]) <= 5  # ties collapse: five distinct values
+    assert got[2].size == 0  # no finite value: no edges, one bin
+
+
+def test_edges_of_a_large_shard_come_from_a_bounded_partition_independent_sample(spark):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=3000)
+    rows = [("big", f"u{i}", f"i{i}", int(v > 1.0), float(v), float(i % 5), 0.0) for i, v in enumerate(x)]
+    rows += [("small", f"u{i}", f"s{i}", i % 2, float(i), 0.0, 0.0) for i in range(40)]
+    cfg = InformationGainConfig(n_bins=5, smoothing=0.0)
+
+    def edges(parts: int) -> dict[tuple[str, str], list[float]]:
+        df = spark.createDataFrame(rows, SAMPLES_SCHEMA).repartition(parts)
+        result = information_gain(df, FEATURES, cfg=cfg, edge_rows=300)
+        out = {(r.shard, r.feature): list(r.edges) for r in result.edges.collect()}
+        result.unpersist()
+        return out
+
+    one, seven = edges(1), edges(7)
+    assert one == seven
+    probs = [k / 5 for k in range(1, 5)]
+    # The small shard is below edge_rows: its edges are those of all its rows.
+    assert one[("small", "good")] == list(np.quantile(np.arange(40.0), probs, method="inverted_cdf"))
+    # The big one's come from ~300 of its 3,000 rows: observed values near, not at, the full quantiles.
+    full = np.quantile(x, probs, method="inverted_cdf")
+    big = np.asarray(one[("big", "good")])
+    assert len(big) == 4 and set(big) <= set(x)
+    assert not np.array_equal(big, full)
+    np.testing.assert_allclose(big, full, atol=0.25)
 
 
 def test_single_class_and_one_row_shards(spark, fitted):

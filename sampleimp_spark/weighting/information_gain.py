@@ -1,13 +1,19 @@
 """Information gain of features about the label, per shard, and a pointwise IG sample weight (DESIGN §5).
 
-The work is split so that nothing but small tables ever reaches Python:
+The work is split so that Python only ever sees bounded inputs (a shard's edge sample or its
+contingency table), never a whole shard:
 
-The samples are first **stacked**, one row per (sample, feature) with the feature's value:
+1. **Bin edges** (a grouped pandas UDF over a bounded sample, :func:`quantile_edges`): per shard
+   and feature, the inverted-CDF quantiles at ``k / n_bins`` (``k = 1 .. n_bins-1``) of the
+   *finite* values of at most ~``edge_rows`` (10,000) of the shard's samples, de-duplicated and
+   sorted: a small table. (A native ``percentile_approx`` per (shard, feature) did the same; with
+   ~10⁵ groups Spark's object aggregation falls back to sorting every stacked row, which cost
+   more than half of the fit at 10M events.)
+
+The samples are then **stacked**, one row per (sample, feature) with the feature's value:
 per-feature work then is one small expression over a long table instead of ~100 wide column
 expressions, whose query plans cost more to plan and compile than the work itself.
 
-1. **Bin edges** (native Spark): per shard and feature, ``percentile_approx`` at ``k / n_bins``
-   (``k = 1 .. n_bins-1``) over the *finite* values, de-duplicated and sorted: a small table.
 2. **Bins** (native Spark): a value's bin is the number of edges strictly below it (``n_bins - 1``
    compiled comparisons), so bin ``k`` is ``(e_k-1, e_k]``. Because the edges are distinct, ties
    never produce two bins for one value nor a bin between two equal edges. ``-inf`` falls in the
@@ -20,8 +26,9 @@ expressions, whose query plans cost more to plan and compile than the work itsel
    IG per feature, its rank, and per (feature, bin) the KL divergence of the bin's label
    distribution from the shard's. Its input is the shard's contingency table only: at most
    ``features × (n_bins + 1) × classes`` rows, whatever the shard's size.
-5. **Scoring** (native Spark, :func:`with_ig_weight`): the stacked, binned samples are joined to
-   the small per-(shard, feature, bin) terms, summed back per sample and joined to the samples.
+5. **Scoring** (native Spark, :func:`with_ig_weight`): the stacked samples are joined (one
+   broadcast join) to a small per-(shard, feature) table of edges and per-bin terms, binned, their
+   terms summed back per sample and joined to the samples.
 
 Formulas (natural log; ``n_xy`` counts of bin ``x`` and class ``y`` in the shard, ``N`` their sum,
 ``|X|`` the number of bins *observed* for the feature in the shard, ``|Y|`` the number of classes
@@ -45,14 +52,16 @@ observed in the shard, ``α`` the Laplace pseudo-count):
 ``mean_s(g)`` is computed from the contingency table (``Σ_j Σ_x n_x,j contrib_j(x) / N``), not with a
 second pass or a window over the samples, so it is exact for the samples the IG was computed on.
 
-Reproducibility: the edges of a shard come from at most ``edge_rows`` (10,000) of its samples,
-a hash sample by the sample keys above that; ``percentile_approx`` is exact on so few rows, so
-the edges, and every weight, do not depend on how the input is partitioned.
+Reproducibility: the edges of a shard come from every sample of a shard of at most ``edge_rows``
+(10,000) samples and from a hash sample of about that many (by the sample keys) of a larger one,
+and are exact quantiles of those rows, so the edges, and every weight, do not depend on how the
+input is partitioned.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -106,7 +115,15 @@ _FIDX = "__ig_f"
 #: Rows per shard the bin edges are computed from (a hash sample above that).
 EDGE_SAMPLE_ROWS = 10_000
 _EDGES = "edges"
+_EDGES_SCHEMA = T.StructType(
+    [
+        T.StructField(_SHARD, T.StringType(), False),
+        T.StructField(_FIDX, T.IntegerType(), False),
+        T.StructField(_EDGES, T.ArrayType(T.DoubleType(), False), False),
+    ]
+)
 _G_MEAN = "__ig_g_mean"
+_TERMS = "__ig_terms"
 
 
 class InformationGainConfig(StrictModel):
@@ -279,11 +296,6 @@ def _check_features(samples: DataFrame, features: Sequence[str]) -> tuple[str, .
     return feats
 
 
-def _finite(x: Column) -> Column:
-    # Spark orders NaN above +inf, so `abs(x) < inf` is false for NaN, ±inf and null.
-    return F.abs(x) < F.lit(float("inf"))
-
-
 def _bin(x: Column, edges: Column, max_edges: int) -> Column:
     """Bin index: the number of edges strictly below ``x``; :data:`NAN_BIN` for NaN and null.
 
@@ -323,13 +335,55 @@ def _label(label_col: str) -> Column:
     return F.coalesce(_col(label_col).cast("string"), F.lit("(null)")).alias(_LABEL)
 
 
-def _edges(stacked: DataFrame, *, n_bins: int, accuracy: int) -> DataFrame:
-    """``shard, feature position, edges``: sorted distinct quantiles at ``k / n_bins`` of the
-    finite values; a shard where the feature has no finite value gets no edges (one bin)."""
-    x = F.col(_X)
-    quantiles = F.percentile_approx(F.when(_finite(x), x), [k / n_bins for k in range(1, n_bins)], accuracy)
-    edges = F.coalesce(F.array_sort(F.array_distinct(quantiles)), F.array().cast("array<double>"))
-    return stacked.groupBy(_SHARD, _FIDX).agg(edges.alias(_EDGES))
+def quantile_edges(values: np.ndarray, n_bins: int) -> list[np.ndarray]:
+    """Bin edges of each column of ``values`` (rows × features): the sorted, distinct quantiles at
+    ``k / n_bins`` (``k = 1 .. n_bins-1``) of the column's *finite* values, each the inverted-CDF
+    quantile ``sorted[ceil(p · n) - 1]`` (an observed value, as an exact ``percentile_approx``
+    returns). A column without a finite value gets no edges (one bin)."""
+    v = np.where(np.isfinite(values), values, np.nan)
+    n = np.isfinite(v).sum(axis=0)
+    v = np.sort(v, axis=0)  # NaN last
+    out = []
+    for j in range(v.shape[1]):
+        if n[j] == 0:
+            out.append(np.empty(0))
+            continue
+        ranks = np.array([max(math.ceil((k / n_bins) * n[j]), 1) - 1 for k in range(1, n_bins)])
+        out.append(np.unique(v[ranks, j]))
+    return out
+
+
+def _edge_sample(
+    samples: DataFrame,
+    features: tuple[str, ...],
+    *,
+    shard_col: str,
+    key_cols: Sequence[str],
+    edge_rows: int,
+    seed: int,
+) -> DataFrame:
+    """``shard, __ig_v0 .. __ig_v{F-1}`` (doubles): about ``edge_rows`` samples per shard at most, a
+    hash sample by ``key_cols`` (every row of a smaller shard), so it does not depend on how the
+    input is partitioned."""
+    sizes = samples.groupBy(_col(shard_col).alias("__ig_sz_shard")).agg(F.count(F.lit(1)).alias("__ig_n"))
+    keep = hashing.uniform(seed, *(_col(k) for k in key_cols), salt="ig_edges") * F.col("__ig_n") < F.lit(edge_rows)
+    values = [_col(f).cast("double").alias(f"__ig_v{j}") for j, f in enumerate(features)]
+    return (
+        samples.join(F.broadcast(sizes), _col(shard_col) == F.col("__ig_sz_shard"))
+        .where(keep)
+        .select(_col(shard_col).alias(_SHARD), *values)
+    )
+
+
+def _edges(sample: DataFrame, *, n_features: int, n_bins: int) -> DataFrame:
+    """``shard, feature position, edges`` from the output of :func:`_edge_sample`, per shard in a
+    grouped pandas UDF (:func:`quantile_edges`): a group is at most ~``edge_rows`` rows."""
+
+    def per_shard(rows: pd.DataFrame) -> pd.DataFrame:
+        edges = quantile_edges(rows.iloc[:, 1:].to_numpy(dtype=float), n_bins)
+        return pd.DataFrame({_SHARD: rows[_SHARD].iloc[0], _FIDX: np.arange(n_features, dtype=np.int32), _EDGES: edges})
+
+    return sample.groupBy(_SHARD).applyInPandas(per_shard, schema=_EDGES_SCHEMA)
 
 
 def _counts(binned: DataFrame, features: Sequence[str]) -> DataFrame:
@@ -339,7 +393,8 @@ def _counts(binned: DataFrame, features: Sequence[str]) -> DataFrame:
 
 
 def _binned(stacked: DataFrame, edges: DataFrame, *, n_bins: int) -> DataFrame:
-    """Stacked rows with their ``bin`` (edges broadcast-joined by shard and feature)."""
+    """Stacked rows with their ``bin`` (``edges`` broadcast-joined by shard and feature; its other
+    columns, e.g. the scoring's terms, come along)."""
     joined = stacked.join(F.broadcast(edges), [_SHARD, _FIDX], "left")
     edge_array = F.coalesce(F.col(_EDGES), F.array().cast("array<double>"))
     return joined.withColumn(_BIN, _bin(F.col(_X), edge_array, n_bins - 1)).drop(_EDGES, _X)
@@ -358,10 +413,10 @@ def information_gain(
 ) -> IGResult:
     """Information gain of each feature about the label, per shard, and per-bin sample scores.
 
-    Only native Spark touches the samples (two aggregations over the samples stacked one row
-    per feature: the quantile edges and the contingency counts); the per-shard math runs in
-    :func:`shard_information_gain` over each shard's contingency table. Nothing is computed
-    until a result table is used.
+    The quantile edges are computed per shard from a bounded sample of it (a grouped pandas
+    UDF); the contingency counts by native Spark over the samples stacked one row per feature;
+    the per-shard math in :func:`shard_information_gain` over each shard's contingency table.
+    Nothing is computed until a result table is used.
 
     Args:
         samples: one row per sample with ``shard_col``, ``label_col`` and the numeric features.
@@ -371,9 +426,9 @@ def information_gain(
         label_col: the label (any type; compared as a string, so ``0``/``1`` or intent names).
         shard_col: the shard column.
         key_cols: columns identifying a sample; the bin edges of a shard larger than
-            ``edge_rows`` are computed on a hash sample of that many rows (by these keys), so
-            that they are exact for the sample and do not depend on partitioning. None (or
-            keys absent from ``samples``) uses every row.
+            ``edge_rows`` are computed on a hash sample of about that many rows (by these keys),
+            so that they do not depend on partitioning. None (or keys absent from ``samples``)
+            hashes the label and the feature values instead.
         edge_rows: rows per shard the edges are computed from, at most.
         seed: seed of that sample.
 
@@ -382,22 +437,11 @@ def information_gain(
     """
     feats = _check_features(samples, features)
     stacked = _stacked(samples, feats, shard_col=shard_col, keep=[_label(label_col)])
-    keys = [k for k in (key_cols or ()) if k in samples.columns]
-    edge_input = stacked
-    if keys and len(keys) == len(key_cols or ()):
-        sizes = samples.groupBy(_col(shard_col).alias("__ig_sz_shard")).agg(F.count(F.lit(1)).alias("__ig_n"))
-        keep = hashing.uniform(seed, *(_col(k) for k in keys), salt="ig_edges") * F.col("__ig_n") < F.lit(edge_rows)
-        edge_input = _stacked(
-            samples.join(F.broadcast(sizes), _col(shard_col) == F.col("__ig_sz_shard"))
-            .where(keep)
-            .drop("__ig_sz_shard", "__ig_n"),
-            feats,
-            shard_col=shard_col,
-            keep=[],
-        )
-    # percentile_approx is exact when a group has fewer rows than its accuracy; the sample
-    # keeps every group under that bound, so the edges are exact and partition-independent.
-    edges = _edges(edge_input, n_bins=cfg.n_bins, accuracy=4 * edge_rows).cache()
+    keys = list(key_cols or ())
+    if not keys or any(k not in samples.columns for k in keys):
+        keys = [label_col, *feats]  # no sample keys: the row's content decides the sample
+    sample = _edge_sample(samples, feats, shard_col=shard_col, key_cols=keys, edge_rows=edge_rows, seed=seed)
+    edges = _edges(sample, n_features=len(feats), n_bins=cfg.n_bins).cache()
     counts = _counts(_binned(stacked, edges, n_bins=cfg.n_bins), feats)
     alpha, miller_madow = cfg.smoothing, cfg.miller_madow
 
@@ -459,16 +503,19 @@ def with_ig_weight(
     keys = [_col(k).alias(f"__ig_key_{i}") for i, k in enumerate(key_cols)]
     key_names = [f"__ig_key_{i}" for i in range(len(key_cols))]
     position = F.array_position(_names(feats), F.col(_FEATURE)) - 1
-    terms = F.broadcast(
-        result.bin_scores.select(F.col(shard_col).alias(_SHARD), position.cast("int").alias(_FIDX), _BIN, "contrib")
+    # Per (shard, feature): its edges and a bin -> term map, so one broadcast join on the stacked
+    # rows gives both (a bin the fit did not see, or an unfitted shard, has no term: it adds 0).
+    terms = result.bin_scores.groupBy(F.col(shard_col).alias(_SHARD), position.cast("int").alias(_FIDX)).agg(
+        F.map_from_entries(F.collect_list(F.struct(_BIN, "contrib"))).alias(_TERMS)
     )
+    lookup = result.edges_long.join(terms, [_SHARD, _FIDX], "left")
     g_means = result.bin_scores.groupBy(F.col(shard_col).alias(_SHARD)).agg(F.first("g_mean").alias(_G_MEAN))
     stacked = _stacked(samples, feats, shard_col=shard_col, keep=keys)
+    contrib = F.coalesce(F.try_element_at(F.col(_TERMS), F.col(_BIN)), F.lit(0.0))
     scores = (
-        _binned(stacked, result.edges_long, n_bins=result.n_bins)
-        .join(terms, [_SHARD, _FIDX, _BIN], "left")
+        _binned(stacked, lookup, n_bins=result.n_bins)
         .groupBy(*key_names, _SHARD)
-        .agg(F.sum(F.coalesce(F.col("contrib"), F.lit(0.0))).alias("__ig_g"))
+        .agg(F.sum(contrib).alias("__ig_g"))
         .join(F.broadcast(g_means), _SHARD, "left")
         .drop(_SHARD)
     )
