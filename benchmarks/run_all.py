@@ -871,7 +871,8 @@ def markdown(result: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        "**References** (same input, same run; ratio = project / reference, below 1 = the project is faster)",
+        "**References** (same input and run as the project's figure, unless the protocol notes above give that"
+        " figure from a later file of the same size; ratio = project / reference, below 1 = the project is faster)",
         "",
         "| events | project step | s | reference | s | ratio | reference peak RSS MiB | equal at check size |",
         "|---:|---|---:|---|---:|---:|---:|---|",
@@ -971,17 +972,21 @@ def merged(results: list[dict[str, Any]]) -> dict[str, Any]:
             if n not in out["sizes"]:
                 out["sizes"][n] = size
                 continue
-            # The same size measured in two invocations (e.g. the train stage on its own):
-            # the stages of both, the later file's figures winning where both have them; the
-            # earlier file's other figures (IG breakdown, references) are kept.
+            # The same size measured in two invocations (e.g. the train stage on its own, or a
+            # stage re-measured after a change): the later file's figures win where both have
+            # them (stages, IG breakdown, weights parts); the earlier file's others (e.g. the
+            # references) are kept; the protocol notes name the later file and how it ran.
             mine = dict(out["sizes"][n])
             mine["protocol"] = _protocol(mine, results[0]["args"])
-            theirs = _protocol(size, other["args"])
-            if theirs != mine["protocol"] and size.get("stages"):
-                note = f"{', '.join(size['stages'])}: {_protocol_text(theirs)}"
+            parts = [*size.get("stages", {}), *(k for k in ("ig", "weights_parts") if size.get(k))]
+            if parts:
+                theirs = _protocol_text(_protocol(size, other["args"]))
+                note = f"{', '.join(parts)}: {theirs}, `{other.get('file', '?')}`"
                 mine["protocol_notes"] = [*mine.get("protocol_notes", []), note]
-            mine["stages"] = {**mine.get("stages", {}), **size.get("stages", {})}
-            out["sizes"][n] = {**size, **mine} | {"stages": mine["stages"]}
+            later = {k: v for k, v in size.items() if v not in (None, {}, []) and k not in ("protocol", "ratios")}
+            combined = {**mine, **later, "stages": {**mine.get("stages", {}), **size.get("stages", {})}}
+            combined["ratios"] = ratios(combined)
+            out["sizes"][n] = combined
         if other.get("skew"):
             out["skew"] = other["skew"]
             out["skew_machine"] = {
