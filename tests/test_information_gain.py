@@ -347,6 +347,13 @@ def test_custom_column_names_and_bad_inputs(spark):
     }
     out = with_ig_weight(df, result, ["f.1"], cfg=cfg, shard_col="cat", key_cols=["k"], weight_col=S.W_IG)
     assert [r[S.W_IG] for r in out.collect()] == [1.0] * 4  # lambda = 0
+    # A non-string shard column: the shard is compared as a string throughout.
+    int_shard = df.withColumn("cat", F.lit(7))
+    smooth = InformationGainConfig(n_bins=2, smoothing=0.0, lam=1.0)
+    result = information_gain(int_shard, ["f.1"], cfg=smooth, label_col="y", shard_col="cat")
+    out = with_ig_weight(int_shard, result, cfg=smooth, shard_col="cat", key_cols=["k"]).toPandas()
+    result.unpersist()
+    assert out["cat"].tolist() == [7] * 4 and out[S.W_IG].mean() == pytest.approx(2.0, abs=1e-12)
     with pytest.raises(ValueError, match="differ"):
         with_ig_weight(df, result, ["y"], cfg=cfg, shard_col="cat", key_cols=["k"])
     with pytest.raises(ValueError, match="key column"):

@@ -150,3 +150,14 @@ def test_importance_lists_features_per_shard(weighted):
     imp = result.importance.where(F.col(S.SHARD) == "big").toPandas()
     assert set(imp["feature"]) == set(FEATURES)
     assert imp.sort_values("rank").iloc[0]["feature"] == "pair_n_events"  # built to carry the label
+
+
+def test_unpersist_releases_the_cached_ig_tables(inputs):
+    samples, freqs = inputs
+    result = compute_weights(samples, freqs, cfg=CFG, feature_days=7.0)
+    assert result.samples.count() == 3123
+    cached = (result.ig.bin_scores, result.ig.edges_long)
+    assert all(df.storageLevel.useMemory for df in cached)
+    result.unpersist()
+    # Left cached, the next run over the same input would reuse them instead of computing.
+    assert not any(df.storageLevel.useMemory or df.storageLevel.useDisk for df in cached)

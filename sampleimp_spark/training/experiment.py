@@ -364,9 +364,9 @@ def build_training(
         t_samples, t_freqs = build_window(
             events, windows=t_windows, tz=SOURCE_TIMEZONES[source], cfg=cfg.features, source=source
         )
-        train_samples = compute_weights(
-            t_samples, t_freqs, cfg=cfg.weights, feature_days=t_windows.feature_days
-        ).samples.localCheckpoint()
+        weighted = compute_weights(t_samples, t_freqs, cfg=cfg.weights, feature_days=t_windows.feature_days)
+        train_samples = weighted.samples.localCheckpoint()
+        weighted.unpersist()  # the checkpoint above no longer needs the computation's caches
         models_dir = None
         if tcfg.save_models:
             models_dir = Path(lake.table_path(cfg.lakehouse, "models.x")).parent / wid / ctx.run_id

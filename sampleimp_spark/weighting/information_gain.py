@@ -117,7 +117,7 @@ EDGE_SAMPLE_ROWS = 10_000
 _EDGES = "edges"
 _EDGES_SCHEMA = T.StructType(
     [
-        T.StructField(_SHARD, T.StringType(), False),
+        T.StructField(_SHARD, T.StringType(), True),
         T.StructField(_FIDX, T.IntegerType(), False),
         T.StructField(_EDGES, T.ArrayType(T.DoubleType(), False), False),
     ]
@@ -317,7 +317,7 @@ def _stacked(samples: DataFrame, features: tuple[str, ...], *, shard_col: str, k
     values = F.array(
         *[F.struct(F.lit(j).alias(_FIDX), _col(f).cast("double").alias(_X)) for j, f in enumerate(features)]
     )
-    return samples.select(*keep, _col(shard_col).alias(_SHARD), F.inline(values))
+    return samples.select(*keep, _col(shard_col).cast("string").alias(_SHARD), F.inline(values))
 
 
 def _names(features: Sequence[str]) -> Column:
@@ -371,7 +371,7 @@ def _edge_sample(
     return (
         samples.join(F.broadcast(sizes), _col(shard_col) == F.col("__ig_sz_shard"))
         .where(keep)
-        .select(_col(shard_col).alias(_SHARD), *values)
+        .select(_col(shard_col).cast("string").alias(_SHARD), *values)
     )
 
 

@@ -43,6 +43,7 @@ from sampleimp_spark.weighting.combine import CLIPPED, RAW_WEIGHT, CombineConfig
 from sampleimp_spark.weighting.density_ratio import DensityRatioConfig, fit_density_ratio, score_density_ratio
 from sampleimp_spark.weighting.information_gain import (
     IG_SCORE,
+    IGResult,
     InformationGainConfig,
     information_gain,
     with_ig_weight,
@@ -98,12 +99,26 @@ class WeightsConfig(StrictModel):
 
 @dataclass
 class WeightsResult:
-    """The weighted samples and the small per-shard tables that describe them."""
+    """The weighted samples and the small per-shard tables that describe them.
+
+    They read tables this computation cached or materialized (the IG tables, the density-ratio
+    parameters, the weight components); call :meth:`unpersist` once they are written or copied.
+    Left cached, they hold executor memory for the rest of the session, and a later run over
+    the same input would silently reuse them instead of computing.
+    """
 
     samples: DataFrame
     importance: DataFrame
     dr_params: DataFrame
     diagnostics: DataFrame
+    ig: IGResult
+    components: DataFrame
+
+    def unpersist(self) -> None:
+        """Release what the computation cached (the frames above cannot be read afterwards)."""
+        self.ig.unpersist()
+        self.dr_params.unpersist()
+        self.components.unpersist()
 
 
 @dataclass
@@ -176,11 +191,13 @@ def compute_weights(
 
     # Materialize the components once: the combination reads them three times (per-shard clip
     # quantiles, per-shard means, the final weight).
-    df = resample(df, cfg=cfg.resample, label_col=label).localCheckpoint()
-    df = combine_weights(df, cfg=cfg.combine).withColumn(SHARD_BUCKET, shard_bucket(S.SHARD, cfg.shard_buckets))
+    components = resample(df, cfg=cfg.resample, label_col=label).localCheckpoint()
+    df = combine_weights(components, cfg=cfg.combine).withColumn(SHARD_BUCKET, shard_bucket(S.SHARD, cfg.shard_buckets))
 
     diagnostics = diagnostics_of(df, params, shard_buckets=cfg.shard_buckets)
-    return WeightsResult(samples=df, importance=ig.importance, dr_params=params, diagnostics=diagnostics)
+    return WeightsResult(
+        samples=df, importance=ig.importance, dr_params=params, diagnostics=diagnostics, ig=ig, components=components
+    )
 
 
 def diagnostics_of(weighted: DataFrame, dr_params: DataFrame, *, shard_buckets: int) -> DataFrame:
@@ -242,42 +259,46 @@ def build_weights(
         samples = lake.read_table(spark, cfg.lakehouse, S.SILVER_SAMPLES).where(where)
         freqs = lake.read_table(spark, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES).where(where)
         result = compute_weights(samples, freqs, cfg=wcfg, feature_days=_feature_days(wid))
-        features = list(wcfg.features or feature_columns(samples))
-        gold = (
-            result.samples.select(*_gold_columns(result.samples, features))
-            .repartition(SHARD_BUCKET)
-            .sortWithinPartitions(S.SHARD, S.USER_ID, S.ITEM_ID)
-        )
-        sql_where = f"{S.SOURCE} = '{source}' AND {S.WINDOW_ID} = '{wid}'"
-        props = lake.RunContext(
-            ctx.run_id,
-            ctx.config_hash,
-            ctx.stage,
-            extra_properties={"sampleimp.weights_config": json.dumps(wcfg.model_dump(mode="json"), sort_keys=True)},
-        )
-        written = lake.write_table(
-            gold,
-            cfg.lakehouse,
-            S.GOLD_TRAINING_SAMPLES,
-            ctx=props,
-            replace_where=sql_where,
-            partition_by=(S.WINDOW_ID, SHARD_BUCKET),
-        )
-        importance = result.importance.select(F.lit(wid).alias(S.WINDOW_ID), F.lit(source).alias(S.SOURCE), "*")
-        lake.write_table(importance, cfg.lakehouse, S.GOLD_FEATURE_IMPORTANCE, ctx=ctx, replace_where=sql_where)
-        # Diagnostics from the written table: a scan, instead of computing every weight again.
-        written_gold = lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES).where(where)
-        diagnostics = diagnostics_of(written_gold, result.dr_params, shard_buckets=wcfg.shard_buckets).select(
-            F.lit(wid).alias(S.WINDOW_ID), F.lit(source).alias(S.SOURCE), "*"
-        )
-        lake.write_table(diagnostics, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS, ctx=ctx, replace_where=sql_where)
-        diag = lake.read_table(spark, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS).where(where)
-        stats = diag.agg(F.count(F.lit(1)), F.percentile_approx("ess_ratio", 0.5)).first()
-        fallbacks = {r[0]: r[1] for r in diag.groupBy("dr_fallback_reason").count().collect() if r[0]}
+        try:
+            features = list(wcfg.features or feature_columns(samples))
+            gold = (
+                result.samples.select(*_gold_columns(result.samples, features))
+                .repartition(SHARD_BUCKET)
+                .sortWithinPartitions(S.SHARD, S.USER_ID, S.ITEM_ID)
+            )
+            sql_where = f"{S.SOURCE} = '{source}' AND {S.WINDOW_ID} = '{wid}'"
+            props = lake.RunContext(
+                ctx.run_id,
+                ctx.config_hash,
+                ctx.stage,
+                extra_properties={"sampleimp.weights_config": json.dumps(wcfg.model_dump(mode="json"), sort_keys=True)},
+            )
+            written = lake.write_table(
+                gold,
+                cfg.lakehouse,
+                S.GOLD_TRAINING_SAMPLES,
+                ctx=props,
+                replace_where=sql_where,
+                partition_by=(S.WINDOW_ID, SHARD_BUCKET),
+            )
+            importance = result.importance.select(F.lit(wid).alias(S.WINDOW_ID), F.lit(source).alias(S.SOURCE), "*")
+            lake.write_table(importance, cfg.lakehouse, S.GOLD_FEATURE_IMPORTANCE, ctx=ctx, replace_where=sql_where)
+            # Diagnostics from the written table: a scan, instead of computing every weight again.
+            written_gold = lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES).where(where)
+            diagnostics = diagnostics_of(written_gold, result.dr_params, shard_buckets=wcfg.shard_buckets).select(
+                F.lit(wid).alias(S.WINDOW_ID), F.lit(source).alias(S.SOURCE), "*"
+            )
+            lake.write_table(diagnostics, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS, ctx=ctx, replace_where=sql_where)
+            diag = lake.read_table(spark, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS).where(where)
+            stats = diag.agg(F.count(F.lit(1)), F.percentile_approx("ess_ratio", 0.5)).first()
+            fallbacks = {r[0]: r[1] for r in diag.groupBy("dr_fallback_reason").count().collect() if r[0]}
+            rows = written["numOutputRows"] if written else gold.count()
+        finally:
+            result.unpersist()
         report = WeightsReport(
             source=source,
             window_id=wid,
-            rows=written["numOutputRows"] if written else gold.count(),
+            rows=rows,
             shards=stats[0],
             fallbacks=fallbacks,
             ess_ratio_median=stats[1],
