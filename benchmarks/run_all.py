@@ -74,6 +74,19 @@ def say(msg: str) -> None:
 # --- configuration ---------------------------------------------------------------------------
 
 
+def scratch_lakehouse(n: int, name: str, layers: tuple[str, ...] = ("bronze",)) -> Path:
+    """A fresh copy of ``layers`` of the lakehouse ``run_all.py --keep-data`` left at size ``n``
+    (``benchmarks/data/<name>_<n>``), for scripts that measure one stage on it."""
+    source = DATA / f"run_{n}"
+    if not (Path(lake.table_path(source, S.BRONZE_EVENTS)) / "_delta_log").is_dir():
+        raise SystemExit(f"no {source}: run benchmarks/run_all.py --sizes {n} --keep-data first")
+    lakehouse = DATA / f"{name}_{n}"
+    shutil.rmtree(lakehouse, ignore_errors=True)
+    for layer in layers:
+        shutil.copytree(source / layer, lakehouse / layer)
+    return lakehouse
+
+
 def make_config(n: int, args: argparse.Namespace, lakehouse: Path, ui_port: int) -> Config:
     """The pipeline config of one size: the generator at ``n`` events, benchmark Spark settings."""
     spark_conf = {

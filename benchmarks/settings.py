@@ -40,10 +40,8 @@ sys.path.insert(0, str(HERE))
 from harness import save  # noqa: E402
 from measure import SparkStageMetrics, free_port, load_info, measured  # noqa: E402
 from pyspark.sql import DataFrame  # noqa: E402
-from run_all import DATA, make_config, parse_args  # noqa: E402
+from run_all import make_config, parse_args, scratch_lakehouse  # noqa: E402
 
-from sampleimp_spark import lake  # noqa: E402
-from sampleimp_spark import schema as S  # noqa: E402
 from sampleimp_spark.pipeline import run_stages  # noqa: E402
 from sampleimp_spark.session import get_session  # noqa: E402
 
@@ -90,12 +88,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     n = int(args.events)
-    source = DATA / f"run_{n}"
-    if not (Path(lake.table_path(source, S.BRONZE_EVENTS)) / "_delta_log").is_dir():
-        raise SystemExit(f"no {source}: run benchmarks/run_all.py --sizes {n} --keep-data first")
-    lakehouse = DATA / f"settings_{n}"
-    shutil.rmtree(lakehouse, ignore_errors=True)
-    shutil.copytree(source / "bronze", lakehouse / "bronze")
+    lakehouse = scratch_lakehouse(n, "settings")
     cfg = make_config(n, parse_args(["--sizes", str(n)]), lakehouse, free_port())
     spark = get_session(cfg.spark)
     metrics = SparkStageMetrics(spark)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import FeaturesConfig
-from sampleimp_spark.features.build import build_samples
+from sampleimp_spark.features.build import build_samples, build_window
 from sampleimp_spark.features.frequencies import class_frequencies
 from sampleimp_spark.features.shards import shard_map
 from sampleimp_spark.features.windows import Windows, resolve_windows
@@ -264,3 +264,36 @@ def test_class_frequencies_list_every_class_with_shares(spark):
     assert rows[("_all", "intent", "click")] == (0, 0.0)
     for shard, kind, total in got.groupBy(S.SHARD, S.FREQ_KIND).agg(F.sum(S.FREQ_SHARE)).collect():
         assert total == pytest.approx(1.0), (shard, kind)
+
+
+def test_behavior_frequencies_count_every_feature_window_event_once(spark):
+    """The behavior counts come from the samples' per-pair counts: each feature-window event once,
+    the event before t0 and the label-window events not at all."""
+    events = _events(spark, FEATURE_EVENTS + LABEL_EVENTS)
+    _, freqs = build_window(events, windows=W, tz="UTC", cfg=FeaturesConfig(min_shard_rows=1), source="s")
+    got = {
+        (r[S.SHARD], r[S.FREQ_CLASS]): r[S.FREQ_COUNT] for r in freqs.where(F.col(S.FREQ_KIND) == "behavior").collect()
+    }
+    assert {b: got[(S.ALL_SHARDS, b)] for b in S.ALL_BEHAVIORS} == {
+        "view": 3,
+        "click": 0,
+        "fav": 1,
+        "cart": 1,
+        "purchase": 1,
+        "remove_from_cart": 0,
+    }
+    assert got[("c1", "view")] == 3 and got[("c1", "purchase")] == 1 and got[("c2", "fav")] == 1
+    assert got[("c2", "view")] == 0
+    assert sum(got[(S.ALL_SHARDS, b)] for b in S.ALL_BEHAVIORS) == 6
+
+
+def test_active_days_span_more_than_one_mask_word(spark):
+    """Active days are bits of 63-day words: a 150-day window needs three; days on both sides of
+    a word boundary, and one day twice, count once each."""
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    windows = Windows(t0, datetime(2024, 5, 30, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC))
+    days = [0, 0, 62, 63, 125, 126, 149]
+    rows = [("u1", "i1", "c1", "view", datetime(2024, 1, 1, 12) + timedelta(days=d), None) for d in days]
+    out, _ = build_samples(_events(spark, rows), windows=windows, tz="UTC", cfg=FeaturesConfig())
+    got = out.select("user_active_days", "pair_active_days", "pair_n_events", "pair_sessions").first()
+    assert tuple(got) == (6.0, 6.0, 7.0, 6.0)

@@ -29,7 +29,9 @@ prices is 1 (with ``item_price`` = 0 and ``cat_median_price`` = 0).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from zoneinfo import ZoneInfo
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -52,10 +54,20 @@ LOCAL_DATE = "_local_date"
 HOUR_BUCKET = "_hour_bucket"
 DOW = "_dow"
 SESSION = "_session"
+SESSION_MINUTES = "_session_minutes"
+DAY = "_day"  # local days since the local date of t0 (0, 1, ...)
+
+_DAY_BITS = 63  # days per word of the active-day masks (bit 63 stays clear: masks stay positive)
+
+
+def _day_words(windows: Windows) -> int:
+    """Words of the active-day mask: the feature window spans at most ``ceil(days) + 2`` local dates."""
+    return -(-(math.ceil(windows.feature_days) + 2) // _DAY_BITS)
 
 
 def prepare_events(events: DataFrame, *, windows: Windows, tz: str, session_gap_minutes: float) -> DataFrame:
-    """Feature-window events with local date, hour bucket, day of week and a session key."""
+    """Feature-window events with local date (and day number), hour bucket, day of week, a session
+    key and the session's length in minutes."""
     fe = events.where((F.col(S.TS) >= F.lit(windows.t0)) & (F.col(S.TS) < F.lit(windows.t1)))
     local = F.from_utc_timestamp(F.col(S.TS), tz)
     fe = fe.withColumns(
@@ -65,6 +77,7 @@ def prepare_events(events: DataFrame, *, windows: Windows, tz: str, session_gap_
             DOW: F.dayofweek(local),
         }
     )
+    fe = fe.withColumn(DAY, F.datediff(F.col(LOCAL_DATE), F.lit(windows.t0.astimezone(ZoneInfo(tz)).date())))
     # Gap sessions: a user's events in time order; a gap over the limit starts a new session.
     order = Window.partitionBy(S.USER_ID).orderBy(S.TS, S.ITEM_ID, S.BEHAVIOR)
     gap = F.unix_seconds(F.col(S.TS)) - F.unix_seconds(F.lag(S.TS).over(order))
@@ -72,7 +85,11 @@ def prepare_events(events: DataFrame, *, windows: Windows, tz: str, session_gap_
     index = F.sum(new_session).over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow))
     fe = fe.withColumn("_gap_session", F.concat(F.col(S.USER_ID), F.lit("#"), index.cast("string")))
     own = F.concat(F.lit("s:"), F.col(S.SESSION_ID))
-    return fe.withColumn(SESSION, F.coalesce(own, F.col("_gap_session"))).drop("_gap_session")
+    fe = fe.withColumn(SESSION, F.coalesce(own, F.col("_gap_session"))).drop("_gap_session")
+    # Every event carries its session's length (first to last event), for the session features.
+    span = Window.partitionBy(SESSION)
+    minutes = (F.unix_micros(F.max(S.TS).over(span)) - F.unix_micros(F.min(S.TS).over(span))) / 60_000_000.0
+    return fe.withColumn(SESSION_MINUTES, minutes)
 
 
 def _safe_ratio(num: Column, den: Column) -> Column:
@@ -85,16 +102,36 @@ def _days_before(t1: Column, ts: Column, default: float) -> Column:
 
 
 def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, windows: Windows) -> DataFrame:
-    """Counts, ratios, recency, active days and time profiles per ``keys`` (columns ``prefix_*``)."""
+    """Counts, ratios, recency, active days, time profiles and sessions per ``keys`` (columns ``prefix_*``).
+
+    Two aggregations, no join: per (``keys``, session), then per ``keys``. The second counts the
+    sessions touching the entity and averages their lengths on the way, and the active days are
+    the set bits of a per-entity mask of local days (``bit_or``), so neither needs a
+    count-distinct (Spark plans each as an extra aggregation and shuffle).
+    """
     b = F.col(S.BEHAVIOR)
-    aggs: list[Column] = [F.count(F.lit(1)).alias("n_events"), F.max(S.TS).alias("_last_any")]
-    for name in COUNTED_BEHAVIORS:
-        aggs.append(F.count_if(b == name).alias(f"n_{name}"))
-        aggs.append(F.max(F.when(b == name, F.col(S.TS))).alias(f"_last_{name}"))
-    aggs.append(F.count_distinct(LOCAL_DATE).alias("active_days"))
-    aggs += [F.count_if(F.col(HOUR_BUCKET) == h).alias(f"_hour_{h}") for h in range(HOUR_BUCKETS)]
-    aggs += [F.count_if(F.col(DOW) == d).alias(f"_dow_{d}") for d in range(1, 8)]
-    agg = fe.groupBy(*keys).agg(*aggs)
+    counts: dict[str, Column] = {f"n_{name}": b == name for name in COUNTED_BEHAVIORS}
+    counts |= {f"_hour_{h}": F.col(HOUR_BUCKET) == h for h in range(HOUR_BUCKETS)}
+    counts |= {f"_dow_{d}": F.col(DOW) == d for d in range(1, 8)}
+    lasts: dict[str, Column] = {"_last_any": F.col(S.TS)}
+    lasts |= {f"_last_{name}": F.when(b == name, F.col(S.TS)) for name in COUNTED_BEHAVIORS}
+    bit = F.expr(f"shiftleft(1L, pmod({DAY}, {_DAY_BITS}))")
+    masks = {f"_days_{w}": F.when(F.floor(F.col(DAY) / _DAY_BITS) == w, bit) for w in range(_day_words(windows))}
+    per_session = fe.groupBy(*keys, SESSION).agg(
+        F.count(F.lit(1)).alias("n_events"),
+        *(F.count_if(c).alias(k) for k, c in counts.items()),
+        *(F.max(c).alias(k) for k, c in lasts.items()),
+        *(F.bit_or(c).alias(k) for k, c in masks.items()),
+        F.max(SESSION_MINUTES).alias("_minutes"),
+    )
+    agg = per_session.groupBy(*keys).agg(
+        *(F.sum(k).alias(k) for k in ("n_events", *counts)),
+        *(F.max(k).alias(k) for k in lasts),
+        *(F.bit_or(k).alias(k) for k in masks),
+        F.count(F.lit(1)).alias("_sessions"),
+        F.avg("_minutes").alias("_session_minutes"),
+    )
+    active_days = sum((F.bit_count(F.coalesce(F.col(k), F.lit(0).cast("long"))) for k in masks), F.lit(0))
 
     t1 = F.lit(windows.t1)
     n = F.col("n_events")
@@ -110,22 +147,12 @@ def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, windows:
         _days_before(t1, F.col(f"_last_{name}"), windows.feature_days).alias(f"{prefix}_recency_{name}")
         for name in S.BEHAVIORS
     ]
-    out.append(F.col("active_days").cast("double").alias(f"{prefix}_active_days"))
+    out.append(active_days.cast("double").alias(f"{prefix}_active_days"))
     out += [_safe_ratio(F.col(f"_hour_{h}"), n).alias(f"{prefix}_hour_{h}") for h in range(HOUR_BUCKETS)]
     out += [_safe_ratio(F.col(f"_dow_{d}"), n).alias(f"{prefix}_dow_{d}") for d in range(1, 8)]
-    return agg.select(*out).join(session_features(fe, keys, prefix), list(keys), "left").fillna(0.0)
-
-
-def session_features(fe: DataFrame, keys: Sequence[str], prefix: str) -> DataFrame:
-    """``prefix_sessions`` and ``prefix_session_minutes`` (mean length of sessions touching keys)."""
-    lengths = fe.groupBy(SESSION).agg(
-        ((F.unix_micros(F.max(S.TS)) - F.unix_micros(F.min(S.TS))) / 60_000_000.0).alias("_minutes")
-    )
-    touched = fe.select(*keys, SESSION).distinct().join(lengths, SESSION)
-    return touched.groupBy(*keys).agg(
-        F.count(F.lit(1)).cast("double").alias(f"{prefix}_sessions"),
-        F.avg("_minutes").alias(f"{prefix}_session_minutes"),
-    )
+    out.append(F.col("_sessions").cast("double").alias(f"{prefix}_sessions"))
+    out.append(F.col("_session_minutes").alias(f"{prefix}_session_minutes"))
+    return agg.select(*out)
 
 
 def item_categories(fe: DataFrame) -> DataFrame:

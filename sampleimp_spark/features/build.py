@@ -22,6 +22,7 @@ from sampleimp_spark.config import Config, FeaturesConfig
 from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.features import text
 from sampleimp_spark.features.behavior import (
+    COUNTED_BEHAVIORS,
     entity_features,
     feature_columns,
     item_categories,
@@ -29,7 +30,7 @@ from sampleimp_spark.features.behavior import (
     prepare_events,
     price_features,
 )
-from sampleimp_spark.features.frequencies import class_frequencies
+from sampleimp_spark.features.frequencies import EVENT_COUNT, class_frequencies
 from sampleimp_spark.features.samples import with_labels
 from sampleimp_spark.features.shards import shard_map
 from sampleimp_spark.features.windows import Windows, resolve_windows
@@ -85,20 +86,25 @@ def build_samples(events: DataFrame, *, windows: Windows, tz: str, cfg: Features
     item_prices, user_prices, cat_prices = price_features(fe, items)
     pairs = entity_features(fe, [S.USER_ID, S.ITEM_ID], "pair", windows=windows)
     users = entity_features(fe, [S.USER_ID], "user", windows=windows).join(user_prices, S.USER_ID, "left")
-    item_feats = entity_features(fe, [S.ITEM_ID], "item", windows=windows).join(item_prices, S.ITEM_ID, "left")
+    item_feats = items.join(entity_features(fe, [S.ITEM_ID], "item", windows=windows), S.ITEM_ID).join(
+        item_prices, S.ITEM_ID, "left"
+    )
     cats = entity_features(fe, [S.CATEGORY_ID], "cat", windows=windows).join(cat_prices, S.CATEGORY_ID, "left")
+    # The pair rows are the big side: the join order moves them as little as possible. The
+    # labels are keyed like the pairs (no shuffle of the pairs), then one shuffle by item for
+    # the item-level columns, the categories broadcast (one row per category), one shuffle
+    # by user.
     samples = (
-        pairs.join(items, S.ITEM_ID)
-        .join(users, S.USER_ID)
+        with_labels(pairs, events, windows=windows)
         .join(item_feats, S.ITEM_ID)
-        .join(cats, S.CATEGORY_ID, "left")
+        .join(F.broadcast(cats), S.CATEGORY_ID, "left")
+        .join(users, S.USER_ID)
         .withColumn("pair_price_rel", F.col("item_price_rel"))
     )
     # A category seen only through other items' events has no own row: neutral values.
     samples = samples.fillna(
         {c: neutral_value(c, feature_days=windows.feature_days) for c in samples.columns if c.startswith("cat_")}
     )
-    samples = with_labels(samples, events, windows=windows)
     return samples, fe
 
 
@@ -115,20 +121,31 @@ def build_window(
     """
     samples, fe = build_samples(events, windows=windows, tz=tz, cfg=cfg)
     samples = samples.localCheckpoint()
+    fe.unpersist()
     mapping = shard_map(samples, min_shard_rows=cfg.min_shard_rows)
-    return _with_shards(samples, fe, mapping, windows=windows, source=source)
+    return _with_shards(samples, mapping, windows=windows, source=source)
 
 
 def _with_shards(
-    samples: DataFrame, fe: DataFrame, mapping: DataFrame, *, windows: Windows, source: str
+    samples: DataFrame, mapping: DataFrame, *, windows: Windows, source: str
 ) -> tuple[DataFrame, DataFrame]:
     wid = windows.window_id
     sharded = samples.join(F.broadcast(mapping.select(S.CATEGORY_ID, S.SHARD)), S.CATEGORY_ID).withColumns(
         {S.WINDOW_ID: F.lit(wid), S.SOURCE: F.lit(source)}
     )
-    item_shard = sharded.select(S.ITEM_ID, S.SHARD).distinct()
-    freqs = class_frequencies(sharded, fe.join(item_shard, S.ITEM_ID), window_id=wid, source=source)
+    freqs = class_frequencies(sharded, _behavior_counts(sharded), window_id=wid, source=source)
     return _ordered(sharded), freqs
+
+
+def _behavior_counts(samples: DataFrame) -> DataFrame:
+    """``(shard, behavior, n_events)``: each sample's feature-window events per behavior.
+
+    Every feature-window event belongs to exactly one sample (its user and item), and the
+    sample's ``pair_n_<behavior>`` counts them: summed per shard, these are the event counts per
+    behavior without another pass over the events.
+    """
+    per_pair = samples.select(S.SHARD, *(F.col(f"pair_n_{b}").alias(b) for b in COUNTED_BEHAVIORS))
+    return per_pair.unpivot([S.SHARD], list(COUNTED_BEHAVIORS), S.BEHAVIOR, EVENT_COUNT)
 
 
 def _ordered(samples: DataFrame) -> DataFrame:
@@ -156,13 +173,15 @@ def build_features(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, pr
         )
         log.info("features %s: %s (window_id %s)", source, windows.describe(), windows.window_id)
         samples, fe = build_samples(events, windows=windows, tz=tz, cfg=fcfg)
-        samples = _with_text(spark, cfg, samples, fe, source=source, windows=windows, ctx=ctx)
-        samples = samples.localCheckpoint()  # read by the shard map, frequencies and the write
         try:
-            report = _write(spark, cfg, samples, fe, source=source, windows=windows, ctx=ctx)
+            samples = _with_text(spark, cfg, samples, fe, source=source, windows=windows, ctx=ctx)
+            samples = samples.localCheckpoint()  # read by the shard map, frequencies and the write
+        finally:
+            fe.unpersist()
+        try:
+            report = _write(spark, cfg, samples, source=source, windows=windows, ctx=ctx)
         finally:
             samples.unpersist()
-            fe.unpersist()
         info.rows_in = None
         info.rows_out = {"samples": report.samples, "positives": report.label_counts.get("1", 0)}
         info.shards = report.shards
@@ -214,7 +233,6 @@ def _write(
     spark: SparkSession,
     cfg: Config,
     samples: DataFrame,
-    fe: DataFrame,
     *,
     source: str,
     windows: Windows,
@@ -223,7 +241,7 @@ def _write(
     wid = windows.window_id
     mapping = shard_map(samples, min_shard_rows=cfg.features.min_shard_rows).persist()
     try:
-        out, freqs = _with_shards(samples, fe, mapping, windows=windows, source=source)
+        out, freqs = _with_shards(samples, mapping, windows=windows, source=source)
         where = f"{S.SOURCE} = '{source}' AND {S.WINDOW_ID} = '{wid}'"
         written = lake.write_table(
             out, cfg.lakehouse, S.SILVER_SAMPLES, ctx=ctx, replace_where=where, partition_by=(S.WINDOW_ID,)

@@ -23,9 +23,14 @@ CLASSES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: An optional column of the ``events`` argument: how many events a row stands for.
+EVENT_COUNT = "n_events"
+
+
 def _counts(df: DataFrame, kind: str, class_col: str) -> DataFrame:
+    n = F.sum(EVENT_COUNT) if EVENT_COUNT in df.columns else F.count(F.lit(1))
     per_shard = df.groupBy(S.SHARD, F.col(class_col).cast("string").alias(S.FREQ_CLASS)).agg(
-        F.count(F.lit(1)).alias(S.FREQ_COUNT)
+        n.cast("long").alias(S.FREQ_COUNT)
     )
     overall = per_shard.groupBy(S.FREQ_CLASS).agg(F.sum(S.FREQ_COUNT).alias(S.FREQ_COUNT))
     both = per_shard.unionByName(overall.withColumn(S.SHARD, F.lit(S.ALL_SHARDS)))
@@ -37,7 +42,9 @@ def class_frequencies(samples: DataFrame, events: DataFrame, *, window_id: str, 
 
     Args:
         samples: samples with ``shard``, ``label_purchase`` and ``label_intent``.
-        events: feature-window events with ``shard`` (their item's shard) and ``behavior``.
+        events: feature-window events with ``shard`` (their item's shard) and ``behavior``, one
+            row per event, or with a column ``n_events``: the number of events the row stands
+            for (the features stage passes its samples' per-pair behavior counts).
         window_id: the windows' id.
         source: the events' source.
     """
