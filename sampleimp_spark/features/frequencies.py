@@ -27,8 +27,8 @@ CLASSES: dict[str, tuple[str, ...]] = {
 EVENT_COUNT = "n_events"
 
 
-def _counts(df: DataFrame, kind: str, class_col: str) -> DataFrame:
-    n = F.sum(EVENT_COUNT) if EVENT_COUNT in df.columns else F.count(F.lit(1))
+def _counts(df: DataFrame, kind: str, class_col: str, count_col: str | None = None) -> DataFrame:
+    n = F.sum(count_col) if count_col else F.count(F.lit(1))
     per_shard = df.groupBy(S.SHARD, F.col(class_col).cast("string").alias(S.FREQ_CLASS)).agg(
         n.cast("long").alias(S.FREQ_COUNT)
     )
@@ -50,7 +50,7 @@ def class_frequencies(samples: DataFrame, events: DataFrame, *, window_id: str, 
     """
     spark: SparkSession = samples.sparkSession
     counts = (
-        _counts(events, "behavior", S.BEHAVIOR)
+        _counts(events, "behavior", S.BEHAVIOR, EVENT_COUNT if EVENT_COUNT in events.columns else None)
         .unionByName(_counts(samples, "purchase", S.LABEL_PURCHASE))
         .unionByName(_counts(samples, "intent", S.LABEL_INTENT))
     )
