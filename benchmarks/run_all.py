@@ -45,7 +45,7 @@ import references as R  # noqa: E402
 import skew as K  # noqa: E402
 from harness import RESULTS, machine_info  # noqa: E402
 from measure import SparkStageMetrics, free_port, load_info, measured, repeat  # noqa: E402
-from pyspark.sql import DataFrame, SparkSession  # noqa: E402
+from pyspark.sql import DataFrame  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from sampleimp_spark import lake  # noqa: E402
@@ -53,6 +53,7 @@ from sampleimp_spark import schema as S  # noqa: E402
 from sampleimp_spark.config import Config, load_config  # noqa: E402
 from sampleimp_spark.features.behavior import feature_columns  # noqa: E402
 from sampleimp_spark.features.windows import Windows, resolve_windows  # noqa: E402
+from sampleimp_spark.frames import checkpoint, release  # noqa: E402
 from sampleimp_spark.pipeline import STAGES, run_stages  # noqa: E402
 from sampleimp_spark.session import get_session  # noqa: E402
 from sampleimp_spark.sources import SOURCE_TIMEZONES  # noqa: E402
@@ -125,15 +126,6 @@ def make_config(n: int, args: argparse.Namespace, lakehouse: Path, ui_port: int)
 def noop(df: DataFrame) -> None:
     """Compute ``df`` completely and throw the rows away (Spark's ``noop`` sink)."""
     df.write.format("noop").mode("overwrite").save()
-
-
-def unpersist_als_factors(spark: SparkSession) -> None:
-    """Release the factor RDDs Spark's ALS keeps cached after a fit (the model does not need them here)."""
-    rdds = spark.sparkContext._jsc.getPersistentRDDs()  # type: ignore[union-attr]
-    for key in list(rdds.keySet()):
-        rdd = rdds.get(key)
-        if rdd is not None and str(rdd.name()) in ("userFactors", "itemFactors", "userInBlocks", "itemInBlocks"):
-            rdd.unpersist(False)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -609,15 +601,14 @@ class Bench:
         acfg = cfg.train.als
         events = lake.read_table(self.spark, cfg.lakehouse, S.BRONZE_EVENTS).where(F.col(S.SOURCE) == SOURCE)
         train = events.where((F.col(S.TS) >= F.lit(windows.t0)) & (F.col(S.TS) < F.lit(windows.t1)))
-        ratings = implicit_ratings(train, None, strengths=acfg.strengths).localCheckpoint()
+        ratings = checkpoint(implicit_ratings(train, None, strengths=acfg.strengths))
         stats = ratings.agg(F.count(F.lit(1)), F.sum(S.RATING)).first()
         say(f"  ALS: Spark vs implicit (rank {acfg.rank}, {acfg.max_iter} iterations, reg {acfg.reg_param})")
         kept: dict[str, Any] = {}
 
         def spark_fit(rep: int) -> dict[str, Any]:
             if "model" in kept:
-                kept.pop("model").unpersist()
-            unpersist_als_factors(self.spark)
+                kept.pop("model").unpersist()  # its indexes and factors
             kept["model"] = fit_als(ratings, cfg=acfg, seed=1)
             return {"ratings": stats[0]}
 
@@ -678,7 +669,7 @@ class Bench:
             )
         if "model" in kept:
             kept.pop("model").unpersist()
-        unpersist_als_factors(self.spark)
+        release(ratings)
         return out
 
     # -- skew --

@@ -56,3 +56,9 @@ def write_text(path: Path, text: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return str(path)
+
+
+def stored_rdds(spark) -> dict[int, str]:
+    """Id -> name of every RDD the session keeps stored (cached frames, checkpoints, ALS factors)."""
+    rdds = spark.sparkContext._jsc.getPersistentRDDs()
+    return {int(k): str(rdds.get(k).name()) for k in rdds.keySet()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
+from conftest import stored_rdds
 from pydantic import ValidationError
 from pyspark.errors import PySparkException
 from pyspark.sql import functions as F
@@ -202,7 +203,8 @@ def test_recommends_in_cluster_items(spark, cluster_model, cluster_events):
             assert unseen > max(scores[(f"{c}u{u}", f"{other}{i}")] for i in range(5)) + 0.3, (c, u)
 
 
-def test_same_seed_same_recommendations(cluster_model, cluster_events):
+def test_same_seed_same_recommendations(spark, cluster_model, cluster_events):
+    stored = stored_rdds(spark)
     again = A.fit_als(A.implicit_ratings(cluster_events, strengths=STRENGTHS), cfg=CLUSTER_CFG, seed=3)
     try:
         users = cluster_events.select(S.USER_ID)
@@ -211,8 +213,11 @@ def test_same_seed_same_recommendations(cluster_model, cluster_events):
         assert_approx_df_equality(
             A.predict_scores(again, pairs), A.predict_scores(cluster_model, pairs), 1e-5, ignore_row_order=True
         )
+        new = {v for k, v in stored_rdds(spark).items() if k not in stored}
+        assert {"userFactors", "itemFactors"} <= new  # what Spark's ALS keeps for the model
     finally:
         again.unpersist()
+    assert {k: v for k, v in stored_rdds(spark).items() if k not in stored} == {}  # indexes and factors freed
 
 
 def test_weight_raises_confidence_of_the_pair(spark, cluster_events, cluster_model):

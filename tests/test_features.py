@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
+from conftest import stored_rdds
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
@@ -270,10 +271,12 @@ def test_behavior_frequencies_count_every_feature_window_event_once(spark):
     """The behavior counts come from the samples' per-pair counts: each feature-window event once,
     the event before t0 and the label-window events not at all."""
     events = _events(spark, FEATURE_EVENTS + LABEL_EVENTS)
-    _, freqs = build_window(events, windows=W, tz="UTC", cfg=FeaturesConfig(min_shard_rows=1), source="s")
-    got = {
-        (r[S.SHARD], r[S.FREQ_CLASS]): r[S.FREQ_COUNT] for r in freqs.where(F.col(S.FREQ_KIND) == "behavior").collect()
-    }
+    before = stored_rdds(spark)
+    window = build_window(events, windows=W, tz="UTC", cfg=FeaturesConfig(min_shard_rows=1), source="s")
+    freqs = window.class_frequencies.where(F.col(S.FREQ_KIND) == "behavior")
+    got = {(r[S.SHARD], r[S.FREQ_CLASS]): r[S.FREQ_COUNT] for r in freqs.collect()}
+    window.release()
+    assert stored_rdds(spark).keys() - before.keys() == set()  # the samples and the shard map
     assert {b: got[(S.ALL_SHARDS, b)] for b in S.ALL_BEHAVIORS} == {
         "view": 3,
         "click": 0,

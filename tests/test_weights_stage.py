@@ -7,6 +7,7 @@ import random
 
 import pandas as pd
 import pytest
+from conftest import stored_rdds
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
@@ -152,12 +153,18 @@ def test_importance_lists_features_per_shard(weighted):
     assert imp.sort_values("rank").iloc[0]["feature"] == "pair_n_events"  # built to carry the label
 
 
-def test_unpersist_releases_the_cached_ig_tables(inputs):
+def test_unpersist_releases_everything_the_computation_stored(spark, inputs):
     samples, freqs = inputs
+    before = stored_rdds(spark)
     result = compute_weights(samples, freqs, cfg=CFG, feature_days=7.0)
     assert result.samples.count() == 3123
     cached = (result.ig.bin_scores, result.ig.edges_long)
     assert all(df.storageLevel.useMemory for df in cached)
+    # The density-ratio parameters and the components are checkpoints. (The cached IG tables
+    # may share the cache entry of an identical earlier computation in this module.)
+    assert len(stored_rdds(spark).keys() - before.keys()) >= 2
     result.unpersist()
-    # Left cached, the next run over the same input would reuse them instead of computing.
+    # Left cached, the next run over the same input would reuse them instead of computing;
+    # left checkpointed, they would hold executor memory for the rest of the session.
     assert not any(df.storageLevel.useMemory or df.storageLevel.useDisk for df in cached)
+    assert stored_rdds(spark).keys() - before.keys() == set()

@@ -34,6 +34,7 @@ from sampleimp_spark.features.frequencies import EVENT_COUNT, class_frequencies
 from sampleimp_spark.features.samples import with_labels
 from sampleimp_spark.features.shards import shard_map
 from sampleimp_spark.features.windows import Windows, resolve_windows
+from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import SOURCE_TIMEZONES
 
@@ -76,12 +77,13 @@ def build_samples(events: DataFrame, *, windows: Windows, tz: str, cfg: Features
 
     Returns:
         ``(samples, fe)``: one row per pair active in the feature window; ``fe`` the prepared
-        feature-window events (for class frequencies).
+        feature-window events (for class frequencies), a checkpoint: pass it to
+        :func:`~sampleimp_spark.frames.release` once ``samples`` no longer need it.
     """
     # Materialize the prepared events once: every aggregate below reads them, and cutting the
     # lineage here keeps the query plans of the many joins small (analysis time grows fast
     # with repeated self-joins of a deep plan).
-    fe = prepare_events(events, windows=windows, tz=tz, session_gap_minutes=cfg.session_gap_minutes).localCheckpoint()
+    fe = checkpoint(prepare_events(events, windows=windows, tz=tz, session_gap_minutes=cfg.session_gap_minutes))
     items = item_categories(fe)
     item_prices, user_prices, cat_prices = price_features(fe, items)
     pairs = entity_features(fe, [S.USER_ID, S.ITEM_ID], "pair", windows=windows)
@@ -108,22 +110,34 @@ def build_samples(events: DataFrame, *, windows: Windows, tz: str, cfg: Features
     return samples, fe
 
 
-def build_window(
-    events: DataFrame, *, windows: Windows, tz: str, cfg: FeaturesConfig, source: str
-) -> tuple[DataFrame, DataFrame]:
+@dataclass
+class WindowFrames:
+    """The samples and class frequencies of one window, as DataFrames (see :func:`build_window`).
+
+    They read checkpoints: call :meth:`release` once they are written or copied.
+    """
+
+    samples: DataFrame
+    class_frequencies: DataFrame
+    held: tuple[DataFrame, ...]
+
+    def release(self) -> None:
+        """Free the checkpoints the frames read (the frames cannot be read afterwards)."""
+        release(*self.held)
+
+
+def build_window(events: DataFrame, *, windows: Windows, tz: str, cfg: FeaturesConfig, source: str) -> WindowFrames:
     """Samples with shards and their class frequencies for one window, without writing anything.
 
     What the features stage writes, as DataFrames: the training stage uses it to build a
-    second, earlier window in memory.
-
-    Returns:
-        ``(samples, class_frequencies)``; samples carry ``shard``, ``window_id`` and ``source``.
+    second, earlier window in memory. The samples carry ``shard``, ``window_id`` and ``source``.
     """
     samples, fe = build_samples(events, windows=windows, tz=tz, cfg=cfg)
-    samples = samples.localCheckpoint()
-    fe.unpersist()
+    samples = checkpoint(samples)
+    release(fe)
     mapping = shard_map(samples, min_shard_rows=cfg.min_shard_rows)
-    return _with_shards(samples, mapping, windows=windows, source=source)
+    out, freqs = _with_shards(samples, mapping, windows=windows, source=source)
+    return WindowFrames(out, freqs, held=(samples, mapping))
 
 
 def _with_shards(
@@ -173,15 +187,16 @@ def build_features(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, pr
         )
         log.info("features %s: %s (window_id %s)", source, windows.describe(), windows.window_id)
         samples, fe = build_samples(events, windows=windows, tz=tz, cfg=fcfg)
+        emb = None
         try:
-            samples = _with_text(spark, cfg, samples, fe, source=source, windows=windows, ctx=ctx)
-            samples = samples.localCheckpoint()  # read by the shard map, frequencies and the write
+            samples, emb = _with_text(spark, cfg, samples, fe, source=source, windows=windows, ctx=ctx)
+            samples = checkpoint(samples)  # read by the shard map, frequencies and the write
         finally:
-            fe.unpersist()
+            release(fe, emb)
         try:
             report = _write(spark, cfg, samples, source=source, windows=windows, ctx=ctx)
         finally:
-            samples.unpersist()
+            release(samples)
         info.rows_in = None
         info.rows_out = {"samples": report.samples, "positives": report.label_counts.get("1", 0)}
         info.shards = report.shards
@@ -206,9 +221,14 @@ def _with_text(
     source: str,
     windows: Windows,
     ctx: lake.RunContext,
-) -> DataFrame:
+) -> tuple[DataFrame, DataFrame | None]:
     """Write ``silver.item_text`` / ``silver.item_embeddings`` where configured and the source has
-    text, and add the projected embeddings to the samples as ``item_emb_*`` features."""
+    text, and add the projected embeddings to the samples as ``item_emb_*`` features.
+
+    Returns:
+        ``(samples, embeddings)``: the embeddings (or ``None``) are a checkpoint the samples
+        read; release it once the samples are materialized.
+    """
     tcfg = cfg.features.text
     wid = windows.window_id
     where = f"{S.SOURCE} = '{source}' AND {S.WINDOW_ID} = '{wid}'"
@@ -217,16 +237,15 @@ def _with_text(
         tfidf = text.item_tfidf(fe, cfg=tcfg).withColumns(stamp)
         lake.write_table(tfidf, cfg.lakehouse, S.SILVER_ITEM_TEXT, ctx=ctx, replace_where=where)
     if not (tcfg.embeddings_enabled and source in EMBEDDING_SOURCES):
-        return samples
+        return samples, None
     # The encoder is expensive: embed each item once, keep the result for both uses.
-    emb = text.item_embeddings(fe, cfg=tcfg).localCheckpoint()
+    emb = checkpoint(text.item_embeddings(fe, cfg=tcfg))
     lake.write_table(emb.withColumns(stamp), cfg.lakehouse, S.SILVER_ITEM_EMBEDDINGS, ctx=ctx, replace_where=where)
     proj = [c for c in emb.columns if c.startswith(text.EMB_PREFIX)]
     renamed = emb.select(S.ITEM_ID, *(F.col(c).alias(ITEM_EMB_PREFIX + c.removeprefix(text.EMB_PREFIX)) for c in proj))
     # Items without text have no embedding: 0 (the projection is centred, so 0 is "average").
-    return samples.join(renamed, S.ITEM_ID, "left").fillna(
-        0.0, [ITEM_EMB_PREFIX + c[len(text.EMB_PREFIX) :] for c in proj]
-    )
+    filled = [ITEM_EMB_PREFIX + c[len(text.EMB_PREFIX) :] for c in proj]
+    return samples.join(renamed, S.ITEM_ID, "left").fillna(0.0, filled), emb
 
 
 def _write(
@@ -239,7 +258,7 @@ def _write(
     ctx: lake.RunContext,
 ) -> FeaturesReport:
     wid = windows.window_id
-    mapping = shard_map(samples, min_shard_rows=cfg.features.min_shard_rows).persist()
+    mapping = shard_map(samples, min_shard_rows=cfg.features.min_shard_rows)
     try:
         out, freqs = _with_shards(samples, mapping, windows=windows, source=source)
         where = f"{S.SOURCE} = '{source}' AND {S.WINDOW_ID} = '{wid}'"
@@ -263,7 +282,7 @@ def _write(
         )
         shard_stats = mapping.agg(F.countDistinct(S.SHARD), F.count_if(F.col("rule") != "own")).first()
     finally:
-        mapping.unpersist()
+        release(mapping)
     n_samples = written["numOutputRows"] if written else samples.count()
     if n_samples == 0:
         raise BadInputError(f"source {source}: no samples in the feature window ({windows.describe()})")

@@ -16,6 +16,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
+from sampleimp_spark.frames import checkpoint, release
 
 RULE_OWN = "own"
 RULE_PARENT = "parent"
@@ -49,10 +50,14 @@ def shard_map(samples: DataFrame, *, min_shard_rows: int, max_depth: int = 8) ->
         samples: rows with ``category_id`` and ``category_path`` (nullable).
         min_shard_rows: categories with fewer samples are pooled.
         max_depth: deepest taxonomy level considered for pooling.
+
+    Returns:
+        A checkpoint (one row per category): :func:`~sampleimp_spark.frames.release` it when done.
     """
     # The per-category table is small (one row per category); cutting its lineage keeps the
     # plans of the level-by-level loop below small.
-    cats = category_table(samples).localCheckpoint()
+    cats = checkpoint(category_table(samples))
+    held = [cats]
     own = cats.where(F.col("samples") >= min_shard_rows).select(
         S.CATEGORY_ID, F.col(S.CATEGORY_ID).alias(S.SHARD), F.lit(RULE_OWN).alias("rule"), "samples"
     )
@@ -64,18 +69,17 @@ def shard_map(samples: DataFrame, *, min_shard_rows: int, max_depth: int = 8) ->
     for depth in range(min(deepest - 1, max_depth), 0, -1):
         candidates = small.where(F.size("path") > depth).withColumn("_key", F.slice("path", 1, depth))
         sizes = candidates.groupBy("_key").agg(F.sum("samples").alias("_pool"))
-        pooled = (
-            candidates.join(sizes.where(F.col("_pool") >= min_shard_rows), "_key", "left_semi")
-            .select(
+        pooled = checkpoint(
+            candidates.join(sizes.where(F.col("_pool") >= min_shard_rows), "_key", "left_semi").select(
                 S.CATEGORY_ID,
                 F.concat(F.lit(POOL_PREFIX), F.array_join("_key", S.CATEGORY_PATH_SEP)).alias(S.SHARD),
                 F.lit(RULE_PARENT).alias("rule"),
                 "samples",
             )
-            .localCheckpoint()
         )
         assigned.append(pooled)
-        small = small.join(pooled.select(S.CATEGORY_ID), S.CATEGORY_ID, "left_anti").localCheckpoint()
+        small = checkpoint(small.join(pooled.select(S.CATEGORY_ID), S.CATEGORY_ID, "left_anti"))
+        held += [pooled, small]
     assigned.append(
         small.select(S.CATEGORY_ID, F.lit(S.OTHER_SHARD).alias(S.SHARD), F.lit(RULE_OTHER).alias("rule"), "samples")
     )
@@ -83,4 +87,8 @@ def shard_map(samples: DataFrame, *, min_shard_rows: int, max_depth: int = 8) ->
     for part in assigned[1:]:
         mapping = mapping.unionByName(part)
     sizes = mapping.groupBy(S.SHARD).agg(F.sum("samples").alias("shard_samples"))
-    return mapping.join(sizes, S.SHARD).select(S.CATEGORY_ID, S.SHARD, "rule", "samples", "shard_samples")
+    mapping = checkpoint(
+        mapping.join(sizes, S.SHARD).select(S.CATEGORY_ID, S.SHARD, "rule", "samples", "shard_samples")
+    )
+    release(*held)
+    return mapping

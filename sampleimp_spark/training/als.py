@@ -44,6 +44,7 @@ from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
 from sampleimp_spark.configbase import StrictModel
+from sampleimp_spark.frames import release
 from sampleimp_spark.training.evaluate import RANK
 
 #: Name of the ALS rank column of candidate lists handed to the GBT re-ranker
@@ -313,9 +314,11 @@ class FittedALS:
     item_col: str = S.ITEM_ID
 
     def unpersist(self) -> None:
-        """Release the cached indexes."""
-        self.user_index.unpersist()
-        self.item_index.unpersist()
+        """Release the cached indexes and the factor RDDs Spark's ALS keeps stored for the model.
+
+        Scoring afterwards would recompute the whole fit: save the model first if it is needed.
+        """
+        release(self.user_index, self.item_index, self.model.userFactors, self.model.itemFactors)
 
 
 def fit_als(

@@ -52,6 +52,7 @@ from sampleimp_spark import schema as S
 from sampleimp_spark.configbase import StrictModel
 from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.features.windows import Windows
+from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import SOURCE_TIMEZONES
 from sampleimp_spark.training import evaluate as E
@@ -153,7 +154,7 @@ def _select_reg_param(events: DataFrame, windows: Windows, label: timedelta, cfg
     t_val = windows.t1 - label
     train = _between(events, windows.t0, t_val)
     truth = ground_truth(events, start=t_val, end=windows.t1).join(train.select(S.USER_ID).distinct(), S.USER_ID)
-    ratings = implicit_ratings(train, None, strengths=cfg.als.strengths).localCheckpoint()
+    ratings = checkpoint(implicit_ratings(train, None, strengths=cfg.als.strengths))
     users = truth.select(S.USER_ID).distinct()
     best, best_score = cfg.als_reg_grid[0], -1.0
     for reg in cfg.als_reg_grid:
@@ -164,6 +165,7 @@ def _select_reg_param(events: DataFrame, windows: Windows, label: timedelta, cfg
         log.info("ALS validation: reg_param %s -> NDCG@%d %.4f", reg, cfg.evaluation.k, ndcg or 0.0)
         if ndcg is not None and ndcg > best_score:
             best, best_score = reg, ndcg
+    release(ratings)
     return best
 
 
@@ -246,12 +248,12 @@ def run_experiments(
 
     train_events = _between(events, windows.t0, windows.t1)
     eval_users = eval_samples.select(S.USER_ID).distinct()
-    truth = ground_truth(events, start=windows.t1, end=windows.t2).join(eval_users, S.USER_ID).localCheckpoint()
+    truth = checkpoint(ground_truth(events, start=windows.t1, end=windows.t2).join(eval_users, S.USER_ID))
     truth_users = truth.select(S.USER_ID).distinct()
-    user_w = (
-        E.user_mean_weights(eval_samples.join(truth_users, S.USER_ID), weight_col=S.W_DR)
-        .withColumnRenamed(S.W_DR, S.WEIGHT)
-        .localCheckpoint()
+    user_w = checkpoint(
+        E.user_mean_weights(eval_samples.join(truth_users, S.USER_ID), weight_col=S.W_DR).withColumnRenamed(
+            S.W_DR, S.WEIGHT
+        )
     )
     catalog = train_events.select(S.ITEM_ID).distinct().count()
     # Evaluation settings, the same for every variant and seed.
@@ -272,11 +274,11 @@ def run_experiments(
         rows.extend({**v.as_record(), "model": model, "variant": variant, "seed": seed} for v in values)
 
     for variant in cfg.variants:
-        weighted_train = variant_weights(train_samples, variant, combine=combine).localCheckpoint()
+        weighted_train = checkpoint(variant_weights(train_samples, variant, combine=combine))
         pair_w = weighted_train.select(S.USER_ID, S.ITEM_ID, S.WEIGHT)
-        ratings = implicit_ratings(
-            train_events, None if variant == "unweighted" else pair_w, strengths=als_cfg.strengths
-        ).localCheckpoint()
+        ratings = checkpoint(
+            implicit_ratings(train_events, None if variant == "unweighted" else pair_w, strengths=als_cfg.strengths)
+        )
         for seed in cfg.seeds:
             als = fit_als(ratings, cfg=als_cfg, seed=seed)
             recs = recommend(als, truth_users, ev.k)
@@ -291,7 +293,7 @@ def run_experiments(
                 seed=seed,
                 weight_col=None if variant == "unweighted" else S.WEIGHT,
             )
-            scored = predict_proba(gbt, eval_samples).localCheckpoint()
+            scored = checkpoint(predict_proba(gbt, eval_samples))
             record(E.classification_metrics(scored, **cls), "gbt", variant, seed)
             record(
                 [v for v in E.classification_metrics(scored, weight_col=S.W_DR, **cls) if v.weighted],
@@ -317,12 +319,10 @@ def run_experiments(
                 als.item_index.write.mode("overwrite").parquet(str(target / "als_item_index"))
                 gbt.write().overwrite().save(str(target / "gbt"))
             als.unpersist()
-            scored.unpersist()
+            release(scored)
             log.info("trained %s seed %s", variant, seed)
-        ratings.unpersist()
-        weighted_train.unpersist()
-    truth.unpersist()
-    user_w.unpersist()
+        release(ratings, weighted_train)
+    release(truth, user_w)
     return hyper, rows
 
 
@@ -350,35 +350,40 @@ def build_training(
         windows = windows_of(wid)
         version = lake.table_version(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES)
         where = (F.col(S.SOURCE) == source) & (F.col(S.WINDOW_ID) == wid)
-        eval_samples = (
-            lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES, version=version)
-            .where(where)
-            .localCheckpoint()
+        eval_samples = checkpoint(
+            lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES, version=version).where(where)
         )
-        events = _between(
-            lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(F.col(S.SOURCE) == source),
-            windows.t0,
-            windows.t2,
-        ).localCheckpoint()
+        events = checkpoint(
+            _between(
+                lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(F.col(S.SOURCE) == source),
+                windows.t0,
+                windows.t2,
+            )
+        )
         t_windows = _training_window(windows)
-        t_samples, t_freqs = build_window(
-            events, windows=t_windows, tz=SOURCE_TIMEZONES[source], cfg=cfg.features, source=source
+        t_window = build_window(events, windows=t_windows, tz=SOURCE_TIMEZONES[source], cfg=cfg.features, source=source)
+        weighted = compute_weights(
+            t_window.samples, t_window.class_frequencies, cfg=cfg.weights, feature_days=t_windows.feature_days
         )
-        weighted = compute_weights(t_samples, t_freqs, cfg=cfg.weights, feature_days=t_windows.feature_days)
-        train_samples = weighted.samples.localCheckpoint()
-        weighted.unpersist()  # the checkpoint above no longer needs the computation's caches
+        train_samples = checkpoint(weighted.samples)
+        # The checkpoint above no longer needs the computation's caches.
+        weighted.unpersist()
+        t_window.release()
         models_dir = None
         if tcfg.save_models:
             models_dir = Path(lake.table_path(cfg.lakehouse, "models.x")).parent / wid / ctx.run_id
-        hyper, rows = run_experiments(
-            events,
-            eval_samples,
-            train_samples,
-            windows=windows,
-            cfg=tcfg,
-            combine=cfg.weights.combine,
-            models_dir=models_dir,
-        )
+        try:
+            hyper, rows = run_experiments(
+                events,
+                eval_samples,
+                train_samples,
+                windows=windows,
+                cfg=tcfg,
+                combine=cfg.weights.combine,
+                models_dir=models_dir,
+            )
+        finally:
+            release(events, eval_samples, train_samples)
         if models_dir is not None:
             (models_dir / "training.json").write_text(
                 json.dumps(

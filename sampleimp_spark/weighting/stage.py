@@ -37,6 +37,7 @@ from sampleimp_spark import schema as S
 from sampleimp_spark.configbase import StrictModel
 from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.features.behavior import feature_columns
+from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.weighting.class_balance import ClassBalanceConfig, class_weights, with_class_weight
 from sampleimp_spark.weighting.combine import CLIPPED, RAW_WEIGHT, CombineConfig, combine_weights, weight_diagnostics
@@ -101,7 +102,7 @@ class WeightsConfig(StrictModel):
 class WeightsResult:
     """The weighted samples and the small per-shard tables that describe them.
 
-    They read tables this computation cached or materialized (the IG tables, the density-ratio
+    They read tables this computation cached or checkpointed (the IG tables, the density-ratio
     parameters, the weight components); call :meth:`unpersist` once they are written or copied.
     Left cached, they hold executor memory for the rest of the session, and a later run over
     the same input would silently reuse them instead of computing.
@@ -115,10 +116,9 @@ class WeightsResult:
     components: DataFrame
 
     def unpersist(self) -> None:
-        """Release what the computation cached (the frames above cannot be read afterwards)."""
+        """Release what the computation cached or checkpointed (the frames above cannot be read afterwards)."""
         self.ig.unpersist()
-        self.dr_params.unpersist()
-        self.components.unpersist()
+        release(self.dr_params, self.components)
 
 
 @dataclass
@@ -180,7 +180,7 @@ def compute_weights(
     # The density-ratio fit reads only features and is_target: fit it first, on the plain
     # samples, so its input does not drag the IG computation along (the fit is a pandas UDF
     # whose small output is materialized once).
-    params = fit_density_ratio(df, dr_features, cfg=cfg.density_ratio).localCheckpoint()
+    params = checkpoint(fit_density_ratio(df, dr_features, cfg=cfg.density_ratio))
 
     ig = information_gain(df, features, cfg=cfg.information_gain, label_col=label)
     df = with_ig_weight(df, ig, features, cfg=cfg.information_gain)
@@ -191,7 +191,7 @@ def compute_weights(
 
     # Materialize the components once: the combination reads them three times (per-shard clip
     # quantiles, per-shard means, the final weight).
-    components = resample(df, cfg=cfg.resample, label_col=label).localCheckpoint()
+    components = checkpoint(resample(df, cfg=cfg.resample, label_col=label))
     df = combine_weights(components, cfg=cfg.combine).withColumn(SHARD_BUCKET, shard_bucket(S.SHARD, cfg.shard_buckets))
 
     diagnostics = diagnostics_of(df, params, shard_buckets=cfg.shard_buckets)

@@ -1,0 +1,57 @@
+"""Materializing intermediate frames once, and freeing them again.
+
+``DataFrame.localCheckpoint()`` computes a frame, keeps its rows in executor storage and cuts
+its lineage (later plans stay small, and a later action reads the rows instead of computing
+them again). The frame it returns is not in Spark's cache manager, though, so
+``DataFrame.unpersist()`` on it frees nothing: the blocks stay until the driver's garbage
+collector happens to drop the last reference to the RDD, which in a long session may be never.
+The same holds for the factor RDDs Spark ML's ALS keeps for its model.
+
+:func:`checkpoint` and :func:`release` are the pair the package uses instead: ``release``
+frees a cached frame, a checkpoint, and a frame made from a stored RDD alike. A released
+checkpoint cannot be read again.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+
+#: Logical plan leaves that hold an RDD: a checkpoint (``LogicalRDD``) or a frame made from an
+#: RDD (``ExternalRDD``, e.g. ALS's factors).
+_RDD_LEAVES = frozenset({"LogicalRDD", "ExternalRDD"})
+
+
+def checkpoint(df: DataFrame) -> DataFrame:
+    """``df`` computed now, kept in executor memory (spilling to disk), its lineage cut.
+
+    Free it with :func:`release` once nothing reads it any more.
+    """
+    return df.localCheckpoint(eager=True)
+
+
+def release(*frames: DataFrame | None) -> None:
+    """Free what each frame holds: its cache entry, or else the stored RDD it reads.
+
+    A cached frame (``cache()``/``persist()``) is uncached, nothing more. Any other frame is
+    followed down its chain of single-input steps; if that ends at a stored RDD (a
+    :func:`checkpoint`, or a frame made from a persisted RDD such as ALS's factors), the RDD is
+    freed. A projection of a checkpoint therefore frees the checkpoint too: pass only frames
+    nothing else reads. Joins and unions are not followed. ``None`` entries are skipped (for
+    frames a failed step never made).
+    """
+    for df in frames:
+        if df is None:
+            continue
+        if df.storageLevel.useMemory or df.storageLevel.useDisk:
+            df.unpersist()
+            continue
+        rdd = _stored_rdd(df._jdf.queryExecution().logical())
+        if rdd is not None and rdd.getStorageLevel().isValid():
+            rdd.unpersist(False)
+
+
+def _stored_rdd(plan):  # py4j objects in and out
+    """The RDD at the end of ``plan``'s chain of single-child nodes, if it ends at one."""
+    while plan.children().size() == 1:
+        plan = plan.children().apply(0)
+    return plan.rdd() if plan.nodeName() in _RDD_LEAVES else None
