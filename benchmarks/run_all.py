@@ -448,8 +448,9 @@ class Bench:
 
             with self.guard(out, "pandas_weights"):
                 out.update(self.plain_weights(cfg, windows, ig, check=check, work=work, checks=out["checks"]))
-        with self.guard(out, "als"):
-            out.update(self.als(cfg, windows, win, ev_files, check=check, checks=out["checks"]))
+        if not args.skip_als:
+            with self.guard(out, "als"):
+                out.update(self.als(cfg, windows, win, ev_files, check=check, checks=out["checks"]))
         if args.keep_data is False:
             shutil.rmtree(work, ignore_errors=True)
         return out
@@ -1035,6 +1036,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-warmup", action="store_true", help="no untimed warm-up run (for the largest sizes)")
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to measure")
     p.add_argument("--skip-references", action="store_true", help="no DuckDB/Polars/pandas/implicit references")
+    p.add_argument("--skip-als", action="store_true", help="no Spark ALS vs implicit (the other references run)")
     p.add_argument(
         "--no-breakdown",
         action="store_true",
