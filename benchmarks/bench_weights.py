@@ -60,7 +60,6 @@ def steps_of(spark, cfg) -> dict[str, float]:
     )
 
     n_bins = wcfg.information_gain.n_bins
-    stacked = ig._stacked(df, feats, shard_col=S.SHARD, keep=[ig._label(S.LABEL_PURCHASE)])
     keys = [S.USER_ID, S.ITEM_ID]
     edge_sample = _timed(
         steps,
@@ -71,7 +70,9 @@ def steps_of(spark, cfg) -> dict[str, float]:
         steps, "pandas UDF: IG edges per shard", ig._edges(edge_sample, n_features=len(feats), n_bins=n_bins)
     )
     counts = _timed(
-        steps, "native: IG contingency counts", ig._counts(ig._binned(stacked, edges, n_bins=n_bins), feats)
+        steps,
+        "native: IG contingency counts",
+        ig._counts(df, feats, edges, shard_col=S.SHARD, label_col=S.LABEL_PURCHASE, n_bins=n_bins),
     )
     a, mm = wcfg.information_gain.smoothing, wcfg.information_gain.miller_madow
     _timed(
@@ -83,7 +84,7 @@ def steps_of(spark, cfg) -> dict[str, float]:
     )
     result = ig.information_gain(df, feats, cfg=wcfg.information_gain)
     result.bin_scores.localCheckpoint()
-    df = _timed(steps, "native: IG scoring", ig.with_ig_weight(df, result, feats, cfg=wcfg.information_gain))
+    df = _timed(steps, "pandas UDF: IG scoring", ig.with_ig_weight(df, result, feats, cfg=wcfg.information_gain))
 
     cw = class_balance.class_weights(freqs, cfg=wcfg.class_balance)
     df = _timed(steps, "native: class weights", class_balance.with_class_weight(df, cw, cfg=wcfg.class_balance))

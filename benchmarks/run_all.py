@@ -309,8 +309,7 @@ class Bench:
         label = label_column(cfg.weights)
 
         def counts_of(ig: Any) -> DataFrame:
-            stacked = IG._stacked(samples, ig.features, shard_col=S.SHARD, keep=[IG._label(label)])
-            return IG._counts(IG._binned(stacked, ig.edges_long, n_bins=ig.n_bins), ig.features)
+            return IG._counts(samples, ig.features, ig.edges_long, shard_col=S.SHARD, label_col=label, n_bins=ig.n_bins)
 
         def fit(rep: int) -> None:
             ig = IG.information_gain(samples, feats, cfg=icfg, label_col=label)

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from sklearn.metrics import mutual_info_score
 
 from sampleimp_spark import schema as S
+from sampleimp_spark.weighting import information_gain as information_gain_module
 from sampleimp_spark.weighting.information_gain import (
     NAN_BIN,
     InformationGainConfig,
@@ -315,6 +316,22 @@ def test_samples_of_an_unfitted_shard_weigh_one(spark):
     assert (z["ig_score"], z["w_ig"]) == (0.0, 1.0)
 
 
+def test_scoring_keeps_the_samples_in_place_and_refuses_an_oversized_model(spark, monkeypatch):
+    cfg = InformationGainConfig(smoothing=0.0, n_bins=4)
+    samples = spark.createDataFrame(_rows(), SAMPLES_SCHEMA)
+    result = information_gain(samples, FEATURES, cfg=cfg)
+    try:
+        # Scored where the samples are: no shuffle and no join back on the sample keys.
+        plan = with_ig_weight(samples, result, cfg=cfg)._jdf.queryExecution().executedPlan().toString()
+        assert "Exchange" not in plan and "Join" not in plan and "ArrowEvalPython" in plan
+        # 4 shards x 3 features x 5 bins = 60 cells.
+        monkeypatch.setattr(information_gain_module, "MAX_MODEL_CELLS", 59)
+        with pytest.raises(ValueError, match="60 cells"):
+            with_ig_weight(samples, result, cfg=cfg)
+    finally:
+        result.unpersist()
+
+
 def test_smoothing_and_miller_madow_shrink_the_plugin_ig(spark, fitted):
     samples = _samples(spark).where("shard = 'A'")
     plugin = fitted["importance"].set_index(["shard", "feature"]).loc[("A", "noise"), "ig"]
@@ -345,19 +362,17 @@ def test_custom_column_names_and_bad_inputs(spark):
         "rank": 1,
         "n": 4,
     }
-    out = with_ig_weight(df, result, ["f.1"], cfg=cfg, shard_col="cat", key_cols=["k"], weight_col=S.W_IG)
+    out = with_ig_weight(df, result, ["f.1"], cfg=cfg, shard_col="cat", weight_col=S.W_IG)
     assert [r[S.W_IG] for r in out.collect()] == [1.0] * 4  # lambda = 0
     # A non-string shard column: the shard is compared as a string throughout.
     int_shard = df.withColumn("cat", F.lit(7))
     smooth = InformationGainConfig(n_bins=2, smoothing=0.0, lam=1.0)
     result = information_gain(int_shard, ["f.1"], cfg=smooth, label_col="y", shard_col="cat")
-    out = with_ig_weight(int_shard, result, cfg=smooth, shard_col="cat", key_cols=["k"]).toPandas()
+    out = with_ig_weight(int_shard, result, cfg=smooth, shard_col="cat").toPandas()
     result.unpersist()
     assert out["cat"].tolist() == [7] * 4 and out[S.W_IG].mean() == pytest.approx(2.0, abs=1e-12)
     with pytest.raises(ValueError, match="differ"):
-        with_ig_weight(df, result, ["y"], cfg=cfg, shard_col="cat", key_cols=["k"])
-    with pytest.raises(ValueError, match="key column"):
-        with_ig_weight(df, result, ["f.1"], cfg=cfg, shard_col="cat")
+        with_ig_weight(df, result, ["y"], cfg=cfg, shard_col="cat")
     with pytest.raises(TypeError, match="numeric"):
         information_gain(df, ["cat"], cfg=cfg, label_col="y", shard_col="cat")
     with pytest.raises(ValueError, match="not in the samples"):

@@ -21,14 +21,17 @@ expressions, whose query plans cost more to plan and compile than the work itsel
    order puts them); ``NaN`` (and null) get their *own* bin ``-1`` (:data:`NAN_BIN`), since
    "missing" may be informative and has no place in the order.
 3. **Contingency counts** (native Spark): ``groupBy(shard, feature, bin, label).count()`` over the
-   stacked rows: one aggregation with a map-side combine.
+   stacked rows: one aggregation with a map-side combine. The stacked rows carry a dense int id
+   of the shard, not its name, and meet their edges in a broadcast join on one long key.
 4. **Per-shard math** (a grouped pandas UDF, :func:`shard_information_gain`, plain pandas/numpy):
    IG per feature, its rank, and per (feature, bin) the KL divergence of the bin's label
    distribution from the shard's. Its input is the shard's contingency table only: at most
    ``features × (n_bins + 1) × classes`` rows, whatever the shard's size.
-5. **Scoring** (native Spark, :func:`with_ig_weight`): the stacked samples are joined (one
-   broadcast join) to a small per-(shard, feature) table of edges and per-bin terms, binned, their
-   terms summed back per sample and joined to the samples.
+5. **Scoring** (:func:`with_ig_weight`, a scalar pandas UDF): the fitted edges and per-bin terms
+   are small (shards × features × bins) and go to the workers as dense numpy arrays; each Arrow
+   batch of samples is binned and its terms summed in numpy, where the samples are. (Scoring the
+   stacked samples natively — a broadcast join per stacked row, a sum per sample and a shuffle
+   join back to the samples — took about 5× as long.)
 
 Formulas (natural log; ``n_xy`` counts of bin ``x`` and class ``y`` in the shard, ``N`` their sum,
 ``|X|`` the number of bins *observed* for the feature in the shard, ``|Y|`` the number of classes
@@ -68,7 +71,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -122,8 +125,14 @@ _EDGES_SCHEMA = T.StructType(
         T.StructField(_EDGES, T.ArrayType(T.DoubleType(), False), False),
     ]
 )
-_G_MEAN = "__ig_g_mean"
-_TERMS = "__ig_terms"
+_SID = "__ig_sid"
+_ID_SHARD = "__ig_id_shard"
+_KEY = "__ig_key"
+_SCORES = "__ig_scores"
+_SCORES_SCHEMA = T.StructType([T.StructField("g", T.DoubleType()), T.StructField("w", T.DoubleType())])
+#: Largest scoring model (shards × features × bins) :func:`with_ig_weight` collects: 2²⁶ cells
+#: (512 MiB of terms), e.g. 45,000 shards of 138 features in 10 bins.
+MAX_MODEL_CELLS = 2**26
 
 
 class InformationGainConfig(StrictModel):
@@ -157,6 +166,7 @@ class IGResult:
         edges: ``shard, feature, edges`` (``array<double>``, sorted and distinct).
         edges_long: the same keyed by the internal shard column and feature position (for joins).
         n_bins: the configured number of bins (``edges`` has at most ``n_bins - 1`` entries).
+        shard_col: the shard column of ``importance`` and ``bin_scores``.
     """
 
     features: tuple[str, ...]
@@ -165,6 +175,7 @@ class IGResult:
     edges: DataFrame
     edges_long: DataFrame
     n_bins: int
+    shard_col: str
 
     def unpersist(self) -> None:
         """Release the cached small tables."""
@@ -307,8 +318,8 @@ def _bin(x: Column, edges: Column, max_edges: int) -> Column:
     return F.when(x.isNull() | F.isnan(x), F.lit(NAN_BIN)).otherwise(count).cast("int")
 
 
-def _stacked(samples: DataFrame, features: tuple[str, ...], *, shard_col: str, keep: Sequence[Column]) -> DataFrame:
-    """One row per (sample, feature): ``keep`` columns, ``shard``, the feature's position and its value.
+def _stacked(frame: DataFrame, features: tuple[str, ...], *, keep: Sequence[Column]) -> DataFrame:
+    """One row per (sample, feature): ``keep`` columns, the feature's position and its value.
 
     The long layout keeps every per-feature expression small: binning ~100 features as ~100
     wide column expressions made query plans so large that planning and compiling them cost
@@ -317,7 +328,7 @@ def _stacked(samples: DataFrame, features: tuple[str, ...], *, shard_col: str, k
     values = F.array(
         *[F.struct(F.lit(j).alias(_FIDX), _col(f).cast("double").alias(_X)) for j, f in enumerate(features)]
     )
-    return samples.select(*keep, _col(shard_col).cast("string").alias(_SHARD), F.inline(values))
+    return frame.select(*keep, F.inline(values))
 
 
 def _names(features: Sequence[str]) -> Column:
@@ -386,18 +397,39 @@ def _edges(sample: DataFrame, *, n_features: int, n_bins: int) -> DataFrame:
     return sample.groupBy(_SHARD).applyInPandas(per_shard, schema=_EDGES_SCHEMA)
 
 
-def _counts(binned: DataFrame, features: Sequence[str]) -> DataFrame:
-    """``shard, feature, bin, label, count`` from stacked, binned rows (one aggregation)."""
-    counts = binned.groupBy(_SHARD, _FIDX, _BIN, _LABEL).agg(F.count(F.lit(1)).alias(_COUNT))
-    return counts.select(_SHARD, _feature_name(features).alias(_FEATURE), _BIN, _LABEL, _COUNT)
+def _shard_ids(edges: DataFrame) -> DataFrame:
+    """``__ig_id_shard, __ig_sid``: a dense int id per shard of the edges table (null included),
+    in shard order, so it is the same whenever it is recomputed. The stacked rows carry it instead
+    of the shard's name: int keys make the 10⁸-row join and aggregation cheaper than string keys."""
+    order = Window.orderBy(F.col(_ID_SHARD).asc_nulls_first())
+    shards = edges.select(F.col(_SHARD).alias(_ID_SHARD)).distinct()
+    return shards.withColumn(_SID, F.row_number().over(order).cast("int"))
 
 
-def _binned(stacked: DataFrame, edges: DataFrame, *, n_bins: int) -> DataFrame:
-    """Stacked rows with their ``bin`` (``edges`` broadcast-joined by shard and feature; its other
-    columns, e.g. the scoring's terms, come along)."""
-    joined = stacked.join(F.broadcast(edges), [_SHARD, _FIDX], "left")
+def _counts(
+    samples: DataFrame,
+    features: tuple[str, ...],
+    edges: DataFrame,
+    *,
+    shard_col: str,
+    label_col: str,
+    n_bins: int,
+) -> DataFrame:
+    """``shard, feature, bin, label, count``: the samples stacked one row per feature, binned with
+    their shard's edges (one broadcast join on a single long key) and counted in one aggregation
+    with a map-side combine."""
+    ids = F.broadcast(_shard_ids(edges))
+    n_features = len(features)
+    key = (F.col(_SID).cast("long") * n_features + F.col(_FIDX)).alias(_KEY)
+    keyed_edges = edges.join(ids, F.col(_SHARD).eqNullSafe(F.col(_ID_SHARD))).select(key, _EDGES)
+    with_id = samples.join(ids, _col(shard_col).cast("string").eqNullSafe(F.col(_ID_SHARD)))
+    stacked = _stacked(with_id, features, keep=[_label(label_col), F.col(_SID)]).withColumn(_KEY, key)
+    binned = stacked.join(F.broadcast(keyed_edges), _KEY, "left")
     edge_array = F.coalesce(F.col(_EDGES), F.array().cast("array<double>"))
-    return joined.withColumn(_BIN, _bin(F.col(_X), edge_array, n_bins - 1)).drop(_EDGES, _X)
+    binned = binned.withColumn(_BIN, _bin(F.col(_X), edge_array, n_bins - 1))
+    counts = binned.groupBy(_SID, _FIDX, _BIN, _LABEL).agg(F.count(F.lit(1)).alias(_COUNT))
+    named = counts.join(ids, _SID).select(F.col(_ID_SHARD).alias(_SHARD), _FIDX, _BIN, _LABEL, _COUNT)
+    return named.select(_SHARD, _feature_name(features).alias(_FEATURE), _BIN, _LABEL, _COUNT)
 
 
 def information_gain(
@@ -436,13 +468,12 @@ def information_gain(
         The importance, bin-score and edge tables (see :class:`IGResult`).
     """
     feats = _check_features(samples, features)
-    stacked = _stacked(samples, feats, shard_col=shard_col, keep=[_label(label_col)])
     keys = list(key_cols or ())
     if not keys or any(k not in samples.columns for k in keys):
         keys = [label_col, *feats]  # no sample keys: the row's content decides the sample
     sample = _edge_sample(samples, feats, shard_col=shard_col, key_cols=keys, edge_rows=edge_rows, seed=seed)
     edges = _edges(sample, n_features=len(feats), n_bins=cfg.n_bins).cache()
-    counts = _counts(_binned(stacked, edges, n_bins=cfg.n_bins), feats)
+    counts = _counts(samples, feats, edges, shard_col=shard_col, label_col=label_col, n_bins=cfg.n_bins)
     alpha, miller_madow = cfg.smoothing, cfg.miller_madow
 
     def per_shard(counts: pd.DataFrame) -> pd.DataFrame:
@@ -458,7 +489,72 @@ def information_gain(
         edges=edges.select(F.col(_SHARD).alias(shard_col), _feature_name(feats).alias(_FEATURE), _EDGES),
         edges_long=edges,
         n_bins=cfg.n_bins,
+        shard_col=shard_col,
     )
+
+
+def _scoring_model(result: IGResult) -> tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray]:
+    """The fitted model as dense numpy arrays, collected to the driver: the shard names, the edges
+    ``(shards, features, n_bins - 1)`` (padded with ``+inf``, which no value exceeds), the per-bin
+    terms ``(shards, features, n_bins + 1)`` (index ``bin + 1``, so NaN's bin ``-1`` is index 0; a
+    bin the fit did not see has term 0) and ``mean_s(g)`` per shard.
+
+    Its size is set by the shards, features and bins, not by the samples (the broadcast join that
+    scored the stacked samples before shipped the same tables to every task); above
+    :data:`MAX_MODEL_CELLS` it is refused with a clear error rather than risk the driver.
+    """
+    feats, n_bins = result.features, result.n_bins
+    edges = result.edges_long.toPandas()
+    shards = pd.Index(sorted(edges[_SHARD].dropna().unique()))
+    cells = len(shards) * len(feats) * (n_bins + 1)
+    if cells > MAX_MODEL_CELLS:
+        raise ValueError(
+            f"the IG scoring model has {len(shards):,} shards x {len(feats)} features x {n_bins + 1} bins = "
+            f"{cells:,} cells, above {MAX_MODEL_CELLS:,}: use fewer features or bins, or pool more shards"
+        )
+    edge_arr = np.full((len(shards), len(feats), n_bins - 1), np.inf)
+    for s, j, e in zip(shards.get_indexer(edges[_SHARD]), edges[_FIDX], edges[_EDGES], strict=True):
+        if s >= 0:
+            edge_arr[s, j, : len(e)] = e
+    shard = F.col(result.shard_col).cast("string").alias(_SHARD)
+    bins = result.bin_scores.select(shard, _FEATURE, _BIN, "contrib", "g_mean").toPandas()
+    bins = bins[shards.get_indexer(bins[_SHARD]) >= 0]  # a null shard has no edges: it scores 0
+    s = shards.get_indexer(bins[_SHARD])
+    j = pd.Index(feats).get_indexer(bins[_FEATURE])
+    terms = np.zeros((len(shards), len(feats), n_bins + 1))
+    terms[s, j, bins[_BIN].to_numpy() + 1] = bins["contrib"].to_numpy()
+    g_mean = np.zeros(len(shards))
+    g_mean[s] = bins["g_mean"].to_numpy()
+    return shards, edge_arr, terms, g_mean
+
+
+def pointwise_scores(
+    shard: pd.Series, values: np.ndarray, model: tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray], lam: float
+) -> pd.DataFrame:
+    """``g`` and ``w_ig`` of a batch of samples (plain numpy; called per Arrow batch).
+
+    Args:
+        shard: the samples' shards (as strings); a shard the model does not know scores 0.
+        values: the samples' feature values, ``rows × features`` in the fitted order (NaN for null).
+        model: the output of :func:`_scoring_model`.
+        lam: ``λ``.
+    """
+    shards, edge_arr, terms, g_mean = model
+    s = shards.get_indexer(shard)
+    known = s >= 0
+    s = np.where(known, s, 0)
+    g = np.zeros(len(values))
+    for j in range(values.shape[1]):
+        x = values[:, j]
+        # The number of edges strictly below x (the +inf padding never is), NaN in its own bin.
+        b = np.where(np.isnan(x), NAN_BIN, (x[:, None] > edge_arr[s, j]).sum(axis=1))
+        g += terms[s, j, b + 1]
+    g = np.where(known, g, 0.0)
+    mean = np.where(known, g_mean[s], 0.0)
+    w = np.ones(len(g))
+    informative = mean > 0
+    w[informative] = 1.0 + lam * g[informative] / mean[informative]
+    return pd.DataFrame({"g": g, "w": w})
 
 
 def with_ig_weight(
@@ -468,18 +564,18 @@ def with_ig_weight(
     *,
     cfg: InformationGainConfig,
     shard_col: str = S.SHARD,
-    key_cols: Sequence[str] = (S.USER_ID, S.ITEM_ID),
     score_col: str = IG_SCORE,
     weight_col: str = S.W_IG,
 ) -> DataFrame:
     """Add the pointwise IG score ``g`` and the weight ``w_ig = 1 + λ · g / mean_s(g)``.
 
-    The samples are stacked one row per (sample, feature), binned exactly as in
-    :func:`information_gain`, joined to the small per-(shard, feature, bin) terms, summed back
-    per sample (``key_cols`` identify a sample and must be unique) and joined to the samples.
-    On the samples the IG was computed on, the mean of ``w_ig`` over a shard is ``1 + λ`` (or 1
-    where ``g`` is 0 throughout). Samples of a shard the IG was not computed on get ``g = 0`` and
-    ``w_ig = 1``; bins not seen there score 0.
+    Each sample is binned exactly as in :func:`information_gain` and its bins' terms summed, in a
+    scalar pandas UDF that sees one Arrow batch of the samples' shard and feature values at a
+    time, with the fitted edges and per-bin terms as small dense arrays
+    (:func:`_scoring_model`). The samples stay where they are: no stacking, no shuffle, no join
+    back. On the samples the IG was computed on, the mean of ``w_ig`` over a shard is ``1 + λ``
+    (or 1 where ``g`` is 0 throughout). Samples of a shard the IG was not computed on get
+    ``g = 0`` and ``w_ig = 1``; bins not seen there score 0.
 
     Args:
         samples: the samples (same feature and shard columns as the IG fit).
@@ -487,7 +583,6 @@ def with_ig_weight(
         features: the fitted features (default); given explicitly, they must be the same set.
         cfg: uses ``lam``.
         shard_col: the shard column.
-        key_cols: columns that identify a sample.
         score_col: output column for ``g`` (double, ``>= 0``).
         weight_col: output column for ``w_ig`` (double, ``>= 1``).
 
@@ -497,30 +592,12 @@ def with_ig_weight(
     feats = result.features
     if features is not None and set(features) != set(feats):
         raise ValueError(f"features {list(features)} differ from the fitted ones {list(feats)}")
-    missing = [k for k in key_cols if k not in samples.columns]
-    if missing:
-        raise ValueError(f"key column(s) {missing} are not in the samples; pass key_cols that identify a sample")
-    keys = [_col(k).alias(f"__ig_key_{i}") for i, k in enumerate(key_cols)]
-    key_names = [f"__ig_key_{i}" for i in range(len(key_cols))]
-    position = F.array_position(_names(feats), F.col(_FEATURE)) - 1
-    # Per (shard, feature): its edges and a bin -> term map, so one broadcast join on the stacked
-    # rows gives both (a bin the fit did not see, or an unfitted shard, has no term: it adds 0).
-    terms = result.bin_scores.groupBy(F.col(shard_col).alias(_SHARD), position.cast("int").alias(_FIDX)).agg(
-        F.map_from_entries(F.collect_list(F.struct(_BIN, "contrib"))).alias(_TERMS)
-    )
-    lookup = result.edges_long.join(terms, [_SHARD, _FIDX], "left")
-    g_means = result.bin_scores.groupBy(F.col(shard_col).alias(_SHARD)).agg(F.first("g_mean").alias(_G_MEAN))
-    stacked = _stacked(samples, feats, shard_col=shard_col, keep=keys)
-    contrib = F.coalesce(F.try_element_at(F.col(_TERMS), F.col(_BIN)), F.lit(0.0))
-    scores = (
-        _binned(stacked, lookup, n_bins=result.n_bins)
-        .groupBy(*key_names, _SHARD)
-        .agg(F.sum(contrib).alias("__ig_g"))
-        .join(F.broadcast(g_means), _SHARD, "left")
-        .drop(_SHARD)
-    )
-    joined = samples.join(scores, [_col(k) == F.col(n) for k, n in zip(key_cols, key_names, strict=True)], "left")
-    g = F.coalesce(F.col("__ig_g"), F.lit(0.0))
-    g_mean = F.coalesce(F.col(_G_MEAN), F.lit(0.0))
-    w = F.when(g_mean > 0, F.lit(1.0) + F.lit(cfg.lam) * F.try_divide(g, g_mean)).otherwise(F.lit(1.0))
-    return joined.withColumn(score_col, g).withColumn(weight_col, w).drop(*key_names, "__ig_g", _G_MEAN)
+    model, lam = _scoring_model(result), cfg.lam
+
+    @F.pandas_udf(_SCORES_SCHEMA)  # type: ignore[call-overload]
+    def score(shard: pd.Series, values: pd.DataFrame) -> pd.DataFrame:
+        return pointwise_scores(shard, values.to_numpy(dtype=float), model, lam)
+
+    values = F.struct(*[_col(f).cast("double").alias(f"v{j}") for j, f in enumerate(feats)])
+    scored = samples.withColumn(_SCORES, score(_col(shard_col).cast("string"), values))
+    return scored.withColumns({score_col: F.col(f"{_SCORES}.g"), weight_col: F.col(f"{_SCORES}.w")}).drop(_SCORES)
