@@ -877,8 +877,9 @@ def markdown(result: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        "**References** (same input and run as the project's figure, unless the protocol notes above give that"
-        " figure from a later file of the same size; ratio = project / reference, below 1 = the project is faster)",
+        "**References** (each from the latest file of its size that ran it, the project's figure from the latest"
+        " file that measured it: the protocol notes above name the files; ratio = project / reference, below 1 ="
+        " the project is faster)",
         "",
         "| events | project step | s | reference | s | ratio | reference peak RSS MiB | equal at check size |",
         "|---:|---|---:|---|---:|---:|---:|---|",
@@ -980,8 +981,9 @@ def merged(results: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             # The same size measured in two invocations (e.g. the train stage on its own, or a
             # stage re-measured after a change): the later file's figures win where both have
-            # them (stages, IG breakdown, weights parts); the earlier file's others (e.g. the
-            # references) are kept; the protocol notes name the later file and how it ran.
+            # them (stages, IG breakdown, weights parts, each reference and its check); the
+            # earlier file's others (e.g. the references a later run skipped) are kept; the
+            # protocol notes name the later file and how it ran.
             mine = dict(out["sizes"][n])
             mine["protocol"] = _protocol(mine, results[0]["args"])
             parts = [*size.get("stages", {}), *(k for k in ("ig", "weights_parts") if size.get(k))]
@@ -990,7 +992,9 @@ def merged(results: list[dict[str, Any]]) -> dict[str, Any]:
                 note = f"{', '.join(parts)}: {theirs}, `{other.get('file', '?')}`"
                 mine["protocol_notes"] = [*mine.get("protocol_notes", []), note]
             later = {k: v for k, v in size.items() if v not in (None, {}, []) and k not in ("protocol", "ratios")}
-            combined = {**mine, **later, "stages": {**mine.get("stages", {}), **size.get("stages", {})}}
+            combined = {**mine, **later}
+            for key in ("stages", "references", "checks"):
+                combined[key] = {**mine.get(key, {}), **size.get(key, {})}
             combined["ratios"] = ratios(combined)
             out["sizes"][n] = combined
         if other.get("skew"):
