@@ -84,6 +84,7 @@ def steps_of(spark, cfg) -> dict[str, float]:
     )
     result = ig.information_gain(df, feats, cfg=wcfg.information_gain)
     result.bin_scores.localCheckpoint()
+    # with_ig_weight collects the fitted tables when called, before the timer starts.
     df = _timed(steps, "pandas UDF: IG scoring", ig.with_ig_weight(df, result, feats, cfg=wcfg.information_gain))
 
     cw = class_balance.class_weights(freqs, cfg=wcfg.class_balance)

@@ -130,9 +130,10 @@ _ID_SHARD = "__ig_id_shard"
 _KEY = "__ig_key"
 _SCORES = "__ig_scores"
 _SCORES_SCHEMA = T.StructType([T.StructField("g", T.DoubleType()), T.StructField("w", T.DoubleType())])
-#: Largest scoring model (shards × features × bins) :func:`with_ig_weight` collects: 2²⁶ cells
-#: (512 MiB of terms), e.g. 45,000 shards of 138 features in 10 bins.
-MAX_MODEL_CELLS = 2**26
+#: Largest scoring model :func:`with_ig_weight` collects and ships to the Python workers, in
+#: doubles: edges and per-bin terms, ``shards × features × 2 n_bins``. 2²⁵ (256 MiB) holds e.g.
+#: 12,000 shards of 138 features in 10 bins.
+MAX_MODEL_CELLS = 2**25
 
 
 class InformationGainConfig(StrictModel):
@@ -398,8 +399,8 @@ def _edges(sample: DataFrame, *, n_features: int, n_bins: int) -> DataFrame:
 
 
 def _shard_ids(edges: DataFrame) -> DataFrame:
-    """``__ig_id_shard, __ig_sid``: a dense int id per shard of the edges table (null included),
-    in shard order, so it is the same whenever it is recomputed. The stacked rows carry it instead
+    """``__ig_id_shard, __ig_sid``: a dense int id per shard of the edges table, in shard order,
+    so it is the same whenever it is recomputed. The stacked rows carry it instead
     of the shard's name: int keys make the 10⁸-row join and aggregation cheaper than string keys."""
     order = Window.orderBy(F.col(_ID_SHARD).asc_nulls_first())
     shards = edges.select(F.col(_SHARD).alias(_ID_SHARD)).distinct()
@@ -417,12 +418,13 @@ def _counts(
 ) -> DataFrame:
     """``shard, feature, bin, label, count``: the samples stacked one row per feature, binned with
     their shard's edges (one broadcast join on a single long key) and counted in one aggregation
-    with a map-side combine."""
+    with a map-side combine. Samples with a null shard have no edges and are not counted
+    (``silver.samples.shard`` is never null); :func:`with_ig_weight` gives them ``w_ig = 1``."""
     ids = F.broadcast(_shard_ids(edges))
     n_features = len(features)
     key = (F.col(_SID).cast("long") * n_features + F.col(_FIDX)).alias(_KEY)
-    keyed_edges = edges.join(ids, F.col(_SHARD).eqNullSafe(F.col(_ID_SHARD))).select(key, _EDGES)
-    with_id = samples.join(ids, _col(shard_col).cast("string").eqNullSafe(F.col(_ID_SHARD)))
+    keyed_edges = edges.join(ids, F.col(_SHARD) == F.col(_ID_SHARD)).select(key, _EDGES)
+    with_id = samples.join(ids, _col(shard_col).cast("string") == F.col(_ID_SHARD))
     stacked = _stacked(with_id, features, keep=[_label(label_col), F.col(_SID)]).withColumn(_KEY, key)
     binned = stacked.join(F.broadcast(keyed_edges), _KEY, "left")
     edge_array = F.coalesce(F.col(_EDGES), F.array().cast("array<double>"))
@@ -506,17 +508,18 @@ def _scoring_model(result: IGResult) -> tuple[pd.Index, np.ndarray, np.ndarray, 
     feats, n_bins = result.features, result.n_bins
     edges = result.edges_long.toPandas()
     shards = pd.Index(sorted(edges[_SHARD].dropna().unique()))
-    cells = len(shards) * len(feats) * (n_bins + 1)
+    cells = len(shards) * len(feats) * 2 * n_bins  # edges (n_bins - 1) and terms (n_bins + 1)
     if cells > MAX_MODEL_CELLS:
         raise ValueError(
-            f"the IG scoring model has {len(shards):,} shards x {len(feats)} features x {n_bins + 1} bins = "
-            f"{cells:,} cells, above {MAX_MODEL_CELLS:,}: use fewer features or bins, or pool more shards"
+            f"the IG scoring model has {len(shards):,} shards x {len(feats)} features x {2 * n_bins} edges and "
+            f"terms = {cells:,} values, above {MAX_MODEL_CELLS:,}: use fewer features or bins, or pool more shards "
+            "(a larger features.min_shard_rows)"
         )
     edge_arr = np.full((len(shards), len(feats), n_bins - 1), np.inf)
     for s, j, e in zip(shards.get_indexer(edges[_SHARD]), edges[_FIDX], edges[_EDGES], strict=True):
         if s >= 0:
             edge_arr[s, j, : len(e)] = e
-    shard = F.col(result.shard_col).cast("string").alias(_SHARD)
+    shard = _col(result.shard_col).cast("string").alias(_SHARD)
     bins = result.bin_scores.select(shard, _FEATURE, _BIN, "contrib", "g_mean").toPandas()
     bins = bins[shards.get_indexer(bins[_SHARD]) >= 0]  # a null shard has no edges: it scores 0
     s = shards.get_indexer(bins[_SHARD])
@@ -540,6 +543,8 @@ def pointwise_scores(
         lam: ``λ``.
     """
     shards, edge_arr, terms, g_mean = model
+    if len(shards) == 0:  # nothing was fitted: every sample scores 0 and weighs 1
+        return pd.DataFrame({"g": np.zeros(len(values)), "w": np.ones(len(values))})
     s = shards.get_indexer(shard)
     known = s >= 0
     s = np.where(known, s, 0)
@@ -577,6 +582,8 @@ def with_ig_weight(
     (or 1 where ``g`` is 0 throughout). Samples of a shard the IG was not computed on get
     ``g = 0`` and ``w_ig = 1``; bins not seen there score 0.
 
+    Unlike the fit, this runs Spark jobs when called: it collects the (small) fitted tables.
+
     Args:
         samples: the samples (same feature and shard columns as the IG fit).
         result: the output of :func:`information_gain`.
@@ -588,6 +595,10 @@ def with_ig_weight(
 
     Returns:
         ``samples`` with ``score_col`` and ``weight_col`` added.
+
+    Raises:
+        ValueError: the features differ from the fitted ones, or the model is larger than
+            :data:`MAX_MODEL_CELLS`.
     """
     feats = result.features
     if features is not None and set(features) != set(feats):
@@ -600,4 +611,6 @@ def with_ig_weight(
 
     values = F.struct(*[_col(f).cast("double").alias(f"v{j}") for j, f in enumerate(feats)])
     scored = samples.withColumn(_SCORES, score(_col(shard_col).cast("string"), values))
-    return scored.withColumns({score_col: F.col(f"{_SCORES}.g"), weight_col: F.col(f"{_SCORES}.w")}).drop(_SCORES)
+    # coalesce: the UDF's output is nullable to Spark, but never null.
+    g, w = F.coalesce(F.col(f"{_SCORES}.g"), F.lit(0.0)), F.coalesce(F.col(f"{_SCORES}.w"), F.lit(1.0))
+    return scored.withColumns({score_col: g, weight_col: w}).drop(_SCORES)

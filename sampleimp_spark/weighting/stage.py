@@ -183,7 +183,12 @@ def compute_weights(
     params = checkpoint(fit_density_ratio(df, dr_features, cfg=cfg.density_ratio))
 
     ig = information_gain(df, features, cfg=cfg.information_gain, label_col=label)
-    df = with_ig_weight(df, ig, features, cfg=cfg.information_gain)
+    try:
+        df = with_ig_weight(df, ig, features, cfg=cfg.information_gain)  # runs the IG fit's jobs
+    except Exception:
+        ig.unpersist()
+        release(params)
+        raise
 
     cw = class_weights(class_frequencies, cfg=cfg.class_balance)
     df = with_class_weight(df, cw, cfg=cfg.class_balance, label_col=label)
