@@ -18,6 +18,7 @@ from sampleimp_spark.weighting import information_gain as information_gain_modul
 from sampleimp_spark.weighting.information_gain import (
     NAN_BIN,
     InformationGainConfig,
+    ScoringModel,
     information_gain,
     pointwise_scores,
     quantile_edges,
@@ -334,7 +335,7 @@ def test_scoring_keeps_the_samples_in_place_and_refuses_an_oversized_model(spark
 
 
 def test_pointwise_scores_without_a_fitted_shard_weigh_one():
-    empty = (pd.Index([], dtype=object), np.empty((0, 2, 3)), np.empty((0, 2, 5)), np.empty(0))
+    empty = ScoringModel(pd.Index([], dtype=object), np.empty((0, 2, 3)), np.empty((0, 2, 5)), np.empty(0))
     out = pointwise_scores(pd.Series(["a", None]), np.array([[1.0, np.nan], [0.0, 2.0]]), empty, 1.0)
     assert out.to_dict("list") == {"g": [0.0, 0.0], "w": [1.0, 1.0]}
 

@@ -67,6 +67,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -495,11 +496,25 @@ def information_gain(
     )
 
 
-def _scoring_model(result: IGResult) -> tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray]:
-    """The fitted model as dense numpy arrays, collected to the driver: the shard names, the edges
-    ``(shards, features, n_bins - 1)`` (padded with ``+inf``, which no value exceeds), the per-bin
-    terms ``(shards, features, n_bins + 1)`` (index ``bin + 1``, so NaN's bin ``-1`` is index 0; a
-    bin the fit did not see has term 0) and ``mean_s(g)`` per shard.
+class ScoringModel(NamedTuple):
+    """The fitted IG model as dense numpy arrays (what :func:`pointwise_scores` reads).
+
+    Attributes:
+        shards: the shard names (row ``s`` of every array is ``shards[s]``).
+        edges: ``(shards, features, n_bins - 1)``, padded with ``+inf`` (which no value exceeds).
+        terms: ``(shards, features, n_bins + 1)``, the term of bin ``b`` at index ``b + 1`` (NaN's bin
+            ``-1`` is index 0; a bin the fit did not see has term 0).
+        g_mean: ``mean_s(g)`` per shard.
+    """
+
+    shards: pd.Index
+    edges: np.ndarray
+    terms: np.ndarray
+    g_mean: np.ndarray
+
+
+def _scoring_model(result: IGResult) -> ScoringModel:
+    """The fitted model collected to the driver as a :class:`ScoringModel`.
 
     Its size is set by the shards, features and bins, not by the samples (the broadcast join that
     scored the stacked samples before shipped the same tables to every task); above
@@ -528,12 +543,10 @@ def _scoring_model(result: IGResult) -> tuple[pd.Index, np.ndarray, np.ndarray, 
     terms[s, j, bins[_BIN].to_numpy() + 1] = bins["contrib"].to_numpy()
     g_mean = np.zeros(len(shards))
     g_mean[s] = bins["g_mean"].to_numpy()
-    return shards, edge_arr, terms, g_mean
+    return ScoringModel(shards, edge_arr, terms, g_mean)
 
 
-def pointwise_scores(
-    shard: pd.Series, values: np.ndarray, model: tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray], lam: float
-) -> pd.DataFrame:
+def pointwise_scores(shard: pd.Series, values: np.ndarray, model: ScoringModel, lam: float) -> pd.DataFrame:
     """``g`` and ``w_ig`` of a batch of samples (plain numpy; called per Arrow batch).
 
     Args:
@@ -542,7 +555,7 @@ def pointwise_scores(
         model: the output of :func:`_scoring_model`.
         lam: ``λ``.
     """
-    shards, edge_arr, terms, g_mean = model
+    shards, edge_arr, terms, g_mean = model.shards, model.edges, model.terms, model.g_mean
     if len(shards) == 0:  # nothing was fitted: every sample scores 0 and weighs 1
         return pd.DataFrame({"g": np.zeros(len(values)), "w": np.ones(len(values))})
     s = shards.get_indexer(shard)
