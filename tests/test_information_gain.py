@@ -22,7 +22,6 @@ from sampleimp_spark.weighting.information_gain import (
     information_gain,
     pointwise_scores,
     quantile_edges,
-    sample_modes,
     shard_information_gain,
     with_ig_weight,
 )
@@ -230,53 +229,6 @@ def test_quantile_edges_are_numpy_inverted_cdf_quantiles_of_the_finite_values():
         np.testing.assert_array_equal(got[j], expected)
     assert len(got[1]) <= 5  # ties collapse: five distinct values
     assert got[2].size == 0  # no finite value: no edges, one bin
-
-
-def test_sample_modes_count_nan_as_one_value_and_break_ties_low():
-    nan = float("nan")
-    values = np.array([[nan, 2.0, 0.0], [nan, 1.0, -0.0], [3.0, 2.0, 5.0], [nan, 1.0, 5.0]])
-    # NaN thrice; 1.0 and 2.0 tie (the smaller wins); 0.0 and -0.0 are one value.
-    np.testing.assert_array_equal(sample_modes(values)[1:], [1.0, 0.0])
-    assert np.isnan(sample_modes(values)[0])
-    assert np.isnan(sample_modes(np.empty((0, 1)))[0])
-
-
-def test_counts_are_exact_whatever_each_shards_mode_is(spark):
-    """The counting skips values equal to their shard's mode and adds them back from the sample
-    totals: null vs NaN, 0.0 vs -0.0, a feature that is all mode, and modes taken from a small edge
-    sample (so not the shard's true mode) must all give the counts of a direct binning."""
-    nan = float("nan")
-    rng = np.random.default_rng(17)
-    rows = []
-    # Null is the most common `good` value, NaN also occurs; the NaN bin holds both.
-    for i, x in enumerate([None] * 6 + [nan, nan, 1.0, 2.0, 3.0, 3.0, 4.0]):
-        rows.append(("nul", f"u{i}", f"a{i}", i % 3 == 0, x, float(i), 7.0))
-    # `noise` is 0.0 or -0.0 (one value) mostly; `tied` is 7.0 throughout (all mode).
-    for i in range(15):
-        rows.append(("zero", f"u{i}", f"b{i}", i % 4 == 0, float(i), [0.0, -0.0, 0.0, 2.0][i % 4], 7.0))
-    # Three near-equal values: the mode of a 30-row edge sample need not be the shard's.
-    for i in range(400):
-        y, x, tied = bool(rng.random() < 0.3), float(rng.normal()), float(rng.integers(3))
-        rows.append(("big", f"u{i}", f"c{i}", y, x, tied, 1.0))
-    schema = SAMPLES_SCHEMA.replace("label_purchase int", "label_purchase boolean")
-    cfg = InformationGainConfig(n_bins=4, smoothing=0.0)
-    result = information_gain(spark.createDataFrame(rows, schema).repartition(3), FEATURES, cfg=cfg, edge_rows=30)
-    bins = result.bin_scores.toPandas().set_index(["shard", "feature", "bin"])
-    imp = result.importance.toPandas().set_index(["shard", "feature"])["ig"]
-    edges = {(r.shard, r.feature): np.asarray(r.edges, dtype=float) for r in result.edges.collect()}
-    result.unpersist()
-    frame = pd.DataFrame(rows, columns=[c.split()[0] for c in schema.split(", ")])
-    checked = 0
-    for shard, part in frame.groupby("shard"):
-        for feature in FEATURES:
-            x = part[feature].astype(float).to_numpy()
-            b = np.where(np.isnan(x), NAN_BIN, np.searchsorted(edges[(shard, feature)], x, side="left"))
-            expected = pd.Series(b).value_counts().sort_index()
-            got = bins.loc[(shard, feature), "n_bin"].sort_index()
-            assert got.to_dict() == expected.to_dict(), (shard, feature)
-            assert imp[(shard, feature)] == pytest.approx(mutual_info_score(part["label_purchase"], b), abs=1e-12)
-            checked += 1
-    assert checked == 3 * len(FEATURES)
 
 
 def test_edges_of_a_large_shard_come_from_a_bounded_partition_independent_sample(spark):

@@ -22,10 +22,7 @@ expressions, whose query plans cost more to plan and compile than the work itsel
    "missing" may be informative and has no place in the order.
 3. **Contingency counts** (native Spark): ``groupBy(shard, feature, bin, label).count()`` over the
    stacked rows: one aggregation with a map-side combine. The stacked rows carry a dense int id
-   of the shard, not its name, and meet their edges in a broadcast join on one long key. A value
-   equal to its shard's *mode* (the most common value of the edge sample; mostly a
-   no-activity default) is not stacked: the mode's count is recovered exactly from the number of
-   samples per (shard, label).
+   of the shard, not its name, and meet their edges in a broadcast join on one long key.
 4. **Per-shard math** (a grouped pandas UDF, :func:`shard_information_gain`, plain pandas/numpy):
    IG per feature, its rank, and per (feature, bin) the KL divergence of the bin's label
    distribution from the shard's. Its input is the shard's contingency table only: at most
@@ -122,17 +119,11 @@ _FIDX = "__ig_f"
 #: Rows per shard the bin edges are computed from (a hash sample above that).
 EDGE_SAMPLE_ROWS = 10_000
 _EDGES = "edges"
-_MODE = "mode"
-_MODES = "__ig_modes"
-_MODE_BIN = "__ig_mode_bin"
-_SKIP = "__ig_skip"
 _EDGES_SCHEMA = T.StructType(
     [
         T.StructField(_SHARD, T.StringType(), True),
         T.StructField(_FIDX, T.IntegerType(), False),
         T.StructField(_EDGES, T.ArrayType(T.DoubleType(), False), False),
-        # The most common value of the edge sample; null for NaN (Arrow turns pandas' NaN to null).
-        T.StructField(_MODE, T.DoubleType(), True),
     ]
 )
 _SID = "__ig_sid"
@@ -329,6 +320,19 @@ def _bin(x: Column, edges: Column, max_edges: int) -> Column:
     return F.when(x.isNull() | F.isnan(x), F.lit(NAN_BIN)).otherwise(count).cast("int")
 
 
+def _stacked(frame: DataFrame, features: tuple[str, ...], *, keep: Sequence[Column]) -> DataFrame:
+    """One row per (sample, feature): ``keep`` columns, the feature's position and its value.
+
+    The long layout keeps every per-feature expression small: binning ~100 features as ~100
+    wide column expressions made query plans so large that planning and compiling them cost
+    more than the work itself.
+    """
+    values = F.array(
+        *[F.struct(F.lit(j).alias(_FIDX), _col(f).cast("double").alias(_X)) for j, f in enumerate(features)]
+    )
+    return frame.select(*keep, F.inline(values))
+
+
 def _names(features: Sequence[str]) -> Column:
     """The feature names as a literal array (position ``_FIDX`` is element ``_FIDX + 1``)."""
     return F.array(*[F.lit(f) for f in features])
@@ -384,51 +388,24 @@ def _edge_sample(
     )
 
 
-def sample_modes(values: np.ndarray) -> np.ndarray:
-    """The most common value of each column of ``values`` (rows × features), NaN counting as one
-    value; the smallest on a tie, so it does not depend on the order of the rows."""
-    out = np.full(values.shape[1], np.nan)
-    for j in range(values.shape[1]):
-        uniq, counts = np.unique(values[:, j], return_counts=True, equal_nan=True)
-        if len(uniq):
-            out[j] = uniq[np.argmax(counts)]
-    return out
-
-
 def _edges(sample: DataFrame, *, n_features: int, n_bins: int) -> DataFrame:
-    """``shard, feature position, edges, mode`` from the output of :func:`_edge_sample`, per shard
-    in a grouped pandas UDF (:func:`quantile_edges`, :func:`sample_modes`): a group is at most
-    ~``edge_rows`` rows."""
+    """``shard, feature position, edges`` from the output of :func:`_edge_sample`, per shard in a
+    grouped pandas UDF (:func:`quantile_edges`): a group is at most ~``edge_rows`` rows."""
 
     def per_shard(rows: pd.DataFrame) -> pd.DataFrame:
-        values = rows.iloc[:, 1:].to_numpy(dtype=float)
-        return pd.DataFrame(
-            {
-                _SHARD: rows[_SHARD].iloc[0],
-                _FIDX: np.arange(n_features, dtype=np.int32),
-                _EDGES: quantile_edges(values, n_bins),
-                _MODE: sample_modes(values),
-            }
-        )
+        edges = quantile_edges(rows.iloc[:, 1:].to_numpy(dtype=float), n_bins)
+        return pd.DataFrame({_SHARD: rows[_SHARD].iloc[0], _FIDX: np.arange(n_features, dtype=np.int32), _EDGES: edges})
 
     return sample.groupBy(_SHARD).applyInPandas(per_shard, schema=_EDGES_SCHEMA)
 
 
 def _shard_ids(edges: DataFrame) -> DataFrame:
-    """``__ig_id_shard, __ig_sid, __ig_modes``: per shard of the edges table a dense int id, in
-    shard order (so it is the same whenever it is recomputed), and the modes of its features in
-    feature order. The stacked rows carry the id instead of the shard's name: int keys make the
-    10⁸-row join and aggregation cheaper than string keys."""
+    """``__ig_id_shard, __ig_sid``: a dense int id per shard of the edges table, in shard order,
+    so it is the same whenever it is recomputed. The stacked rows carry it instead
+    of the shard's name: int keys make the 10⁸-row join and aggregation cheaper than string keys."""
     order = Window.orderBy(F.col(_ID_SHARD).asc_nulls_first())
-    modes = F.transform(F.sort_array(F.collect_list(F.struct(_FIDX, _MODE))), lambda m: m[_MODE])
-    shards = edges.groupBy(F.col(_SHARD).alias(_ID_SHARD)).agg(modes.alias(_MODES))
+    shards = edges.select(F.col(_SHARD).alias(_ID_SHARD)).distinct()
     return shards.withColumn(_SID, F.row_number().over(order).cast("int"))
-
-
-def _is_mode(x: Column, mode: Column) -> Column:
-    """Whether ``x`` is the mode; null and NaN are one value (they share :data:`NAN_BIN`)."""
-    both_missing = (mode.isNull() | F.isnan(mode)) & (x.isNull() | F.isnan(x))
-    return F.coalesce(x == mode, F.lit(False)) | both_missing
 
 
 def _counts(
@@ -442,71 +419,18 @@ def _counts(
 ) -> DataFrame:
     """``shard, feature, bin, label, count``: the samples stacked one row per feature, binned with
     their shard's edges (one broadcast join on a single long key) and counted in one aggregation
-    with a map-side combine. (The long layout keeps every per-feature expression small: binning
-    ~100 features as ~100 wide column expressions made query plans so large that planning and
-    compiling them cost more than the work itself.) Samples with a null shard have no edges and
-    are not counted (``silver.samples.shard`` is never null); :func:`with_ig_weight` gives them
-    ``w_ig = 1``.
-
-    A value equal to its shard's mode (the most common value of the edge sample) is not stacked:
-    behaviour features are mostly their no-activity default, and at 10M events 59 % of the stacked
-    values were their (shard, feature)'s mode. The mode's bin then gets the samples per (shard,
-    label) less the feature's other counts. The counts are exact whatever the mode is; the mode
-    only decides how many rows are skipped.
-    """
+    with a map-side combine. Samples with a null shard have no edges and are not counted
+    (``silver.samples.shard`` is never null); :func:`with_ig_weight` gives them ``w_ig = 1``."""
     ids = F.broadcast(_shard_ids(edges))
     n_features = len(features)
     key = (F.col(_SID).cast("long") * n_features + F.col(_FIDX)).alias(_KEY)
-    mode_bin = _bin(F.col(_MODE), F.col(_EDGES), n_bins - 1).alias(_MODE_BIN)
-    keyed_edges = edges.join(ids, F.col(_SHARD) == F.col(_ID_SHARD)).select(key, _EDGES, mode_bin)
+    keyed_edges = edges.join(ids, F.col(_SHARD) == F.col(_ID_SHARD)).select(key, _EDGES)
     with_id = samples.join(ids, _col(shard_col).cast("string") == F.col(_ID_SHARD))
-    entries = [
-        F.struct(
-            F.lit(j).alias(_FIDX),
-            _col(f).cast("double").alias(_X),
-            _is_mode(_col(f).cast("double"), F.col(_MODES)[j]).alias(_SKIP),
-        )
-        for j, f in enumerate(features)
-    ]
-    stacked = with_id.select(_label(label_col), F.col(_SID), F.inline(F.array(*entries)))
-    stacked = stacked.where(~F.col(_SKIP)).withColumn(_KEY, key)
+    stacked = _stacked(with_id, features, keep=[_label(label_col), F.col(_SID)]).withColumn(_KEY, key)
+    binned = stacked.join(F.broadcast(keyed_edges), _KEY, "left")
     edge_array = F.coalesce(F.col(_EDGES), F.array().cast("array<double>"))
-    binned = stacked.join(F.broadcast(keyed_edges.select(_KEY, _EDGES)), _KEY, "left")
     binned = binned.withColumn(_BIN, _bin(F.col(_X), edge_array, n_bins - 1))
-    others = binned.groupBy(_SID, _FIDX, _BIN, _LABEL).agg(F.count(F.lit(1)).alias(_COUNT))
-    # The mode's bin gets the samples per (shard, label), less the feature's other counts: each
-    # counted row also subtracts its count there. One pass over ``others``, so it is computed once.
-    mode_bins = F.broadcast(keyed_edges.select(_KEY, _MODE_BIN))
-    moved = (
-        others.withColumn(_KEY, key)
-        .join(mode_bins, _KEY)
-        .select(
-            _SID,
-            _FIDX,
-            _LABEL,
-            F.inline(
-                F.array(
-                    F.struct(F.col(_BIN), F.col(_COUNT)),
-                    F.struct(F.col(_MODE_BIN).alias(_BIN), (-F.col(_COUNT)).alias(_COUNT)),
-                )
-            ),
-        )
-    )
-    every_feature = F.explode(F.sequence(F.lit(0), F.lit(n_features - 1))).alias(_FIDX)
-    totals = (
-        with_id.groupBy(_SID, _label(label_col))
-        .agg(F.count(F.lit(1)).alias(_COUNT))
-        .select(_SID, _LABEL, _COUNT, every_feature)
-        .withColumn(_KEY, key)
-        .join(mode_bins, _KEY)
-        .select(_SID, _FIDX, _LABEL, F.col(_MODE_BIN).alias(_BIN), _COUNT)
-    )
-    counts = (
-        moved.unionByName(totals)
-        .groupBy(_SID, _FIDX, _BIN, _LABEL)
-        .agg(F.sum(_COUNT).alias(_COUNT))
-        .where(F.col(_COUNT) > 0)  # only observed cells, as a direct count gives
-    )
+    counts = binned.groupBy(_SID, _FIDX, _BIN, _LABEL).agg(F.count(F.lit(1)).alias(_COUNT))
     named = counts.join(ids, _SID).select(F.col(_ID_SHARD).alias(_SHARD), _FIDX, _BIN, _LABEL, _COUNT)
     return named.select(_SHARD, _feature_name(features).alias(_FEATURE), _BIN, _LABEL, _COUNT)
 
