@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import stored_rdds
 from pydantic import ValidationError
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.linalg import Vectors
@@ -260,6 +261,24 @@ def test_catalog_coverage(spark, recs):
     assert E.catalog_coverage(recs, k=1, catalog=20) == pytest.approx(3 / 20)  # a, x, p
     with pytest.raises(ValueError, match="at least 1"):
         E.catalog_coverage(recs, k=1, catalog=0)
+
+
+def test_ranking_metrics_computes_the_lists_once(spark, recs, truth):
+    # Metrics and coverage both read the lists; an uncached plan (ALS's recommendations) must
+    # not be computed twice, and nothing may stay stored afterwards.
+    computed = spark.sparkContext.accumulator(0)
+
+    def count_row(rank):
+        computed.add(1)
+        return rank
+
+    counted = F.udf(count_row, "int").asNondeterministic()  # test probe: counts each row's evaluation
+    plan = recs.withColumn("rank", counted("rank"))
+    before = stored_rdds(spark)
+    results = E.ranking_metrics(plan, truth, k=3, catalog=20)
+    assert computed.value == len(RECS)
+    assert stored_rdds(spark).keys() - before.keys() == set()
+    assert _values(results) == _values(E.ranking_metrics(recs, truth, k=3, catalog=20))
 
 
 def test_user_mean_weights(spark):

@@ -84,6 +84,7 @@ from pyspark.sql import types as T
 
 from sampleimp_spark import hashing
 from sampleimp_spark.configbase import StrictModel
+from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.schema import ITEM_ID, LABEL_PURCHASE, USER_ID, WEIGHT
 
 # --- column names specific to evaluation ---------------------------------------------------
@@ -740,6 +741,8 @@ def ranking_metrics(
     Returns:
         :class:`MetricValue` records: each ranking metric per estimator, then coverage.
     """
+    # With a catalog the lists are read twice (metrics, coverage): compute them once.
+    recommendations = checkpoint(recommendations) if catalog is not None else recommendations
     per_user = per_user_ranking_metrics(
         recommendations,
         ground_truth,
@@ -777,6 +780,7 @@ def ranking_metrics(
             item_col=item_col,
         )
         results.append(MetricValue(CATALOG_COVERAGE_AT_K, UNWEIGHTED, coverage, k=k))
+        release(recommendations)
     return results
 
 
