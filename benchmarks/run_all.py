@@ -1094,6 +1094,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     machine["spark_default_parallelism"] = bench.spark.sparkContext.defaultParallelism
     say(f"machine {machine}")
+    say(f"Spark UI on port {bench.ui_port} (benchmarks/sql_log.py --port {bench.ui_port} records its SQL executions)")
     result: dict[str, Any] = {
         "benchmark": "run_all",
         "at": datetime.now(UTC).isoformat(),

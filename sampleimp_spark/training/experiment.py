@@ -178,7 +178,9 @@ def _select_depth(train_samples: DataFrame, features: list[str], cfg: TrainConfi
     best, best_score = cfg.gbt_depth_grid[0], -1.0
     for depth in cfg.gbt_depth_grid:
         model = fit_gbt(fit_part, features, cfg=cfg.gbt.model_copy(update={"max_depth": depth}), seed=cfg.seeds[0])
-        pr = _metric(E.classification_metrics(predict_proba(model, val_part), user_col=None), "pr_auc")
+        scored = checkpoint(predict_proba(model, val_part))  # read by several metric queries
+        pr = _metric(E.classification_metrics(scored, user_col=None), "pr_auc")
+        release(scored)
         log.info("GBT validation: max_depth %s -> PR-AUC %.4f", depth, pr or 0.0)
         if pr is not None and pr > best_score:
             best, best_score = depth, pr
