@@ -533,6 +533,49 @@ def test_classification_bootstrap_intervals_are_sensible(spark):
         assert r.ci_low <= r.value <= r.ci_high, r
 
 
+def test_classification_bootstrap_equals_its_replicated_rows(spark):
+    # The bootstrap sums rows per (user, curve point) before replicating them and merges the
+    # negatives between consecutive positive scores into one point. Recompute every replicate
+    # the direct way — each row replicated with its user's multiplicity, one curve point per
+    # distinct score (curve_areas) — and compare the intervals. Rare positives, scores with
+    # ties (also between a positive and negatives), negatives above the highest and below the
+    # lowest positive, zero weights.
+    n_boot, seed, threshold = 25, 3, 0.5
+    data = spark.range(1500).select(
+        F.concat(F.lit("u"), (F.col("id") % 120).cast("string")).alias(USER_ID),
+        (F.col("id") % 23 == 5).cast("int").alias(LABEL_PURCHASE),
+        (0.01 + ((F.col("id") * 7919) % 499) / 510.0).alias("probability"),
+        ((F.col("id") % 7) * 0.5).alias(WEIGHT),
+    )
+    got = E.classification_metrics(data, weight_col=WEIGHT, n_boot=n_boot, seed=seed, threshold=threshold)
+
+    mult = hashing.poisson1(seed, F.col(USER_ID), F.col("rep"), salt=E.BOOTSTRAP_SALT).cast("double")
+    rows = data.withColumn("rep", F.explode(F.sequence(F.lit(0), F.lit(n_boot - 1)))).withColumn("m", mult)
+    y, p = F.col(LABEL_PURCHASE).cast("double"), F.col("probability")
+    loss = -(y * F.log(p) + (1 - y) * F.log(1 - p))
+    pred = (p > threshold).cast("double")
+    for est, ew in (("unweighted", F.lit(1.0)), ("self_normalized", F.col(WEIGHT))):
+        v = rows.withColumn("v", F.col("m") * ew)
+        areas = E.curve_areas(v, group_cols=["rep"], score_col="probability", label_col=LABEL_PURCHASE, weight_col="v")
+        vc = F.col("v")
+        sums = v.groupBy("rep").agg(
+            (F.sum(vc * loss) / F.sum(vc)).alias(E.LOG_LOSS),
+            (F.sum(vc * y * pred) / F.sum(vc * pred)).alias(E.PRECISION),
+            (F.sum(vc * y * pred) / F.sum(vc * y)).alias(E.RECALL),
+            (2 * F.sum(vc * y * pred) / (F.sum(vc * pred) + F.sum(vc * y))).alias(E.F1),  # 2TP / (2TP + FP + FN)
+        )
+        per_rep = sums.join(areas, "rep")
+        assert per_rep.count() == n_boot
+        expected = per_rep.agg(*(F.percentile(m, [0.025, 0.975]).alias(m) for m in E.CLASSIFICATION_METRICS)).first()
+        for m in E.CLASSIFICATION_METRICS:
+            r = _by(got, est)[m]
+            assert (r.ci_low, r.ci_high) == (
+                pytest.approx(expected[m][0], abs=APPROX),
+                pytest.approx(expected[m][1], abs=APPROX),
+            ), (est, m)
+            assert r.ci_low < r.ci_high, (est, m)
+
+
 def test_metrics_frame(spark):
     results = [
         E.MetricValue(E.NDCG_AT_K, "self_normalized", 0.25, 0.2, 0.3, n_users=10, k=5, n_boot=100),

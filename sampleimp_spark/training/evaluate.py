@@ -136,10 +136,12 @@ _MULT = "_multiplicity"
 _W = "_w"
 _REL = "_rel"
 _EST = "_estimator"
-_EST_W = "_estimator_weight"
 _Y = "_y"
 _P = "_p"
 _UNIT = "_unit"
+_POS = "_pos"  # a curve point's weight of positives
+_NEG = "_neg"  # ... and of negatives
+_KEY = "_curve_key"
 
 
 class EvaluationConfig(StrictModel):
@@ -153,7 +155,7 @@ class EvaluationConfig(StrictModel):
 
     k: int = Field(10, ge=1)
     #: Bootstrap replicates. Cost: users × (n_boot + 1) rows for ranking, and
-    #: rows × n_boot × (1 or 2 estimators) for classification.
+    #: (user, curve point) pairs × n_boot for classification (at most a user's rows each).
     n_boot: int = Field(100, ge=0)
     alpha: float = Field(0.05, gt=0, lt=1)
     seed: int = 0
@@ -897,40 +899,78 @@ def curve_areas(
     points = (
         scored.where((w > 0) & F.col(score_col).isNotNull())
         .groupBy(*group_cols, score_col)
-        .agg(F.sum(w * y).alias("_pos"), F.sum(w * (F.lit(1.0) - y)).alias("_neg"))
+        .agg(F.sum(w * y).alias(_POS), F.sum(w * (F.lit(1.0) - y)).alias(_NEG))
     )
-    down = Window.partitionBy(*group_cols).orderBy(F.col(score_col).desc())
+    return _areas(points, group_cols=group_cols, order=F.col(score_col).desc())
+
+
+def _areas(points: DataFrame, *, group_cols: Sequence[str], order: Column) -> DataFrame:
+    """ROC-AUC and PR-AUC per group from curve points ``(*group_cols, _pos, _neg)``.
+
+    ``order`` sorts a group's points from the highest threshold down; see :func:`curve_areas`.
+    """
+    down = Window.partitionBy(*group_cols).orderBy(order)
     cumulative = down.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    pos, neg = F.col(_POS), F.col(_NEG)
     points = (
-        points.withColumn("_tp", F.sum("_pos").over(cumulative))
-        .withColumn("_fp", F.sum("_neg").over(cumulative))
+        points.withColumn("_tp", F.sum(pos).over(cumulative))
+        .withColumn("_fp", F.sum(neg).over(cumulative))
         .withColumn("_prec", F.try_divide(F.col("_tp"), F.col("_tp") + F.col("_fp")))
         .withColumn("_prev_prec", F.coalesce(F.lag("_prec").over(down), F.col("_prec")))
     )
     return points.groupBy(*group_cols).agg(
-        F.try_divide(F.sum(F.col("_neg") * (F.col("_tp") - F.col("_pos") / 2.0)), F.sum("_pos") * F.sum("_neg")).alias(
-            ROC_AUC
-        ),
+        F.try_divide(F.sum(neg * (F.col("_tp") - pos / 2.0)), F.sum(pos) * F.sum(neg)).alias(ROC_AUC),
         F.when(
-            F.sum("_neg") > 0,
-            F.try_divide(F.sum(F.col("_pos") * (F.col("_prec") + F.col("_prev_prec")) / 2.0), F.sum("_pos")),
+            F.sum(neg) > 0,
+            F.try_divide(F.sum(pos * (F.col("_prec") + F.col("_prev_prec")) / 2.0), F.sum(pos)),
         ).alias(PR_AUC),
     )
 
 
-def _threshold_and_loss_sums(v: Column, *, threshold: float, eps: float) -> list[Column]:
-    """Weighted sums behind log-loss and precision / recall / F1 (``v`` = row weight)."""
+def _curve_keys(base: DataFrame) -> DataFrame:
+    """``base`` with ``_KEY``: the point of every bootstrap curve a row belongs to, ascending = score descending.
+
+    Both areas see the negatives only through how much negative weight lies above each
+    positive's score and ties with it: ROC sums ``neg · (TP above − pos / 2)``, which is
+    constant for the negatives between two consecutive positive scores, and PR's terms are
+    zero at points without positives, whose only role is the precision of the next point —
+    the cumulative counts, the same however the negatives before it are split. So the
+    negatives strictly between two consecutive distinct scores held by a positive (of any
+    weight, so in every replicate's curve a subset of these scores) form one point, and the
+    areas are unchanged, exactly. A well-ranked model on rare positives has few such scores:
+    each curve has at most ``2·(distinct positive scores) + 1`` points instead of one per
+    distinct score.
+
+    Key: ``2·g`` for a score a positive holds, ``2·g + 1`` otherwise, where ``g`` counts the
+    distinct positive scores ≥ the row's. The count runs over the distinct scores in one
+    partition (one sorted pass, against one per replicate and estimator for the curves).
+    """
+    scores = base.groupBy(_P).agg(F.max(F.col(_Y)).cast("long").alias("_has_pos"))
+    above = Window.orderBy(F.col(_P).desc()).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    keys = scores.select(_P, (2 * F.sum("_has_pos").over(above) + 1 - F.col("_has_pos")).alias(_KEY))
+    return base.join(keys, _P)
+
+
+def _row_terms(*, threshold: float, eps: float) -> dict[str, Column]:
+    """Per-row terms whose weighted sums give every metric (a row's weight = ``_pos + _neg``)."""
     y, p = F.col(_Y), F.col(_P)
     clipped = F.least(F.greatest(p, F.lit(eps)), F.lit(1.0 - eps))
     loss = -(y * F.log(clipped) + (F.lit(1.0) - y) * F.log(F.lit(1.0) - clipped))
     predicted = (p > threshold).cast("double")  # Spark's rule: positive when P(1) > threshold
-    return [
-        F.sum(v).alias("_sv"),
-        F.sum(v * loss).alias("_loss"),
-        F.sum(v * y * predicted).alias("_tp"),
-        F.sum(v * (F.lit(1.0) - y) * predicted).alias("_fp"),
-        F.sum(v * y * (F.lit(1.0) - predicted)).alias("_fn"),
-    ]
+    return {
+        _POS: y,
+        _NEG: F.lit(1.0) - y,
+        "_loss": loss,
+        "_tp": y * predicted,
+        "_fp": (F.lit(1.0) - y) * predicted,
+        "_fn": y * (F.lit(1.0) - predicted),
+    }
+
+
+def _threshold_and_loss_sums(v: Column, *, threshold: float, eps: float) -> list[Column]:
+    """Weighted sums behind log-loss and precision / recall / F1 (``v`` = row weight)."""
+    terms = _row_terms(threshold=threshold, eps=eps)
+    return [F.sum(v).alias("_sv"), *(F.sum(v * terms[t]).alias(t) for t in ("_loss", "_tp", "_fp", "_fn"))]
 
 
 def _from_sums() -> dict[str, Column]:
@@ -981,9 +1021,12 @@ def classification_metrics(
       reported as ``self_normalized``.
 
     The bootstrap resamples users (all rows of a user share the multiplicity), so rows of one
-    user are not treated as independent. It explodes ``rows × n_boot × estimators`` rows
-    (filtered to positive multiplicities) in one Spark job; ROC/PR areas per replicate come from
-    :func:`curve_areas`, which matches the evaluator exactly (tested).
+    user are not treated as independent. In one Spark job, each user's rows are summed per
+    point of the curves (:func:`_curve_keys`: the negatives between two consecutive positive
+    scores share a point, which leaves both areas unchanged), these sums are replicated
+    ``n_boot`` times, and the areas per replicate are computed as :func:`curve_areas` does, which
+    matches the evaluator exactly (tested). The intervals equal those of the rows themselves
+    replicated with their users' multiplicities (tested).
 
     Args:
         predictions: one row per scored sample.
@@ -1100,19 +1143,7 @@ def _classification_intervals(
     eps: float,
 ) -> dict[tuple[str, str], tuple[float | None, float | None]]:
     """Bootstrap percentile intervals of every classification metric, in one Spark job."""
-    est_array = F.array(*(F.struct(F.lit(n).alias("n"), ew.alias("w")) for n, ew in estimators))
-    rows = (
-        base.withColumn(_REP, F.explode(F.sequence(F.lit(0), F.lit(n_boot - 1))))
-        .withColumn(_MULT, _multiplicity(seed, F.col(_UNIT)).cast("double"))
-        .where(F.col(_MULT) > 0)
-        .withColumn("_e", F.explode(est_array))
-        .select(_REP, _Y, _P, F.col("_e.n").alias(_EST), (F.col(_MULT) * F.col("_e.w")).alias(_EST_W))
-    )
-    keys = [_REP, _EST]
-    sums = rows.groupBy(*keys).agg(*_threshold_and_loss_sums(F.col(_EST_W), threshold=threshold, eps=eps))
-    stats = sums.select(*keys, *(e.alias(m) for m, e in _from_sums().items()))
-    areas = curve_areas(rows, group_cols=keys, score_col=_P, label_col=_Y, weight_col=_EST_W)
-    per_rep = stats.join(areas, keys, "full")
+    per_rep = _replicate_metrics(base, estimators=estimators, n_boot=n_boot, seed=seed, threshold=threshold, eps=eps)
     quantiles = [alpha / 2.0, 1.0 - alpha / 2.0]
     out = per_rep.groupBy(_EST).agg(*(F.percentile(m, quantiles).alias(m) for m in CLASSIFICATION_METRICS))
     result: dict[tuple[str, str], tuple[float | None, float | None]] = {}
@@ -1120,6 +1151,64 @@ def _classification_intervals(
         for m in CLASSIFICATION_METRICS:
             result[(m, row[_EST])] = _ci(row[m])
     return result
+
+
+def _replicate_metrics(
+    base: DataFrame,
+    *,
+    estimators: Sequence[tuple[Estimator, Column]],
+    n_boot: int,
+    seed: int,
+    threshold: float,
+    eps: float,
+) -> DataFrame:
+    """Every classification metric per bootstrap replicate and estimator: ``(_REP, _EST, *metrics)``.
+
+    Every quantity is a sum of row terms times the row's multiplicity, and all rows of a unit
+    share it, so the rows are summed per (unit, curve point) first (:func:`_curve_keys`) and
+    only those sums are replicated ``n_boot`` times. The result is what the rows themselves,
+    each weighted by its multiplicity, give (tested), with far fewer rows to replicate and
+    curves of far fewer points to sort.
+    """
+    terms = _row_terms(threshold=threshold, eps=eps)
+    cols = [f"{t}{i}" for i in range(len(estimators)) for t in terms]
+    sums = (
+        _curve_keys(base)
+        .groupBy(_UNIT, _KEY)
+        .agg(*(F.sum(ew * term).alias(f"{t}{i}") for i, (_, ew) in enumerate(estimators) for t, term in terms.items()))
+    )
+    replicated = (
+        sums.withColumn(_REP, F.explode(F.sequence(F.lit(0), F.lit(n_boot - 1))))
+        .withColumn(_MULT, _multiplicity(seed, F.col(_UNIT)).cast("double"))
+        .where(F.col(_MULT) > 0)
+        .groupBy(_REP, _KEY)
+        .agg(*(F.sum(F.col(_MULT) * F.col(c)).alias(c) for c in cols))
+    )
+    per_est = replicated.select(
+        _REP,
+        _KEY,
+        F.explode(
+            F.array(
+                *(
+                    F.struct(F.lit(name).alias(_EST), *(F.col(f"{t}{i}").alias(t) for t in terms))
+                    for i, (name, _) in enumerate(estimators)
+                )
+            )
+        ).alias("_e"),
+    ).select(_REP, _KEY, "_e.*")
+    keys = [_REP, _EST]
+    stats = (
+        per_est.groupBy(*keys)
+        .agg(
+            F.sum(F.col(_POS) + F.col(_NEG)).alias("_sv"),
+            *(F.sum(t).alias(t) for t in ("_loss", "_tp", "_fp", "_fn")),
+        )
+        .select(*keys, *(e.alias(m) for m, e in _from_sums().items()))
+    )
+    # Points of zero weight (all their rows weigh 0 for this estimator) are not on the curve.
+    points = per_est.where(F.col(_POS) + F.col(_NEG) > 0)
+    areas = _areas(points, group_cols=keys, order=F.col(_KEY).asc())
+    return stats.join(areas, keys, "full")
 
 
 __all__ = [

@@ -296,13 +296,8 @@ def run_experiments(
                 weight_col=None if variant == "unweighted" else S.WEIGHT,
             )
             scored = checkpoint(predict_proba(gbt, eval_samples))
-            record(E.classification_metrics(scored, **cls), "gbt", variant, seed)
-            record(
-                [v for v in E.classification_metrics(scored, weight_col=S.W_DR, **cls) if v.weighted],
-                "gbt",
-                variant,
-                seed,
-            )
+            # Unweighted and weighted by w_dr: the same rows, one bootstrap for both.
+            record(E.classification_metrics(scored, weight_col=S.W_DR, **cls), "gbt", variant, seed)
 
             if cfg.rerank:
                 cands = recommend(als, truth_users, als_cfg.candidates, rank_col=ALS_RANK)
