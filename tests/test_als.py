@@ -220,6 +220,17 @@ def test_same_seed_same_recommendations(spark, cluster_model, cluster_events):
     assert {k: v for k, v in stored_rdds(spark).items() if k not in stored} == {}  # indexes and factors freed
 
 
+def test_top_of_a_longer_list_is_the_shorter_list(cluster_model, cluster_events):
+    # The experiment computes each user's list once, at the candidate count, and evaluates its
+    # top k as ALS's list: the same lists and ranks as asking for k.
+    users = cluster_events.select(S.USER_ID)
+    long = A.recommend(cluster_model, users, 11)
+    for k in (1, 3, 6):
+        short = _lists(A.recommend(cluster_model, users, k))
+        assert all(len(v) == k for v in short.values())
+        assert _lists(long.where(F.col("rank") <= k)) == short, k
+
+
 def test_weight_raises_confidence_of_the_pair(spark, cluster_events, cluster_model):
     """Weight 5 on (au0, x) multiplies that pair's extra confidence by 5 (c = 1 + 10·5 instead
     of 1 + 10·1): the fit must move au0 · x closer to the preference 1. Scores of the pairs

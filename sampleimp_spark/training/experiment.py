@@ -283,7 +283,12 @@ def run_experiments(
         )
         for seed in cfg.seeds:
             als = fit_als(ratings, cfg=als_cfg, seed=seed)
-            recs = recommend(als, truth_users, ev.k)
+            # One ALS list per user serves both evaluations: its top k, and with re-ranking
+            # the top ``candidates`` (the same order: ties by item index; computing the
+            # lists is the costly part of an evaluation at scale).
+            n_listed = max(ev.k, als_cfg.candidates) if cfg.rerank else ev.k
+            listed = checkpoint(recommend(als, truth_users, n_listed, rank_col=ALS_RANK))
+            recs = listed.where(F.col(ALS_RANK) <= ev.k).withColumnRenamed(ALS_RANK, E.RANK)
             record(
                 E.ranking_metrics(recs, truth, user_weights=user_w, catalog=catalog, **ranking), "als", variant, seed
             )
@@ -300,7 +305,7 @@ def run_experiments(
             record(E.classification_metrics(scored, weight_col=S.W_DR, **cls), "gbt", variant, seed)
 
             if cfg.rerank:
-                cands = recommend(als, truth_users, als_cfg.candidates, rank_col=ALS_RANK)
+                cands = listed.where(F.col(ALS_RANK) <= als_cfg.candidates)
                 with_feats = candidate_features(cands, eval_samples, features, feature_days=windows.feature_days)
                 reranked = rerank(with_feats, gbt, ev.k)
                 record(
@@ -316,7 +321,7 @@ def run_experiments(
                 als.item_index.write.mode("overwrite").parquet(str(target / "als_item_index"))
                 gbt.write().overwrite().save(str(target / "gbt"))
             als.unpersist()
-            release(scored)
+            release(listed, scored)
             log.info("trained %s seed %s", variant, seed)
         release(ratings, weighted_train)
     release(truth, user_w)
