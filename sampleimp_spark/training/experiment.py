@@ -283,9 +283,9 @@ def run_experiments(
         )
         for seed in cfg.seeds:
             als = fit_als(ratings, cfg=als_cfg, seed=seed)
-            # One ALS list per user serves both evaluations: its top k, and with re-ranking
-            # the top ``candidates`` (the same order: ties by item index; computing the
-            # lists is the costly part of an evaluation at scale).
+            # One ALS list per user, as long as the re-ranking's candidates, serves both
+            # evaluations: its top k is ALS's list (the same order, ties by item index), the
+            # whole list the GBT's candidates. Computing it is the costly part at scale.
             n_listed = max(ev.k, als_cfg.candidates) if cfg.rerank else ev.k
             listed = checkpoint(recommend(als, truth_users, n_listed, rank_col=ALS_RANK))
             recs = listed.where(F.col(ALS_RANK) <= ev.k).withColumnRenamed(ALS_RANK, E.RANK)
