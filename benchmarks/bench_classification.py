@@ -30,6 +30,7 @@ from harness import save
 from pyspark.sql import functions as F
 from run_all import DATA
 
+from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import SparkConfig
 from sampleimp_spark.features.behavior import feature_columns
@@ -86,14 +87,14 @@ def main() -> None:
     p.add_argument("--tag", default="", help="suffix of the results file name")
     args = p.parse_args()
 
-    lake = DATA / f"run_{int(args.events)}"
-    if not (lake / "gold" / "training_samples").exists():
-        raise SystemExit(f"no kept lakehouse at {lake}: run run_all.py --keep-data at that size first")
+    lakehouse = DATA / f"run_{int(args.events)}"
+    if not Path(lake.table_path(lakehouse, S.GOLD_TRAINING_SAMPLES)).exists():
+        raise SystemExit(f"no kept lakehouse at {lakehouse}: run run_all.py --keep-data at that size first")
     other = module_at(args.compare_to) if args.compare_to else None
     spark = get_session(
         SparkConfig(shuffle_partitions=16, log_level="ERROR", conf={"spark.driver.memory": args.driver_memory})
     )
-    gold = spark.read.format("delta").load(str(lake / "gold" / "training_samples"))
+    gold = lake.read_table(spark, lakehouse, S.GOLD_TRAINING_SAMPLES)
     train = gold.where(F.abs(F.hash(S.USER_ID)) % 10 < 7)
     features = feature_columns(gold)
     runs: list[dict[str, object]] = []
