@@ -28,14 +28,11 @@ from types import ModuleType
 
 from harness import save
 from pyspark.sql import functions as F
-from run_all import DATA
+from run_all import kept_gold
 
-from sampleimp_spark import lake
 from sampleimp_spark import schema as S
-from sampleimp_spark.config import SparkConfig
 from sampleimp_spark.features.behavior import feature_columns
 from sampleimp_spark.frames import checkpoint, release
-from sampleimp_spark.session import get_session
 from sampleimp_spark.training import evaluate
 from sampleimp_spark.training.gbt import GBTConfig, fit_gbt, predict_proba
 
@@ -87,14 +84,8 @@ def main() -> None:
     p.add_argument("--tag", default="", help="suffix of the results file name")
     args = p.parse_args()
 
-    lakehouse = DATA / f"run_{int(args.events)}"
-    if not Path(lake.table_path(lakehouse, S.GOLD_TRAINING_SAMPLES)).exists():
-        raise SystemExit(f"no kept lakehouse at {lakehouse}: run run_all.py --keep-data at that size first")
     other = module_at(args.compare_to) if args.compare_to else None
-    spark = get_session(
-        SparkConfig(shuffle_partitions=16, log_level="ERROR", conf={"spark.driver.memory": args.driver_memory})
-    )
-    gold = lake.read_table(spark, lakehouse, S.GOLD_TRAINING_SAMPLES)
+    _, gold = kept_gold(args.events, args.driver_memory)
     train = gold.where(F.abs(F.hash(S.USER_ID)) % 10 < 7)
     features = feature_columns(gold)
     runs: list[dict[str, object]] = []

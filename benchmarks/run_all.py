@@ -45,12 +45,12 @@ import references as R  # noqa: E402
 import skew as K  # noqa: E402
 from harness import RESULTS, machine_info  # noqa: E402
 from measure import SparkStageMetrics, free_port, load_info, measured, repeat  # noqa: E402
-from pyspark.sql import DataFrame  # noqa: E402
+from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from sampleimp_spark import lake  # noqa: E402
 from sampleimp_spark import schema as S  # noqa: E402
-from sampleimp_spark.config import Config, load_config  # noqa: E402
+from sampleimp_spark.config import Config, SparkConfig, load_config  # noqa: E402
 from sampleimp_spark.features.behavior import feature_columns  # noqa: E402
 from sampleimp_spark.features.windows import Windows, resolve_windows  # noqa: E402
 from sampleimp_spark.frames import checkpoint, release  # noqa: E402
@@ -86,6 +86,16 @@ def scratch_lakehouse(n: int, name: str, layers: tuple[str, ...] = ("bronze",)) 
     for layer in layers:
         shutil.copytree(source / layer, lakehouse / layer)
     return lakehouse
+
+
+def kept_gold(events: float, driver_memory: str) -> tuple[SparkSession, DataFrame]:
+    """A session (16 shuffle partitions) and ``gold.training_samples`` of the lakehouse kept at ``events``."""
+    lakehouse = DATA / f"run_{int(events)}"
+    if not Path(lake.table_path(lakehouse, S.GOLD_TRAINING_SAMPLES)).exists():
+        raise SystemExit(f"no kept lakehouse at {lakehouse}: run run_all.py --keep-data at that size first")
+    conf = {"spark.driver.memory": driver_memory}
+    spark = get_session(SparkConfig(shuffle_partitions=16, log_level="ERROR", conf=conf))
+    return spark, lake.read_table(spark, lakehouse, S.GOLD_TRAINING_SAMPLES)
 
 
 def make_config(n: int, args: argparse.Namespace, lakehouse: Path, ui_port: int) -> Config:
