@@ -37,12 +37,12 @@ def main() -> None:
     given = gold.where(F.abs(F.hash(S.USER_ID)) % 10 < 7)
     other = given.repartition(5)
     features = feature_columns(gold)
-    canonical = G._canonical_layout
+    canonical = G.canonical_layout
     layouts = {"canonical": canonical, "as given": lambda df: df}
     runs: list[dict[str, object]] = []
     for _ in range(args.reps):
         for name, layout in layouts.items():
-            G._canonical_layout = layout
+            G.canonical_layout = layout
             record: dict[str, object] = {"layout": name, "fit_s": {}}
             trees = {}
             for order, frame in (("given", given), ("repartitioned", other)):
@@ -55,7 +55,7 @@ def main() -> None:
             record["same_trees"] = trees["given"] == trees["repartitioned"]
             print(f"{name}: the same trees from both orders: {record['same_trees']}", flush=True)
             runs.append(record)
-    G._canonical_layout = canonical
+    G.canonical_layout = canonical
     rows = given.count()
     path = save(
         f"gbt-layout-{int(args.events / 1e6)}m{args.tag}",

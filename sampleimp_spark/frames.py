@@ -10,6 +10,9 @@ The same holds for the factor RDDs Spark ML's ALS keeps for its model.
 :func:`checkpoint` and :func:`release` are the pair the package uses instead: ``release``
 frees a cached frame, a checkpoint, and a frame made from a stored RDD alike. A released
 checkpoint cannot be read again.
+
+:func:`canonical_layout` gives a frame a row order that depends only on its rows, for the
+Spark ML fits whose floating-point sums follow the row order.
 """
 
 from __future__ import annotations
@@ -27,6 +30,22 @@ def checkpoint(df: DataFrame) -> DataFrame:
     Free it with :func:`release` once nothing reads it any more.
     """
     return df.localCheckpoint(eager=True)
+
+
+def canonical_layout(df: DataFrame) -> DataFrame:
+    """``df``'s rows laid out in partitions and an order that depend only on the rows.
+
+    Hash-partitioned on every column into ``defaultParallelism`` partitions (a fixed number,
+    so adaptive execution does not coalesce them) and sorted within each partition by every
+    column. Rows that compare equal are interchangeable. Costs one shuffle of ``df``.
+
+    Spark ML's fits add up floating-point statistics partition by partition in row order, and
+    such sums depend on their order: the same rows delivered in another order by the stages
+    before would otherwise fit a model that differs in its last bits, and, where two choices
+    tie, in a choice.
+    """
+    parts = df.sparkSession.sparkContext.defaultParallelism
+    return df.repartition(parts, *df.columns).sortWithinPartitions(*df.columns)
 
 
 def release(*frames: DataFrame | None) -> None:

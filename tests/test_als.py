@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from conftest import stored_rdds
@@ -218,6 +219,33 @@ def test_same_seed_same_recommendations(spark, cluster_model, cluster_events):
     finally:
         again.unpersist()
     assert {k: v for k, v in stored_rdds(spark).items() if k not in stored} == {}  # indexes and factors freed
+
+
+def test_the_factors_depend_on_the_ratings_not_on_their_order(spark):
+    """The same ratings in another order and partitioning fit the same factors to the last bit."""
+    rng = np.random.default_rng(11)
+    pairs = {(int(u), int(i)) for u, i in zip(rng.integers(0, 60, 900), rng.integers(0, 40, 900), strict=True)}
+    rows = [
+        (f"u{u}", f"i{i}", float(r)) for (u, i), r in zip(sorted(pairs), rng.lognormal(0, 1, len(pairs)), strict=True)
+    ]
+    cfg = A.ALSConfig(rank=4, max_iter=4, num_blocks=3)
+    frames = (
+        spark.createDataFrame(rows, RATINGS_SCHEMA),
+        spark.createDataFrame(rows[::-1], RATINGS_SCHEMA).repartition(3),
+    )
+    factors = []
+    for ratings in frames:
+        model = A.fit_als(ratings, cfg=cfg, seed=5)
+        try:
+            factors.append(
+                [
+                    {r.id: list(r.features) for r in f.collect()}
+                    for f in (model.model.userFactors, model.model.itemFactors)
+                ]
+            )
+        finally:
+            model.unpersist()
+    assert factors[0] == factors[1]  # exactly
 
 
 def test_top_of_a_longer_list_is_the_shorter_list(cluster_model, cluster_events):

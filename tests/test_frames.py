@@ -1,4 +1,4 @@
-"""checkpoint / release: what a checkpoint holds is freed, and nothing else."""
+"""checkpoint / release: what a checkpoint holds is freed, and nothing else; canonical_layout."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from conftest import stored_rdds
 from pyspark.sql import functions as F
 
-from sampleimp_spark.frames import checkpoint, release
+from sampleimp_spark.frames import canonical_layout, checkpoint, release
 
 
 def test_release_frees_a_checkpoint_that_unpersist_leaves(spark):
@@ -42,3 +42,14 @@ def test_release_uncaches_a_cached_frame_and_skips_none(spark):
     assert not cached.storageLevel.useMemory
     assert stored_rdds(spark).keys() - before.keys() == set()
     assert cached.count() == 30  # uncached, it is computed again
+
+
+def test_canonical_layout_depends_only_on_the_rows(spark):
+    rows = [(i % 7, float(i % 5) / 3, f"r{i % 11}") for i in range(200)]  # with duplicate rows
+    a = spark.createDataFrame(rows, "k int, x double, s string")
+    b = spark.createDataFrame(rows[::-1], "k int, x double, s string").repartition(5)
+    layouts = [[[tuple(r) for r in part] for part in canonical_layout(df).rdd.glom().collect()] for df in (a, b)]
+    assert layouts[0] == layouts[1]
+    assert len(layouts[0]) == spark.sparkContext.defaultParallelism
+    assert sorted(r for part in layouts[0] for r in part) == sorted(rows)  # the same rows
+    assert all(part == sorted(part) for part in layouts[0])

@@ -18,17 +18,17 @@ not of the order in which upstream stages happen to deliver the rows. Spark's tr
 weights and gradients partition by partition, in row order, and floating-point sums depend on
 their order: the same rows in another order fit trees that differ in their last bits, and where
 two candidate splits tie, in a split (a rerun's weighted GBT once moved a ROC-AUC by 8e-5 that
-way). So :func:`fit_gbt` first gives the rows a canonical layout: hash-partitioned on all their
-columns into ``defaultParallelism`` partitions, sorted within each by all columns (rows that
-compare equal are interchangeable in every sum). ``seed`` drives GBT's row subsampling
-(``subsampling_rate < 1``) and the sample of rows Spark uses to find candidate split thresholds
-on inputs above 10,000 rows; both are drawn per partition, so they are reproducible too.
+way). So :func:`fit_gbt` first gives the rows a canonical layout
+(:func:`sampleimp_spark.frames.canonical_layout`). ``seed`` drives GBT's row subsampling
+(``subsampling_rate < 1``) and the sample of rows Spark uses to find candidate split
+thresholds on inputs above 10,000 rows; both are drawn per partition, so they are
+reproducible too.
 
 What stays order-dependent: Spark adds the per-partition weight totals on the driver as tasks
-finish (a last-bit difference in the split-threshold search, which matters only on an exact tie
-of cumulative weights), and on a multi-executor cluster the reduce side merges the per-partition
-statistics in fetch order. Bit-identical reruns are guaranteed in local mode with at most two
-partitions (a sum of two terms does not depend on their order), as in the tests.
+finish (a last-bit difference in the split-threshold search, which matters only on an exact
+tie of cumulative weights, and not at all with two partitions: a sum of two terms does not
+depend on their order), and on a multi-executor cluster the reduce side merges the
+per-partition statistics in fetch order. In local mode the trees are bit-identical (tested).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from pyspark.sql import functions as F
 from sampleimp_spark import schema as S
 from sampleimp_spark.configbase import StrictModel
 from sampleimp_spark.features.behavior import ENTITY_PREFIXES, feature_columns, neutral_value
+from sampleimp_spark.frames import canonical_layout
 from sampleimp_spark.training.als import ALS_RANK
 from sampleimp_spark.training.evaluate import PROBABILITY, RANK
 
@@ -144,7 +145,7 @@ def fit_gbt(
     cols.append(F.col(label_col).cast("double").alias(_LABEL))
     if weight_col:
         cols.append(F.col(weight_col).cast("double").alias(_WEIGHT))
-    data = _canonical_layout(train.select(*cols))
+    data = canonical_layout(train.select(*cols))
     gbt = GBTClassifier(
         featuresCol=_FEATURES,
         labelCol=_LABEL,
@@ -163,17 +164,6 @@ def fit_gbt(
         gbt.setWeightCol(_WEIGHT)
     assembler = VectorAssembler(inputCols=list(features), outputCol=_FEATURES, handleInvalid="error")
     return Pipeline(stages=[assembler, gbt]).fit(data)
-
-
-def _canonical_layout(df: DataFrame) -> DataFrame:
-    """``df``'s rows in an order that depends only on the rows (see the module docstring).
-
-    One shuffle of the training rows per fit: ``defaultParallelism`` hash partitions on every
-    column (a fixed number, so adaptive execution does not coalesce them), each sorted by every
-    column.
-    """
-    parts = df.sparkSession.sparkContext.defaultParallelism
-    return df.repartition(parts, *df.columns).sortWithinPartitions(*df.columns)
 
 
 def predict_proba(model: PipelineModel, df: DataFrame, *, probability_col: str = PROBABILITY) -> DataFrame:
