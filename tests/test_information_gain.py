@@ -392,3 +392,41 @@ def test_config_is_strict():
     for bad in ({"n_bins": 1}, {"n_bins": 101}, {"smoothing": -0.1}, {"lam": -1.0}, {"bins": 5}):
         with pytest.raises(ValidationError):
             InformationGainConfig(**bad)
+
+
+def test_contingency_counts_equal_a_recount_with_one_bin_features(spark):
+    """Every (shard, feature, bin, label) count, recounted in pandas from the fitted edges: a
+    feature constant in a shard (its one edge is its value) with and without NaN, an all-NaN
+    feature (no edges), and features with several bins."""
+    nan = float("nan")
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(40):  # P: `a` constant but for 3 NaN, `b` varies
+        rows.append(("P", f"u{i}", f"p{i}", int(i % 4 == 0), nan if i in (1, 5, 9) else 2.0, float(rng.normal())))
+    for i in range(15):  # Q: `a` all NaN, `b` constant
+        rows.append(("Q", f"u{i}", f"q{i}", int(i % 3 == 0), nan, 7.0))
+    for i in range(30):  # R: both vary, `b` with a NaN
+        rows.append(("R", f"u{i}", f"r{i}", int(i % 2 == 0), float(i % 5), nan if i == 4 else float(rng.normal())))
+    schema = "shard string, user_id string, item_id string, label_purchase int, a double, b double"
+    samples = spark.createDataFrame(rows, schema).repartition(2)
+    feats = ("a", "b")
+    module = information_gain_module
+    sample = module._edge_sample(
+        samples, feats, shard_col="shard", key_cols=["user_id", "item_id"], edge_rows=1000, seed=0
+    )
+    edges = module._edges(sample, n_features=2, n_bins=4).cache()
+    got = module._counts(samples, feats, edges, shard_col="shard", label_col="label_purchase", n_bins=4)
+    got = sorted(tuple(r) for r in got.collect())
+    edge = {(r["shard"], feats[r[module._FIDX]]): np.asarray(r["edges"], dtype=float) for r in edges.collect()}
+    assert edge[("P", "a")].tolist() == [2.0] and edge[("Q", "b")].tolist() == [7.0]
+    assert edge[("Q", "a")].size == 0 and edge[("R", "a")].size > 1 and edge[("P", "b")].size > 1
+    frame = pd.DataFrame(rows, columns=["shard", "user_id", "item_id", "label", "a", "b"])
+    expected = []
+    for (shard, f), e in edge.items():
+        part = frame[frame["shard"] == shard]
+        x = part[f].to_numpy()
+        bins = np.where(np.isnan(x), NAN_BIN, np.searchsorted(e, x, side="left"))
+        table = pd.DataFrame({"bin": bins, "label": part["label"].astype(str)}).value_counts()
+        expected += [(shard, f, int(b), lab, int(n)) for (b, lab), n in table.items()]
+    edges.unpersist()
+    assert got == sorted(expected)
