@@ -38,6 +38,12 @@ def _counts(shard: str, data: dict[str, np.ndarray], labels: np.ndarray) -> pd.D
     return pd.concat(frames, ignore_index=True).assign(shard=shard)[["shard", "feature", "bin", "label", "count"]]
 
 
+def _bins(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Independent re-implementation of the binning: the number of edges below x, NaN apart."""
+    x = np.asarray(x, dtype=float)
+    return np.where(np.isnan(x), NAN_BIN, np.searchsorted(edges, x, side="left"))
+
+
 def _ig(out: pd.DataFrame) -> dict[str, float]:
     return out.drop_duplicates("feature").set_index("feature")["ig"].to_dict()
 
@@ -178,8 +184,7 @@ def test_spark_ig_equals_sklearn_on_the_binned_samples(fitted):
     for (shard, feature), ig in imp.set_index(["shard", "feature"])["ig"].items():
         part = samples[samples["shard"] == shard]
         x = part[feature].to_numpy()
-        # Independent re-implementation of the binning: count of edges below x, NaN apart.
-        bins = np.where(np.isnan(x), NAN_BIN, np.searchsorted(edge[(shard, feature)], x, side="left"))
+        bins = _bins(x, edge[(shard, feature)])
         assert ig == pytest.approx(mutual_info_score(part["label_purchase"], bins), abs=1e-9), (shard, feature)
         checked += 1
     assert checked == 4 * len(FEATURES)
@@ -297,7 +302,7 @@ def test_pointwise_score_is_the_ig_weighted_sum_of_its_bins_terms(fitted):
         g = 0.0
         for f in FEATURES:
             x = getattr(row, f)
-            b = NAN_BIN if np.isnan(x) else int(np.searchsorted(edge[(row.shard, f)], x, side="left"))
+            b = int(_bins(x, edge[(row.shard, f)]))
             g += term[(row.shard, f, b)]
         expected.append(g)
     got = weighted.set_index(["shard", "user_id", "item_id"])["ig_score"]
@@ -425,8 +430,7 @@ def test_contingency_counts_equal_a_recount_with_one_bin_features(spark):
     for (shard, f), e in edge.items():
         part = frame[frame["shard"] == shard]
         x = part[f].to_numpy()
-        bins = np.where(np.isnan(x), NAN_BIN, np.searchsorted(e, x, side="left"))
-        table = pd.DataFrame({"bin": bins, "label": part["label"].astype(str)}).value_counts()
+        table = pd.DataFrame({"bin": _bins(x, e), "label": part["label"].astype(str)}).value_counts()
         expected += [(shard, f, int(b), lab, int(n)) for (b, lab), n in table.items()]
     edges.unpersist()
     assert got == sorted(expected)

@@ -28,7 +28,8 @@ What stays order-dependent: Spark adds the per-partition weight totals on the dr
 finish (a last-bit difference in the split-threshold search, which matters only on an exact
 tie of cumulative weights, and not at all with two partitions: a sum of two terms does not
 depend on their order), and on a multi-executor cluster the reduce side merges the
-per-partition statistics in fetch order. In local mode the trees are bit-identical (tested).
+per-partition statistics in fetch order. In local mode with two partitions, as in the tests,
+the trees are bit-identical (tested).
 """
 
 from __future__ import annotations
