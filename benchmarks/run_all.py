@@ -51,7 +51,7 @@ from pyspark.sql import functions as F  # noqa: E402
 from sampleimp_spark import lake  # noqa: E402
 from sampleimp_spark import schema as S  # noqa: E402
 from sampleimp_spark.config import Config, SparkConfig, load_config  # noqa: E402
-from sampleimp_spark.features.behavior import feature_columns  # noqa: E402
+from sampleimp_spark.features.behavior import feature_columns, shared_feature_groups  # noqa: E402
 from sampleimp_spark.features.windows import Windows, resolve_windows  # noqa: E402
 from sampleimp_spark.frames import checkpoint, release  # noqa: E402
 from sampleimp_spark.pipeline import STAGES, run_stages  # noqa: E402
@@ -315,26 +315,29 @@ class Bench:
             (F.col(S.WINDOW_ID) == wid) & (F.col(S.SOURCE) == SOURCE)
         )
         feats = feature_columns(samples)
+        groups = shared_feature_groups(feats)  # as the weights stage counts them
         icfg = cfg.weights.information_gain
         label = label_column(cfg.weights)
 
         def counts_of(ig: Any) -> DataFrame:
-            return IG._counts(samples, ig.features, ig.edges_long, shard_col=S.SHARD, label_col=label, n_bins=ig.n_bins)
+            return IG._counts(
+                samples, ig.features, ig.edges_long, shard_col=S.SHARD, label_col=label, n_bins=ig.n_bins, groups=groups
+            )
 
         def fit(rep: int) -> None:
-            ig = IG.information_gain(samples, feats, cfg=icfg, label_col=label)
+            ig = IG.information_gain(samples, feats, cfg=icfg, label_col=label, groups=groups)
             noop(ig.bin_scores)
             ig.unpersist()
 
         def native(rep: int) -> None:
-            ig = IG.information_gain(samples, feats, cfg=icfg, label_col=label)
+            ig = IG.information_gain(samples, feats, cfg=icfg, label_col=label, groups=groups)
             noop(ig.edges_long)
             noop(counts_of(ig))
             ig.unpersist()
 
         say("  information gain: fit, native part, counts")
         out = {"fit": self.rep("ig_fit", fit), "native": self.rep("ig_native", native)}
-        ig = IG.information_gain(samples, feats, cfg=icfg, label_col=label)
+        ig = IG.information_gain(samples, feats, cfg=icfg, label_col=label, groups=groups)
         noop(ig.edges_long)
         counts = counts_of(ig)
         out["counts"] = self.rep("ig_counts", lambda rep: noop(counts))
@@ -359,6 +362,7 @@ class Bench:
             (F.col(S.WINDOW_ID) == wid) & (F.col(S.SOURCE) == SOURCE)
         )
         feats = feature_columns(samples)
+        groups = shared_feature_groups(feats)  # as the weights stage counts them
         icfg = cfg.weights.information_gain
         label = label_column(cfg.weights)
         wcfg = cfg.weights
@@ -366,7 +370,7 @@ class Bench:
         targeted = samples.withColumn(S.IS_TARGET, F.col("pair_recency_any") < F.lit(wcfg.target_days))
 
         def fit_and_score(rep: int) -> None:
-            fitted = IG.information_gain(samples, feats, cfg=icfg, label_col=label)
+            fitted = IG.information_gain(samples, feats, cfg=icfg, label_col=label, groups=groups)
             noop(IG.with_ig_weight(samples, fitted, feats, cfg=icfg))
             fitted.unpersist()
 

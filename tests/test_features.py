@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import FeaturesConfig
+from sampleimp_spark.features.behavior import shared_feature_groups
 from sampleimp_spark.features.build import build_samples, build_window
 from sampleimp_spark.features.frequencies import class_frequencies
 from sampleimp_spark.features.shards import shard_map
@@ -300,3 +301,9 @@ def test_active_days_span_more_than_one_mask_word(spark):
     out, _ = build_samples(_events(spark, rows), windows=windows, tz="UTC", cfg=FeaturesConfig())
     got = out.select("user_active_days", "pair_active_days", "pair_n_events", "pair_sessions").first()
     assert tuple(got) == (6.0, 6.0, 7.0, 6.0)
+
+
+def test_shared_feature_groups_are_the_user_item_and_category_features_in_order():
+    feats = ["pair_n_view", "user_n_view", "item_n_view", "user_sessions", "cat_n_view", "pair_sessions", "price"]
+    assert shared_feature_groups(feats) == [["user_n_view", "user_sessions"], ["item_n_view"], ["cat_n_view"]]
+    assert shared_feature_groups(["pair_n_view"]) == []

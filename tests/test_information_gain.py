@@ -399,10 +399,12 @@ def test_config_is_strict():
             InformationGainConfig(**bad)
 
 
-def test_contingency_counts_equal_a_recount_with_one_bin_features(spark):
+@pytest.mark.parametrize("groups", [(), (("a",),), (("a", "b"),), (("b",), ("a",))], ids=str)
+def test_contingency_counts_equal_a_recount_with_one_bin_features(spark, groups):
     """Every (shard, feature, bin, label) count, recounted in pandas from the fitted edges: a
     feature constant in a shard (its one edge is its value) with and without NaN, an all-NaN
-    feature (no edges), and features with several bins."""
+    feature (no edges), features with several bins, a null. The same counts whichever features
+    are counted as groups of repeated value tuples (in Q, (NaN, 7.0) stands for all 15 rows)."""
     nan = float("nan")
     rng = np.random.default_rng(3)
     rows = []
@@ -410,8 +412,9 @@ def test_contingency_counts_equal_a_recount_with_one_bin_features(spark):
         rows.append(("P", f"u{i}", f"p{i}", int(i % 4 == 0), nan if i in (1, 5, 9) else 2.0, float(rng.normal())))
     for i in range(15):  # Q: `a` all NaN, `b` constant
         rows.append(("Q", f"u{i}", f"q{i}", int(i % 3 == 0), nan, 7.0))
-    for i in range(30):  # R: both vary, `b` with a NaN
-        rows.append(("R", f"u{i}", f"r{i}", int(i % 2 == 0), float(i % 5), nan if i == 4 else float(rng.normal())))
+    for i in range(30):  # R: both vary, `b` with a NaN and a null
+        b = {4: nan, 7: None}.get(i, float(rng.normal()))
+        rows.append(("R", f"u{i}", f"r{i}", int(i % 2 == 0), float(i % 5), b))
     schema = "shard string, user_id string, item_id string, label_purchase int, a double, b double"
     samples = spark.createDataFrame(rows, schema).repartition(2)
     feats = ("a", "b")
@@ -420,7 +423,9 @@ def test_contingency_counts_equal_a_recount_with_one_bin_features(spark):
         samples, feats, shard_col="shard", key_cols=["user_id", "item_id"], edge_rows=1000, seed=0
     )
     edges = module._edges(sample, n_features=2, n_bins=4).cache()
-    got = module._counts(samples, feats, edges, shard_col="shard", label_col="label_purchase", n_bins=4)
+    got = module._counts(
+        samples, feats, edges, shard_col="shard", label_col="label_purchase", n_bins=4, groups=groups
+    )
     got = sorted(tuple(r) for r in got.collect())
     edge = {(r["shard"], feats[r[module._FIDX]]): np.asarray(r["edges"], dtype=float) for r in edges.collect()}
     assert edge[("P", "a")].tolist() == [2.0] and edge[("Q", "b")].tolist() == [7.0]
@@ -434,3 +439,12 @@ def test_contingency_counts_equal_a_recount_with_one_bin_features(spark):
         expected += [(shard, f, int(b), lab, int(n)) for (b, lab), n in table.items()]
     edges.unpersist()
     assert got == sorted(expected)
+
+
+def test_feature_groups_must_be_features_and_disjoint(spark):
+    samples = _samples(spark)
+    cfg = InformationGainConfig()
+    with pytest.raises(ValueError, match="'other' is not one of the features"):
+        information_gain(samples, FEATURES, cfg=cfg, groups=[["good", "other"]])
+    with pytest.raises(ValueError, match="'good' is in more than one group"):
+        information_gain(samples, FEATURES, cfg=cfg, groups=[["good"], ["noise", "good"]])

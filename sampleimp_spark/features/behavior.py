@@ -48,6 +48,9 @@ RATIOS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "purchase_per_cart": (("purchase",), ("cart",)),
 }
 ENTITY_PREFIXES = ("user", "item", "cat", "pair")
+#: Entities whose features many samples share (every sample of a user has the user's features);
+#: a pair's features are its one sample's own.
+SHARED_ENTITIES = ("user", "item", "cat")
 
 # Columns prepare_events adds (internal to the features stage).
 LOCAL_DATE = "_local_date"
@@ -224,6 +227,20 @@ def neutral_value(feature: str, *, feature_days: float) -> float:
     if feature.endswith("_price_rel"):
         return 1.0
     return 0.0
+
+
+def shared_feature_groups(features: Sequence[str]) -> list[list[str]]:
+    """``features`` grouped by the shared entity they describe (:data:`SHARED_ENTITIES`), in their
+    order; features of no shared entity (``pair_*``, or unprefixed) are left out. The information
+    gain counts each group once per distinct tuple of its values (``information_gain(groups=...)``),
+    which is exact for any grouping and cheap for these: a shard has far fewer distinct users,
+    items and categories than samples."""
+    groups: dict[str, list[str]] = {e: [] for e in SHARED_ENTITIES}
+    for f in features:
+        entity = f.split("_", 1)[0]
+        if entity in groups:
+            groups[entity].append(f)
+    return [g for g in groups.values() if g]
 
 
 def feature_columns(df: DataFrame) -> list[str]:

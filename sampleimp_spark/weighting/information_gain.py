@@ -22,7 +22,10 @@ expressions, whose query plans cost more to plan and compile than the work itsel
    "missing" may be informative and has no place in the order.
 3. **Contingency counts** (native Spark): ``groupBy(shard, feature, bin, label).count()`` over the
    stacked rows: one aggregation with a map-side combine. The stacked rows carry a dense int id
-   of the shard, not its name, and meet their edges in a broadcast join on one long key.
+   of the shard, not its name, and meet their edges in a broadcast join on one long key. A
+   *group* of features whose values many samples share (a user's features are the same in all
+   of the user's samples) is stacked once per distinct (shard, label, values of the group), with
+   its number of samples, which the aggregation sums: the same counts from far fewer rows.
 4. **Per-shard math** (a grouped pandas UDF, :func:`shard_information_gain`, plain pandas/numpy):
    IG per feature, its rank, and per (feature, bin) the KL divergence of the bin's label
    distribution from the shard's. Its input is the shard's contingency table only: at most
@@ -127,6 +130,7 @@ _EDGES_SCHEMA = T.StructType(
     ]
 )
 _SID = "__ig_sid"
+_N = "__ig_rows"  # the samples a stacked row stands for
 _ID_SHARD = "__ig_id_shard"
 _KEY = "__ig_key"
 _SCORES = "__ig_scores"
@@ -320,17 +324,33 @@ def _bin(x: Column, edges: Column, max_edges: int) -> Column:
     return F.when(x.isNull() | F.isnan(x), F.lit(NAN_BIN)).otherwise(count).cast("int")
 
 
-def _stacked(frame: DataFrame, features: tuple[str, ...], *, keep: Sequence[Column]) -> DataFrame:
-    """One row per (sample, feature): ``keep`` columns, the feature's position and its value.
+def _stacked(frame: DataFrame, positions: Sequence[int], *, keep: Sequence[str]) -> DataFrame:
+    """One row per (row of ``frame``, feature): the ``keep`` columns, the feature's position and its
+    value (``frame`` holds the values as ``__ig_x<position>``).
 
     The long layout keeps every per-feature expression small: binning ~100 features as ~100
     wide column expressions made query plans so large that planning and compiling them cost
     more than the work itself.
     """
-    values = F.array(
-        *[F.struct(F.lit(j).alias(_FIDX), _col(f).cast("double").alias(_X)) for j, f in enumerate(features)]
-    )
+    values = F.array(*[F.struct(F.lit(j).alias(_FIDX), F.col(f"{_X}{j}").alias(_X)) for j in positions])
     return frame.select(*keep, F.inline(values))
+
+
+def _check_groups(features: tuple[str, ...], groups: Sequence[Sequence[str]]) -> list[list[int]]:
+    """The positions of each group's features; every feature in at most one group."""
+    position = {f: j for j, f in enumerate(features)}
+    seen: set[str] = set()
+    out = []
+    for group in groups:
+        for f in group:
+            if f not in position:
+                raise ValueError(f"grouped feature {f!r} is not one of the features")
+            if f in seen:
+                raise ValueError(f"feature {f!r} is in more than one group")
+            seen.add(f)
+        if group:
+            out.append([position[f] for f in group])
+    return out
 
 
 def _names(features: Sequence[str]) -> Column:
@@ -416,21 +436,46 @@ def _counts(
     shard_col: str,
     label_col: str,
     n_bins: int,
+    groups: Sequence[Sequence[str]] = (),
 ) -> DataFrame:
     """``shard, feature, bin, label, count``: the samples stacked one row per feature, binned with
     their shard's edges (one broadcast join on a single long key) and counted in one aggregation
-    with a map-side combine. Samples with a null shard have no edges and are not counted
-    (``silver.samples.shard`` is never null); :func:`with_ig_weight` gives them ``w_ig = 1``."""
+    with a map-side combine.
+
+    The features of a group in ``groups`` are stacked once per distinct (shard, label, values of
+    the group) with its number of samples, not once per sample; the aggregation sums those
+    numbers. The counts are the same for any grouping; a group whose value tuples repeat (the
+    features of one user, which all of the user's samples share) only makes fewer rows to stack,
+    bin and count. Features in no group are stacked once per sample.
+
+    Samples with a null shard have no edges and are not counted (``silver.samples.shard`` is
+    never null); :func:`with_ig_weight` gives them ``w_ig = 1``."""
     ids = F.broadcast(_shard_ids(edges))
     n_features = len(features)
     key = (F.col(_SID).cast("long") * n_features + F.col(_FIDX)).alias(_KEY)
     keyed_edges = edges.join(ids, F.col(_SHARD) == F.col(_ID_SHARD)).select(key, _EDGES)
-    with_id = samples.join(ids, _col(shard_col).cast("string") == F.col(_ID_SHARD))
-    stacked = _stacked(with_id, features, keep=[_label(label_col), F.col(_SID)]).withColumn(_KEY, key)
+    values = [_col(f).cast("double").alias(f"{_X}{j}") for j, f in enumerate(features)]
+    with_id = samples.join(ids, _col(shard_col).cast("string") == F.col(_ID_SHARD)).select(
+        F.col(_SID), _label(label_col), *values
+    )
+    grouped = _check_groups(features, groups)
+    in_group = {j for group in grouped for j in group}
+    keep = [_SID, _LABEL, _N]
+    parts = [
+        _stacked(
+            with_id.groupBy(_SID, _LABEL, *[f"{_X}{j}" for j in group]).agg(F.count(F.lit(1)).alias(_N)),
+            group,
+            keep=keep,
+        )
+        for group in grouped
+    ]
+    if single := [j for j in range(n_features) if j not in in_group]:
+        parts.append(_stacked(with_id.withColumn(_N, F.lit(1).cast("long")), single, keep=keep))
+    stacked = functools.reduce(DataFrame.unionByName, parts).withColumn(_KEY, key)
     binned = stacked.join(F.broadcast(keyed_edges), _KEY, "left")
     edge_array = F.coalesce(F.col(_EDGES), F.array().cast("array<double>"))
     binned = binned.withColumn(_BIN, _bin(F.col(_X), edge_array, n_bins - 1))
-    counts = binned.groupBy(_SID, _FIDX, _BIN, _LABEL).agg(F.count(F.lit(1)).alias(_COUNT))
+    counts = binned.groupBy(_SID, _FIDX, _BIN, _LABEL).agg(F.sum(_N).alias(_COUNT))
     named = counts.join(ids, _SID).select(F.col(_ID_SHARD).alias(_SHARD), _FIDX, _BIN, _LABEL, _COUNT)
     return named.select(_SHARD, _feature_name(features).alias(_FEATURE), _BIN, _LABEL, _COUNT)
 
@@ -445,6 +490,7 @@ def information_gain(
     key_cols: Sequence[str] | None = (S.USER_ID, S.ITEM_ID),
     edge_rows: int = EDGE_SAMPLE_ROWS,
     seed: int = 0,
+    groups: Sequence[Sequence[str]] = (),
 ) -> IGResult:
     """Information gain of each feature about the label, per shard, and per-bin sample scores.
 
@@ -466,6 +512,10 @@ def information_gain(
             hashes the label and the feature values instead.
         edge_rows: rows per shard the edges are computed from, at most.
         seed: seed of that sample.
+        groups: disjoint groups of ``features`` whose value tuples many samples share (e.g. the
+            features of one user: :func:`~sampleimp_spark.features.behavior.shared_feature_groups`).
+            Each group is counted once per distinct (shard, label, values) with its number of
+            samples. Any grouping gives the same result; a good one makes the counting cheaper.
 
     Returns:
         The importance, bin-score and edge tables (see :class:`IGResult`).
@@ -476,7 +526,7 @@ def information_gain(
         keys = [label_col, *feats]  # no sample keys: the row's content decides the sample
     sample = _edge_sample(samples, feats, shard_col=shard_col, key_cols=keys, edge_rows=edge_rows, seed=seed)
     edges = _edges(sample, n_features=len(feats), n_bins=cfg.n_bins).cache()
-    counts = _counts(samples, feats, edges, shard_col=shard_col, label_col=label_col, n_bins=cfg.n_bins)
+    counts = _counts(samples, feats, edges, shard_col=shard_col, label_col=label_col, n_bins=cfg.n_bins, groups=groups)
     alpha, miller_madow = cfg.smoothing, cfg.miller_madow
 
     def per_shard(counts: pd.DataFrame) -> pd.DataFrame:

@@ -36,7 +36,7 @@ from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.configbase import StrictModel
 from sampleimp_spark.errors import BadInputError
-from sampleimp_spark.features.behavior import feature_columns
+from sampleimp_spark.features.behavior import feature_columns, shared_feature_groups
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.weighting.class_balance import ClassBalanceConfig, class_weights, with_class_weight
@@ -182,7 +182,8 @@ def compute_weights(
     # whose small output is materialized once).
     params = checkpoint(fit_density_ratio(df, dr_features, cfg=cfg.density_ratio))
 
-    ig = information_gain(df, features, cfg=cfg.information_gain, label_col=label)
+    groups = shared_feature_groups(features)  # counted once per distinct user, item, category
+    ig = information_gain(df, features, cfg=cfg.information_gain, label_col=label, groups=groups)
     try:
         df = with_ig_weight(df, ig, features, cfg=cfg.information_gain)  # runs the IG fit's jobs
     except Exception:
