@@ -404,7 +404,8 @@ def test_contingency_counts_equal_a_recount_with_one_bin_features(spark, groups)
     """Every (shard, feature, bin, label) count, recounted in pandas from the fitted edges: a
     feature constant in a shard (its one edge is its value) with and without NaN, an all-NaN
     feature (no edges), features with several bins, a null. The same counts whichever features
-    are counted as groups of repeated value tuples (in Q, (NaN, 7.0) stands for all 15 rows)."""
+    are counted as groups of repeated value tuples (in Q, one (NaN, 7.0) row per label stands for all
+    15 rows)."""
     nan = float("nan")
     rng = np.random.default_rng(3)
     rows = []
@@ -423,9 +424,7 @@ def test_contingency_counts_equal_a_recount_with_one_bin_features(spark, groups)
         samples, feats, shard_col="shard", key_cols=["user_id", "item_id"], edge_rows=1000, seed=0
     )
     edges = module._edges(sample, n_features=2, n_bins=4).cache()
-    got = module._counts(
-        samples, feats, edges, shard_col="shard", label_col="label_purchase", n_bins=4, groups=groups
-    )
+    got = module._counts(samples, feats, edges, shard_col="shard", label_col="label_purchase", n_bins=4, groups=groups)
     got = sorted(tuple(r) for r in got.collect())
     edge = {(r["shard"], feats[r[module._FIDX]]): np.asarray(r["edges"], dtype=float) for r in edges.collect()}
     assert edge[("P", "a")].tolist() == [2.0] and edge[("Q", "b")].tolist() == [7.0]
