@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from harness import save
 from pyspark.sql import functions as F
-from run_all import DATA, noop
+from run_all import kept_gold, noop
 
-from sampleimp_spark import lake
 from sampleimp_spark import schema as S
-from sampleimp_spark.config import SparkConfig
 from sampleimp_spark.features.behavior import feature_columns, shared_feature_groups
-from sampleimp_spark.session import get_session
 from sampleimp_spark.weighting import information_gain as IG
 
 
@@ -37,12 +33,7 @@ def main() -> None:
     p.add_argument("--tag", default="", help="suffix of the results file name")
     args = p.parse_args()
 
-    lakehouse = DATA / f"run_{int(args.events)}"
-    if not Path(lake.table_path(lakehouse, S.SILVER_SAMPLES)).exists():
-        raise SystemExit(f"no kept lakehouse at {lakehouse}: run run_all.py --keep-data at that size first")
-    conf = {"spark.driver.memory": args.driver_memory}
-    spark = get_session(SparkConfig(shuffle_partitions=16, log_level="ERROR", conf=conf))
-    samples = lake.read_table(spark, lakehouse, S.SILVER_SAMPLES)
+    _, samples = kept_gold(args.events, args.driver_memory, table=S.SILVER_SAMPLES)
     samples = samples.where(F.col(S.WINDOW_ID) == samples.agg(F.max(S.WINDOW_ID)).first()[0])
     features = tuple(feature_columns(samples))
     groups = shared_feature_groups(features)

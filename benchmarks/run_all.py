@@ -88,14 +88,17 @@ def scratch_lakehouse(n: int, name: str, layers: tuple[str, ...] = ("bronze",)) 
     return lakehouse
 
 
-def kept_gold(events: float, driver_memory: str) -> tuple[SparkSession, DataFrame]:
-    """A session (16 shuffle partitions) and ``gold.training_samples`` of the lakehouse kept at ``events``."""
+def kept_gold(
+    events: float, driver_memory: str, table: str = S.GOLD_TRAINING_SAMPLES
+) -> tuple[SparkSession, DataFrame]:
+    """A session (16 shuffle partitions) and ``table`` (default ``gold.training_samples``) of the
+    lakehouse kept at ``events``."""
     lakehouse = DATA / f"run_{int(events)}"
-    if not Path(lake.table_path(lakehouse, S.GOLD_TRAINING_SAMPLES)).exists():
+    if not Path(lake.table_path(lakehouse, table)).exists():
         raise SystemExit(f"no kept lakehouse at {lakehouse}: run run_all.py --keep-data at that size first")
     conf = {"spark.driver.memory": driver_memory}
     spark = get_session(SparkConfig(shuffle_partitions=16, log_level="ERROR", conf=conf))
-    return spark, lake.read_table(spark, lakehouse, S.GOLD_TRAINING_SAMPLES)
+    return spark, lake.read_table(spark, lakehouse, table)
 
 
 def make_config(n: int, args: argparse.Namespace, lakehouse: Path, ui_port: int) -> Config:
