@@ -259,6 +259,55 @@ def test_top_of_a_longer_list_is_the_shorter_list(cluster_model, cluster_events)
         assert _lists(long.where(F.col("rank") <= k)) == short, k
 
 
+def test_block_top_k_orders_by_score_then_item_and_breaks_ties_at_the_kth_place(monkeypatch):
+    monkeypatch.setattr(A, "_SCORE_ROWS", 2)  # three chunks of users
+    users = np.array([[1, 0], [0, 1], [1, 1], [2, 0], [0, 0]], dtype=np.float32)
+    item_ids = np.array([7, 3, 5, 1, 9])
+    items = np.array([[1, 0], [1, 0], [0.5, 0], [1, 0], [0, 2]], dtype=np.float32)
+    got = A.block_top_k(np.array([10, 11, 12, 13, 14]), users, item_ids, items, 2)
+    lists = got.groupby(A._USER_INDEX, sort=True)[A._ITEM_INDEX].apply(list).to_dict()
+    # user 10 scores items 7, 3, 1 at 1.0 (a tie at 2nd place) and 5 at 0.5: by item id, 1 then 3.
+    assert lists == {10: [1, 3], 11: [9, 1], 12: [9, 1], 13: [1, 3], 14: [1, 3]}
+    assert got[A._SCORE].tolist()[:4] == [1.0, 1.0, 2.0, 0.0]
+    # Scores float32 cannot tell apart are ranked by their float64 values: 1 + 2^-30 beats 1.
+    close = np.array([[1, 0], [1, 2.0**-30]], dtype=np.float32)
+    assert np.float32(1) + np.float32(2.0**-30) == np.float32(1)
+    best = A.block_top_k(np.array([0]), np.array([[1, 1]], dtype=np.float32), np.array([2, 5]), close, 1)
+    assert best[A._ITEM_INDEX].tolist() == [5]
+    # A block with fewer items than k gives all of them.
+    few = A.block_top_k(np.array([10]), users[:1], item_ids[:2], items[:2], 5)
+    assert few[A._ITEM_INDEX].tolist() == [3, 7]
+
+
+def test_recommend_is_the_exact_top_k_whatever_the_blocks(spark):
+    """Lists of many blocks merged equal the lists of one block and a brute-force ranking of every
+    item by its float64 score (ties by item index), computed here from the model's factors."""
+    rng = np.random.default_rng(5)
+    pairs = {(int(u), int(i)) for u, i in zip(rng.integers(0, 30, 300), rng.integers(0, 25, 300), strict=True)}
+    rows = [
+        (f"u{u}", f"i{i}", float(r)) for (u, i), r in zip(sorted(pairs), rng.lognormal(0, 1, len(pairs)), strict=True)
+    ]
+    model = A.fit_als(
+        spark.createDataFrame(rows, RATINGS_SCHEMA), cfg=A.ALSConfig(rank=4, max_iter=3, num_blocks=2), seed=1
+    )
+    try:
+        users = spark.createDataFrame([(f"u{u}",) for u in range(0, 30, 2)] + [("nobody",)], "user_id string")
+        user_f = {r.id: np.array(r.features, dtype=np.float64) for r in model.model.userFactors.collect()}
+        item_f = {r.id: np.array(r.features, dtype=np.float64) for r in model.model.itemFactors.collect()}
+        user_ix = {r.user_id: r[A._USER_INDEX] for r in model.user_index.collect()}
+        item_of = {r[A._ITEM_INDEX]: r.item_id for r in model.item_index.collect()}
+        for k in (3, 40):  # 40: more than the 25 items
+            expected = {}
+            for u in range(0, 30, 2):
+                x = user_f[user_ix[f"u{u}"]]
+                ranked = sorted(item_f, key=lambda i, x=x: (-float(x @ item_f[i]), i))
+                expected[f"u{u}"] = [item_of[i] for i in ranked[:k]]
+            for blocks in ({}, {"user_block": 4, "item_block": 6}, {"user_block": 1, "item_block": 1}):
+                assert _lists(A.recommend(model, users, k, **blocks)) == expected, (k, blocks)
+    finally:
+        model.unpersist()
+
+
 def test_weight_raises_confidence_of_the_pair(spark, cluster_events, cluster_model):
     """Weight 5 on (au0, x) multiplies that pair's extra confidence by 5 (c = 1 + 10·5 instead
     of 1 + 10·1): the fit must move au0 · x closer to the preference 1. Scores of the pairs
@@ -292,3 +341,5 @@ def test_predict_scores_drops_unknown_pairs(spark, cluster_model):
 def test_recommend_rejects_bad_k(cluster_model, cluster_events):
     with pytest.raises(ValueError, match="k must be at least 1"):
         A.recommend(cluster_model, cluster_events, 0)
+    with pytest.raises(ValueError, match="block sizes must be at least 1"):
+        A.recommend(cluster_model, cluster_events, 3, item_block=0)

@@ -1,0 +1,114 @@
+"""ALS top-k lists: the project's blocked numpy scoring against Spark's ``recommendForUserSubset``.
+
+On a lakehouse that ``run_all.py --keep-data`` left under ``benchmarks/data/run_<n>``, fits
+implicit ALS (the default ``ALSConfig``: rank 32, 10 iterations) on every bronze event, then
+computes the top ``--k`` items (default 50, the train stage's candidate count) of half the users
+(a hash of the user id) over every item, alternating between
+
+* ``project``: :func:`sampleimp_spark.training.als.recommend` (blocks of users × items scored
+  with numpy in a pandas UDF, float64 ranking);
+* ``spark``: Spark's ``ALSModel.recommendForUserSubset`` (float32 scores), with the same
+  tie order (score, then item index) applied to its lists,
+
+each list checkpointed and counted. It records the times and how the lists of the first round
+differ: rows of one not in the other, (user, item) pairs of one not in the other, users whose
+order differs, and the best rank at which they differ.
+
+    .venv/bin/python benchmarks/bench_recommend.py --events 1e7 --reps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from harness import save
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from run_all import kept_gold
+
+from sampleimp_spark import schema as S
+from sampleimp_spark.frames import checkpoint, release
+from sampleimp_spark.training import als as A
+
+
+def spark_recommend(model: A.FittedALS, users: DataFrame, k: int) -> DataFrame:
+    """The lists of ``ALSModel.recommendForUserSubset``, ranked by (score, item index)."""
+    subset = users.select(S.USER_ID).distinct().join(model.user_index, S.USER_ID).select(A._USER_INDEX)
+    recs = model.model.recommendForUserSubset(subset, k)
+    key = F.transform("recommendations", lambda r: F.struct((-r["rating"]).alias("s"), r[A._ITEM_INDEX].alias("i")))
+    exploded = recs.select(A._USER_INDEX, F.posexplode(F.array_sort(key)).alias("pos", "r"))
+    return (
+        exploded.select(A._USER_INDEX, F.col("r.i").alias(A._ITEM_INDEX), (F.col("pos") + 1).alias("rank"))
+        .join(model.user_index, A._USER_INDEX)
+        .join(model.item_index, A._ITEM_INDEX)
+        .select(S.USER_ID, S.ITEM_ID, "rank")
+    )
+
+
+def differences(a: DataFrame, b: DataFrame) -> dict[str, object]:
+    pairs_a, pairs_b = a.select(S.USER_ID, S.ITEM_ID), b.select(S.USER_ID, S.ITEM_ID)
+    moved = a.alias("a").join(b.alias("b"), [S.USER_ID, "rank"]).where(F.col("a.item_id") != F.col("b.item_id"))
+    return {
+        "rows_only_project": a.exceptAll(b).count(),
+        "rows_only_spark": b.exceptAll(a).count(),
+        "pairs_only_project": pairs_a.exceptAll(pairs_b).count(),
+        "pairs_only_spark": pairs_b.exceptAll(pairs_a).count(),
+        "users_ordered_differently": moved.select(S.USER_ID).distinct().count(),
+        "best_rank_differing": moved.agg(F.min("rank")).first()[0],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=float, default=1e6, help="which kept lakehouse: benchmarks/data/run_<events>")
+    p.add_argument("--reps", type=int, default=1, help="rounds of (project, spark)")
+    p.add_argument("--k", type=int, default=50)
+    p.add_argument("--driver-memory", default="12g")
+    p.add_argument("--tag", default="", help="suffix of the results file name")
+    args = p.parse_args()
+
+    _spark, events = kept_gold(args.events, args.driver_memory, S.BRONZE_EVENTS)
+    cfg = A.ALSConfig()
+    t = time.perf_counter()
+    model = A.fit_als(A.implicit_ratings(events, strengths=cfg.strengths), cfg=cfg, seed=1)
+    users = events.select(S.USER_ID).distinct().where(F.xxhash64(S.USER_ID) % 2 == 0)
+    n_users, n_items = users.join(model.user_index, S.USER_ID).count(), model.item_index.count()
+    fit_s = time.perf_counter() - t
+    print(f"ALS fit (rank {cfg.rank}) {fit_s:.1f} s; {n_users:,} users x {n_items:,} items, k {args.k}", flush=True)
+    ways = {"project": A.recommend, "spark": spark_recommend}
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    first: dict[str, DataFrame] = {}
+    for _ in range(args.reps):
+        for name, fn in ways.items():
+            t = time.perf_counter()
+            lists = checkpoint(fn(model, users, args.k))
+            rows = lists.count()
+            seconds[name].append(round(time.perf_counter() - t, 1))
+            print(f"{name}: {seconds[name][-1]:.1f} s, {rows:,} rows", flush=True)
+            if name in first:
+                release(lists)
+            else:
+                first[name] = lists
+    diff = differences(first["project"], first["spark"])
+    print(f"first round, project vs spark: {diff}", flush=True)
+    path = save(
+        f"recommend-{int(args.events / 1e6)}m{args.tag}",
+        {
+            "events": int(args.events),
+            "rank": cfg.rank,
+            "k": args.k,
+            "users": n_users,
+            "items": n_items,
+            "fit_s": round(fit_s, 1),
+            "seconds": seconds,
+            "differences": diff,
+        },
+    )
+    print(f"saved {path}")
+    release(*first.values())
+    model.unpersist()
+
+
+if __name__ == "__main__":
+    main()
