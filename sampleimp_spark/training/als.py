@@ -385,8 +385,10 @@ def fit_als(
 
 
 #: Users and items per block of :func:`recommend`: the scores of one user block against one item
-#: block are computed in one pandas UDF call, :data:`_SCORE_ROWS` users at a time, so a Python
-#: worker holds at most a few such blocks, however many users and items there are.
+#: block are computed in one pandas UDF call, :data:`_SCORE_ROWS` users at a time. An Arrow batch
+#: carries the block pairs of one partition of the blocks' cartesian product: (user blocks per
+#: partition) × (item blocks per partition), a few at 10M events, but more once the blocks far
+#: outnumber the shuffle partitions.
 USER_BLOCK = 4096
 ITEM_BLOCK = 65536
 #: Users scored at once against an item block (a 512 × 65,536 float32 score matrix is 128 MiB).
