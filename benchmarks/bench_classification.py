@@ -17,7 +17,6 @@ value or interval bound between the two is recorded.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from types import ModuleType
 
 from harness import save
 from pyspark.sql import functions as F
-from run_all import kept_gold
+from run_all import kept_gold, kept_lakehouse_parser
 
 from sampleimp_spark import schema as S
 from sampleimp_spark.features.behavior import feature_columns
@@ -74,14 +73,10 @@ def largest_difference(a: dict, b: dict) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--events", type=float, default=1e6, help="which kept lakehouse: benchmarks/data/run_<events>")
+    p = kept_lakehouse_parser(__doc__, reps=2, reps_help="timed calls per model (and per revision)")
     p.add_argument("--n-boot", type=int, default=100)
-    p.add_argument("--reps", type=int, default=2, help="timed calls per model (and per revision)")
     p.add_argument("--models", nargs="+", default=["unweighted", "weighted"], choices=["unweighted", "weighted"])
     p.add_argument("--compare-to", metavar="REV", help="also time evaluate.py of this git revision")
-    p.add_argument("--driver-memory", default="12g")
-    p.add_argument("--tag", default="", help="suffix of the results file name")
     args = p.parse_args()
 
     other = module_at(args.compare_to) if args.compare_to else None

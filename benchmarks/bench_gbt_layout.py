@@ -13,12 +13,11 @@ the two orders gave the same trees to the last bit.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from harness import save
 from pyspark.sql import functions as F
-from run_all import kept_gold
+from run_all import kept_gold, kept_lakehouse_parser
 
 from sampleimp_spark import schema as S
 from sampleimp_spark.features.behavior import feature_columns
@@ -26,11 +25,7 @@ from sampleimp_spark.training import gbt as G
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--events", type=float, default=1e6, help="which kept lakehouse: benchmarks/data/run_<events>")
-    p.add_argument("--reps", type=int, default=1, help="rounds of (canonical, as given)")
-    p.add_argument("--driver-memory", default="12g")
-    p.add_argument("--tag", default="", help="suffix of the results file name")
+    p = kept_lakehouse_parser(__doc__, reps=1, reps_help="rounds of (canonical, as given)")
     args = p.parse_args()
 
     spark, gold = kept_gold(args.events, args.driver_memory)

@@ -13,12 +13,11 @@ same rows (``exceptAll`` both ways), and records the stacked rows each way.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from harness import save
 from pyspark.sql import functions as F
-from run_all import kept_gold, noop
+from run_all import kept_gold, kept_lakehouse_parser, noop
 
 from sampleimp_spark import schema as S
 from sampleimp_spark.features.behavior import feature_columns, shared_feature_groups
@@ -26,11 +25,7 @@ from sampleimp_spark.weighting import information_gain as IG
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--events", type=float, default=1e6, help="which kept lakehouse: benchmarks/data/run_<events>")
-    p.add_argument("--reps", type=int, default=3, help="timed runs of each way (alternating)")
-    p.add_argument("--driver-memory", default="12g")
-    p.add_argument("--tag", default="", help="suffix of the results file name")
+    p = kept_lakehouse_parser(__doc__, reps=3, reps_help="timed runs of each way (alternating)")
     args = p.parse_args()
 
     _, samples = kept_gold(args.events, args.driver_memory, table=S.SILVER_SAMPLES)

@@ -19,13 +19,12 @@ order differs, and the best rank at which they differ.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from harness import save
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from run_all import kept_gold
+from run_all import kept_gold, kept_lakehouse_parser
 
 from sampleimp_spark import schema as S
 from sampleimp_spark.frames import checkpoint, release
@@ -60,12 +59,8 @@ def differences(a: DataFrame, b: DataFrame) -> dict[str, object]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--events", type=float, default=1e6, help="which kept lakehouse: benchmarks/data/run_<events>")
-    p.add_argument("--reps", type=int, default=1, help="rounds of (project, spark)")
+    p = kept_lakehouse_parser(__doc__, reps=1, reps_help="rounds of (project, spark)")
     p.add_argument("--k", type=int, default=50)
-    p.add_argument("--driver-memory", default="12g")
-    p.add_argument("--tag", default="", help="suffix of the results file name")
     args = p.parse_args()
 
     _spark, events = kept_gold(args.events, args.driver_memory, S.BRONZE_EVENTS)

@@ -88,6 +88,17 @@ def scratch_lakehouse(n: int, name: str, layers: tuple[str, ...] = ("bronze",)) 
     return lakehouse
 
 
+def kept_lakehouse_parser(doc: str | None, *, reps: int, reps_help: str) -> argparse.ArgumentParser:
+    """The options every script measuring on a kept lakehouse takes: ``--events`` (which one),
+    ``--reps``, ``--driver-memory`` (for :func:`kept_gold`) and ``--tag`` (results file suffix)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=float, default=1e6, help="which kept lakehouse: benchmarks/data/run_<events>")
+    p.add_argument("--reps", type=int, default=reps, help=reps_help)
+    p.add_argument("--driver-memory", default="12g")
+    p.add_argument("--tag", default="", help="suffix of the results file name")
+    return p
+
+
 def kept_gold(
     events: float, driver_memory: str, table: str = S.GOLD_TRAINING_SAMPLES
 ) -> tuple[SparkSession, DataFrame]:

@@ -457,8 +457,9 @@ def block_top_k(
 
 
 def _factor_blocks(factors: DataFrame, block: int, prefix: str) -> DataFrame:
-    """One row per block of ``block`` consecutive ids: the ids and their factors, flattened."""
-    rows = F.array_sort(F.collect_list(F.struct(F.col("id"), F.col("features"))))
+    """One row per block of ``block`` consecutive ids: the ids and their factors, flattened (in
+    any order: the struct keeps each id with its factors, and the ranking orders ties by id)."""
+    rows = F.collect_list(F.struct(F.col("id"), F.col("features")))
     return (
         factors.groupBy(F.floor(F.col("id") / F.lit(block)).alias(_BLOCK))
         .agg(rows.alias("_rows"))
