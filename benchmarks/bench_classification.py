@@ -17,15 +17,9 @@ value or interval bound between the two is recorded.
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
-from types import ModuleType
 
-from harness import save
+from harness import module_at, save
 from pyspark.sql import functions as F
 from run_all import kept_gold, kept_lakehouse_parser
 
@@ -34,27 +28,6 @@ from sampleimp_spark.features.behavior import feature_columns
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.training import evaluate
 from sampleimp_spark.training.gbt import GBTConfig, fit_gbt, predict_proba
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def module_at(rev: str) -> ModuleType:
-    """``sampleimp_spark/training/evaluate.py`` as it was at git revision ``rev``."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:sampleimp_spark/training/evaluate.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    path = Path(tempfile.mkdtemp()) / "evaluate_at_rev.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("evaluate_at_rev", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def values(results: list[evaluate.MetricValue]) -> dict[tuple[str, str], tuple[float | None, ...]]:
@@ -79,7 +52,7 @@ def main() -> None:
     p.add_argument("--compare-to", metavar="REV", help="also time evaluate.py of this git revision")
     args = p.parse_args()
 
-    other = module_at(args.compare_to) if args.compare_to else None
+    other = module_at(args.compare_to, "sampleimp_spark/training/evaluate.py") if args.compare_to else None
     _, gold = kept_gold(args.events, args.driver_memory)
     train = gold.where(F.abs(F.hash(S.USER_ID)) % 10 < 7)
     features = feature_columns(gold)

@@ -12,16 +12,18 @@ computes the top ``--k`` items (default 50, the train stage's candidate count) o
 
 each list checkpointed and counted. It records the times and how the lists of the first round
 differ: rows of one not in the other, (user, item) pairs of one not in the other, users whose
-order differs, and the best rank at which they differ.
+order differs, and the best rank at which they differ. With ``--against REV``, the other way is
+``recommend`` of ``als.py`` at git revision ``REV`` instead of Spark's.
 
     .venv/bin/python benchmarks/bench_recommend.py --events 1e7 --reps 2
+    .venv/bin/python benchmarks/bench_recommend.py --events 1e7 --against e8d560c
 """
 
 from __future__ import annotations
 
 import time
 
-from harness import save
+from harness import module_at, save
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from run_all import kept_gold, kept_lakehouse_parser
@@ -45,23 +47,29 @@ def spark_recommend(model: A.FittedALS, users: DataFrame, k: int) -> DataFrame:
     )
 
 
-def differences(a: DataFrame, b: DataFrame) -> dict[str, object]:
+def differences(a: DataFrame, b: DataFrame, b_name: str) -> dict[str, object]:
     pairs_a, pairs_b = a.select(S.USER_ID, S.ITEM_ID), b.select(S.USER_ID, S.ITEM_ID)
     moved = a.alias("a").join(b.alias("b"), [S.USER_ID, "rank"]).where(F.col("a.item_id") != F.col("b.item_id"))
     return {
         "rows_only_project": a.exceptAll(b).count(),
-        "rows_only_spark": b.exceptAll(a).count(),
+        f"rows_only_{b_name}": b.exceptAll(a).count(),
         "pairs_only_project": pairs_a.exceptAll(pairs_b).count(),
-        "pairs_only_spark": pairs_b.exceptAll(pairs_a).count(),
+        f"pairs_only_{b_name}": pairs_b.exceptAll(pairs_a).count(),
         "users_ordered_differently": moved.select(S.USER_ID).distinct().count(),
         "best_rank_differing": moved.agg(F.min("rank")).first()[0],
     }
 
 
 def main() -> None:
-    p = kept_lakehouse_parser(__doc__, reps=1, reps_help="rounds of (project, spark)")
+    p = kept_lakehouse_parser(__doc__, reps=1, reps_help="rounds of (project, the other way)")
     p.add_argument("--k", type=int, default=50)
+    p.add_argument("--against", default="spark", metavar="spark|REV", help="Spark's lists, or recommend at git REV")
     args = p.parse_args()
+
+    if args.against == "spark":
+        other = spark_recommend
+    else:
+        other = module_at(args.against, "sampleimp_spark/training/als.py").recommend
 
     _spark, events = kept_gold(args.events, args.driver_memory, S.BRONZE_EVENTS)
     cfg = A.ALSConfig()
@@ -71,7 +79,7 @@ def main() -> None:
     n_users, n_items = users.join(model.user_index, S.USER_ID).count(), model.item_index.count()
     fit_s = time.perf_counter() - t
     print(f"ALS fit (rank {cfg.rank}) {fit_s:.1f} s; {n_users:,} users x {n_items:,} items, k {args.k}", flush=True)
-    ways = {"project": A.recommend, "spark": spark_recommend}
+    ways = {"project": A.recommend, args.against: other}
     seconds: dict[str, list[float]] = {name: [] for name in ways}
     first: dict[str, DataFrame] = {}
     for _ in range(args.reps):
@@ -85,14 +93,15 @@ def main() -> None:
                 release(lists)
             else:
                 first[name] = lists
-    diff = differences(first["project"], first["spark"])
-    print(f"first round, project vs spark: {diff}", flush=True)
+    diff = differences(first["project"], first[args.against], args.against)
+    print(f"first round, project vs {args.against}: {diff}", flush=True)
     path = save(
         f"recommend-{int(args.events / 1e6)}m{args.tag}",
         {
             "events": int(args.events),
             "rank": cfg.rank,
             "k": args.k,
+            "against": args.against,
             "users": n_users,
             "items": n_items,
             "fit_s": round(fit_s, 1),

@@ -6,19 +6,41 @@ never part of the test suite.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Self
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parent.parent
+
+
+def module_at(rev: str, path: str) -> ModuleType:
+    """The module in file ``path`` (relative to the repository) as it was at git revision ``rev``,
+    loaded under its own name (``<stem>_at_rev``) next to this checkout's."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    name = f"{Path(path).stem}_at_rev"
+    file = Path(tempfile.mkdtemp()) / f"{name}.py"
+    file.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def machine_info() -> dict[str, object]:

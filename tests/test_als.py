@@ -302,8 +302,19 @@ def test_recommend_is_the_exact_top_k_whatever_the_blocks(spark):
                 x = user_f[user_ix[f"u{u}"]]
                 ranked = sorted(item_f, key=lambda i, x=x: (-float(x @ item_f[i]), i))
                 expected[f"u{u}"] = [item_of[i] for i in ranked[:k]]
-            for blocks in ({}, {"user_block": 4, "item_block": 6}, {"user_block": 1, "item_block": 1}):
+            for blocks in (
+                {},
+                {"user_block": 4, "item_block": 6},
+                {"user_block": 16, "item_block": 1},
+                {"user_block": 1, "item_block": 25},
+            ):
                 assert _lists(A.recommend(model, users, k, **blocks)) == expected, (k, blocks)
+        # Each pair of blocks is a partition (a task, an Arrow batch) of its own.
+        n_users, n_items = model.user_index.count(), model.item_index.count()
+        for user_block, item_block in ((4, 6), (16, 1)):
+            per_partition = A._block_pairs(model, users, user_block, item_block).rdd.glom().map(len).collect()
+            assert len(per_partition) == -(-n_users // user_block) * -(-n_items // item_block)
+            assert max(per_partition) == 1
     finally:
         model.unpersist()
 

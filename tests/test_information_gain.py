@@ -340,7 +340,7 @@ def test_scoring_keeps_the_samples_in_place_and_refuses_an_oversized_model(spark
 
 
 def test_pointwise_scores_without_a_fitted_shard_weigh_one():
-    empty = ScoringModel(pd.Index([], dtype=object), np.empty((0, 2, 3)), np.empty((0, 2, 5)), np.empty(0))
+    empty = ScoringModel(pd.Index([], dtype=object), np.empty((0, 3, 2)), np.empty((0, 2, 5)), np.empty(0))
     out = pointwise_scores(pd.Series(["a", None]), np.array([[1.0, np.nan], [0.0, 2.0]]), empty, 1.0)
     assert out.to_dict("list") == {"g": [0.0, 0.0], "w": [1.0, 1.0]}
 
@@ -447,3 +447,35 @@ def test_feature_groups_must_be_features_and_disjoint(spark):
         information_gain(samples, FEATURES, cfg=cfg, groups=[["good", "other"]])
     with pytest.raises(ValueError, match="'good' is in more than one group"):
         information_gain(samples, FEATURES, cfg=cfg, groups=[["good"], ["noise", "good"]])
+
+
+def test_pointwise_scores_match_a_sample_by_sample_binning_across_row_chunks(monkeypatch):
+    # A hand-built model with ragged edges (a feature of shard "b" has none), checked against a
+    # per-sample searchsorted binning; chunks of 7 rows make every batch cross chunk borders.
+    rng = np.random.default_rng(3)
+    shards, n_features, n_bins = pd.Index(["a", "b", "c"]), 4, 5
+    edge_lists = {
+        (s, j): np.sort(rng.choice(np.arange(-3.0, 4.0), size=rng.integers(1, n_bins), replace=False))
+        for s in range(3)
+        for j in range(n_features)
+    }
+    edge_lists[(1, 2)] = np.empty(0)
+    edges = np.full((3, n_bins - 1, n_features), np.inf)
+    for (s, j), e in edge_lists.items():
+        edges[s, : len(e), j] = e
+    terms = rng.random((3, n_features, n_bins + 1))
+    g_mean = np.array([0.5, 0.0, 2.0])  # shard "b" is uninformative: its samples weigh 1
+    model = ScoringModel(shards, edges, terms, g_mean)
+    n = 50
+    shard = pd.Series(rng.choice(["a", "b", "c", "zz", None], size=n), dtype=object)
+    values = rng.choice([-np.inf, -3.0, -1.0, -0.5, 0.0, 1.0, 2.5, 3.0, 9.0, np.inf, np.nan], size=(n, n_features))
+    monkeypatch.setattr(information_gain_module, "_SCORE_ROWS", 7)
+    out = pointwise_scores(shard, values, model, lam=0.5)
+    for i in range(n):
+        s = shards.get_indexer([shard[i]])[0]
+        if s < 0:
+            assert (out["g"][i], out["w"][i]) == (0.0, 1.0)
+            continue
+        g = sum(terms[s, j, int(_bins(values[i, j], edge_lists[(s, j)])) + 1] for j in range(n_features))
+        w = 1.0 + 0.5 * g / g_mean[s] if g_mean[s] > 0 else 1.0
+        assert (out["g"][i], out["w"][i]) == pytest.approx((g, w), abs=1e-12)

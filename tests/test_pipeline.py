@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from conftest import stored_rdds
 from deltalake import DeltaTable
@@ -99,6 +100,11 @@ def test_gold_reads_without_spark_at_a_pinned_version(first_run, lakehouse):
     bucket = int(pdf.loc[pdf[S.SHARD] == shard, "shard_bucket"].iloc[0])
     one = table.to_pandas(filters=[("shard_bucket", "=", bucket), (S.SHARD, "=", shard)])
     assert len(one) == int((pdf[S.SHARD] == shard).sum())
+    # Each file's rows are sorted by shard (then user and item), so its shard min/max are narrow.
+    keys = [S.SHARD, S.USER_ID, S.ITEM_ID]
+    for uri in table.file_uris():
+        rows = pq.read_table(uri.removeprefix("file://"), columns=keys).to_pandas()
+        assert rows.equals(rows.sort_values(keys, ignore_index=True)), uri
     diag = DeltaTable(lake.table_path(lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS)).to_pandas()
     assert set(diag[S.SHARD]) == set(pdf[S.SHARD])
 

@@ -385,10 +385,9 @@ def fit_als(
 
 
 #: Users and items per block of :func:`recommend`: the scores of one user block against one item
-#: block are computed in one pandas UDF call, :data:`_SCORE_ROWS` users at a time. An Arrow batch
-#: carries the block pairs of one partition of the blocks' cartesian product: (user blocks per
-#: partition) × (item blocks per partition), a few at 10M events, but more once the blocks far
-#: outnumber the shuffle partitions.
+#: block are computed in one pandas UDF call, :data:`_SCORE_ROWS` users at a time. Each pair of
+#: blocks is a partition of its own (see :func:`_block_pairs`), so an Arrow batch carries one
+#: pair: about 8.5 MiB at rank 32, whatever the number of users and items.
 USER_BLOCK = 4096
 ITEM_BLOCK = 65536
 #: Users scored at once against an item block (a 512 × 65,536 float32 score matrix is 128 MiB).
@@ -456,18 +455,37 @@ def block_top_k(
     return pd.concat(frames, ignore_index=True)
 
 
-def _factor_blocks(factors: DataFrame, block: int, prefix: str) -> DataFrame:
-    """One row per block of ``block`` consecutive ids: the ids and their factors, flattened (in
-    any order: the struct keeps each id with its factors, and the ranking orders ties by id)."""
+def _factor_blocks(factors: DataFrame, block: int, n_ids: int, prefix: str) -> DataFrame:
+    """One row per block of ``block`` consecutive ids (of ``0 .. n_ids - 1``): the ids and their
+    factors, flattened (in any order: the struct keeps each id with its factors, and the ranking
+    orders ties by id). Block ``b`` is alone in partition ``b``."""
     rows = F.collect_list(F.struct(F.col("id"), F.col("features")))
+    n_blocks = max(1, -(-n_ids // block))
     return (
-        factors.groupBy(F.floor(F.col("id") / F.lit(block)).alias(_BLOCK))
+        factors.groupBy(F.floor(F.col("id") / F.lit(block)).cast("int").alias(_BLOCK))
         .agg(rows.alias("_rows"))
+        .repartitionById(n_blocks, _BLOCK)
         .select(
             F.transform("_rows", lambda r: r["id"]).alias(prefix + _IDS),
             F.flatten(F.transform("_rows", lambda r: r["features"])).alias(prefix + _FLAT),
         )
     )
+
+
+def _block_pairs(model: FittedALS, users: DataFrame, user_block: int, item_block: int) -> DataFrame:
+    """``(_u_ids, _u_flat, _i_ids, _i_flat)``: every pair of a block of ``users``' factors and a
+    block of the items' factors, one pair per partition.
+
+    A cartesian product of the blocks, not a broadcast: no block goes through the driver. Its
+    partitions are the pairs of the two sides' partitions, and each side has one block per
+    partition, so a task (and its Arrow batch) holds one pair of blocks, however many there
+    are. Counts the model's users and items (two small jobs on its cached indexes).
+    """
+    subset = users.select(model.user_col).distinct().join(model.user_index, model.user_col)
+    user_factors = model.model.userFactors.join(subset.select(F.col(_USER_INDEX).alias("id")), "id")
+    user_blocks = _factor_blocks(user_factors, user_block, model.user_index.count(), "_u")
+    item_blocks = _factor_blocks(model.model.itemFactors, item_block, model.item_index.count(), "_i")
+    return user_blocks.join(item_blocks.hint("shuffle_replicate_nl"))
 
 
 def recommend(
@@ -488,21 +506,21 @@ def recommend(
     ALS has no factors for them (cold start); the caller decides on a fallback.
 
     The users' and the items' factors are grouped into blocks of consecutive int ids
-    (``user_block`` users, ``item_block`` items); every pair of blocks is scored in a pandas
-    UDF with one matrix product (numpy's BLAS; see :func:`block_top_k`), which keeps each
-    user's ``k`` best items of the block, and a native aggregation keeps the ``k`` best of each
-    user's candidates. This is the blocked scheme of Spark's ``ALSModel.recommendForUserSubset``,
-    whose per-user Java products made it the train stage's costliest step (308-352 s for 49,790
-    users × 416,699 items at rank 32 on 2 cores, against 103 s here; ``benchmarks/README.md``);
-    its lists are the same but for near-ties, which it ranks by float32 scores. No factors go
-    through the driver.
+    (``user_block`` users, ``item_block`` items); every pair of blocks is a task of its own
+    (:func:`_block_pairs`), scored in a pandas UDF with one matrix product (numpy's BLAS; see
+    :func:`block_top_k`), which keeps each user's ``k`` best items of the block, and a native
+    aggregation keeps the ``k`` best of each user's candidates. This is the blocked scheme of
+    Spark's ``ALSModel.recommendForUserSubset``, whose per-user Java products made it the train
+    stage's costliest step (308-352 s for 49,790 users × 416,699 items at rank 32 on 2 cores,
+    against 103 s here; ``benchmarks/README.md``); its lists are the same but for near-ties,
+    which it ranks by float32 scores. No factors go through the driver.
 
     Args:
         model: from :func:`fit_als`.
         users: a frame with the model's user column (duplicates allowed).
         k: list length; at least 1.
         rank_col: name of the rank column (1 = best); :data:`ALS_RANK` for GBT candidates.
-        user_block: users per block (bounds a UDF call's memory with ``item_block``).
+        user_block: users per block (bounds a task's memory with ``item_block``).
         item_block: items per block.
 
     Returns:
@@ -518,9 +536,6 @@ def recommend(
         raise ValueError(f"block sizes must be at least 1, got users {user_block}, items {item_block}")
     user_col, item_col = model.user_col, model.item_col
     rank = model.model.rank
-    subset = users.select(user_col).distinct().join(model.user_index, user_col).select(F.col(_USER_INDEX).alias("id"))
-    user_blocks = _factor_blocks(model.model.userFactors.join(subset, "id"), user_block, "_u")
-    item_blocks = _factor_blocks(model.model.itemFactors, item_block, "_i")
 
     def score(batches):  # type: ignore[no-untyped-def]
         for pdf in batches:
@@ -533,11 +548,8 @@ def recommend(
                     k,
                 )
 
-    # A cartesian product of the blocks, not a broadcast: no block goes through the driver.
-    pairs = user_blocks.join(item_blocks.hint("shuffle_replicate_nl"))
-    candidates = pairs.select("_u" + _IDS, "_u" + _FLAT, "_i" + _IDS, "_i" + _FLAT).mapInPandas(
-        score, _CANDIDATES_SCHEMA
-    )
+    pairs = _block_pairs(model, users, user_block, item_block)
+    candidates = pairs.mapInPandas(score, _CANDIDATES_SCHEMA)
     best = candidates.groupBy(_USER_INDEX).agg(
         F.slice(F.array_sort(F.collect_list(F.struct((-F.col(_SCORE)).alias("s"), F.col(_ITEM_INDEX)))), 1, k).alias(
             "_best"

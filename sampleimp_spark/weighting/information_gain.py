@@ -135,6 +135,8 @@ _ID_SHARD = "__ig_id_shard"
 _KEY = "__ig_key"
 _SCORES = "__ig_scores"
 _SCORES_SCHEMA = T.StructType([T.StructField("g", T.DoubleType()), T.StructField("w", T.DoubleType())])
+#: Samples :func:`pointwise_scores` bins at once (a few MiB of temporaries at 138 features).
+_SCORE_ROWS = 2048
 #: Largest scoring model :func:`with_ig_weight` collects and ships to the Python workers, in
 #: doubles: edges and per-bin terms, ``shards × features × 2 n_bins``. 2²⁵ (256 MiB) holds e.g.
 #: 12,000 shards of 138 features in 10 bins.
@@ -551,7 +553,8 @@ class ScoringModel(NamedTuple):
 
     Attributes:
         shards: the shard names (row ``s`` of every array is ``shards[s]``).
-        edges: ``(shards, features, n_bins - 1)``, padded with ``+inf`` (which no value exceeds).
+        edges: ``(shards, n_bins - 1, features)``, each shard's and feature's sorted edges padded with
+            ``+inf`` (which no value exceeds); edge ``k`` of every feature is one contiguous row.
         terms: ``(shards, features, n_bins + 1)``, the term of bin ``b`` at index ``b + 1`` (NaN's bin
             ``-1`` is index 0; a bin the fit did not see has term 0).
         g_mean: ``mean_s(g)`` per shard.
@@ -580,10 +583,10 @@ def _scoring_model(result: IGResult) -> ScoringModel:
             f"terms = {cells:,} values, above {MAX_MODEL_CELLS:,}: use fewer features or bins, or pool more shards "
             "(a larger features.min_shard_rows)"
         )
-    edge_arr = np.full((len(shards), len(feats), n_bins - 1), np.inf)
+    edge_arr = np.full((len(shards), n_bins - 1, len(feats)), np.inf)
     for s, j, e in zip(shards.get_indexer(edges[_SHARD]), edges[_FIDX], edges[_EDGES], strict=True):
         if s >= 0:
-            edge_arr[s, j, : len(e)] = e
+            edge_arr[s, : len(e), j] = e
     shard = _col(result.shard_col).cast("string").alias(_SHARD)
     bins = result.bin_scores.select(shard, _FEATURE, _BIN, "contrib", "g_mean").toPandas()
     bins = bins[shards.get_indexer(bins[_SHARD]) >= 0]  # a null shard has no edges: it scores 0
@@ -599,6 +602,11 @@ def _scoring_model(result: IGResult) -> ScoringModel:
 def pointwise_scores(shard: pd.Series, values: np.ndarray, model: ScoringModel, lam: float) -> pd.DataFrame:
     """``g`` and ``w_ig`` of a batch of samples (plain numpy; called per Arrow batch).
 
+    Vectorized over every feature at once, :data:`_SCORE_ROWS` samples at a time (so its memory
+    does not grow with the batch): a sample's bin of every feature is the number of its shard's
+    edges strictly below the value, counted one edge rank at a time against a row of edges
+    gathered by shard; its terms are then read with one flat index per (sample, feature).
+
     Args:
         shard: the samples' shards (as strings); a shard the model does not know scores 0.
         values: the samples' feature values, ``rows × features`` in the fitted order (NaN for null).
@@ -611,12 +619,20 @@ def pointwise_scores(shard: pd.Series, values: np.ndarray, model: ScoringModel, 
     s = shards.get_indexer(shard)
     known = s >= 0
     s = np.where(known, s, 0)
+    n_edges, n_features = edge_arr.shape[1], edge_arr.shape[2]
+    flat_terms = terms.ravel()
+    # Flat index of (shard, feature, term index 0) in ``terms``.
+    feature_base = np.arange(n_features) * terms.shape[2]
     g = np.zeros(len(values))
-    for j in range(values.shape[1]):
-        x = values[:, j]
-        # The number of edges strictly below x (the +inf padding never is), NaN in its own bin.
-        b = np.where(np.isnan(x), NAN_BIN, (x[:, None] > edge_arr[s, j]).sum(axis=1))
-        g += terms[s, j, b + 1]
+    for start in range(0, len(values), _SCORE_ROWS):
+        rows = slice(start, start + _SCORE_ROWS)
+        x, sc = values[rows], s[rows]
+        idx = np.ones(x.shape, dtype=np.int64)  # term index = bin + 1
+        for k in range(n_edges):
+            idx += x > edge_arr[sc, k]  # the +inf padding is never below x
+        idx[np.isnan(x)] = NAN_BIN + 1
+        idx += (sc * (n_features * terms.shape[2]))[:, None] + feature_base
+        g[rows] = flat_terms.take(idx).sum(axis=1)
     g = np.where(known, g, 0.0)
     mean = np.where(known, g_mean[s], 0.0)
     w = np.ones(len(g))

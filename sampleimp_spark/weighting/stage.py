@@ -267,10 +267,12 @@ def build_weights(
         result = compute_weights(samples, freqs, cfg=wcfg, feature_days=_feature_days(wid))
         try:
             features = list(wcfg.features or feature_columns(samples))
+            # Sorted by the partition columns first: the file writer needs that order and would
+            # otherwise sort every row again by them (a task can hold two buckets).
             gold = (
                 result.samples.select(*_gold_columns(result.samples, features))
                 .repartition(SHARD_BUCKET)
-                .sortWithinPartitions(S.SHARD, S.USER_ID, S.ITEM_ID)
+                .sortWithinPartitions(S.WINDOW_ID, SHARD_BUCKET, S.SHARD, S.USER_ID, S.ITEM_ID)
             )
             sql_where = f"{S.SOURCE} = '{source}' AND {S.WINDOW_ID} = '{wid}'"
             props = lake.RunContext(
