@@ -267,8 +267,8 @@ def build_weights(
         result = compute_weights(samples, freqs, cfg=wcfg, feature_days=_feature_days(wid))
         try:
             features = list(wcfg.features or feature_columns(samples))
-            # Sorted by the partition columns first: the file writer needs that order and would
-            # otherwise sort every row again by them (a task can hold two buckets).
+            # Sorted by the partition columns first: the file writer needs that order and adds
+            # its own sort by them otherwise (a task can hold two buckets).
             gold = (
                 result.samples.select(*_gold_columns(result.samples, features))
                 .repartition(SHARD_BUCKET)
