@@ -9,7 +9,8 @@ checkpoint, not timed) and writes it to a scratch Delta table both ways, alterna
 ``--reps`` times in one JVM:
 
 * ``shard first``: ``sortWithinPartitions(shard, user_id, item_id)`` (the stage before);
-* ``partition columns first``: ``sortWithinPartitions(window_id, shard_bucket, shard, user_id, item_id)``.
+* ``partition columns first``: ``sortWithinPartitions(*GOLD_SORT)`` (the stage now:
+  ``window_id, shard_bucket, shard, user_id, item_id``).
 
 Then it checks, with pyarrow on the written files (no Spark), that every file of both ways is
 sorted by (shard, user, item) and that both ways wrote the same files: per bucket, the same row
@@ -32,10 +33,10 @@ from run_all import kept_gold, kept_lakehouse_parser
 
 from sampleimp_spark import schema as S
 from sampleimp_spark.frames import checkpoint, release
-from sampleimp_spark.weighting.stage import SHARD_BUCKET
+from sampleimp_spark.weighting.stage import GOLD_SORT, SHARD_BUCKET
 
 KEYS = [S.SHARD, S.USER_ID, S.ITEM_ID]
-WAYS = {"shard first": KEYS, "partition columns first": [S.WINDOW_ID, SHARD_BUCKET, *KEYS]}
+WAYS = {"shard first": KEYS, "partition columns first": list(GOLD_SORT)}
 
 
 def files_of(path: Path) -> set[tuple[object, ...]]:

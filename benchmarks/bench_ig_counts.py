@@ -16,8 +16,7 @@ from __future__ import annotations
 import time
 
 from harness import save
-from pyspark.sql import functions as F
-from run_all import kept_gold, kept_lakehouse_parser, noop
+from run_all import kept_lakehouse_parser, kept_samples, noop
 
 from sampleimp_spark import schema as S
 from sampleimp_spark.features.behavior import feature_columns, shared_feature_groups
@@ -28,8 +27,7 @@ def main() -> None:
     p = kept_lakehouse_parser(__doc__, reps=3, reps_help="timed runs of each way (alternating)")
     args = p.parse_args()
 
-    _, samples = kept_gold(args.events, args.driver_memory, table=S.SILVER_SAMPLES)
-    samples = samples.where(F.col(S.WINDOW_ID) == samples.agg(F.max(S.WINDOW_ID)).first()[0])
+    samples = kept_samples(args.events, args.driver_memory)
     features = tuple(feature_columns(samples))
     groups = shared_feature_groups(features)
     cfg = IG.InformationGainConfig()

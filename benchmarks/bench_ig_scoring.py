@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from harness import module_at, save
 from pyspark.sql import functions as F
-from run_all import kept_gold, kept_lakehouse_parser
+from run_all import kept_lakehouse_parser, kept_samples
 
 from sampleimp_spark import schema as S
 from sampleimp_spark.features.behavior import feature_columns
@@ -39,8 +39,7 @@ def main() -> None:
 
     path = "sampleimp_spark/weighting/information_gain.py"
     impls = ([(args.compare_to, module_at(args.compare_to, path))] if args.compare_to else []) + [("this checkout", IG)]
-    _, samples = kept_gold(args.events, args.driver_memory, table=S.SILVER_SAMPLES)
-    samples = samples.where(F.col(S.WINDOW_ID) == samples.agg(F.max(S.WINDOW_ID)).first()[0])
+    samples = kept_samples(args.events, args.driver_memory)
     features = tuple(feature_columns(samples))
     cfg = IG.InformationGainConfig()
     t = time.perf_counter()

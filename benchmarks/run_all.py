@@ -112,6 +112,12 @@ def kept_gold(
     return spark, lake.read_table(spark, lakehouse, table)
 
 
+def kept_samples(events: float, driver_memory: str) -> DataFrame:
+    """The latest window's ``silver.samples`` of the lakehouse kept at ``events`` (see :func:`kept_gold`)."""
+    _, samples = kept_gold(events, driver_memory, table=S.SILVER_SAMPLES)
+    return samples.where(F.col(S.WINDOW_ID) == samples.agg(F.max(S.WINDOW_ID)).first()[0])
+
+
 def make_config(n: int, args: argparse.Namespace, lakehouse: Path, ui_port: int) -> Config:
     """The pipeline config of one size: the generator at ``n`` events, benchmark Spark settings."""
     spark_conf = {

@@ -57,6 +57,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHARD_BUCKET = "shard_bucket"
+#: Order of the rows within a task of the gold write: the partition columns first (the file
+#: writer needs that order and adds its own sort by them otherwise; a task can hold two
+#: buckets), then shard, so each file covers a narrow range of shards.
+GOLD_SORT: tuple[str, ...] = (S.WINDOW_ID, SHARD_BUCKET, S.SHARD, S.USER_ID, S.ITEM_ID)
 
 #: Features the density ratio compares by default: what kind of user, item and category a
 #: sample involves, and how intense the pair is. Recency features are left out on purpose:
@@ -267,12 +271,10 @@ def build_weights(
         result = compute_weights(samples, freqs, cfg=wcfg, feature_days=_feature_days(wid))
         try:
             features = list(wcfg.features or feature_columns(samples))
-            # Sorted by the partition columns first: the file writer needs that order and adds
-            # its own sort by them otherwise (a task can hold two buckets).
             gold = (
                 result.samples.select(*_gold_columns(result.samples, features))
                 .repartition(SHARD_BUCKET)
-                .sortWithinPartitions(S.WINDOW_ID, SHARD_BUCKET, S.SHARD, S.USER_ID, S.ITEM_ID)
+                .sortWithinPartitions(*GOLD_SORT)
             )
             sql_where = f"{S.SOURCE} = '{source}' AND {S.WINDOW_ID} = '{wid}'"
             props = lake.RunContext(
