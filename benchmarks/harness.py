@@ -28,7 +28,10 @@ ROOT = RESULTS.parent.parent
 
 def module_at(rev: str, path: str) -> ModuleType:
     """The module in file ``path`` (relative to the repository) as it was at git revision ``rev``,
-    loaded under its own name (``<stem>_at_rev``) next to this checkout's."""
+    loaded under its own name (``<stem>_at_rev``) next to this checkout's. Its functions are
+    pickled by value, so the Python workers (which cannot import it) can run its UDFs."""
+    from pyspark import cloudpickle
+
     source = subprocess.run(
         ["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
@@ -40,6 +43,7 @@ def module_at(rev: str, path: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
+    cloudpickle.register_pickle_by_value(module)
     return module
 
 
