@@ -1067,6 +1067,13 @@ def save(result: dict[str, Any], suffix: str = "") -> Path:
 # --- command line ----------------------------------------------------------------------------
 
 
+def _setting(text: str) -> str:
+    """A ``--spark-conf`` value: ``KEY=VALUE``."""
+    if "=" not in text or not text.split("=", 1)[0]:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return text
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=float, nargs="+", default=None, help="events per size (default 1e6 1e7 3e7)")
@@ -1090,7 +1097,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-full", action="store_true", help="the full default experiment in the train stage")
     p.add_argument("--driver-memory", default="12g")
     p.add_argument("--partitions", type=int, default=16, help="spark.sql.shuffle.partitions")
-    p.add_argument("--spark-conf", nargs="+", default=[], metavar="KEY=VALUE", help="more Spark settings")
+    p.add_argument("--spark-conf", nargs="+", default=[], type=_setting, metavar="KEY=VALUE", help="Spark settings")
     p.add_argument("--keep-data", action="store_true", help="keep the lakehouses under benchmarks/data/")
     p.add_argument("--readme", action="store_true", help="write the tables into benchmarks/README.md")
     p.add_argument("--tag", default="", help="results file suffix, e.g. --tag=-10m (merge files with --table)")
