@@ -98,7 +98,7 @@ def main() -> None:
                 first[name] = lists
     diff = differences(first["project"], first[args.against], args.against)
     print(f"first round, project vs {args.against}: {diff}", flush=True)
-    against = "" if args.against == "spark" else f"-against-{args.against}"  # never overwrite the Spark figures
+    against = "" if args.against == "spark" else "-against-" + args.against.replace("/", "_")
     path = save(
         f"recommend-{int(args.events / 1e6)}m{against}{args.tag}",
         {

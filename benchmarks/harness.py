@@ -165,10 +165,16 @@ class RssSampler(PeriodicSampler):
 
 
 def save(name: str, payload: dict[str, object]) -> Path:
-    """Write ``payload`` (plus machine facts and a timestamp) to ``results/<date>-<host>-<name>.json``."""
+    """Write ``payload`` (plus machine facts and a timestamp) to ``results/<date>-<host>-<name>.json``,
+    or ``...-<name>-2.json`` (``-3``, ...) when that file exists: a second run never replaces
+    the figures of the first."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine_info()
-    path = RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-{info['host']}-{name}.json"
+    stem = f"{datetime.now(UTC):%Y-%m-%d}-{info['host']}-{name}"
+    path, n = RESULTS / f"{stem}.json", 1
+    while path.exists():
+        n += 1
+        path = RESULTS / f"{stem}-{n}.json"
     path.write_text(
         json.dumps(
             {"benchmark": name, "at": datetime.now(UTC).isoformat(), "machine": info, **payload}, indent=2, default=str
