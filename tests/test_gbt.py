@@ -118,15 +118,42 @@ def test_the_model_depends_on_the_rows_not_on_their_order(spark):
     depend on their order; a rerun whose upstream stages deliver the rows in another order would
     otherwise fit trees that differ in their last bits, and, where two splits tie, in a split.
     """
+    x, z, y, w = _noisy_rows()
+    rows = [(float(a), float(b), int(c), float(d)) for a, b, c, d in zip(x, z, y, w, strict=True)]
+    given = _frame(spark, rows)
+    other = _frame(spark, rows[::-1]).repartition(3)  # reversed, round-robin into 3 partitions
+    _assert_same_models(given, other)
+
+
+def test_a_last_bit_difference_in_a_weight_or_feature_fits_the_same_model(spark):
+    """Inputs one ulp apart (an upstream sum added in another order) fit the same trees.
+
+    The model reads features and weights rounded to float32; without that, the canonical layout
+    (a hash of the values) and every sum after it would change.
+    """
+    x, z, y, w = _noisy_rows()
+    up = np.arange(len(w)) % 2 == 0  # every other row one double ulp up, the others down
+    w2 = np.where(up, np.nextafter(w, np.inf), np.nextafter(w, 0.0))
+    z2 = np.where(up, np.nextafter(z, np.inf), np.nextafter(z, -np.inf))
+    assert (w2 != w).all() and (z2 != z).all()
+    given = _frame(spark, [(float(a), float(b), int(c), float(d)) for a, b, c, d in zip(x, z, y, w, strict=True)])
+    moved = _frame(spark, [(float(a), float(b), int(c), float(d)) for a, b, c, d in zip(x, z2, y, w2, strict=True)])
+    _assert_same_models(given, moved)
+
+
+def _noisy_rows() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """600 rows: integer and two-decimal features, a noisy label, non-integer weights."""
     rng = np.random.default_rng(7)
     n = 600
     x = rng.integers(0, 10, n).astype(float)
     z = np.round(rng.gamma(2.0, 1.5, n), 2)
     y = (rng.random(n) < 1 / (1 + np.exp(4 - 0.5 * x - 0.3 * z))).astype(int)
     w = rng.lognormal(0.0, 0.7, n)  # non-integer weights: their sums are not exact
-    rows = [(float(a), float(b), int(c), float(d)) for a, b, c, d in zip(x, z, y, w, strict=True)]
-    given = _frame(spark, rows)
-    other = _frame(spark, rows[::-1]).repartition(3)  # reversed, round-robin into 3 partitions
+    return x, z, y, w
+
+
+def _assert_same_models(given, other) -> None:
+    """Weighted and unweighted: the same trees from both frames, and the same scores of ``given``."""
     cfg = G.GBTConfig(max_iter=6, max_depth=3)
     for weight_col in (S.WEIGHT, None):
         a = G.fit_gbt(given, FEATURES, cfg=cfg, seed=3, weight_col=weight_col)

@@ -1,10 +1,11 @@
 """Weighted gradient-boosted trees in Spark ML: purchase prediction and ALS re-ranking (DESIGN §6).
 
-:func:`fit_gbt` fits ``VectorAssembler + GBTClassifier`` on the samples' feature columns,
-with the sample weights as Spark's native ``weightCol`` (or unweighted). With a weight column,
-every sum the trees are built from is a weighted sum — the impurity statistics of each split,
-the leaf values, the gradients of the logistic loss — so a row of weight 2 counts exactly as
-two copies of the row (tested). :func:`predict_proba` adds ``P(label = 1)`` as a plain double.
+:func:`fit_gbt` fits ``VectorAssembler + GBTClassifier`` on the samples' feature columns (read
+in single precision, see below), with the sample weights as Spark's native ``weightCol`` (or
+unweighted). With a weight column, every sum the trees are built from is a weighted sum — the
+impurity statistics of each split, the leaf values, the gradients of the logistic loss — so a
+row of weight 2 counts exactly as two copies of the row (tested). :func:`predict_proba` adds
+``P(label = 1)`` as a plain double.
 
 Two-stage recommendation: ALS proposes each user's top-N candidates
 (:func:`sampleimp_spark.training.als.recommend` with ``rank_col=ALS_RANK``);
@@ -24,12 +25,22 @@ way). So :func:`fit_gbt` first gives the rows a canonical layout
 thresholds on inputs above 10,000 rows; both are drawn per partition, so they are
 reproducible too.
 
+The model reads its features and weights in single precision (float32, as XGBoost and LightGBM
+do): the pipeline's first stage rounds each feature to the nearest float32 (kept as a double),
+and the fit rounds the weights the same way. Upstream sums over doubles (a per-shard mean
+weight, an average session length) may differ in their last bits between runs when Spark
+merges partial sums in another order; rounded to float32 they are equal again (unless a value
+lies within a double's last bit of a float32 rounding boundary, about one in 10⁸), so the
+canonical layout and every sum the trees are built from stay the same. Scoring rounds the
+features the same way, so a value at a threshold falls on the side it fell in training.
+
 What stays order-dependent: Spark adds the per-partition weight totals on the driver as tasks
 finish (a last-bit difference in the split-threshold search, which matters only on an exact
 tie of cumulative weights, and not at all with two partitions: a sum of two terms does not
 depend on their order), and on a multi-executor cluster the reduce side merges the
 per-partition statistics in fetch order. In local mode with two partitions, as in the tests,
-the trees are bit-identical (tested).
+the trees are bit-identical (tested), also when an input differs from another run's in its
+last bit (tested).
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from collections.abc import Sequence
 from pydantic import Field, field_validator
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import GBTClassifier
-from pyspark.ml.feature import VectorAssembler
+from pyspark.ml.feature import SQLTransformer, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -59,6 +70,7 @@ _PREDICTION = "_gbt_prediction"
 _LABEL = "_gbt_label"
 _WEIGHT = "_gbt_weight"
 _ROW = "_row"
+_SINGLE = "_gbt_f32_"  # prefix of the features rounded to single precision (the model's input)
 _SEEN = "_pair_seen"
 
 
@@ -119,6 +131,9 @@ def fit_gbt(
 ) -> PipelineModel:
     """Fit ``VectorAssembler + GBTClassifier`` (logistic loss) on a binary label.
 
+    The pipeline's first stage rounds the features to float32 (and the fit rounds the weights):
+    see the module docstring. A saved model therefore scores like the fitted one.
+
     Args:
         train: training samples with the feature, label and (optional) weight columns.
         features: feature columns (numeric, non-null: the features stage guarantees it, and
@@ -142,10 +157,11 @@ def fit_gbt(
     missing = [c for c in needed if c not in train.columns]
     if missing:
         raise ValueError(f"columns not in the training frame: {missing}")
-    cols = [F.col(f).cast("double").alias(f) for f in features]
+    # Rounded before the layout too: the layout hashes the values.
+    cols = [_single(f).alias(f) for f in features]
     cols.append(F.col(label_col).cast("double").alias(_LABEL))
     if weight_col:
-        cols.append(F.col(weight_col).cast("double").alias(_WEIGHT))
+        cols.append(_single(weight_col).alias(_WEIGHT))
     data = canonical_layout(train.select(*cols))
     gbt = GBTClassifier(
         featuresCol=_FEATURES,
@@ -163,8 +179,16 @@ def fit_gbt(
     gbt.setProbabilityCol(_PROB_VECTOR).setRawPredictionCol(_RAW)
     if weight_col:
         gbt.setWeightCol(_WEIGHT)
-    assembler = VectorAssembler(inputCols=list(features), outputCol=_FEATURES, handleInvalid="error")
-    return Pipeline(stages=[assembler, gbt]).fit(data)
+    rounded = ", ".join(f"CAST(CAST(`{f}` AS FLOAT) AS DOUBLE) AS `{_SINGLE}{f}`" for f in features)
+    single = SQLTransformer(statement=f"SELECT *, {rounded} FROM __THIS__")
+    inputs = [f"{_SINGLE}{f}" for f in features]
+    assembler = VectorAssembler(inputCols=inputs, outputCol=_FEATURES, handleInvalid="error")
+    return Pipeline(stages=[single, assembler, gbt]).fit(data)
+
+
+def _single(col: str) -> Column:
+    """``col`` rounded to the nearest float32, as a double (see the module docstring)."""
+    return F.col(col).cast("float").cast("double")
 
 
 def predict_proba(model: PipelineModel, df: DataFrame, *, probability_col: str = PROBABILITY) -> DataFrame:
@@ -176,7 +200,8 @@ def predict_proba(model: PipelineModel, df: DataFrame, *, probability_col: str =
     """
     scored = model.transform(df.drop(probability_col))
     prob = vector_to_array(F.col(_PROB_VECTOR)).getItem(1)
-    return scored.withColumn(probability_col, prob).drop(_FEATURES, _RAW, _PROB_VECTOR, _PREDICTION)
+    internal = [c for c in scored.columns if c.startswith(_SINGLE)]
+    return scored.withColumn(probability_col, prob).drop(_FEATURES, _RAW, _PROB_VECTOR, _PREDICTION, *internal)
 
 
 def _one_row_per(samples: DataFrame, key: str, order: str, cols: Sequence[str]) -> DataFrame:
