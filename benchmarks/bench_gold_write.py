@@ -1,20 +1,26 @@
-"""The ``gold.training_samples`` write with and without the partition columns leading its sort.
+"""Ways to write ``gold.training_samples``, timed on a kept lakehouse's gold rows.
 
 The weights stage writes the gold table partitioned by ``(window_id, shard_bucket)``, after a
-shuffle by bucket and a sort within each task. Spark's file writer needs each task's rows
-ordered by the partition columns; when the plan's order does not start with them, it sorts
-every row again by them before writing. On a lakehouse that ``run_all.py --keep-data`` left
-under ``benchmarks/data/run_<n>``, this reads the kept gold table into memory once (a
-checkpoint, not timed) and writes it to a scratch Delta table both ways, alternating
-``--reps`` times in one JVM:
+shuffle by bucket and a sort within each task. On a lakehouse that ``run_all.py --keep-data``
+left under ``benchmarks/data/run_<n>``, this reads the kept gold table into memory once (a
+checkpoint, not timed) and writes it to a scratch Delta table each way, alternating ``--reps``
+times in one JVM:
 
-* ``shard first``: ``sortWithinPartitions(shard, user_id, item_id)`` (the stage before);
-* ``partition columns first``: ``sortWithinPartitions(*GOLD_SORT)`` (the stage now:
-  ``window_id, shard_bucket, shard, user_id, item_id``).
+* ``by bucket``: ``repartition(shard_bucket)``, then ``sortWithinPartitions(*GOLD_SORT)``
+  (``window_id, shard_bucket, shard, user_id, item_id``): one write task, and one file, per
+  bucket, as large as the bucket (on Zipf-skewed shards the largest bucket holds a few times
+  the mean);
+* ``rebalanced``: the ``REBALANCE(shard_bucket)`` hint instead of the repartition: the same
+  hash partitioning, but adaptive execution splits a partition larger than
+  ``spark.sql.adaptive.advisoryPartitionSizeInBytes`` (64 MiB of shuffle data) into several
+  tasks, each writing its own sorted file in the bucket, and merges small ones.
 
-Then it checks, with pyarrow on the written files (no Spark), that every file of both ways is
-sorted by (shard, user, item) and that both ways wrote the same files: per bucket, the same row
-counts and first and last keys.
+(An earlier version compared ``shard first``, ``sortWithinPartitions(shard, user_id, item_id)``,
+with the partition columns first: ``results/*-gold-write-10m*.json``.)
+
+Then it checks, with pyarrow on the written files (no Spark), that every file of every way is
+sorted by (shard, user, item), and that every way wrote the same rows to each bucket: per bucket,
+the same row count and the same sum of a hash of each row's keys.
 
     .venv/bin/python benchmarks/bench_gold_write.py --events 1e7 --reps 2
 """
@@ -24,11 +30,14 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from harness import save
+from pyspark.sql import DataFrame
 from run_all import kept_gold, kept_lakehouse_parser
 
 from sampleimp_spark import schema as S
@@ -36,21 +45,34 @@ from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.weighting.stage import GOLD_SORT, SHARD_BUCKET
 
 KEYS = [S.SHARD, S.USER_ID, S.ITEM_ID]
-WAYS = {"shard first": KEYS, "partition columns first": list(GOLD_SORT)}
 
 
-def files_of(path: Path) -> set[tuple[object, ...]]:
-    """(bucket, rows, first key, last key) of every file of the Delta table at ``path``; fails
-    if a file's rows are not sorted by :data:`KEYS`."""
+def by_bucket(rows: DataFrame) -> DataFrame:
+    return rows.repartition(SHARD_BUCKET).sortWithinPartitions(*GOLD_SORT)
+
+
+def rebalanced(rows: DataFrame) -> DataFrame:
+    return rows.hint("rebalance", SHARD_BUCKET).sortWithinPartitions(*GOLD_SORT)
+
+
+WAYS = {"by bucket": by_bucket, "rebalanced": rebalanced}
+
+
+def files_of(path: Path) -> tuple[int, dict[str, tuple[int, int]]]:
+    """The number of files of the Delta table at ``path`` and, per bucket, (rows, sum of the keys'
+    hashes mod 2⁶⁴); fails if a file's rows are not sorted by :data:`KEYS`."""
     table = DeltaTable(str(path))
-    out = set()
-    for uri in table.file_uris():
+    buckets: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    uris = table.file_uris()
+    for uri in uris:
         file = uri.removeprefix("file://")
         rows = pq.read_table(file, columns=KEYS).to_pandas()
         assert rows.equals(rows.sort_values(KEYS, ignore_index=True)), f"not sorted: {file}"
         bucket = next(p.split("=", 1)[1] for p in Path(file).parts if p.startswith(f"{SHARD_BUCKET}="))
-        out.add((bucket, len(rows), tuple(rows.iloc[0]), tuple(rows.iloc[-1])))
-    return out
+        hashes = pd.util.hash_pandas_object(rows, index=False).to_numpy()
+        buckets[bucket][0] += len(rows)
+        buckets[bucket][1] = (buckets[bucket][1] + int(hashes.sum(dtype="uint64"))) % 2**64
+    return len(uris), {b: (n, h) for b, (n, h) in buckets.items()}
 
 
 def main() -> None:
@@ -63,32 +85,28 @@ def main() -> None:
     print(f"{n:,} gold rows, {len(gold.columns)} columns in memory in {time.perf_counter() - t:.1f} s", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="gold-write-"))
     seconds: dict[str, list[float]] = {name: [] for name in WAYS}
-    files: dict[str, set[tuple[object, ...]]] = {}
+    written: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {}
     try:
         for _ in range(args.reps):
-            for name, order in WAYS.items():
+            for name, way in WAYS.items():
                 path = scratch / name.replace(" ", "_")
                 shutil.rmtree(path, ignore_errors=True)
                 t = time.perf_counter()
-                (
-                    rows.repartition(SHARD_BUCKET)
-                    .sortWithinPartitions(*order)
-                    .write.format("delta")
-                    .partitionBy(S.WINDOW_ID, SHARD_BUCKET)
-                    .save(str(path))
-                )
+                way(rows).write.format("delta").partitionBy(S.WINDOW_ID, SHARD_BUCKET).save(str(path))
                 seconds[name].append(round(time.perf_counter() - t, 1))
                 print(f"{name}: {seconds[name][-1]:.1f} s", flush=True)
-                files[name] = files_of(path)
-        same = files["shard first"] == files["partition columns first"]
-        print(f"files sorted by (shard, user, item) both ways; the same files: {same}", flush=True)
+                written[name] = files_of(path)
+        files = {name: n_files for name, (n_files, _) in written.items()}
+        contents = [buckets for _, buckets in written.values()]
+        same = all(c == contents[0] for c in contents)
+        print(f"files sorted by (shard, user, item) every way; files {files}; the same rows per bucket: {same}")
         record = {
             "events": int(args.events),
             "rows": n,
             "columns": len(gold.columns),
             "seconds": seconds,
-            "files": len(files["shard first"]),
-            "same_files": same,
+            "files": files,
+            "same_rows_per_bucket": same,
         }
         print(f"saved {save(f'gold-write-{int(args.events / 1e6)}m{args.tag}', record)}")
     finally:

@@ -19,7 +19,7 @@ waiting on a socket), so the total is the workers' busy time, summed over worker
     .venv/bin/python benchmarks/profile_stage.py --events 1e6 --stage features
     .venv/bin/python benchmarks/profile_stage.py --events 1e6 --stage weights --py-spy
 
-The JSON (``results/<date>-<host>-profile-<stage>.json``) keeps every row. Durations are task
+The JSON (``results/<date>-<host>-profile-<stage>-<n>m<tag>.json``) keeps every row. Durations are task
 time summed over tasks (on 2 cores about twice the wall time of a fully parallel block), and a
 block's duration includes the blocks pipelined into it in the same Spark stage, so block figures
 overlap and do not add up; the shuffle rows and bytes are exact.
@@ -71,7 +71,7 @@ def executions(url: str, app_id: str) -> list[dict[str, Any]]:
 
 
 def summarize(execs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Codegen blocks, shuffles and operator kinds, summed over the given executions."""
+    """Executions by wall time, and codegen blocks, shuffles and operator kinds summed over them."""
     blocks: list[dict[str, Any]] = []
     shuffles: list[dict[str, Any]] = []
     kinds: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -107,7 +107,17 @@ def summarize(execs: list[dict[str, Any]]) -> dict[str, Any]:
                     kinds[name][k] += v
     blocks.sort(key=lambda b: -b["seconds"])
     shuffles.sort(key=lambda s: -s["mib"])
-    return {"blocks": blocks, "shuffles": shuffles, "kinds": {k: dict(v) for k, v in kinds.items()}}
+    walls = [
+        {"execution": ex["id"], "seconds": ex.get("duration", 0) / 1000, "description": ex.get("description") or ""}
+        for ex in execs
+    ]
+    walls.sort(key=lambda e: -e["seconds"])
+    return {
+        "executions": walls,
+        "blocks": blocks,
+        "shuffles": shuffles,
+        "kinds": {k: dict(v) for k, v in kinds.items()},
+    }
 
 
 @contextmanager
@@ -183,6 +193,7 @@ def main() -> None:
     p.add_argument("--stage", default="features", choices=["features", "weights"])
     p.add_argument("--no-warmup", action="store_true")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--tag", default="", help="suffix of the results file name")
     p.add_argument("--py-spy", action="store_true", help="also sample the Python workers with py-spy")
     p.add_argument("--py-spy-rate", type=int, default=50, help="py-spy samples per second")
     args = p.parse_args()
@@ -207,6 +218,9 @@ def main() -> None:
     execs = [e for e in executions(sc.uiWebUrl, sc.applicationId) if e["id"] not in before]
     out = summarize(execs)
     print(f"{args.stage} at {n:,} events: {seconds:.1f} s wall, {len(execs)} SQL executions")
+    print(f"\nSQL executions (top {args.top} by wall time, s; the job description names the step):")
+    for e in out["executions"][: args.top]:
+        print(f"  {e['seconds']:8.1f}  [{e['execution']}] {e['description'][:150]}")
     print(f"\ncodegen blocks (top {args.top} by summed task time, s):")
     for b in out["blocks"][: args.top]:
         print(f"  {b['seconds']:8.1f}  [{b['execution']}] {b['operators'][:150]}")
@@ -233,7 +247,10 @@ def main() -> None:
         print("  leaf frames:")
         for name, sec in spy["leaf_frames"]:
             print(f"  {sec:8.1f} s  {name[:150]}")
-    path = save(f"profile-{args.stage}", {"events": n, "stage": args.stage, "seconds": round(seconds, 1), **out})
+    path = save(
+        f"profile-{args.stage}-{n / 1e6:g}m{args.tag}",
+        {"events": n, "stage": args.stage, "seconds": round(seconds, 1), **out},
+    )
     print(f"saved {path}")
     shutil.rmtree(lakehouse, ignore_errors=True)
 
