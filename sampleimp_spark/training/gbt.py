@@ -25,12 +25,12 @@ way). So :func:`fit_gbt` first gives the rows a canonical layout
 thresholds on inputs above 10,000 rows; both are drawn per partition, so they are
 reproducible too.
 
-The model reads its features and weights in single precision (float32, as XGBoost and LightGBM
-do): the pipeline's first stage rounds each feature to the nearest float32 (kept as a double),
+The model reads its features and weights in single precision (float32, as XGBoost
+does): the pipeline's first stage rounds each feature to the nearest float32 (kept as a double),
 and the fit rounds the weights the same way. Upstream sums over doubles (a per-shard mean
 weight, an average session length) may differ in their last bits between runs when Spark
-merges partial sums in another order; rounded to float32 they are equal again (unless a value
-lies within a double's last bit of a float32 rounding boundary, about one in 10⁸), so the
+merges partial sums in another order; rounded to float32 they are equal again (a float32 spans
+2²⁹ doubles, so a value one double apart rounds differently about once in 5·10⁸), so the
 canonical layout and every sum the trees are built from stay the same. Scoring rounds the
 features the same way, so a value at a threshold falls on the side it fell in training.
 
