@@ -119,7 +119,7 @@ def test_the_model_depends_on_the_rows_not_on_their_order(spark):
     otherwise fit trees that differ in their last bits, and, where two splits tie, in a split.
     """
     x, z, y, w = _noisy_rows()
-    rows = [(float(a), float(b), int(c), float(d)) for a, b, c, d in zip(x, z, y, w, strict=True)]
+    rows = _rows(x, z, y, w)
     given = _frame(spark, rows)
     other = _frame(spark, rows[::-1]).repartition(3)  # reversed, round-robin into 3 partitions
     _assert_same_models(given, other)
@@ -136,9 +136,7 @@ def test_a_last_bit_difference_in_a_weight_or_feature_fits_the_same_model(spark)
     w2 = np.where(up, np.nextafter(w, np.inf), np.nextafter(w, 0.0))
     z2 = np.where(up, np.nextafter(z, np.inf), np.nextafter(z, -np.inf))
     assert (w2 != w).all() and (z2 != z).all()
-    given = _frame(spark, [(float(a), float(b), int(c), float(d)) for a, b, c, d in zip(x, z, y, w, strict=True)])
-    moved = _frame(spark, [(float(a), float(b), int(c), float(d)) for a, b, c, d in zip(x, z2, y, w2, strict=True)])
-    _assert_same_models(given, moved)
+    _assert_same_models(_frame(spark, _rows(x, z, y, w)), _frame(spark, _rows(x, z2, y, w2)))
 
 
 def _noisy_rows() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -150,6 +148,11 @@ def _noisy_rows() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     y = (rng.random(n) < 1 / (1 + np.exp(4 - 0.5 * x - 0.3 * z))).astype(int)
     w = rng.lognormal(0.0, 0.7, n)  # non-integer weights: their sums are not exact
     return x, z, y, w
+
+
+def _rows(x, z, y, w) -> list[tuple[float, float, int, float]]:
+    """``(pair_n_view, user_n_events, label, weight)`` rows of :func:`_frame` from the columns."""
+    return [(float(a), float(b), int(c), float(d)) for a, b, c, d in zip(x, z, y, w, strict=True)]
 
 
 def _assert_same_models(given, other) -> None:

@@ -158,10 +158,10 @@ def fit_gbt(
     if missing:
         raise ValueError(f"columns not in the training frame: {missing}")
     # Rounded before the layout too: the layout hashes the values.
-    cols = [_single(f).alias(f) for f in features]
+    cols = [F.expr(_single(f)).alias(f) for f in features]
     cols.append(F.col(label_col).cast("double").alias(_LABEL))
     if weight_col:
-        cols.append(_single(weight_col).alias(_WEIGHT))
+        cols.append(F.expr(_single(weight_col)).alias(_WEIGHT))
     data = canonical_layout(train.select(*cols))
     gbt = GBTClassifier(
         featuresCol=_FEATURES,
@@ -179,16 +179,20 @@ def fit_gbt(
     gbt.setProbabilityCol(_PROB_VECTOR).setRawPredictionCol(_RAW)
     if weight_col:
         gbt.setWeightCol(_WEIGHT)
-    rounded = ", ".join(f"CAST(CAST(`{f}` AS FLOAT) AS DOUBLE) AS `{_SINGLE}{f}`" for f in features)
+    rounded = ", ".join(f"{_single(f)} AS `{_SINGLE}{f}`" for f in features)
     single = SQLTransformer(statement=f"SELECT *, {rounded} FROM __THIS__")
     inputs = [f"{_SINGLE}{f}" for f in features]
     assembler = VectorAssembler(inputCols=inputs, outputCol=_FEATURES, handleInvalid="error")
     return Pipeline(stages=[single, assembler, gbt]).fit(data)
 
 
-def _single(col: str) -> Column:
-    """``col`` rounded to the nearest float32, as a double (see the module docstring)."""
-    return F.col(col).cast("float").cast("double")
+def _single(col: str) -> str:
+    """SQL for ``col`` rounded to the nearest float32, as a double (see the module docstring).
+
+    The one definition of the rounding: the fit applies it before the canonical layout, and the
+    pipeline's first stage (a ``SQLTransformer``, so saved models keep it) when scoring.
+    """
+    return f"CAST(CAST(`{col}` AS FLOAT) AS DOUBLE)"
 
 
 def predict_proba(model: PipelineModel, df: DataFrame, *, probability_col: str = PROBABILITY) -> DataFrame:
