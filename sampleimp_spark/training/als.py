@@ -512,7 +512,7 @@ def recommend(
     aggregation keeps the ``k`` best of each user's candidates. This is the blocked scheme of
     Spark's ``ALSModel.recommendForUserSubset``, whose per-user Java products made it the train
     stage's costliest step (308-352 s for 49,790 users × 416,699 items at rank 32 on 2 cores,
-    against 103 s here; ``benchmarks/README.md``); its lists are the same but for near-ties,
+    against 103 s here; ``benchmarks/LOG.md``); its lists are the same but for near-ties,
     which it ranks by float32 scores. No factors go through the driver.
 
     Args:
