@@ -25,7 +25,7 @@ from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import load_config
 from sampleimp_spark.features.build import build_features
-from sampleimp_spark.ingest import ingest
+from sampleimp_spark.stages.ingest import ingest
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.session import get_session
 

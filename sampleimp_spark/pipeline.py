@@ -15,7 +15,7 @@ from pyspark.sql import SparkSession
 from sampleimp_spark import lake
 from sampleimp_spark.config import Config
 from sampleimp_spark.features.build import build_features
-from sampleimp_spark.ingest import ingest
+from sampleimp_spark.stages.ingest import ingest
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.training.experiment import build_training
 from sampleimp_spark.weighting.stage import build_weights

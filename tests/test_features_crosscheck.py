@@ -17,7 +17,7 @@ from sampleimp_spark import schema as S
 from sampleimp_spark.config import FeaturesConfig
 from sampleimp_spark.features.build import build_samples
 from sampleimp_spark.features.windows import Windows
-from sampleimp_spark.ingest import to_events, validate
+from sampleimp_spark.sources.validate import to_events, validate
 from sampleimp_spark.sources import taobao
 
 T0, T1, T2 = (

@@ -14,7 +14,8 @@ from sampleimp_spark import schema as S
 from sampleimp_spark.cli import main
 from sampleimp_spark.config import Config, load_config
 from sampleimp_spark.errors import EXIT_BAD_INPUT, BadInputError
-from sampleimp_spark.ingest import ingest, validate
+from sampleimp_spark.stages.ingest import ingest
+from sampleimp_spark.sources.validate import validate
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import canonical
 
