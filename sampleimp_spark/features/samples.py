@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.features.windows import Windows
+from sampleimp_spark.windows import Windows
 
 
 def labels(events: DataFrame, *, windows: Windows) -> DataFrame:

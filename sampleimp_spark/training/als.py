@@ -22,7 +22,7 @@ makes the pair look unobserved. The preference stays 1 whatever the weight.
 ALS needs integer ids: :func:`index_ids` builds a contiguous, deterministic index of the
 distinct ids in native Spark (no ids are collected to the driver); :func:`fit_als` indexes the
 ratings, fits ALS and returns a :class:`FittedALS` that keeps the indexes to map
-recommendations back to the original ids (:func:`recommend`, :func:`predict_scores`).
+recommendations back to the original ids (:func:`recommend`).
 
 Reproducibility: ALS initialises its factors from ``seed``. With the same ratings, the same
 seed and the same ``num_blocks``, the factors do not depend on the order and partitioning of
@@ -40,33 +40,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator
 from pyspark import StorageLevel
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.configbase import StrictModel
 from sampleimp_spark.frames import release
-from sampleimp_spark.training.evaluate import RANK
 
-#: Name of the ALS rank column of candidate lists handed to the GBT re-ranker
-#: (:func:`recommend` with ``rank_col=ALS_RANK``).
-ALS_RANK = "als_rank"
-#: Column of ALS scores added by :func:`predict_scores` (``x_u · y_i``, an estimate of ``p``).
-ALS_SCORE = "als_score"
-
-#: Default behavior strengths: a view or click is the weakest positive signal, a purchase the
-#: strongest; ``remove_from_cart`` carries no positive preference.
-DEFAULT_STRENGTHS: dict[str, float] = {
-    "view": 1.0,
-    "click": 1.0,
-    "fav": 2.0,
-    "cart": 3.0,
-    "purchase": 4.0,
-    S.REMOVE_FROM_CART: 0.0,
-}
 #: Hash buckets of :func:`index_ids` (the parallelism of the index; not a limit on ids).
 DEFAULT_INDEX_BUCKETS = 256
 #: ALS user and item ids are Java ints.
@@ -82,37 +63,6 @@ _W_ROWS = "_w_rows"
 _BUCKET = "_bucket"
 _POS = "_pos"
 _OFFSET = "_offset"
-
-
-class ALSConfig(StrictModel):
-    """Settings of weighted implicit ALS (see the module docstring for the model).
-
-    A behavior missing from ``strengths`` has strength 0: its events add nothing to a pair's
-    rating (the pair is dropped when all its events have strength 0).
-    """
-
-    #: Number of latent factors.
-    rank: int = Field(32, ge=1)
-    #: L2 regularisation λ (Spark scales it by each user's / item's number of positive pairs).
-    reg_param: float = Field(0.1, ge=0)
-    #: Confidence scale: ``c = 1 + alpha · rating``. Must be positive, or weights have no effect.
-    alpha: float = Field(10.0, gt=0)
-    max_iter: int = Field(10, ge=1)
-    #: Behavior -> strength (≥ 0) of one event of that behavior.
-    strengths: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_STRENGTHS))
-    #: Length of the ALS candidate list per user handed to the GBT re-ranker.
-    candidates: int = Field(50, ge=1)
-    #: User and item blocks of Spark's ALS (its parallelism); Spark's default is 10.
-    num_blocks: int = Field(10, ge=1)
-
-    @field_validator("strengths")
-    @classmethod
-    def _known_non_negative(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(value) - set(S.ALL_BEHAVIORS))
-        if unknown:
-            raise ValueError(f"unknown behavior(s) {unknown}; known: {list(S.ALL_BEHAVIORS)}")
-        _check_strengths(value)
-        return value
 
 
 def _check_strengths(strengths: Mapping[str, float]) -> None:
@@ -305,8 +255,8 @@ def index_ids(
 class FittedALS:
     """A fitted ALS model with the id indexes that map its int ids back to the original ids.
 
-    The indexes are persisted (they are read by every :func:`recommend` and
-    :func:`predict_scores` call); call :meth:`unpersist` when done.
+    The indexes are persisted (every :func:`recommend` call reads them); call
+    :meth:`unpersist` when done.
     """
 
     model: ALSModel
@@ -328,8 +278,12 @@ class FittedALS:
 def fit_als(
     ratings: DataFrame,
     *,
-    cfg: ALSConfig,
     seed: int,
+    rank: int = 32,
+    reg_param: float = 0.1,
+    alpha: float = 10.0,
+    max_iter: int = 10,
+    num_blocks: int = 10,
     user_col: str = S.USER_ID,
     item_col: str = S.ITEM_ID,
     rating_col: str = S.RATING,
@@ -340,9 +294,13 @@ def fit_als(
     Args:
         ratings: one row per (user, item) with a rating > 0 (ALS does not merge duplicate
             pairs: use :func:`implicit_ratings`, which also applies the sample weights).
-        cfg: ALS settings (``rank``, ``reg_param``, ``alpha``, ``max_iter``, ``num_blocks``).
         seed: seed of ALS's factor initialisation (see the module docstring on
             reproducibility).
+        rank: latent factors.
+        reg_param: L2 regularisation λ (scaled by each user's / item's positive pairs).
+        alpha: confidence scale, ``c = 1 + alpha · rating``.
+        max_iter: ALS sweeps.
+        num_blocks: user and item blocks (Spark's parallelism of the fit).
         user_col: user id column.
         item_col: item id column.
         rating_col: rating column.
@@ -363,18 +321,18 @@ def fit_als(
         item_index = item_index.persist(StorageLevel.MEMORY_AND_DISK)
         data = ratings.join(user_index, user_col).join(item_index, item_col)
         als = ALS(
-            rank=cfg.rank,
-            maxIter=cfg.max_iter,
-            regParam=cfg.reg_param,
-            alpha=cfg.alpha,
+            rank=rank,
+            maxIter=max_iter,
+            regParam=reg_param,
+            alpha=alpha,
             implicitPrefs=True,
-            numUserBlocks=cfg.num_blocks,
-            numItemBlocks=cfg.num_blocks,
+            numUserBlocks=num_blocks,
+            numItemBlocks=num_blocks,
             userCol=_USER_INDEX,
             itemCol=_ITEM_INDEX,
             ratingCol=rating_col,
             # Pairs of unknown users or items get no prediction rather than NaN (the joins in
-            # predict_scores already drop them; this keeps ALSModel.transform safe too).
+            # recommend already drop them; this keeps ALSModel.transform safe too).
             coldStartStrategy="drop",
             seed=seed,
         ).setPredictionCol(_PREDICTION)
@@ -493,7 +451,7 @@ def recommend(
     users: DataFrame,
     k: int,
     *,
-    rank_col: str = RANK,
+    rank_col: str = S.RANK,
     user_block: int = USER_BLOCK,
     item_block: int = ITEM_BLOCK,
 ) -> DataFrame:
@@ -519,7 +477,7 @@ def recommend(
         model: from :func:`fit_als`.
         users: a frame with the model's user column (duplicates allowed).
         k: list length; at least 1.
-        rank_col: name of the rank column (1 = best); :data:`ALS_RANK` for GBT candidates.
+        rank_col: name of the rank column (1 = best); :data:`S.ALS_RANK` for GBT candidates.
         user_block: users per block (bounds a task's memory with ``item_block``).
         item_block: items per block.
 
@@ -563,22 +521,3 @@ def recommend(
         .join(model.item_index, _ITEM_INDEX)
         .select(user_col, item_col, rank_col)
     )
-
-
-def predict_scores(model: FittedALS, pairs: DataFrame, *, score_col: str = ALS_SCORE) -> DataFrame:
-    """ALS scores ``x_u · y_i`` of given (user, item) pairs (estimates of the preference).
-
-    Pairs whose user or item the model does not know are dropped (cold start; see
-    :func:`recommend`).
-
-    Args:
-        model: from :func:`fit_als`.
-        pairs: a frame with the model's user and item columns; other columns are kept.
-        score_col: name of the added score column (double).
-
-    Returns:
-        ``pairs`` (known pairs only) with ``score_col`` added.
-    """
-    indexed = pairs.join(model.user_index, model.user_col).join(model.item_index, model.item_col)
-    scored = model.model.transform(indexed)
-    return scored.withColumn(score_col, F.col(_PREDICTION).cast("double")).drop(_USER_INDEX, _ITEM_INDEX, _PREDICTION)

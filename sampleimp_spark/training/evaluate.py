@@ -64,8 +64,7 @@ estimator, and for every model evaluated with the same seed, so comparisons are 
 Replicates where a statistic is undefined (no resampled user, zero total weight, a single
 class) are left out of its interval.
 
-Results come back as :class:`MetricValue` records; :func:`metrics_frame` turns them into a
-DataFrame with :data:`METRICS_SCHEMA` for ``gold.metrics``.
+Results come back as :class:`MetricValue` records (rows of ``gold.metrics``).
 """
 
 from __future__ import annotations
@@ -74,25 +73,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field
 from pyspark.ml.evaluation import BinaryClassificationEvaluator, RankingEvaluator
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import VectorUDT
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from sampleimp_spark import hashing
-from sampleimp_spark.configbase import StrictModel
+from sampleimp_spark import schema as S
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.schema import ITEM_ID, LABEL_PURCHASE, USER_ID, WEIGHT
-
-# --- column names specific to evaluation ---------------------------------------------------
-RANK = "rank"  # 1 = best recommendation
-SCORE = "score"  # larger = better recommendation
-RELEVANCE = "relevance"
-PROBABILITY = "probability"  # P(label = 1): a double, or Spark ML's probability vector
-POSITION = "position"  # 1-based position in a user's top-k list, added by top_k()
 
 # --- metric names --------------------------------------------------------------------------
 PRECISION_AT_K = "precision_at_k"
@@ -144,29 +134,6 @@ _NEG = "_neg"  # ... and of negatives
 _KEY = "_curve_key"
 
 
-class EvaluationConfig(StrictModel):
-    """Metric settings of the training stage; each field is the keyword of the same meaning.
-
-    ``k``, ``missing_recs``, ``no_relevant`` and ``ndcg_gain`` go to :func:`ranking_metrics`;
-    ``threshold``, ``log_loss_eps`` (as ``eps``) and ``num_bins`` to
-    :func:`classification_metrics`; ``n_boot``, ``alpha`` and ``seed`` to both. Keep ``seed``
-    fixed across the models of a run so their bootstrap replicates are paired.
-    """
-
-    k: int = Field(10, ge=1)
-    #: Bootstrap replicates. Cost: users × (n_boot + 1) rows for ranking, and
-    #: (user, curve point) pairs × n_boot for classification (at most a user's rows each).
-    n_boot: int = Field(100, ge=0)
-    alpha: float = Field(0.05, gt=0, lt=1)
-    seed: int = 0
-    threshold: float = Field(0.5, ge=0, le=1)
-    missing_recs: Policy = "zero"
-    no_relevant: Policy = "exclude"
-    ndcg_gain: Gain = "exp2"
-    log_loss_eps: float = Field(LOG_LOSS_EPS, gt=0, lt=0.5)
-    num_bins: int = Field(0, ge=0)
-
-
 @dataclass(frozen=True)
 class MetricValue:
     """One metric value, ready to be written as a row of ``gold.metrics``.
@@ -201,7 +168,7 @@ class MetricValue:
         return self.estimator != UNWEIGHTED
 
     def as_record(self) -> dict[str, Any]:
-        """The value as a dict with the fields of :data:`METRICS_SCHEMA`."""
+        """The value as a dict of ``gold.metrics`` columns."""
         return {
             "metric": self.metric,
             "k": self.k,
@@ -214,31 +181,6 @@ class MetricValue:
             "n_users": self.n_users,
             "n_boot": self.n_boot,
         }
-
-
-METRICS_SCHEMA = T.StructType(
-    [
-        T.StructField("metric", T.StringType(), False),
-        T.StructField("k", T.IntegerType(), True),
-        T.StructField("threshold", T.DoubleType(), True),
-        T.StructField("estimator", T.StringType(), False),
-        T.StructField("weighted", T.BooleanType(), False),
-        T.StructField("value", T.DoubleType(), True),
-        T.StructField("ci_low", T.DoubleType(), True),
-        T.StructField("ci_high", T.DoubleType(), True),
-        T.StructField("n_users", T.LongType(), True),
-        T.StructField("n_boot", T.IntegerType(), False),
-    ]
-)
-
-
-def metrics_frame(spark: SparkSession, results: Sequence[MetricValue]) -> DataFrame:
-    """A small DataFrame of metric values with :data:`METRICS_SCHEMA`.
-
-    The caller adds its identifying columns (run id, window, model, seed) before writing it to
-    ``gold.metrics``.
-    """
-    return spark.createDataFrame([r.as_record() for r in results], schema=METRICS_SCHEMA)
 
 
 # --- shared checks -------------------------------------------------------------------------
@@ -333,10 +275,10 @@ def top_k(
     recommendations: DataFrame,
     *,
     k: int,
-    rank_col: str | None = RANK,
+    rank_col: str | None = S.RANK,
     score_col: str | None = None,
     tie_seed: int = 0,
-    position_col: str = POSITION,
+    position_col: str = S.POSITION,
     user_col: str = USER_ID,
     item_col: str = ITEM_ID,
 ) -> DataFrame:
@@ -398,7 +340,7 @@ def per_user_ranking_metrics(
     *,
     k: int,
     relevance_col: str | None = None,
-    rank_col: str | None = RANK,
+    rank_col: str | None = S.RANK,
     score_col: str | None = None,
     tie_seed: int = 0,
     missing_recs: Policy = "zero",
@@ -643,7 +585,7 @@ def catalog_coverage(
     *,
     k: int,
     catalog: DataFrame | int,
-    rank_col: str | None = RANK,
+    rank_col: str | None = S.RANK,
     score_col: str | None = None,
     tie_seed: int = 0,
     user_col: str = USER_ID,
@@ -705,7 +647,7 @@ def ranking_metrics(
     seed: int = 0,
     alpha: float = 0.05,
     relevance_col: str | None = None,
-    rank_col: str | None = RANK,
+    rank_col: str | None = S.RANK,
     score_col: str | None = None,
     tie_seed: int = 0,
     missing_recs: Policy = "zero",
@@ -797,7 +739,7 @@ def spark_reference_ranking_metrics(
     *,
     k: int,
     relevance_col: str | None = None,
-    rank_col: str | None = RANK,
+    rank_col: str | None = S.RANK,
     score_col: str | None = None,
     tie_seed: int = 0,
     dedupe: bool = True,
@@ -869,7 +811,7 @@ def curve_areas(
     scored: DataFrame,
     *,
     group_cols: Sequence[str] = (),
-    score_col: str = PROBABILITY,
+    score_col: str = S.PROBABILITY,
     label_col: str = LABEL_PURCHASE,
     weight_col: str | None = None,
 ) -> DataFrame:
@@ -989,7 +931,7 @@ def classification_metrics(
     threshold: float = 0.5,
     weight_col: str | None = None,
     label_col: str = LABEL_PURCHASE,
-    probability_col: str = PROBABILITY,
+    probability_col: str = S.PROBABILITY,
     user_col: str | None = USER_ID,
     n_boot: int = 0,
     seed: int = 0,
@@ -1220,36 +1162,25 @@ __all__ = [
     "HIT_RATE_AT_K",
     "IPS",
     "LOG_LOSS",
-    "LOG_LOSS_EPS",
     "MAP_AT_K",
-    "METRICS_SCHEMA",
     "NDCG_AT_K",
     "N_RECOMMENDED",
     "N_RELEVANT",
-    "POSITION",
     "PRECISION",
     "PRECISION_AT_K",
-    "PROBABILITY",
     "PR_AUC",
-    "RANK",
     "RANKING_METRICS",
     "RANK_TIE_SALT",
     "RECALL",
     "RECALL_AT_K",
-    "RELEVANCE",
     "ROC_AUC",
-    "SCORE",
     "SELF_NORMALIZED",
     "UNWEIGHTED",
     "Estimator",
-    "EvaluationConfig",
-    "Gain",
     "MetricValue",
-    "Policy",
     "catalog_coverage",
     "classification_metrics",
     "curve_areas",
-    "metrics_frame",
     "per_user_ranking_metrics",
     "ranking_metrics",
     "spark_reference_ranking_metrics",

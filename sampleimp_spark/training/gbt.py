@@ -8,7 +8,7 @@ row of weight 2 counts exactly as two copies of the row (tested). :func:`predict
 ``P(label = 1)`` as a plain double.
 
 Two-stage recommendation: ALS proposes each user's top-N candidates
-(:func:`sampleimp_spark.training.als.recommend` with ``rank_col=ALS_RANK``);
+(:func:`sampleimp_spark.training.als.recommend` with ``rank_col=S.ALS_RANK``);
 :func:`candidate_features` gives each candidate the feature columns of ``silver.samples``
 (most candidates are pairs the user never touched, so their pair features take the neutral
 values of :mod:`sampleimp_spark.features.behavior`); :func:`rerank` orders them by the GBT
@@ -47,7 +47,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import Field, field_validator
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import GBTClassifier
 from pyspark.ml.feature import SQLTransformer, VectorAssembler
@@ -56,11 +55,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.configbase import StrictModel
 from sampleimp_spark.features.behavior import ENTITY_PREFIXES, feature_columns, neutral_value
 from sampleimp_spark.frames import canonical_layout
-from sampleimp_spark.training.als import ALS_RANK
-from sampleimp_spark.training.evaluate import PROBABILITY, RANK
 
 # Internal columns of the fitted pipeline (prefixed so they cannot clash with the caller's).
 _FEATURES = "_gbt_features"
@@ -74,58 +70,33 @@ _SINGLE = "_gbt_f32_"  # prefix of the features rounded to single precision (the
 _SEEN = "_pair_seen"
 
 
-class GBTConfig(StrictModel):
-    """Settings of the GBT purchase classifier (Spark's ``GBTClassifier`` parameters)."""
-
-    #: Boosting iterations (trees).
-    max_iter: int = Field(30, ge=1)
-    #: Depth of each tree (0 = a single leaf).
-    max_depth: int = Field(5, ge=0, le=30)
-    #: Learning rate (shrinkage of every tree after the first).
-    step_size: float = Field(0.1, gt=0, le=1)
-    #: Fraction of rows each tree is fitted on (sampled without replacement, seeded).
-    subsampling_rate: float = Field(1.0, gt=0, le=1)
-    #: Bins of continuous features when searching split thresholds.
-    max_bins: int = Field(32, ge=2)
-    #: Feature columns; null = every numeric feature column of the samples
-    #: (:func:`sampleimp_spark.features.behavior.feature_columns`).
-    features: list[str] | None = None
-
-    @field_validator("features")
-    @classmethod
-    def _non_empty_unique(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None:
-            if not value:
-                raise ValueError("features must name at least one column (or be null for all)")
-            dup = sorted({f for f in value if value.count(f) > 1})
-            if dup:
-                raise ValueError(f"duplicate features {dup}")
-        return value
-
-
-def resolve_features(cfg: GBTConfig, samples: DataFrame) -> list[str]:
+def resolve_features(configured: Sequence[str] | None, samples: DataFrame) -> list[str]:
     """The configured feature columns, or all numeric feature columns of ``samples`` when null.
 
     Raises:
         ValueError: a configured feature is not a column of ``samples``, or there is none.
     """
-    if cfg.features is None:
+    if configured is None:
         found = feature_columns(samples)
         if not found:
             raise ValueError("samples have no feature columns (user_*, item_*, cat_*, pair_*)")
         return found
-    missing = [f for f in cfg.features if f not in samples.columns]
+    missing = [f for f in configured if f not in samples.columns]
     if missing:
         raise ValueError(f"features not in the samples: {missing}")
-    return list(cfg.features)
+    return list(configured)
 
 
 def fit_gbt(
     train: DataFrame,
     features: Sequence[str],
     *,
-    cfg: GBTConfig,
     seed: int,
+    max_iter: int = 30,
+    max_depth: int = 5,
+    step_size: float = 0.1,
+    subsampling_rate: float = 1.0,
+    max_bins: int = 32,
     weight_col: str | None = None,
     label_col: str = S.LABEL_PURCHASE,
 ) -> PipelineModel:
@@ -138,8 +109,9 @@ def fit_gbt(
         train: training samples with the feature, label and (optional) weight columns.
         features: feature columns (numeric, non-null: the features stage guarantees it, and
             the assembler fails on a null rather than guessing).
-        cfg: GBT settings (``cfg.features`` is not read here: see :func:`resolve_features`).
         seed: seed of row subsampling and split-threshold sampling (see the module docstring).
+        max_iter, max_depth, step_size, subsampling_rate, max_bins: ``GBTClassifier``'s
+            ``maxIter``, ``maxDepth``, ``stepSize``, ``subsamplingRate`` and ``maxBins``.
         weight_col: sample-weight column (finite, ≥ 0) passed as ``weightCol``; None fits the
             unweighted model (every row weight 1).
         label_col: the 0/1 label column.
@@ -168,11 +140,11 @@ def fit_gbt(
         labelCol=_LABEL,
         predictionCol=_PREDICTION,
         lossType="logistic",
-        maxIter=cfg.max_iter,
-        maxDepth=cfg.max_depth,
-        stepSize=cfg.step_size,
-        subsamplingRate=cfg.subsampling_rate,
-        maxBins=cfg.max_bins,
+        maxIter=max_iter,
+        maxDepth=max_depth,
+        stepSize=step_size,
+        subsamplingRate=subsampling_rate,
+        maxBins=max_bins,
         featureSubsetStrategy="all",
         seed=seed,
     )
@@ -195,7 +167,7 @@ def _single(col: str) -> str:
     return f"CAST(CAST(`{col}` AS FLOAT) AS DOUBLE)"
 
 
-def predict_proba(model: PipelineModel, df: DataFrame, *, probability_col: str = PROBABILITY) -> DataFrame:
+def predict_proba(model: PipelineModel, df: DataFrame, *, probability_col: str = S.PROBABILITY) -> DataFrame:
     """``df`` with ``probability_col`` = ``P(label = 1)`` (a double) from a :func:`fit_gbt` model.
 
     Native Spark: the probability vector's second entry through ``vector_to_array``, no
@@ -310,8 +282,8 @@ def rerank(
     *,
     user_col: str = S.USER_ID,
     item_col: str = S.ITEM_ID,
-    als_rank_col: str = ALS_RANK,
-    rank_col: str = RANK,
+    als_rank_col: str = S.ALS_RANK,
+    rank_col: str = S.RANK,
 ) -> DataFrame:
     """Each user's top ``k`` candidates by GBT probability.
 

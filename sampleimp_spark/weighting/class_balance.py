@@ -24,35 +24,11 @@ per class. Classes with a zero count get no weight row (no division by zero); a 
 from __future__ import annotations
 
 import math
-from typing import Literal
 
-from pydantic import Field
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.configbase import StrictModel
-
-ClassBalanceMethod = Literal["balanced", "sqrt", "effective_number", "none"]
-
-#: The label column each ``ClassBalanceConfig.label`` refers to in the samples.
-LABEL_COLUMNS: dict[str, str] = {"purchase": S.LABEL_PURCHASE, "intent": S.LABEL_INTENT}
-
-
-class ClassBalanceConfig(StrictModel):
-    """Settings of the class-balance weight.
-
-    Attributes:
-        method: ``balanced``, ``sqrt``, ``effective_number`` or ``none`` (all weights 1).
-        beta: ``β`` of the effective number, ``0 < β < 1``; ``1/(1-β)`` is where counts saturate.
-        scope: ``shard`` (per shard) or ``global`` (the overall ``_all`` frequencies for all shards).
-        label: which label's classes to balance: ``purchase`` (0/1) or ``intent``.
-    """
-
-    method: ClassBalanceMethod = "balanced"
-    beta: float = Field(0.999, gt=0.0, lt=1.0)
-    scope: Literal["shard", "global"] = "shard"
-    label: Literal["purchase", "intent"] = "purchase"
 
 
 def _raw_weight(method: str, *, n: Column, n_classes: Column, n_c: Column, beta: float) -> Column:
@@ -70,7 +46,10 @@ def _raw_weight(method: str, *, n: Column, n_classes: Column, n_c: Column, beta:
 def class_weights(
     class_frequencies: DataFrame,
     *,
-    cfg: ClassBalanceConfig,
+    method: str = "balanced",
+    beta: float = 0.999,
+    scope: str = "shard",
+    label: str = "purchase",
     window_id: str | None = None,
     source: str | None = None,
 ) -> DataFrame:
@@ -78,7 +57,10 @@ def class_weights(
 
     Args:
         class_frequencies: rows of ``S.CLASS_FREQUENCIES_SCHEMA``.
-        cfg: method, β, scope and which label kind (``cfg.label`` selects rows of that ``kind``).
+        method: ``balanced``, ``sqrt``, ``effective_number`` or ``none``.
+        beta: β of the effective number, ``0 < β < 1``.
+        scope: ``shard`` or ``global``.
+        label: which label kind's rows to balance (``purchase`` or ``intent``).
         window_id: keep only this window's rows; ``None`` keeps all. Counts of several windows or
             sources left in are *summed* per (shard, class).
         source: keep only this source's rows; ``None`` keeps all.
@@ -87,20 +69,20 @@ def class_weights(
         ``shard, class, w_class`` (string, string, double), one row per class with a non-zero count
         in its scope. With ``scope="global"`` the rows have shard ``_all``.
     """
-    freq = class_frequencies.where(F.col(S.FREQ_KIND) == F.lit(cfg.label))
+    freq = class_frequencies.where(F.col(S.FREQ_KIND) == F.lit(label))
     if window_id is not None:
         freq = freq.where(F.col(S.WINDOW_ID) == F.lit(window_id))
     if source is not None:
         freq = freq.where(F.col(S.SOURCE) == F.lit(source))
     in_scope = F.col(S.SHARD) == F.lit(S.ALL_SHARDS)
-    freq = freq.where(in_scope if cfg.scope == "global" else ~in_scope)
+    freq = freq.where(in_scope if scope == "global" else ~in_scope)
     counts = (
         freq.groupBy(S.SHARD, S.FREQ_CLASS).agg(F.sum(S.FREQ_COUNT).cast("double").alias("n_c")).where(F.col("n_c") > 0)
     )
     scope = Window.partitionBy(S.SHARD)
     n = F.sum("n_c").over(scope)
     n_classes = F.count(F.lit(1)).over(scope).cast("double")
-    raw = counts.withColumn("r_c", _raw_weight(cfg.method, n=n, n_classes=n_classes, n_c=F.col("n_c"), beta=cfg.beta))
+    raw = counts.withColumn("r_c", _raw_weight(method, n=n, n_classes=n_classes, n_c=F.col("n_c"), beta=beta))
     # Sample-weighted mean 1 in the scope: Σ n_c w_c = n. All n_c > 0 and r_c > 0, so z > 0.
     z = F.sum(F.col("n_c") * F.col("r_c")).over(scope)
     return raw.select(S.SHARD, S.FREQ_CLASS, (F.col("r_c") * n / z).alias(S.W_CLASS))
@@ -110,8 +92,8 @@ def with_class_weight(
     samples: DataFrame,
     weights: DataFrame,
     *,
-    cfg: ClassBalanceConfig,
-    label_col: str | None = None,
+    label_col: str,
+    scope: str = "shard",
     shard_col: str = S.SHARD,
     weight_col: str = S.W_CLASS,
 ) -> DataFrame:
@@ -119,23 +101,22 @@ def with_class_weight(
 
     Args:
         samples: one row per sample.
-        weights: the output of :func:`class_weights` for the same ``cfg``.
-        cfg: ``scope`` decides the join (``global``: by class only, from the ``_all`` rows;
-            ``shard``: by shard and class) and ``label`` the default label column.
-        label_col: the label column; default ``label_purchase`` or ``label_intent`` per ``cfg.label``.
-            Its value is compared as a string (``0``/``1`` for purchase), as in the class frequencies.
+        weights: the output of :func:`class_weights` for the same scope and label kind.
+        label_col: the label column, compared as a string (``0``/``1`` for purchase), as in the
+            class frequencies.
+        scope: decides the join (``global``: by class only, from the ``_all`` rows; ``shard``: by
+            shard and class).
         shard_col: the shard column.
         weight_col: output column (double, > 0); 1 where the sample's class has no weight row.
 
     Returns:
         ``samples`` with ``weight_col`` added (replaced if present).
     """
-    label = label_col or LABEL_COLUMNS[cfg.label]
-    cls = F.col(f"`{label}`").cast("string")
+    cls = F.col(f"`{label_col}`").cast("string")
     w = weights.select(
         F.col(S.SHARD).alias("__cb_shard"), F.col(S.FREQ_CLASS).alias("__cb_class"), F.col(S.W_CLASS).alias("__cb_w")
     )
-    if cfg.scope == "global":
+    if scope == "global":
         w = w.where(F.col("__cb_shard") == F.lit(S.ALL_SHARDS))
         cond = cls == F.col("__cb_class")
     else:

@@ -18,31 +18,19 @@ moves a whole (possibly huge) shard into one task.
 
 from __future__ import annotations
 
-from pydantic import Field
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.configbase import StrictModel
-
-RAW_WEIGHT = "w_raw"
-CLIPPED = "w_clipped"
-
-
-class CombineConfig(StrictModel):
-    """Exponents of the components and per-shard clipping."""
-
-    a: float = Field(1.0, ge=0, description="exponent of w_class")
-    b: float = Field(1.0, ge=0, description="exponent of w_dr")
-    c: float = Field(1.0, ge=0, description="exponent of w_ig")
-    #: Weights above this per-shard quantile are set to it; null disables clipping.
-    clip_quantile: float | None = Field(0.99, gt=0, le=1)
 
 
 def combine_weights(
     samples: DataFrame,
     *,
-    cfg: CombineConfig,
+    a: float = 1.0,
+    b: float = 1.0,
+    c: float = 1.0,
+    clip_quantile: float | None = 0.99,
     shard_col: str = S.SHARD,
     components: tuple[str, str, str, str] = (S.W_CLASS, S.W_DR, S.W_IG, S.W_RESAMPLE),
     weight_col: str = S.WEIGHT,
@@ -52,18 +40,18 @@ def combine_weights(
     Missing component columns count as 1. Every component must be finite and ≥ 0.
     """
     w_class, w_dr, w_ig, w_resample = (F.col(c) if c in samples.columns else F.lit(1.0) for c in components)
-    raw = F.pow(w_class, cfg.a) * F.pow(w_dr, cfg.b) * F.pow(w_ig, cfg.c) * w_resample
-    df = samples.withColumn(RAW_WEIGHT, raw.cast("double"))
-    if cfg.clip_quantile is not None and cfg.clip_quantile < 1:
-        caps = df.groupBy(shard_col).agg(F.percentile_approx(RAW_WEIGHT, cfg.clip_quantile, 10_000).alias("_cap"))
+    raw = F.pow(w_class, a) * F.pow(w_dr, b) * F.pow(w_ig, c) * w_resample
+    df = samples.withColumn(S.RAW_WEIGHT, raw.cast("double"))
+    if clip_quantile is not None and clip_quantile < 1:
+        caps = df.groupBy(shard_col).agg(F.percentile_approx(S.RAW_WEIGHT, clip_quantile, 10_000).alias("_cap"))
         df = df.join(F.broadcast(caps), shard_col)
         df = (
-            df.withColumn(CLIPPED, F.col(RAW_WEIGHT) > F.col("_cap"))
-            .withColumn("_w", F.least(F.col(RAW_WEIGHT), F.col("_cap")))
+            df.withColumn(S.CLIPPED, F.col(S.RAW_WEIGHT) > F.col("_cap"))
+            .withColumn("_w", F.least(F.col(S.RAW_WEIGHT), F.col("_cap")))
             .drop("_cap")
         )
     else:
-        df = df.withColumns({CLIPPED: F.lit(False), "_w": F.col(RAW_WEIGHT)})
+        df = df.withColumns({S.CLIPPED: F.lit(False), "_w": F.col(S.RAW_WEIGHT)})
     means = df.groupBy(shard_col).agg(F.avg("_w").alias("_mean"))
     # A shard whose weights are all 0 (e.g. every density ratio clipped at 0) falls back to 1.
     weight = F.when(F.col("_mean") > 0, F.col("_w") / F.col("_mean")).otherwise(F.lit(1.0))
@@ -81,7 +69,7 @@ def weight_diagnostics(weighted: DataFrame, *, shard_col: str = S.SHARD, weight_
         F.min(w).alias("w_min"),
         F.percentile_approx(w, 0.5, 10_000).alias("w_median"),
         F.max(w).alias("w_max"),
-        F.avg(F.col(CLIPPED).cast("double")).alias("clipped_fraction"),
+        F.avg(F.col(S.CLIPPED).cast("double")).alias("clipped_fraction"),
     )
     ess = F.when(F.col("_sw2") > 0, F.col("_sw") * F.col("_sw") / F.col("_sw2")).otherwise(F.lit(0.0))
     return agg.select(

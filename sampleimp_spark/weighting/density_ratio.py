@@ -73,21 +73,18 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sampleimp_spark import hashing
 from sampleimp_spark import schema as S
-from sampleimp_spark.configbase import StrictModel
 from sampleimp_spark.weighting import kernels
 
-Method = Literal["logistic", "ulsif", "rulsif", "kliep"]
 KERNEL_METHODS: tuple[str, ...] = ("ulsif", "rulsif", "kliep")
 
 # --- fallback reasons ----------------------------------------------------------------------
@@ -123,82 +120,50 @@ _P = "_dr_p_"  # prefix of params columns while scoring
 _Z = "_dr_z"
 
 
-class DensityRatioConfig(StrictModel):
-    """How the per-shard density ratio ``p_target / p_source`` is fitted and applied."""
+@dataclass(frozen=True)
+class DensityRatioSettings:
+    """How the per-shard density ratio is fitted and applied (``weights.density_ratio`` of the
+    job config documents each field)."""
 
-    method: Method = "logistic"
-    #: RuLSIF mixing α: the estimate is ``p_t / (α p_t + (1-α) p_s)``, bounded by ``1/α``.
-    alpha: float = Field(0.1, ge=0.0, lt=1.0)
-    #: Rows per shard given to the fit (source + target), drawn by a seeded hash.
-    max_fit_rows: int = Field(20_000, ge=4)
-    #: Share of ``max_fit_rows`` reserved for target rows; the source gets the rest (and what
-    #: the target cannot use).
-    target_share: float = Field(0.5, gt=0.0, lt=1.0)
-    #: True: the source is every row of the shard ("today vs all"); false: only non-target rows.
-    source_includes_target: bool = True
-    #: Kernel centers (kernel methods), the first target fit rows in hash order.
-    n_centers: int = Field(100, ge=1)
-    #: Gaussian bandwidths tried (in standardized units); null = multiples 1/8 … 2 of the
-    #: median pairwise distance of the fit sample.
-    sigma_grid: list[float] | None = None
-    #: Ridge strengths tried by uLSIF/RuLSIF; null = 1e-3, 1e-2, 1e-1, 1.
-    lambda_grid: list[float] | None = None
-    cv_folds: int = Field(5, ge=2)
-    #: Minimum fit rows per side; fewer gives ``too_few_rows``.
-    min_rows: int = Field(50, ge=2)
-    #: Logistic: fall back (``poor_fit``) when the out-of-fold AUC is below this.
-    min_auc: float = Field(0.5, ge=0.0, le=1.0)
-    #: Kernel methods: fall back (``poor_fit``) unless the held-out divergence estimate
-    #: (gain over ``r ≡ 1``) exceeds this.
-    min_cv_gain: float = 0.0
-    #: Inverse L2 strength of the logistic regression.
-    logistic_c: float = Field(1.0, gt=0.0)
-    #: Logistic: add squared terms ``z_j²`` (captures variance shifts, not only mean shifts).
-    logistic_squares: bool = False
-    #: KLIEP: EM iteration cap and relative tolerance.
-    kliep_max_iter: int = Field(1000, ge=1)
-    kliep_tol: float = Field(1e-6, gt=0.0)
-    #: Standardized features are clamped to ``[-z_clip, z_clip]`` (±inf maps to the bounds).
-    z_clip: float = Field(5.0, gt=0.0)
-    #: Upper clip of ``w_dr``; weights are also ≥ 0.
-    max_ratio: float = Field(100.0, gt=1.0)
-    seed: int = 42
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DensityRatioConfig:
-        if self.min_rows < self.cv_folds:
-            raise ValueError(f"min_rows ({self.min_rows}) must be at least cv_folds ({self.cv_folds})")
-        cap_t = math.floor(self.max_fit_rows * self.target_share)
-        if min(cap_t, self.max_fit_rows - cap_t) < self.min_rows:
-            raise ValueError(
-                f"max_fit_rows ({self.max_fit_rows}) split by target_share ({self.target_share}) "
-                f"leaves fewer than min_rows ({self.min_rows}) rows on a side"
-            )
-        for name in ("sigma_grid", "lambda_grid"):
-            grid = getattr(self, name)
-            if grid is not None and (not grid or any(not (v > 0 and math.isfinite(v)) for v in grid)):
-                raise ValueError(f"{name} must be null or a non-empty list of positive numbers")
-        return self
+    method: str
+    alpha: float
+    max_fit_rows: int
+    target_share: float
+    source_includes_target: bool
+    n_centers: int
+    sigma_grid: Sequence[float] | None
+    lambda_grid: Sequence[float] | None
+    cv_folds: int
+    min_rows: int
+    min_auc: float
+    min_cv_gain: float
+    logistic_c: float
+    logistic_squares: bool
+    kliep_max_iter: int
+    kliep_tol: float
+    z_clip: float
+    max_ratio: float
+    seed: int
 
 
 # --- sizes ---------------------------------------------------------------------------------
 
 
-def fit_caps(n_source: int, n_target: int, cfg: DensityRatioConfig) -> tuple[int, int]:
+def fit_caps(n_source: int, n_target: int, settings: DensityRatioSettings) -> tuple[int, int]:
     """Fit-sample caps ``(cap_s, cap_t)`` of a shard; mirrors the Spark expression of :func:`fit_input`."""
-    cap_t = min(n_target, math.floor(cfg.max_fit_rows * cfg.target_share))
-    return cfg.max_fit_rows - cap_t, cap_t
+    cap_t = min(n_target, math.floor(settings.max_fit_rows * settings.target_share))
+    return settings.max_fit_rows - cap_t, cap_t
 
 
-def _fittable(n_source: int, n_target: int, cfg: DensityRatioConfig) -> str | None:
+def _fittable(n_source: int, n_target: int, settings: DensityRatioSettings) -> str | None:
     """The fallback reason a shard's population counts alone imply, or None."""
     if n_target == 0:
         return EMPTY_TARGET
     if n_source == 0:
         return EMPTY_SOURCE
-    if cfg.source_includes_target and n_target >= n_source:
+    if settings.source_includes_target and n_target >= n_source:
         return TARGET_EQUALS_SOURCE
-    if min(n_source, n_target) < cfg.min_rows:
+    if min(n_source, n_target) < settings.min_rows:
         return TOO_FEW_ROWS
     return None
 
@@ -303,25 +268,25 @@ def standardize(x: np.ndarray, means: np.ndarray, scales: np.ndarray, z_clip: fl
     return np.where(scales == 0.0, 0.0, z)
 
 
-def _fit_logistic(z_s: np.ndarray, z_t: np.ndarray, cfg: DensityRatioConfig) -> tuple[float, np.ndarray, float]:
+def _fit_logistic(z_s: np.ndarray, z_t: np.ndarray, settings: DensityRatioSettings) -> tuple[float, np.ndarray, float]:
     """Logistic target-vs-source fit: ``(intercept with prior correction, coefficients, out-of-fold AUC)``."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
     x = np.vstack([z_s, z_t])
-    if cfg.logistic_squares:
+    if settings.logistic_squares:
         x = np.hstack([x, x * x])
     y = np.r_[np.zeros(len(z_s)), np.ones(len(z_t))]
-    folds = np.r_[kernels.fold_ids(len(z_s), cfg.cv_folds), kernels.fold_ids(len(z_t), cfg.cv_folds)]
+    folds = np.r_[kernels.fold_ids(len(z_s), settings.cv_folds), kernels.fold_ids(len(z_t), settings.cv_folds)]
 
     def model() -> LogisticRegression:
-        return LogisticRegression(C=cfg.logistic_c, max_iter=1000)
+        return LogisticRegression(C=settings.logistic_c, max_iter=1000)
 
     oof = np.empty(len(y))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for k in range(cfg.cv_folds):
+        for k in range(settings.cv_folds):
             held = folds == k
             oof[held] = model().fit(x[~held], y[~held]).decision_function(x[held])
         final = model().fit(x, y)
@@ -334,7 +299,7 @@ def fit_shard(
     x_source: np.ndarray,
     x_target: np.ndarray,
     *,
-    cfg: DensityRatioConfig,
+    settings: DensityRatioSettings,
     features: Sequence[str],
     n_source: int | None = None,
     n_target: int | None = None,
@@ -349,7 +314,7 @@ def fit_shard(
     Args:
         x_source: source fit rows, shape ``(m_s, d)``; may hold NaN/inf.
         x_target: target fit rows, shape ``(m_t, d)``.
-        cfg: the density-ratio config.
+        settings: the density-ratio settings.
         features: the feature names (recorded in the params, checked when scoring).
         n_source: source population size of the shard. Without both counts, only the fit
             sample is checked (``too_few_rows``) and ``m_s`` / ``m_t`` are recorded.
@@ -364,7 +329,7 @@ def fit_shard(
     x_target = np.asarray(x_target, dtype=np.float64).reshape(-1, d)
     m_s, m_t = len(x_source), len(x_target)
     base = ShardFit(
-        method=cfg.method,
+        method=settings.method,
         n_source=m_s if n_source is None else int(n_source),
         n_target=m_t if n_target is None else int(n_target),
         n_input=m_s + m_t if n_input is None else int(n_input),
@@ -379,23 +344,23 @@ def fit_shard(
     # Population rules need the population counts; without them only the fit sample is judged.
     reason = None
     if n_source is not None and n_target is not None:
-        reason = _fittable(int(n_source), int(n_target), cfg)
+        reason = _fittable(int(n_source), int(n_target), settings)
     if reason is not None:
-        detail = f"population: {base.n_source} source, {base.n_target} target rows (min_rows {cfg.min_rows})"
+        detail = f"population: {base.n_source} source, {base.n_target} target rows (min_rows {settings.min_rows})"
         return fallback(reason, detail)
-    if min(m_s, m_t) < cfg.min_rows:
-        return fallback(TOO_FEW_ROWS, f"fit sample: {m_s} source, {m_t} target rows (min_rows {cfg.min_rows})")
+    if min(m_s, m_t) < settings.min_rows:
+        return fallback(TOO_FEW_ROWS, f"fit sample: {m_s} source, {m_t} target rows (min_rows {settings.min_rows})")
 
     means, scales = standardization(np.vstack([x_source, x_target]))
     std_kw: dict[str, object] = {"feature_means": means.tolist(), "feature_scales": scales.tolist()}
     if not (scales > 0).any():
         return fallback(CONSTANT_FEATURES, "no feature varies (or has a finite value) in the fit sample", **std_kw)
-    z_s = standardize(x_source, means, scales, cfg.z_clip)
-    z_t = standardize(x_target, means, scales, cfg.z_clip)
+    z_s = standardize(x_source, means, scales, settings.z_clip)
+    z_t = standardize(x_target, means, scales, settings.z_clip)
 
     try:
-        if cfg.method == "logistic":
-            intercept, coefs, auc = _fit_logistic(z_s, z_t, cfg)
+        if settings.method == "logistic":
+            intercept, coefs, auc = _fit_logistic(z_s, z_t, settings)
             fitted: dict[str, object] = {
                 **std_kw,
                 "intercept": intercept,
@@ -403,20 +368,20 @@ def fit_shard(
                 "fit_quality": auc,
                 "quality_metric": HELDOUT_AUC,
             }
-            poor = not auc >= cfg.min_auc
-            rule = f"out-of-fold AUC {auc:.4f} < min_auc {cfg.min_auc}"
+            poor = not auc >= settings.min_auc
+            rule = f"out-of-fold AUC {auc:.4f} < min_auc {settings.min_auc}"
         else:
-            centers = z_t[: cfg.n_centers]
-            sigmas = cfg.sigma_grid or kernels.default_sigma_grid(np.vstack([z_s, z_t]))
-            if cfg.method == "kliep":
+            centers = z_t[: settings.n_centers]
+            sigmas = settings.sigma_grid or kernels.default_sigma_grid(np.vstack([z_s, z_t]))
+            if settings.method == "kliep":
                 kfit = kernels.fit_kliep(
                     z_s,
                     z_t,
                     centers,
                     sigmas=sigmas,
-                    n_folds=cfg.cv_folds,
-                    max_iter=cfg.kliep_max_iter,
-                    tol=cfg.kliep_tol,
+                    n_folds=settings.cv_folds,
+                    max_iter=settings.kliep_max_iter,
+                    tol=settings.kliep_tol,
                 )
                 metric = HELDOUT_KL
             else:
@@ -424,10 +389,10 @@ def fit_shard(
                     z_s,
                     z_t,
                     centers,
-                    alpha=cfg.alpha if cfg.method == "rulsif" else 0.0,
+                    alpha=settings.alpha if settings.method == "rulsif" else 0.0,
                     sigmas=sigmas,
-                    lambdas=cfg.lambda_grid or kernels.DEFAULT_LAMBDA_GRID,
-                    n_folds=cfg.cv_folds,
+                    lambdas=settings.lambda_grid or kernels.DEFAULT_LAMBDA_GRID,
+                    n_folds=settings.cv_folds,
                 )
                 metric = HELDOUT_PE
             fitted = {
@@ -439,33 +404,13 @@ def fit_shard(
                 "fit_quality": kfit.quality,
                 "quality_metric": metric,
             }
-            poor = not (kfit.quality > cfg.min_cv_gain and np.any(kfit.theta > 0))
-            rule = f"held-out {metric} {kfit.quality:.4g} <= min_cv_gain {cfg.min_cv_gain} (or all weights 0)"
+            poor = not (kfit.quality > settings.min_cv_gain and np.any(kfit.theta > 0))
+            rule = f"held-out {metric} {kfit.quality:.4g} <= min_cv_gain {settings.min_cv_gain} (or all weights 0)"
     except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
         return fallback(FIT_ERROR, f"{type(exc).__name__}: {exc}", **std_kw)
     if poor:
         return fallback(POOR_FIT, rule, **fitted)
     return ShardFit(**{**base.__dict__, **fitted})
-
-
-def score_shard(fit: ShardFit, x: np.ndarray, *, cfg: DensityRatioConfig) -> np.ndarray:
-    """``w_dr`` of rows ``x`` of one shard in numpy: the exact mirror of :func:`score_density_ratio`."""
-    x = np.asarray(x, dtype=np.float64).reshape(-1, len(fit.features))
-    if fit.fallback_reason is not None:
-        return np.ones(len(x))
-    assert fit.feature_means is not None and fit.feature_scales is not None
-    z = standardize(x, np.asarray(fit.feature_means), np.asarray(fit.feature_scales), cfg.z_clip)
-    if fit.method == "logistic":
-        assert fit.coefficients is not None and fit.intercept is not None
-        coefs = np.asarray(fit.coefficients)
-        d = z.shape[1]
-        eta = fit.intercept + z @ coefs[:d]
-        if len(coefs) > d:
-            eta = eta + (z * z) @ coefs[d:]
-        return np.exp(np.minimum(eta, math.log(cfg.max_ratio)))
-    assert fit.centers is not None and fit.sigma is not None and fit.alphas is not None
-    r = kernels.kernel_ratio(z, np.asarray(fit.centers), fit.sigma, np.asarray(fit.alphas))
-    return np.clip(r, 0.0, cfg.max_ratio)
 
 
 # --- Spark: schema, fit input, UDF, fit, score ---------------------------------------------
@@ -515,7 +460,7 @@ def fit_input(
     samples: DataFrame,
     features: Sequence[str],
     *,
-    cfg: DensityRatioConfig,
+    settings: DensityRatioSettings,
     shard_col: str = S.SHARD,
     target_col: str = S.IS_TARGET,
     key_cols: Sequence[str] = (S.USER_ID, S.ITEM_ID),
@@ -539,13 +484,13 @@ def fit_input(
     n_all = F.count(F.lit(1))
     n_t = F.sum(F.col("_dr_is_target").cast("long"))
     counts = base.groupBy(shard_col).agg(
-        (n_all if cfg.source_includes_target else n_all - n_t).alias(N_SOURCE_COL), n_t.alias(N_TARGET_COL)
+        (n_all if settings.source_includes_target else n_all - n_t).alias(N_SOURCE_COL), n_t.alias(N_TARGET_COL)
     )
     ns, nt = F.col(N_SOURCE_COL), F.col(N_TARGET_COL)
-    cap_t = F.least(nt, F.lit(math.floor(cfg.max_fit_rows * cfg.target_share)).cast("long"))
-    cap_s = F.lit(cfg.max_fit_rows).cast("long") - cap_t
-    viable = (nt >= cfg.min_rows) & (ns >= cfg.min_rows)
-    if cfg.source_includes_target:
+    cap_t = F.least(nt, F.lit(math.floor(settings.max_fit_rows * settings.target_share)).cast("long"))
+    cap_s = F.lit(settings.max_fit_rows).cast("long") - cap_t
+    viable = (nt >= settings.min_rows) & (ns >= settings.min_rows)
+    if settings.source_includes_target:
         viable = viable & (nt < ns)
 
     def keep_prob(cap: Column, n: Column) -> Column:
@@ -553,9 +498,9 @@ def fit_input(
 
     probs = counts.select(F.col(shard_col), keep_prob(cap_s, ns).alias("_dr_ps"), keep_prob(cap_t, nt).alias("_dr_pt"))
     keys = [F.col(k) for k in key_cols]
-    u_s = hashing.uniform(cfg.seed, *keys, salt="density_ratio/source")
-    u_t = hashing.uniform(cfg.seed, *keys, salt="density_ratio/target")
-    in_source = F.lit(True) if cfg.source_includes_target else ~F.col("_dr_is_target")
+    u_s = hashing.uniform(settings.seed, *keys, salt="density_ratio/source")
+    u_t = hashing.uniform(settings.seed, *keys, salt="density_ratio/target")
+    in_source = F.lit(True) if settings.source_includes_target else ~F.col("_dr_is_target")
     take_s = in_source & (u_s < F.col("_dr_ps"))
     take_t = F.col("_dr_is_target") & (u_t < F.col("_dr_pt"))
     picks = F.filter(
@@ -590,7 +535,7 @@ def fit_input(
 
 
 def fit_shard_frame(
-    pdf: pd.DataFrame, *, cfg: DensityRatioConfig, features: Sequence[str], shard_col: str = S.SHARD
+    pdf: pd.DataFrame, *, settings: DensityRatioSettings, features: Sequence[str], shard_col: str = S.SHARD
 ) -> pd.DataFrame:
     """The grouped-UDF body: one shard's :func:`fit_input` rows in, its one params row out.
 
@@ -603,10 +548,12 @@ def fit_shard_frame(
     n_source = int(marker[N_SOURCE_COL].iloc[0]) if len(marker) else 0
     n_target = int(marker[N_TARGET_COL].iloc[0]) if len(marker) else 0
     rows = pdf[pdf[SIDE] != _MARKER].sort_values([SIDE, HASH, *feats], kind="mergesort", na_position="last")
-    cap_s, cap_t = fit_caps(n_source, n_target, cfg)
+    cap_s, cap_t = fit_caps(n_source, n_target, settings)
     x_s = rows.loc[rows[SIDE] == _SOURCE, feats].to_numpy(dtype=np.float64)[:cap_s]
     x_t = rows.loc[rows[SIDE] == _TARGET, feats].to_numpy(dtype=np.float64)[:cap_t]
-    fit = fit_shard(x_s, x_t, cfg=cfg, features=feats, n_source=n_source, n_target=n_target, n_input=len(rows))
+    fit = fit_shard(
+        x_s, x_t, settings=settings, features=feats, n_source=n_source, n_target=n_target, n_input=len(rows)
+    )
     return pd.DataFrame([{shard_col: pdf[shard_col].iloc[0], **fit.to_row()}])
 
 
@@ -614,7 +561,7 @@ def fit_density_ratio(
     samples: DataFrame,
     features: Sequence[str],
     *,
-    cfg: DensityRatioConfig,
+    settings: DensityRatioSettings,
     shard_col: str = S.SHARD,
     target_col: str = S.IS_TARGET,
     key_cols: Sequence[str] = (S.USER_ID, S.ITEM_ID),
@@ -629,7 +576,7 @@ def fit_density_ratio(
     Args:
         samples: one row per sample, with the shard, target flag, key and feature columns.
         features: numeric feature columns (cast to double; NaN/inf allowed).
-        cfg: the density-ratio config.
+        settings: the density-ratio settings.
         shard_col: the shard column.
         target_col: boolean, true for rows of the target population.
         key_cols: columns identifying a row, hashed with the seed for the sample.
@@ -638,9 +585,9 @@ def fit_density_ratio(
     shard_type = samples.schema[shard_col].dataType
 
     def fit_group(pdf: pd.DataFrame) -> pd.DataFrame:
-        return fit_shard_frame(pdf, cfg=cfg, features=feats, shard_col=shard_col)
+        return fit_shard_frame(pdf, settings=settings, features=feats, shard_col=shard_col)
 
-    inp = fit_input(samples, feats, cfg=cfg, shard_col=shard_col, target_col=target_col, key_cols=key_cols)
+    inp = fit_input(samples, feats, settings=settings, shard_col=shard_col, target_col=target_col, key_cols=key_cols)
     return inp.groupBy(shard_col).applyInPandas(fit_group, schema=params_schema(shard_type, shard_col=shard_col))
 
 
@@ -666,7 +613,7 @@ def score_density_ratio(
     params: DataFrame,
     features: Sequence[str],
     *,
-    cfg: DensityRatioConfig,
+    settings: DensityRatioSettings,
     shard_col: str = S.SHARD,
     out_col: str = S.W_DR,
 ) -> DataFrame:
@@ -682,7 +629,7 @@ def score_density_ratio(
         samples: the rows to weight (any columns; the features and ``shard_col`` needed).
         params: the output of :func:`fit_density_ratio`.
         features: the same feature columns, in the same order, as for the fit.
-        cfg: the density-ratio config (``z_clip`` and ``max_ratio`` are read).
+        settings: the density-ratio settings (``z_clip`` and ``max_ratio`` are read).
         shard_col: the shard column.
         out_col: the weight column to add.
     """
@@ -698,7 +645,9 @@ def score_density_ratio(
 
     z = F.array(
         *[
-            _z_expr(F.col(f).cast("double"), F.get(pc("feature_means"), j), F.get(pc("feature_scales"), j), cfg.z_clip)
+            _z_expr(
+                F.col(f).cast("double"), F.get(pc("feature_means"), j), F.get(pc("feature_scales"), j), settings.z_clip
+            )
             for j, f in enumerate(feats)
         ]
     )
@@ -708,7 +657,7 @@ def score_density_ratio(
     coefs = pc("coefficients")
     eta = pc("intercept") + _sum([F.get(coefs, j) * zj[j] for j in range(d)])
     eta = eta + _sum([F.coalesce(F.get(coefs, d + j), F.lit(0.0)) * zj[j] * zj[j] for j in range(d)])
-    w_logistic = F.exp(F.least(eta, F.lit(math.log(cfg.max_ratio))))
+    w_logistic = F.exp(F.least(eta, F.lit(math.log(settings.max_ratio))))
 
     def sq_dist(c: Column) -> Column:
         # Nested zip_with/aggregate, not indexing: about 2.5x faster in the interpreted lambda.
@@ -721,7 +670,7 @@ def score_density_ratio(
         F.lit(0.0),
         lambda acc, v: acc + v,
     )
-    w_kernel = F.least(F.greatest(ksum, F.lit(0.0)), F.lit(cfg.max_ratio))
+    w_kernel = F.least(F.greatest(ksum, F.lit(0.0)), F.lit(settings.max_ratio))
 
     mismatch = pc("method").isNotNull() & (pc("features") != F.array(*[F.lit(f) for f in feats]))
     w = (

@@ -74,19 +74,16 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sampleimp_spark import hashing
 from sampleimp_spark import schema as S
-from sampleimp_spark.configbase import StrictModel
 
 #: Bin of NaN and null values (its own bin; ``±inf`` are clamped to the outer finite bins).
 NAN_BIN = -1
 #: Output column of :func:`with_ig_weight` holding the pointwise score ``g``.
-IG_SCORE = "ig_score"
 
 # Column names of the contingency table and of the per-shard UDF's input and output. They are
 # fixed inside this module (the caller's shard column is renamed at the boundary), so the pure
@@ -141,22 +138,6 @@ _SCORE_ROWS = 2048
 #: doubles: edges and per-bin terms, ``shards × features × 2 n_bins``. 2²⁵ (256 MiB) holds e.g.
 #: 12,000 shards of 138 features in 10 bins.
 MAX_MODEL_CELLS = 2**25
-
-
-class InformationGainConfig(StrictModel):
-    """Settings of the information-gain weight.
-
-    Attributes:
-        n_bins: quantile bins per feature and shard (fewer when values tie); NaN adds its own bin.
-        smoothing: Laplace pseudo-count ``α`` added to every (bin, class) cell; 0 = plug-in MLE.
-        miller_madow: subtract the Miller–Madow bias estimate from the per-shard IG.
-        lam: ``λ`` in ``w_ig = 1 + λ · g / mean_s(g)``; 0 turns the weight off (``w_ig = 1``).
-    """
-
-    n_bins: int = Field(10, ge=2, le=100)
-    smoothing: float = Field(1.0, ge=0.0, allow_inf_nan=False)
-    miller_madow: bool = False
-    lam: float = Field(1.0, ge=0.0, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
@@ -486,7 +467,9 @@ def information_gain(
     samples: DataFrame,
     features: Sequence[str],
     *,
-    cfg: InformationGainConfig,
+    n_bins: int = 10,
+    smoothing: float = 1.0,
+    miller_madow: bool = False,
     label_col: str = S.LABEL_PURCHASE,
     shard_col: str = S.SHARD,
     key_cols: Sequence[str] | None = (S.USER_ID, S.ITEM_ID),
@@ -505,7 +488,9 @@ def information_gain(
         samples: one row per sample with ``shard_col``, ``label_col`` and the numeric features.
         features: feature columns to score (numeric; NaN/null get their own bin, ±inf are
             clamped to the outer bins).
-        cfg: bins, smoothing, Miller–Madow.
+        n_bins: quantile bins per feature and shard (fewer when values tie); NaN adds its own bin.
+        smoothing: Laplace pseudo-count added to every (bin, class) cell; 0 = plug-in MLE.
+        miller_madow: subtract the Miller–Madow bias estimate from the per-shard IG.
         label_col: the label (any type; compared as a string, so ``0``/``1`` or intent names).
         shard_col: the shard column.
         key_cols: columns identifying a sample; the bin edges of a shard larger than
@@ -527,9 +512,9 @@ def information_gain(
     if not keys or any(k not in samples.columns for k in keys):
         keys = [label_col, *feats]  # no sample keys: the row's content decides the sample
     sample = _edge_sample(samples, feats, shard_col=shard_col, key_cols=keys, edge_rows=edge_rows, seed=seed)
-    edges = _edges(sample, n_features=len(feats), n_bins=cfg.n_bins).cache()
-    counts = _counts(samples, feats, edges, shard_col=shard_col, label_col=label_col, n_bins=cfg.n_bins, groups=groups)
-    alpha, miller_madow = cfg.smoothing, cfg.miller_madow
+    edges = _edges(sample, n_features=len(feats), n_bins=n_bins).cache()
+    counts = _counts(samples, feats, edges, shard_col=shard_col, label_col=label_col, n_bins=n_bins, groups=groups)
+    alpha = smoothing
 
     def per_shard(counts: pd.DataFrame) -> pd.DataFrame:
         return shard_information_gain(counts, alpha=alpha, miller_madow=miller_madow)
@@ -543,7 +528,7 @@ def information_gain(
         bin_scores=bin_scores,
         edges=edges.select(F.col(_SHARD).alias(shard_col), _feature_name(feats).alias(_FEATURE), _EDGES),
         edges_long=edges,
-        n_bins=cfg.n_bins,
+        n_bins=n_bins,
         shard_col=shard_col,
     )
 
@@ -646,9 +631,9 @@ def with_ig_weight(
     result: IGResult,
     features: Sequence[str] | None = None,
     *,
-    cfg: InformationGainConfig,
+    lam: float = 1.0,
     shard_col: str = S.SHARD,
-    score_col: str = IG_SCORE,
+    score_col: str = S.IG_SCORE,
     weight_col: str = S.W_IG,
 ) -> DataFrame:
     """Add the pointwise IG score ``g`` and the weight ``w_ig = 1 + λ · g / mean_s(g)``.
@@ -667,7 +652,7 @@ def with_ig_weight(
         samples: the samples (same feature and shard columns as the IG fit).
         result: the output of :func:`information_gain`.
         features: the fitted features (default); given explicitly, they must be the same set.
-        cfg: uses ``lam``.
+        lam: ``λ`` of the weight; 0 gives ``w_ig = 1``.
         shard_col: the shard column.
         score_col: output column for ``g`` (double, ``>= 0``).
         weight_col: output column for ``w_ig`` (double, ``>= 1``).
@@ -682,7 +667,7 @@ def with_ig_weight(
     feats = result.features
     if features is not None and set(features) != set(feats):
         raise ValueError(f"features {list(features)} differ from the fitted ones {list(feats)}")
-    model, lam = _scoring_model(result), cfg.lam
+    model = _scoring_model(result)
 
     @F.pandas_udf(_SCORES_SCHEMA)  # type: ignore[call-overload]
     def score(shard: pd.Series, values: pd.DataFrame) -> pd.DataFrame:

@@ -130,13 +130,6 @@ def lsif_theta(phi_s: np.ndarray, phi_t: np.ndarray, lam: float, alpha: float = 
     return np.maximum(theta, 0.0)
 
 
-def lsif_objective(theta: np.ndarray, phi_s: np.ndarray, phi_t: np.ndarray, alpha: float = 0.0) -> float:
-    """The (R)uLSIF loss ``J = α/2 E_t[r²] + (1-α)/2 E_s[r²] - E_t[r]`` (``-½`` for ``r ≡ 1``)."""
-    r_s = phi_s @ theta
-    r_t = phi_t @ theta
-    return float(alpha / 2.0 * np.mean(r_t * r_t) + (1.0 - alpha) / 2.0 * np.mean(r_s * r_s) - np.mean(r_t))
-
-
 def _lsif_cv_scores(
     phi_s: np.ndarray,
     phi_t: np.ndarray,

@@ -24,36 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import Field
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from sampleimp_spark import hashing
 from sampleimp_spark import schema as S
-from sampleimp_spark.configbase import StrictModel
 
 #: Columns of the rates table.
 RATE = "rate"
 _SALT = "resample"
-
-
-class ResampleConfig(StrictModel):
-    """Settings of per-(shard, class) resampling.
-
-    Attributes:
-        enabled: off by default: :func:`resample` then only adds ``w_resample = 1``.
-        majority_ratio: keep each class down to at most ``majority_ratio ×`` the shard's smallest
-            non-zero class count (in expectation).
-        oversample_minority: also replicate classes smaller than the down-sampled majority.
-        max_oversample: cap on a class's replication factor (expected copies per row).
-        seed: seed of the hash-based draws.
-    """
-
-    enabled: bool = False
-    majority_ratio: float = Field(10.0, gt=0.0, allow_inf_nan=False)
-    oversample_minority: bool = False
-    max_oversample: float = Field(10.0, ge=1.0, allow_inf_nan=False)
-    seed: int = 42
 
 
 def class_counts(samples: DataFrame, *, label_col: str = S.LABEL_PURCHASE, shard_col: str = S.SHARD) -> DataFrame:
@@ -67,13 +46,17 @@ def class_counts(samples: DataFrame, *, label_col: str = S.LABEL_PURCHASE, shard
     ).agg(F.count(F.lit(1)).alias(S.FREQ_COUNT))
 
 
-def resample_rates(counts: DataFrame, *, cfg: ResampleConfig) -> DataFrame:
+def resample_rates(
+    counts: DataFrame, *, majority_ratio: float, oversample_minority: bool = False, max_oversample: float = 10.0
+) -> DataFrame:
     """Expected copies per row for every (shard, class) with a non-zero count.
 
     Args:
         counts: ``shard, class, count`` (from :func:`class_counts` or class frequencies of one kind;
             rows of the ``_all`` shard and zero counts are ignored).
-        cfg: the ratio and the over-sampling settings.
+        majority_ratio: each class is cut to at most this many times the shard's smallest class.
+        oversample_minority: also replicate the smaller classes.
+        max_oversample: cap on a class's replication factor.
 
     Returns:
         ``shard, class, count, rate`` (``count`` long, ``rate`` double > 0; ``≤ 1`` unless
@@ -84,10 +67,10 @@ def resample_rates(counts: DataFrame, *, cfg: ResampleConfig) -> DataFrame:
         S.SHARD, S.FREQ_CLASS, F.col(S.FREQ_COUNT).cast("long").alias(S.FREQ_COUNT)
     )
     shard = Window.partitionBy(S.SHARD)
-    cap = F.lit(cfg.majority_ratio) * F.min(n_c).over(shard)
-    if cfg.oversample_minority:
+    cap = F.lit(majority_ratio) * F.min(n_c).over(shard)
+    if oversample_minority:
         target = F.max(F.least(n_c, cap)).over(shard)
-        rate = F.least(target / n_c, F.lit(cfg.max_oversample))
+        rate = F.least(target / n_c, F.lit(max_oversample))
     else:
         rate = F.least(F.lit(1.0), cap / n_c)
     return c.withColumn(RATE, rate)
@@ -96,7 +79,10 @@ def resample_rates(counts: DataFrame, *, cfg: ResampleConfig) -> DataFrame:
 def resample(
     samples: DataFrame,
     *,
-    cfg: ResampleConfig,
+    seed: int,
+    majority_ratio: float = 10.0,
+    oversample_minority: bool = False,
+    max_oversample: float = 10.0,
     rates: DataFrame | None = None,
     label_col: str = S.LABEL_PURCHASE,
     shard_col: str = S.SHARD,
@@ -108,8 +94,8 @@ def resample(
 
     Args:
         samples: one row per sample.
-        cfg: the resampling settings; when ``cfg.enabled`` is false the samples are returned
-            unchanged with ``weight_col = 1``.
+        seed: seed of the hash-based draws.
+        majority_ratio, oversample_minority, max_oversample: see :func:`resample_rates`.
         rates: the output of :func:`resample_rates`; by default computed from ``samples`` with
             :func:`class_counts` (one extra small aggregation).
         label_col: the class column (compared as a string, as in the rates).
@@ -124,14 +110,16 @@ def resample(
     """
     if not key_cols:
         raise ValueError("resample needs at least one key column")
-    if not cfg.enabled:
-        out = samples.withColumn(weight_col, F.lit(1.0))
-        return out.withColumn(copy_col, F.lit(0)) if copy_col else out
     if rates is None:
-        rates = resample_rates(class_counts(samples, label_col=label_col, shard_col=shard_col), cfg=cfg)
+        rates = resample_rates(
+            class_counts(samples, label_col=label_col, shard_col=shard_col),
+            majority_ratio=majority_ratio,
+            oversample_minority=oversample_minority,
+            max_oversample=max_oversample,
+        )
     expanded = expand_copies(samples, rates, label_col=label_col, shard_col=shard_col)
     keys = [F.col(f"`{k}`") for k in key_cols]
-    u = hashing.uniform(cfg.seed, *keys, F.col("__rs_copy"), salt=_SALT)
+    u = hashing.uniform(seed, *keys, F.col("__rs_copy"), salt=_SALT)
     kept = expanded.where(u < F.col("__rs_p_keep"))
     out = kept.withColumn(weight_col, F.lit(1.0) / F.col("__rs_rate"))
     if copy_col:

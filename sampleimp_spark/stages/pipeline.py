@@ -1,4 +1,4 @@
-"""The stages in order, over one session and one config: what ``run`` executes."""
+"""The stages in order, over one session and one config: what ``sampleimp run`` executes."""
 
 from __future__ import annotations
 
@@ -14,11 +14,8 @@ from pyspark.sql import SparkSession
 
 from sampleimp_spark import lake
 from sampleimp_spark.config import Config
-from sampleimp_spark.features.build import build_features
-from sampleimp_spark.stages.ingest import ingest
 from sampleimp_spark.progress import RunProgress
-from sampleimp_spark.training.experiment import build_training
-from sampleimp_spark.weighting.stage import build_weights
+from sampleimp_spark.stages import features, ingest, train, weights
 
 log = logging.getLogger("sampleimp_spark")
 
@@ -63,16 +60,16 @@ def run_stages(
             continue
         ctx = lake.RunContext(run_id=run_id, config_hash=config_hash, stage=name)
         if name == "ingest":
-            result.reports[name] = ingest(spark, cfg, ctx=ctx, progress=progress)
+            result.reports[name] = ingest.run(spark, cfg, ctx=ctx, progress=progress)
         elif name == "features":
-            result.reports[name] = build_features(spark, cfg, ctx=ctx, progress=progress)
+            result.reports[name] = features.run(spark, cfg, ctx=ctx, progress=progress)
         elif name == "weights":
-            features = result.reports.get("features")
-            window_id = features.windows.window_id if features is not None else None
-            result.reports[name] = build_weights(spark, cfg, ctx=ctx, progress=progress, window_id=window_id)
+            built = result.reports.get("features")
+            window_ids = built.window_ids if built is not None else None
+            result.reports[name] = weights.run(spark, cfg, ctx=ctx, progress=progress, window_ids=window_ids)
         elif name == "train":
-            weights = result.reports.get("weights")
-            window_id = weights.window_id if weights is not None else None
-            result.reports[name] = build_training(spark, cfg, ctx=ctx, progress=progress, window_id=window_id)
+            weighted = result.reports.get("weights")
+            window_id = weighted.window_id if weighted is not None else None
+            result.reports[name] = train.run(spark, cfg, ctx=ctx, progress=progress, window_id=window_id)
     log.info("run %s summary:\n%s", run_id, progress.summary())
     return result

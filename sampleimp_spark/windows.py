@@ -1,4 +1,10 @@
-"""The feature window ``[t0, t1)`` and label window ``[t1, t2)`` of a features run."""
+"""The feature window ``[t0, t1)`` and label window ``[t1, t2)``, and their id codec.
+
+A :class:`Windows` is the one description of a window used everywhere: its ``window_id``
+(``<t0>_<t1>_<t2>`` in UTC, e.g. ``20171124T160000Z_20171201T160000Z_20171203T160000Z``) keys
+the silver and gold tables, and :meth:`Windows.from_id` reads one back. :func:`resolve_windows`
+fills bounds the config leaves open from the events' time range.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ from sampleimp_spark.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
+_ID_FORMAT = "%Y%m%dT%H%M%SZ"
+
 
 @dataclass(frozen=True)
 class Windows:
@@ -28,14 +36,40 @@ class Windows:
         if not (self.t0 < self.t1 < self.t2):
             raise ValueError(f"windows need t0 < t1 < t2, got {self.t0}, {self.t1}, {self.t2}")
 
+    @classmethod
+    def from_id(cls, window_id: str) -> Windows:
+        """The windows a ``window_id`` encodes.
+
+        Raises:
+            ValueError: ``window_id`` is not three ``%Y%m%dT%H%M%SZ`` times joined by ``_``.
+        """
+        parts = window_id.split("_")
+        try:
+            if len(parts) != 3:
+                raise ValueError("expected three parts")
+            t0, t1, t2 = (datetime.strptime(t, _ID_FORMAT).replace(tzinfo=UTC) for t in parts)
+        except ValueError as exc:
+            raise ValueError(f"not a window id: {window_id!r} (expected <t0>_<t1>_<t2>, each {_ID_FORMAT})") from exc
+        return cls(t0, t1, t2)
+
     @property
     def window_id(self) -> str:
         """A stable id, e.g. ``20171124T160000Z_20171201T160000Z_20171203T160000Z``."""
-        return "_".join(t.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") for t in (self.t0, self.t1, self.t2))
+        return "_".join(t.astimezone(UTC).strftime(_ID_FORMAT) for t in (self.t0, self.t1, self.t2))
 
     @property
     def feature_days(self) -> float:
+        """Length of the feature window in days."""
         return (self.t1 - self.t0).total_seconds() / 86400.0
+
+    @property
+    def label_days(self) -> float:
+        """Length of the label window in days."""
+        return (self.t2 - self.t1).total_seconds() / 86400.0
+
+    def shifted(self, delta: timedelta) -> Windows:
+        """The same windows moved by ``delta`` (negative: earlier)."""
+        return Windows(self.t0 + delta, self.t1 + delta, self.t2 + delta)
 
     def describe(self) -> str:
         return (

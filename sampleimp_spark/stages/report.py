@@ -29,7 +29,7 @@ from sampleimp_spark import schema as S
 
 if TYPE_CHECKING:
     from sampleimp_spark.config import Config
-    from sampleimp_spark.pipeline import RunResult
+    from sampleimp_spark.stages.pipeline import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ def _save(fig: plt.Figure, path: Path) -> str:
 
 def plot_class_frequencies(freqs: pd.DataFrame, out: Path) -> str | None:
     """Purchase share and sample count of the largest shards."""
+    if freqs.empty:
+        return None
     purchase = freqs[(freqs[S.FREQ_KIND] == "purchase") & (freqs[S.SHARD] != S.ALL_SHARDS)]
     if purchase.empty:
         return None
@@ -166,7 +168,7 @@ def write_report(spark: SparkSession, cfg: Config, result: RunResult) -> Path:
     )
     features = result.reports.get("features")
     if window_id is None and features is not None:
-        window_id = features.windows.window_id
+        window_id = features.latest.windows.window_id
 
     def small(name: str, limit: int = 100_000) -> pd.DataFrame:
         df = _table(spark, cfg, name)
@@ -174,8 +176,8 @@ def write_report(spark: SparkSession, cfg: Config, result: RunResult) -> Path:
             return pd.DataFrame()
         if window_id and S.WINDOW_ID in df.columns:
             df = df.where(F.col(S.WINDOW_ID) == window_id)
-        if "run_id" in df.columns:
-            df = df.where(F.col("run_id") == result.run_id)
+        if S.RUN_ID in df.columns:
+            df = df.where(F.col(S.RUN_ID) == result.run_id)
         return df.limit(limit).toPandas()  # per-shard / per-metric tables: small by construction
 
     images = []

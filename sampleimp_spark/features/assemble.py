@@ -1,0 +1,139 @@
+"""One window's samples: pairs, labels, every feature, shards and class frequencies.
+
+:func:`build_samples` joins the user, item, category and pair features of the feature window
+onto every ``(user, item)`` pair active in it, with its labels from the label window;
+:func:`build_window` adds shards and the class frequencies. The result is **one wide table**
+(a row per sample with keys, shard, labels and features), so readers need no joins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from sampleimp_spark import schema as S
+from sampleimp_spark.features.behavior import (
+    COUNTED_BEHAVIORS,
+    entity_features,
+    feature_columns,
+    item_categories,
+    neutral_value,
+    prepare_events,
+    price_features,
+)
+from sampleimp_spark.features.frequencies import EVENT_COUNT, class_frequencies
+from sampleimp_spark.features.samples import with_labels
+from sampleimp_spark.features.shards import shard_map
+from sampleimp_spark.frames import checkpoint, release
+from sampleimp_spark.windows import Windows
+
+KEY_COLUMNS = (S.WINDOW_ID, S.SOURCE, S.USER_ID, S.ITEM_ID, S.CATEGORY_ID, S.CATEGORY_PATH, S.SHARD)
+LABEL_COLUMNS = (S.LABEL_PURCHASE, S.LABEL_INTENT)
+
+
+def build_samples(
+    events: DataFrame, *, windows: Windows, tz: str, session_gap_minutes: float
+) -> tuple[DataFrame, DataFrame]:
+    """Samples with labels and all features (no shard yet), and the prepared feature-window events.
+
+    Args:
+        events: canonical events of one source (any time range; windows select).
+        windows: feature and label windows.
+        tz: the source's local time zone (for hour and day-of-week profiles).
+        session_gap_minutes: a longer gap between a user's events starts a new session.
+
+    Returns:
+        ``(samples, fe)``: one row per pair active in the feature window; ``fe`` the prepared
+        feature-window events (for class frequencies), a checkpoint: pass it to
+        :func:`~sampleimp_spark.frames.release` once ``samples`` no longer need it.
+    """
+    # Materialize the prepared events once: every aggregate below reads them, and cutting the
+    # lineage here keeps the query plans of the many joins small (analysis time grows fast
+    # with repeated self-joins of a deep plan).
+    fe = checkpoint(prepare_events(events, windows=windows, tz=tz, session_gap_minutes=session_gap_minutes))
+    items = item_categories(fe)
+    item_prices, user_prices, cat_prices = price_features(fe, items)
+    pairs = entity_features(fe, [S.USER_ID, S.ITEM_ID], "pair", windows=windows)
+    users = entity_features(fe, [S.USER_ID], "user", windows=windows).join(user_prices, S.USER_ID, "left")
+    item_feats = items.join(entity_features(fe, [S.ITEM_ID], "item", windows=windows), S.ITEM_ID).join(
+        item_prices, S.ITEM_ID, "left"
+    )
+    cats = entity_features(fe, [S.CATEGORY_ID], "cat", windows=windows).join(cat_prices, S.CATEGORY_ID, "left")
+    # The pair rows are the big side: the join order moves them as little as possible. The
+    # labels are keyed like the pairs (no shuffle of the pairs), then one shuffle by item for
+    # the item-level columns, the categories broadcast (one row per category), one shuffle
+    # by user.
+    samples = (
+        with_labels(pairs, events, windows=windows)
+        .join(item_feats, S.ITEM_ID)
+        .join(F.broadcast(cats), S.CATEGORY_ID, "left")
+        .join(users, S.USER_ID)
+        .withColumn("pair_price_rel", F.col("item_price_rel"))
+    )
+    # A category seen only through other items' events has no own row: neutral values.
+    samples = samples.fillna(
+        {c: neutral_value(c, feature_days=windows.feature_days) for c in samples.columns if c.startswith("cat_")}
+    )
+    return samples, fe
+
+
+@dataclass
+class WindowFrames:
+    """The samples and class frequencies of one window, as DataFrames (see :func:`build_window`).
+
+    They read checkpoints: call :meth:`release` once they are written or copied.
+    """
+
+    samples: DataFrame
+    class_frequencies: DataFrame
+    held: tuple[DataFrame, ...]
+
+    def release(self) -> None:
+        """Free the checkpoints the frames read (the frames cannot be read afterwards)."""
+        release(*self.held)
+
+
+def build_window(
+    events: DataFrame, *, windows: Windows, tz: str, source: str, session_gap_minutes: float, min_shard_rows: int
+) -> WindowFrames:
+    """Samples with shards and their class frequencies for one window, without writing anything.
+
+    The samples carry ``shard``, ``window_id`` and ``source``.
+    """
+    samples, fe = build_samples(events, windows=windows, tz=tz, session_gap_minutes=session_gap_minutes)
+    samples = checkpoint(samples)
+    release(fe)
+    mapping = shard_map(samples, min_shard_rows=min_shard_rows)
+    out, freqs = with_shards(samples, mapping, windows=windows, source=source)
+    return WindowFrames(out, freqs, held=(samples, mapping))
+
+
+def with_shards(
+    samples: DataFrame, mapping: DataFrame, *, windows: Windows, source: str
+) -> tuple[DataFrame, DataFrame]:
+    wid = windows.window_id
+    sharded = samples.join(F.broadcast(mapping.select(S.CATEGORY_ID, S.SHARD)), S.CATEGORY_ID).withColumns(
+        {S.WINDOW_ID: F.lit(wid), S.SOURCE: F.lit(source)}
+    )
+    freqs = class_frequencies(sharded, _behavior_counts(sharded), window_id=wid, source=source)
+    return ordered_columns(sharded), freqs
+
+
+def _behavior_counts(samples: DataFrame) -> DataFrame:
+    """``(shard, behavior, n_events)``: each sample's feature-window events per behavior.
+
+    Every feature-window event belongs to exactly one sample (its user and item), and the
+    sample's ``pair_n_<behavior>`` counts them: summed per shard, these are the event counts per
+    behavior without another pass over the events.
+    """
+    per_pair = samples.select(S.SHARD, *(F.col(f"pair_n_{b}").alias(b) for b in COUNTED_BEHAVIORS))
+    return per_pair.unpivot([S.SHARD], list(COUNTED_BEHAVIORS), S.BEHAVIOR, EVENT_COUNT)
+
+
+def ordered_columns(samples: DataFrame) -> DataFrame:
+    feats = sorted(
+        feature_columns(samples), key=lambda c: (("user", "item", "cat", "pair").index(c.split("_", 1)[0]), c)
+    )
+    return samples.select(*KEY_COLUMNS, *LABEL_COLUMNS, *(F.col(c).cast("double").alias(c) for c in feats))

@@ -1,0 +1,228 @@
+"""The features stage: ``bronze.events`` -> ``silver.samples``, ``silver.shard_map``,
+``silver.class_frequencies`` (and ``silver.item_text`` / ``silver.item_embeddings`` where the
+source has item text).
+
+It builds the run's window and, when training is enabled, the training window before it
+(:func:`sampleimp_spark.training.protocol.windows_needed`), each with
+:func:`sampleimp_spark.features.assemble.build_window`. A rerun replaces the rows of the same
+source and ``window_id`` in every table.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sampleimp_spark import lake
+from sampleimp_spark import schema as S
+from sampleimp_spark.config import Config
+from sampleimp_spark.errors import BadInputError
+from sampleimp_spark.features import text
+from sampleimp_spark.features.assemble import build_samples, with_shards
+from sampleimp_spark.features.behavior import feature_columns
+from sampleimp_spark.features.shards import shard_map
+from sampleimp_spark.frames import checkpoint, release
+from sampleimp_spark.progress import RunProgress
+from sampleimp_spark.sources import SOURCE_TIMEZONES
+from sampleimp_spark.training.protocol import windows_needed
+from sampleimp_spark.windows import Windows, resolve_windows
+
+log = logging.getLogger(__name__)
+
+#: Sources whose events carry item text or a category taxonomy (TF-IDF), and those with
+#: titles (sentence embeddings).
+TFIDF_SOURCES = frozenset({"amazon", "rees46", "canonical"})
+EMBEDDING_SOURCES = frozenset({"amazon", "canonical"})
+
+
+@dataclass
+class WindowReport:
+    """What the stage wrote for one window."""
+
+    windows: Windows
+    samples: int
+    shards: int
+    pooled_categories: int
+    features: list[str] = field(default_factory=list)
+    label_counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class FeaturesReport:
+    """What a features run wrote: one entry per window, the run's own window last."""
+
+    source: str
+    windows: list[WindowReport]
+
+    @property
+    def window_ids(self) -> list[str]:
+        return [w.windows.window_id for w in self.windows]
+
+    @property
+    def latest(self) -> WindowReport:
+        return self.windows[-1]
+
+    def lines(self) -> list[str]:
+        out = []
+        for w in self.windows:
+            out += [
+                f"source {self.source}: {w.windows.describe()}",
+                f"  window_id {w.windows.window_id}",
+                f"  {w.samples:,} samples, {len(w.features)} features, {w.shards:,} shards "
+                f"({w.pooled_categories:,} small categories pooled)",
+                f"  labels: {w.label_counts}",
+            ]
+        return out
+
+
+def source_of(cfg: Config) -> str:
+    """The source the features, weights and train stages work on."""
+    return cfg.features.source or cfg.input.source
+
+
+def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: RunProgress) -> FeaturesReport:
+    """Build and write the silver tables for the configured source and windows."""
+    fcfg = cfg.features
+    source = source_of(cfg)
+    tz = SOURCE_TIMEZONES[source]
+    with progress.stage(spark, "features", f"samples, labels, shards and features of {source}") as info:
+        events = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(F.col(S.SOURCE) == source)
+        latest = resolve_windows(
+            events,
+            t0=fcfg.t0,
+            t1=fcfg.t1,
+            t2=fcfg.t2,
+            label_days=fcfg.label_days,
+            feature_days=fcfg.feature_days,
+            tz=tz,
+        )
+        reports = []
+        for windows in windows_needed(latest, training=cfg.train.enabled):
+            log.info("features %s: %s (window_id %s)", source, windows.describe(), windows.window_id)
+            reports.append(_one_window(spark, cfg, events, windows=windows, source=source, tz=tz, ctx=ctx))
+        report = FeaturesReport(source, reports)
+        info.rows_out = {"samples": report.latest.samples, "positives": report.latest.label_counts.get("1", 0)}
+        info.shards = report.latest.shards
+        for line in report.lines():
+            log.info("%s", line)
+    return report
+
+
+def _one_window(
+    spark: SparkSession,
+    cfg: Config,
+    events: DataFrame,
+    *,
+    windows: Windows,
+    source: str,
+    tz: str,
+    ctx: lake.RunContext,
+) -> WindowReport:
+    samples, fe = build_samples(events, windows=windows, tz=tz, session_gap_minutes=cfg.features.session_gap_minutes)
+    emb = None
+    try:
+        samples, emb = _with_text(cfg, samples, fe, source=source, windows=windows, ctx=ctx)
+        samples = checkpoint(samples)  # read by the shard map, frequencies and the write
+    finally:
+        release(fe, emb)
+    try:
+        return _write(spark, cfg, samples, source=source, windows=windows, ctx=ctx)
+    finally:
+        release(samples)
+
+
+def _with_text(
+    cfg: Config,
+    samples: DataFrame,
+    fe: DataFrame,
+    *,
+    source: str,
+    windows: Windows,
+    ctx: lake.RunContext,
+) -> tuple[DataFrame, DataFrame | None]:
+    """Write the item-text tables where configured and the source has text, and add the projected
+    embeddings to the samples as ``item_emb_*`` features.
+
+    Returns:
+        ``(samples, embeddings)``: the embeddings (or ``None``) are a checkpoint the samples
+        read; release it once the samples are materialized.
+    """
+    tcfg = cfg.features.text
+    wid = windows.window_id
+    where = lake.rows_where(source=source, window_id=wid)
+    stamp = {S.WINDOW_ID: F.lit(wid)}
+    if tcfg.tfidf_enabled and source in TFIDF_SOURCES:
+        tfidf = text.item_tfidf(
+            fe,
+            num_features=tcfg.num_features,
+            min_doc_freq=tcfg.min_doc_freq,
+            min_token_length=tcfg.min_token_length,
+            remove_stop_words=tcfg.remove_stop_words,
+        ).withColumns(stamp)
+        lake.write_table(tfidf, cfg.lakehouse, S.SILVER_ITEM_TEXT, ctx=ctx, replace_where=where)
+    if not (tcfg.embeddings_enabled and source in EMBEDDING_SOURCES):
+        return samples, None
+    # The encoder is expensive: embed each item once, keep the result for both uses.
+    emb = checkpoint(
+        text.item_embeddings(
+            fe,
+            model_path=tcfg.model_path,
+            device=tcfg.device,
+            batch_size=tcfg.batch_size,
+            torch_threads=tcfg.torch_threads,
+            encode_partitions=tcfg.encode_partitions,
+            dim=tcfg.embedding_dim,
+            max_fit_items=tcfg.max_fit_items,
+            seed=tcfg.seed,
+        )
+    )
+    lake.write_table(emb.withColumns(stamp), cfg.lakehouse, S.SILVER_ITEM_EMBEDDINGS, ctx=ctx, replace_where=where)
+    return text.with_item_embeddings(samples, emb), emb
+
+
+def _write(
+    spark: SparkSession,
+    cfg: Config,
+    samples: DataFrame,
+    *,
+    source: str,
+    windows: Windows,
+    ctx: lake.RunContext,
+) -> WindowReport:
+    wid = windows.window_id
+    mapping = shard_map(samples, min_shard_rows=cfg.features.min_shard_rows)
+    try:
+        out, freqs = with_shards(samples, mapping, windows=windows, source=source)
+        where = lake.rows_where(source=source, window_id=wid)
+        written = lake.write_table(out, cfg.lakehouse, S.SILVER_SAMPLES, ctx=ctx, replace_where=where)
+        lake.write_table(
+            mapping.select(F.lit(wid).alias(S.WINDOW_ID), F.lit(source).alias(S.SOURCE), "*"),
+            cfg.lakehouse,
+            S.SILVER_SHARD_MAP,
+            ctx=ctx,
+            replace_where=where,
+        )
+        lake.write_table(freqs, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES, ctx=ctx, replace_where=where)
+        shard_stats = mapping.agg(F.countDistinct(S.SHARD), F.count_if(F.col(S.SHARD_RULE) != "own")).first()
+    finally:
+        release(mapping)
+    n_samples = written[lake.OUTPUT_ROWS] if written else samples.count()
+    if n_samples == 0:
+        raise BadInputError(f"source {source}: no samples in the feature window ({windows.describe()})")
+    labels = lake.read_table(spark, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES).where(
+        (F.col(S.WINDOW_ID) == wid)
+        & (F.col(S.SOURCE) == source)
+        & (F.col(S.SHARD) == S.ALL_SHARDS)
+        & (F.col(S.FREQ_KIND) == "purchase")
+    )
+    return WindowReport(
+        windows=windows,
+        samples=n_samples,
+        shards=shard_stats[0],
+        pooled_categories=shard_stats[1],
+        features=feature_columns(out),
+        label_counts={r[S.FREQ_CLASS]: r[S.FREQ_COUNT] for r in labels.collect()},
+    )
