@@ -12,6 +12,7 @@ pasting values: :func:`sql_string` and :func:`sql_identifier` escape every value
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -99,8 +100,13 @@ def value_in(column: str, values: list[str]) -> str:
 
 
 def date_between(column: str, lo: date, hi: date) -> str:
-    """A predicate ``lo <= column <= hi`` on a date column."""
-    return f"{sql_identifier(column)} BETWEEN DATE{sql_string(lo.isoformat())} AND DATE{sql_string(hi.isoformat())}"
+    """A predicate ``lo <= column <= hi`` on a date column.
+
+    Two comparisons, not ``BETWEEN``: Delta's ``replaceWhere`` fails to resolve ``BETWEEN`` on a
+    partition column.
+    """
+    col = sql_identifier(column)
+    return f"{col} >= DATE{sql_string(lo.isoformat())} AND {col} <= DATE{sql_string(hi.isoformat())}"
 
 
 # --- tables -----------------------------------------------------------------------------------
@@ -131,7 +137,7 @@ def check_contract(df: DataFrame, name: str) -> S.TableContract:
     for f in contract.columns.fields:
         if f.name not in got:
             problems.append(f"missing column {f.name} ({f.dataType.simpleString()})")
-        elif got[f.name] != f.dataType:
+        elif got[f.name].simpleString() != f.dataType.simpleString():  # types, not nullability
             problems.append(f"column {f.name} is {got[f.name].simpleString()}, expected {f.dataType.simpleString()}")
     known = set(contract.columns.fieldNames())
     for col, dtype in got.items():
@@ -191,7 +197,10 @@ def write_table(
     path = table_path(lakehouse, name)
     if not contract.features:
         _ensure_table(spark, path, contract)
-    app_id = f"sampleimp_spark/{ctx.stage}/{name}/{ctx.run_id}"
+    # One transaction id per (stage, table, run, rows replaced): a run writing two windows of a
+    # table makes two writes, and a retry of the run skips each one it already committed.
+    scope = hashlib.sha256((replace_where or ("<overwrite>" if overwrite else "<append>")).encode()).hexdigest()[:16]
+    app_id = f"sampleimp_spark/{ctx.stage}/{name}/{ctx.run_id}/{scope}"
     before = _current_version(spark, path)
     writer = (
         df.write.format("delta")

@@ -10,7 +10,7 @@ import pytest
 
 from sampleimp_spark.cli import build_parser, main
 from sampleimp_spark.errors import EXIT_CONFIG
-from sampleimp_spark.pipeline import STAGES
+from sampleimp_spark.stages.pipeline import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,12 +10,11 @@ from conftest import stored_rdds
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.config import FeaturesConfig
+from sampleimp_spark.features.assemble import build_samples, build_window
 from sampleimp_spark.features.behavior import shared_feature_groups
-from sampleimp_spark.features.build import build_samples, build_window
 from sampleimp_spark.features.frequencies import class_frequencies
 from sampleimp_spark.features.shards import shard_map
-from sampleimp_spark.features.windows import Windows, resolve_windows
+from sampleimp_spark.windows import Windows, resolve_windows
 
 W = Windows(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 8, tzinfo=UTC), datetime(2024, 3, 10, tzinfo=UTC))
 EVENT_DDL = "user_id string, item_id string, category_id string, behavior string, ts timestamp, price double"
@@ -43,7 +42,7 @@ def _events(spark, rows):
 
 @pytest.fixture(scope="module")
 def samples(spark):
-    out, _ = build_samples(_events(spark, FEATURE_EVENTS + LABEL_EVENTS), windows=W, tz="UTC", cfg=FeaturesConfig())
+    out, _ = build_samples(_events(spark, FEATURE_EVENTS + LABEL_EVENTS), windows=W, tz="UTC", session_gap_minutes=30.0)
     return out.localCheckpoint()
 
 
@@ -175,7 +174,7 @@ def test_no_feature_is_null(samples):
 def test_profiles_use_the_source_local_time(spark):
     # 2024-03-01 20:30 UTC is 04:30 on Saturday 03-02 in Shanghai.
     ev = _events(spark, [("u1", "i1", "c1", "view", datetime(2024, 3, 1, 20, 30), None)])
-    got, _ = build_samples(ev, windows=W, tz="Asia/Shanghai", cfg=FeaturesConfig())
+    got, _ = build_samples(ev, windows=W, tz="Asia/Shanghai", session_gap_minutes=30.0)
     row = got.select("pair_hour_1", "pair_dow_7", "pair_dow_6", "pair_active_days").first()
     assert tuple(row) == (1.0, 1.0, 0.0, 1.0)
 
@@ -188,7 +187,7 @@ def test_no_leakage_label_window_events_change_no_feature(spark, samples):
         ("u1", "i2", "c1", "view", datetime(2024, 3, 9, 10, 0, 0), 5.0),  # changed behavior
         ("u9", "i1", "c1", "view", datetime(2024, 3, 8, 12, 0, 0), 10.0),  # new user
     ]  # and LABEL_EVENTS' other rows are removed
-    other, _ = build_samples(_events(spark, FEATURE_EVENTS + changed), windows=W, tz="UTC", cfg=FeaturesConfig())
+    other, _ = build_samples(_events(spark, FEATURE_EVENTS + changed), windows=W, tz="UTC", session_gap_minutes=30.0)
     features = [c for c in samples.columns if c not in (S.LABEL_PURCHASE, S.LABEL_INTENT)]
     assert_df_equality(other.select(*features), samples.select(*features), ignore_row_order=True)
     labels = {
@@ -273,7 +272,7 @@ def test_behavior_frequencies_count_every_feature_window_event_once(spark):
     the event before t0 and the label-window events not at all."""
     events = _events(spark, FEATURE_EVENTS + LABEL_EVENTS)
     before = stored_rdds(spark)
-    window = build_window(events, windows=W, tz="UTC", cfg=FeaturesConfig(min_shard_rows=1), source="s")
+    window = build_window(events, windows=W, tz="UTC", source="s", session_gap_minutes=30.0, min_shard_rows=1)
     freqs = window.class_frequencies.where(F.col(S.FREQ_KIND) == "behavior")
     got = {(r[S.SHARD], r[S.FREQ_CLASS]): r[S.FREQ_COUNT] for r in freqs.collect()}
     window.release()
@@ -298,7 +297,7 @@ def test_active_days_span_more_than_one_mask_word(spark):
     windows = Windows(t0, datetime(2024, 5, 30, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC))
     days = [0, 0, 62, 63, 125, 126, 149]
     rows = [("u1", "i1", "c1", "view", datetime(2024, 1, 1, 12) + timedelta(days=d), None) for d in days]
-    out, _ = build_samples(_events(spark, rows), windows=windows, tz="UTC", cfg=FeaturesConfig())
+    out, _ = build_samples(_events(spark, rows), windows=windows, tz="UTC", session_gap_minutes=30.0)
     got = out.select("user_active_days", "pair_active_days", "pair_n_events", "pair_sessions").first()
     assert tuple(got) == (6.0, 6.0, 7.0, 6.0)
 

@@ -14,11 +14,10 @@ import pandas as pd
 import pytest
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.config import FeaturesConfig
-from sampleimp_spark.features.build import build_samples
-from sampleimp_spark.features.windows import Windows
-from sampleimp_spark.sources.validate import to_events, validate
+from sampleimp_spark.features.assemble import build_samples
 from sampleimp_spark.sources import taobao
+from sampleimp_spark.sources.validate import to_events, validate
+from sampleimp_spark.windows import Windows
 
 T0, T1, T2 = (
     datetime(2017, 11, 24, 16, tzinfo=UTC),
@@ -82,7 +81,7 @@ ENTITIES = {"user": ["u"], "item": ["i"], "cat": ["c"], "pair": ["u", "i"]}
 def spark_samples(spark, shared_data):
     path = str(shared_data / "taobao_userbehavior" / "UserBehavior.csv")
     events = to_events(validate(taobao.read(spark, [path]), source="taobao"))
-    samples, _ = build_samples(events, windows=Windows(T0, T1, T2), tz=taobao.TIMEZONE, cfg=FeaturesConfig())
+    samples, _ = build_samples(events, windows=Windows(T0, T1, T2), tz=taobao.TIMEZONE, session_gap_minutes=30.0)
     wanted = [S.USER_ID, S.ITEM_ID, S.CATEGORY_ID] + [f"{p}_{c}" for p in ENTITIES for c in COLUMNS]
     # The sample is small (tens of thousands of rows): fine to compare in pandas.
     return samples.select(*wanted).toPandas(), path

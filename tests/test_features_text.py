@@ -8,7 +8,7 @@ from deltalake import DeltaTable
 from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import load_config
-from sampleimp_spark.pipeline import run_stages
+from sampleimp_spark.stages.pipeline import run_stages
 
 TITLES = {
     "i1": ("Cooking Light", "Mag > Food > Cooking"),
@@ -38,10 +38,11 @@ def test_features_stage_writes_text_tables_and_embedding_features(spark, tmp_pat
             "features.text.embeddings_enabled=true",
             "features.text.embedding_dim=2",
             "features.text.max_fit_items=10",
+            "train.enabled=false",
         ],
     )
     report = run_stages(spark, cfg, ("ingest", "features"), run_id="text-1").reports["features"]
-    assert {"item_emb_0", "item_emb_1"} <= set(report.features)
+    assert {"item_emb_0", "item_emb_1"} <= set(report.latest.features)
     tfidf = DeltaTable(lake.table_path(lakehouse, S.SILVER_ITEM_TEXT)).to_pandas()
     assert sorted(tfidf[S.ITEM_ID]) == ["i1", "i2", "i3", "i4"] and (tfidf["n_tokens"] > 0).all()
     emb = DeltaTable(lake.table_path(lakehouse, S.SILVER_ITEM_EMBEDDINGS)).to_pandas()

@@ -14,10 +14,10 @@ from sampleimp_spark import schema as S
 from sampleimp_spark.cli import main
 from sampleimp_spark.config import Config, load_config
 from sampleimp_spark.errors import EXIT_BAD_INPUT, BadInputError
-from sampleimp_spark.stages.ingest import ingest
-from sampleimp_spark.sources.validate import validate
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import canonical
+from sampleimp_spark.sources.validate import validate
+from sampleimp_spark.stages import ingest
 
 HEADER = "user_id,item_id,category_id,behavior,ts,price\n"
 GOOD = [
@@ -36,7 +36,7 @@ def _cfg(lakehouse: str, source: str, paths: list[str], *extra: str) -> Config:
 
 def _run(spark, cfg: Config, run_id: str):
     ctx = lake.RunContext(run_id=run_id, config_hash=cfg.hash(), stage="ingest")
-    return ingest(spark, cfg, ctx=ctx, progress=RunProgress(run_id))
+    return ingest.run(spark, cfg, ctx=ctx, progress=RunProgress(run_id))
 
 
 def _rows(spark, lakehouse, name, cols=None):

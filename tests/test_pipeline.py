@@ -22,9 +22,9 @@ from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import load_config
 from sampleimp_spark.errors import BadInputError
-from sampleimp_spark.features.windows import Windows
-from sampleimp_spark.pipeline import run_stages
-from sampleimp_spark.training.experiment import _training_window, ground_truth, summarize, windows_of
+from sampleimp_spark.stages.pipeline import run_stages
+from sampleimp_spark.training.protocol import ground_truth, summarize, training_window
+from sampleimp_spark.windows import Windows
 
 TRAIN = [
     "train.variants=[unweighted, combined]",
@@ -78,15 +78,20 @@ def test_every_stage_reports(first_run):
     assert all(s.status == "ok" for s in first_run.progress.stages)
     ingest, features, weights = (first_run.reports[k] for k in ("ingest", "features", "weights"))
     assert ingest.input_rows == ingest.events + sum(ingest.rejects.values()) + ingest.duplicates
-    assert weights.rows == features.samples > 1000
-    assert weights.shards == features.shards >= 2
+    # The run's window and, before it, the training window of the experiment.
+    assert weights.window_id == features.latest.windows.window_id == first_run.reports["train"].window_id
+    assert [w.window_id for w in weights.windows] == features.window_ids
+    assert first_run.reports["train"].training_window_id == features.window_ids[0]
+    for built, weighted in zip(features.windows, weights.windows, strict=True):
+        assert weighted.rows == built.samples > 1000
+        assert weighted.shards == built.shards >= 2
 
 
 def test_gold_reads_without_spark_at_a_pinned_version(first_run, lakehouse):
     table = DeltaTable(lake.table_path(lakehouse, S.GOLD_TRAINING_SAMPLES))
     version = table.version()
     pdf = DeltaTable(lake.table_path(lakehouse, S.GOLD_TRAINING_SAMPLES), version=version).to_pandas()
-    assert len(pdf) == first_run.reports["weights"].rows
+    assert len(pdf) == sum(w.rows for w in first_run.reports["weights"].windows)
     for col in (S.W_CLASS, S.W_DR, S.W_IG, S.W_RESAMPLE, S.WEIGHT, S.LABEL_PURCHASE, "user_n_events"):
         assert col in pdf.columns, col
     assert np.isfinite(pdf[S.WEIGHT]).all() and (pdf[S.WEIGHT] >= 0).all()
@@ -142,8 +147,8 @@ def test_models_are_saved_with_the_table_version(first, lakehouse):
 
 
 def test_no_evaluation_event_reaches_training(spark, lakehouse, first):
-    w = windows_of(first.window_id)
-    t = _training_window(w)
+    w = Windows.from_id(first.window_id)
+    t = training_window(w)
     assert t.t2 == w.t1 and t.t0 == w.t0  # the training window's labels end where evaluation starts
     events = lake.read_table(spark, lakehouse, S.BRONZE_EVENTS)
     truth = ground_truth(events, start=w.t1, end=w.t2)
@@ -152,7 +157,7 @@ def test_no_evaluation_event_reaches_training(spark, lakehouse, first):
     late = events.where(F.col(S.TS) >= F.lit(w.t1)).select(S.USER_ID, S.ITEM_ID).distinct()
     assert truth.join(late, [S.USER_ID, S.ITEM_ID], "left_anti").count() == 0
     with pytest.raises(BadInputError, match="longer than the label"):
-        _training_window(
+        training_window(
             Windows(
                 datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 4, tzinfo=UTC)
             )
@@ -193,7 +198,7 @@ def test_rerun_replaces_rows_and_reproduces_the_metrics(spark, cfg, first, lakeh
     assert {k: v for k, v in left.items() if not v.startswith("Delta Table State")} == {}
     for name, old in before.items():
         assert len(DeltaTable(lake.table_path(lakehouse, name)).to_pandas()) == len(old), name
-    keys = [S.USER_ID, S.ITEM_ID]
+    keys = [S.WINDOW_ID, S.USER_ID, S.ITEM_ID]
     gold_old = before[S.GOLD_TRAINING_SAMPLES].set_index(keys)[S.WEIGHT].sort_index()
     gold_new = DeltaTable(lake.table_path(lakehouse, S.GOLD_TRAINING_SAMPLES)).to_pandas().set_index(keys)[S.WEIGHT]
     assert gold_new.sort_index().to_numpy() == pytest.approx(gold_old.to_numpy(), rel=1e-9)
@@ -208,7 +213,7 @@ def test_rerun_replaces_rows_and_reproduces_the_metrics(spark, cfg, first, lakeh
 
 
 def test_run_report_has_tables_and_plots(spark, cfg, first_run, tmp_path):
-    from sampleimp_spark.report import write_report
+    from sampleimp_spark.stages.report import write_report
 
     cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"runs_dir": str(tmp_path)})})
     path = write_report(spark, cfg, first_run)

@@ -11,8 +11,9 @@ from conftest import stored_rdds
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
+from sampleimp_spark.config import WeightsConfig
 from sampleimp_spark.features.frequencies import class_frequencies
-from sampleimp_spark.weighting.stage import WeightsConfig, compute_weights
+from sampleimp_spark.stages.weights import compute_weights, diagnostics_of
 
 FEATURES = ["user_n_events", "item_n_events", "cat_n_events", "pair_n_events", "pair_recency_any"]
 DR_FEATURES = ["user_n_events", "item_n_events", "pair_n_events"]
@@ -96,7 +97,9 @@ def test_weights_are_finite_nonnegative_and_mean_one_per_shard(weighted):
 
 def test_awkward_shards_fall_back_with_reasons(weighted):
     result, pdf = weighted
-    diag = result.diagnostics.toPandas().set_index(S.SHARD)
+    diag = (
+        diagnostics_of(result.samples, result.dr_params, shard_buckets=CFG.shard_buckets).toPandas().set_index(S.SHARD)
+    )
     assert set(diag.index) == {"big", "small", "single", "one", "notarget"}
     assert diag.loc["notarget", "dr_fallback_reason"] == "empty_target"
     assert diag.loc["one", "dr_fallback_reason"] in {"too_few_rows", "target_equals_source"}
