@@ -7,7 +7,7 @@ export PYSPARK_PYTHON        := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export HF_HUB_OFFLINE        := 1
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-fast lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +25,18 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.run-deps
 	$(BIN)/sampleimp run
 
-## test: install what the tests need, lint, run the suite
-test: $(VENV)/.test-deps
-	$(BIN)/ruff check .
+## test: install what the tests need, lint, type-check, run every test
+test: lint
 	$(BIN)/pytest
+
+## test-fast: the fast tier (no whole-pipeline or cluster runs)
+test-fast: lint
+	$(BIN)/pytest -m "not slow"
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf lakehouse runs spark-warehouse .pytest_cache

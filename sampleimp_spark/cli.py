@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from sampleimp_spark import errors
 from sampleimp_spark.config import ConfigError, load_config
@@ -19,13 +20,13 @@ log = logging.getLogger("sampleimp_spark")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 too; keep the message plain
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 too; keep the message plain
         self.print_usage(sys.stderr)
         self.exit(errors.EXIT_CONFIG, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--conf", metavar="FILE", help="YAML profile (default: the embedded local profile, the same as conf/local.yaml)"
     )

@@ -17,7 +17,7 @@ Spark ML fits whose floating-point sums follow the row order.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Row
 
 #: Logical plan leaves that hold an RDD: a checkpoint (``LogicalRDD``) or a frame made from an
 #: RDD (``ExternalRDD``, e.g. ALS's factors).
@@ -74,3 +74,11 @@ def _stored_rdd(plan):  # py4j objects in and out
     while plan.children().size() == 1:
         plan = plan.children().apply(0)
     return plan.rdd() if plan.nodeName() in _RDD_LEAVES else None
+
+
+def one_row(df: DataFrame) -> Row:
+    """The first row of ``df``, which must have one (a global aggregate always does)."""
+    row = df.first()
+    if row is None:
+        raise ValueError("expected at least one row, got an empty frame")
+    return row

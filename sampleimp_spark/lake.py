@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 
 from sampleimp_spark import __version__
 from sampleimp_spark import schema as S
+from sampleimp_spark.frames import one_row
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
@@ -165,7 +166,7 @@ def _current_version(spark: SparkSession, path: str) -> int | None:
 
     if not is_delta_table(spark, path):
         return None
-    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+    return int(one_row(DeltaTable.forPath(spark, path).history(1).select("version"))[0])
 
 
 def write_table(
@@ -248,7 +249,7 @@ def set_properties(spark: SparkSession, lakehouse: str | Path, name: str, ctx: R
 def table_properties(spark: SparkSession, lakehouse: str | Path, name: str) -> dict[str, str]:
     from delta.tables import DeltaTable
 
-    detail = DeltaTable.forPath(spark, table_path(lakehouse, name)).detail().first()
+    detail = one_row(DeltaTable.forPath(spark, table_path(lakehouse, name)).detail())
     return dict(detail["properties"] or {})
 
 

@@ -63,8 +63,8 @@ class RunProgress:
             raise
         finally:
             info.seconds = time.perf_counter() - start
-            spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
-            spark.sparkContext.setLocalProperty("spark.job.description", None)
+            spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]  # None clears it
+            spark.sparkContext.setLocalProperty("spark.job.description", None)  # type: ignore[arg-type]
             log.info("stage %s: %s", name, info.line().split(None, 1)[1])
 
     def summary(self) -> str:

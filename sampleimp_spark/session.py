@@ -51,6 +51,7 @@ QUIET_LOGGERS: dict[str, str] = {
 def _quiet(spark: SparkSession) -> None:
     """Set the log level of :data:`QUIET_LOGGERS` (log4j 2, Spark's logging)."""
     jvm = spark.sparkContext._jvm
+    assert jvm is not None
     configurator = jvm.org.apache.logging.log4j.core.config.Configurator
     for name, level in QUIET_LOGGERS.items():
         configurator.setLevel(name, jvm.org.apache.logging.log4j.Level.getLevel(level))
@@ -90,6 +91,7 @@ def _record_resolved_jars(spark: SparkSession, cfg: SparkConfig) -> None:
 
 def _has_delta(spark: SparkSession) -> bool:
     jvm = spark.sparkContext._jvm
+    assert jvm is not None
     try:
         jvm.java.lang.Class.forName(
             "io.delta.tables.DeltaTable", True, jvm.Thread.currentThread().getContextClassLoader()

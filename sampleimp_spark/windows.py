@@ -102,9 +102,10 @@ def resolve_windows(
     midnight before the first event. One small aggregate (min/max of ``ts``) is computed only
     when a bound is missing.
     """
-    if None in (t0, t1, t2):
-        first, last = events.agg(F.min(S.TS), F.max(S.TS)).first()
-        if first is None:
+    if t0 is None or t1 is None or t2 is None:
+        row = events.agg(F.min(S.TS), F.max(S.TS)).first()
+        first, last = (row[0], row[1]) if row is not None else (None, None)
+        if first is None or last is None:
             raise BadInputError("no events to derive the feature and label windows from")
         first, last = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC)
         t2 = t2 or _local_midnight(last, tz, after=True)

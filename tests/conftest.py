@@ -13,6 +13,8 @@ SHARED_DATA = Path(os.environ.get("SAMPLEIMP_SHARED_DATA", ROOT.parent / "shared
 
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+# Spark's own test mode (stricter internal checks); set before the JVM starts.
+os.environ.setdefault("SPARK_TESTING", "1")
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyspark
 import pytest
 from deltalake import DeltaTable
@@ -21,6 +22,7 @@ from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import SparkConfig
 from sampleimp_spark.session import DELTA_CATALOG, DELTA_EXTENSION, cached_delta_jars
+from sampleimp_spark.windows import Windows
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARK_HOME = Path(pyspark.__file__).parent
@@ -173,9 +175,36 @@ def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
     assert events.num_rows == 84_476 - 36  # the truncated line and the 35 out-of-window rows rejected
     gold = DeltaTable(lake.table_path(str(lakehouse), S.GOLD_TRAINING_SAMPLES)).to_pandas()
     silver = DeltaTable(lake.table_path(str(lakehouse), S.SILVER_SAMPLES)).to_pandas()
-    assert len(gold) == len(silver) > 10_000
+    # Two windows (the evaluation window and its training window), the same rows in silver and gold.
+    assert gold.groupby(S.WINDOW_ID).size().to_dict() == silver.groupby(S.WINDOW_ID).size().to_dict()
+    assert gold[S.WINDOW_ID].nunique() == 2
+    # Every sample and every label of the evaluation window, recomputed from the raw file in pandas.
+    latest = Windows.from_id(max(gold[S.WINDOW_ID]))
+    expected = _taobao_samples(taobao, latest)
+    got = gold[gold[S.WINDOW_ID] == latest.window_id].set_index([S.USER_ID, S.ITEM_ID])[S.LABEL_PURCHASE]
+    assert got.sort_index().to_dict() == expected.sort_index().to_dict()
+    # Weights: finite, non-negative, mean 1 in every (window, shard).
     assert np.isfinite(gold[S.WEIGHT]).all() and (gold[S.WEIGHT] >= 0).all()
+    means = gold.groupby([S.WINDOW_ID, S.SHARD])[S.WEIGHT].mean()
+    assert means.to_numpy() == pytest.approx(1.0, abs=1e-9)
     metrics = DeltaTable(lake.table_path(str(lakehouse), S.GOLD_METRICS)).to_pandas()
     assert set(metrics["model"]) == {"als", "gbt"} and set(metrics["variant"]) == {"unweighted", "combined"}
-    assert metrics["value"].notna().any()
+    ranking = metrics[metrics["metric"].isin(["precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k"])]
+    auc = metrics[metrics["metric"] == "roc_auc"]
+    assert len(ranking) and ranking["value"].between(0, 1).all()
+    assert len(auc) and auc["value"].between(0, 1).all()
     assert (tmp_path / "runs" / "cluster-1" / "report.md").exists()
+
+
+def _taobao_samples(path: Path, w: Windows) -> pd.Series:
+    """``label_purchase`` per (user, item) pair active in the feature window, from the raw file."""
+    raw = pd.read_csv(path, header=None, names=["user", "item", "cat", "behavior", "ts"], dtype=str)
+    raw = raw.dropna()
+    ts = pd.to_datetime(raw["ts"].astype("int64"), unit="s", utc=True)
+    feature = raw[(ts >= w.t0) & (ts < w.t1)]
+    label = raw[(ts >= w.t1) & (ts < w.t2) & (raw["behavior"] == "buy")]
+    pairs = feature[["user", "item"]].drop_duplicates()
+    bought = set(zip(label["user"], label["item"], strict=True))
+    values = [int((u, i) in bought) for u, i in zip(pairs["user"], pairs["item"], strict=True)]
+    index = pd.MultiIndex.from_frame(pairs, names=[S.USER_ID, S.ITEM_ID])
+    return pd.Series(values, index=index, name=S.LABEL_PURCHASE)

@@ -24,7 +24,7 @@ from sampleimp_spark.features import text
 from sampleimp_spark.features.assemble import build_samples, with_shards
 from sampleimp_spark.features.behavior import feature_columns
 from sampleimp_spark.features.shards import shard_map
-from sampleimp_spark.frames import checkpoint, release
+from sampleimp_spark.frames import checkpoint, one_row, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import SOURCE_TIMEZONES
 from sampleimp_spark.training.protocol import windows_needed
@@ -206,7 +206,7 @@ def _write(
             replace_where=where,
         )
         lake.write_table(freqs, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES, ctx=ctx, replace_where=where)
-        shard_stats = mapping.agg(F.countDistinct(S.SHARD), F.count_if(F.col(S.SHARD_RULE) != "own")).first()
+        shard_stats = one_row(mapping.agg(F.countDistinct(S.SHARD), F.count_if(F.col(S.SHARD_RULE) != "own")))
     finally:
         release(mapping)
     n_samples = written[lake.OUTPUT_ROWS] if written else samples.count()

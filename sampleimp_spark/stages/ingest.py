@@ -144,6 +144,7 @@ def _write(
         )
     if valid == 0:
         return report
+    assert lo is not None and hi is not None  # valid events have dates
     written = lake.write_table(
         to_events(dedupe(validated.where(F.col(S.REASON).isNull()))),
         cfg.lakehouse,

@@ -102,7 +102,7 @@ def plot_weights(weights: pd.DataFrame, diagnostics: pd.DataFrame, out: Path) ->
     cols = [c for c in (S.W_CLASS, S.W_DR, S.W_IG, S.WEIGHT) if c in weights.columns]
     fig, axes = plt.subplots(1, len(cols) + 1, figsize=(4 * (len(cols) + 1), 3.6))
     for ax, col in zip(axes, cols, strict=False):
-        values = weights[col].clip(upper=weights[col].quantile(0.999))
+        values = weights[col].clip(upper=float(weights[col].quantile(0.999)))
         ax.hist(values, bins=50, color="#8172b2")
         ax.set_yscale("log")
         ax.set_title(col)

@@ -24,7 +24,7 @@ from sampleimp_spark import schema as S
 from sampleimp_spark.config import DEFAULT_DR_FEATURES, Config, WeightsConfig
 from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.features.behavior import feature_columns, shared_feature_groups
-from sampleimp_spark.frames import checkpoint, release
+from sampleimp_spark.frames import checkpoint, one_row, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.stages.features import source_of
 from sampleimp_spark.weighting.class_balance import class_weights, with_class_weight
@@ -208,12 +208,9 @@ def windows_to_weight(spark: SparkSession, cfg: Config, source: str, window_ids:
         return list(window_ids)
     if cfg.weights.window_id:
         return [cfg.weights.window_id]
-    latest = (
-        lake.read_table(spark, cfg.lakehouse, S.SILVER_SAMPLES)
-        .where(F.col(S.SOURCE) == source)
-        .agg(F.max(S.WINDOW_ID))
-        .first()[0]
-    )
+    latest = one_row(
+        lake.read_table(spark, cfg.lakehouse, S.SILVER_SAMPLES).where(F.col(S.SOURCE) == source).agg(F.max(S.WINDOW_ID))
+    )[0]
     if latest is None:
         raise BadInputError(f"silver.samples has no window for source {source}; run the features stage first")
     return [latest]
@@ -267,7 +264,7 @@ def _one_window(
         )
         lake.write_table(diagnostics, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS, ctx=ctx, replace_where=replace)
         diag = lake.read_table(spark, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS).where(where)
-        stats = diag.agg(F.count(F.lit(1)), F.percentile_approx("ess_ratio", 0.5)).first()
+        stats = one_row(diag.agg(F.count(F.lit(1)), F.percentile_approx("ess_ratio", 0.5)))
         fallbacks = {r[0]: r[1] for r in diag.groupBy("dr_fallback_reason").count().collect() if r[0]}
         rows = written[lake.OUTPUT_ROWS] if written else gold.count()
     finally:
