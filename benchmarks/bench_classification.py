@@ -27,7 +27,7 @@ from sampleimp_spark import schema as S
 from sampleimp_spark.features.behavior import feature_columns
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.training import evaluate
-from sampleimp_spark.training.gbt import GBTConfig, fit_gbt, predict_proba
+from sampleimp_spark.training.gbt import fit_gbt, predict_proba
 
 
 def values(results: list[evaluate.MetricValue]) -> dict[tuple[str, str], tuple[float | None, ...]]:
@@ -59,10 +59,10 @@ def main() -> None:
     runs: list[dict[str, object]] = []
     for model in args.models:
         t = time.perf_counter()
-        gbt = fit_gbt(train, features, cfg=GBTConfig(), seed=1, weight_col=S.WEIGHT if model == "weighted" else None)
+        gbt = fit_gbt(train, features, seed=1, weight_col=S.WEIGHT if model == "weighted" else None)  # default settings
         fit_s = time.perf_counter() - t
         scored = checkpoint(predict_proba(gbt, gold))
-        prob, label = F.col(evaluate.PROBABILITY), F.col(S.LABEL_PURCHASE)
+        prob, label = F.col(S.PROBABILITY), F.col(S.LABEL_PURCHASE)
         shape = scored.select(
             F.count(F.lit(1)).alias("rows"),
             F.count_distinct(S.USER_ID).alias("users"),

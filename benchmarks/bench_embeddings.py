@@ -117,15 +117,17 @@ def rate(n: int, seconds: list[float]) -> dict[str, Any]:
     }
 
 
-def bench_spark(items: DataFrame, *, cfg: X.TextConfig, parts: int, repeats: int) -> dict[str, Any]:
+def bench_spark(items: DataFrame, *, batch_size: int, max_fit_items: int, parts: int, repeats: int) -> dict[str, Any]:
     """Time the UDF alone and ``item_embeddings`` end to end (``noop`` writes force the work)."""
     n = items.count()
 
     def udf_only() -> None:
-        X.embed_texts(items.repartition(parts, S.ITEM_ID), cfg=cfg).write.format("noop").mode("overwrite").save()
+        spread = items.repartition(parts, S.ITEM_ID)
+        X.embed_texts(spread, batch_size=batch_size).write.format("noop").mode("overwrite").save()
 
     def end_to_end() -> None:
-        X.item_embeddings(items, cfg=cfg).write.format("noop").mode("overwrite").save()
+        embedded = X.item_embeddings(items, batch_size=batch_size, max_fit_items=max_fit_items, encode_partitions=parts)
+        embedded.write.format("noop").mode("overwrite").save()
 
     return {
         "items": n,
@@ -176,19 +178,27 @@ def main(argv: list[str] | None = None) -> None:
         with RssSampler() as rss:
             sets = title_sets(spark, args.data, with_meta=not args.no_meta)
             for batch_size in args.batch_size:
-                cfg = X.TextConfig(batch_size=batch_size, max_fit_items=args.max_fit_items, encode_partitions=parts)
                 # Cold start: every worker imports torch and loads the model once.
                 warm = sets["reviewed"].limit(64)
                 cold = timed(
-                    lambda cfg=cfg, warm=warm: (
-                        X.embed_texts(warm.repartition(parts), cfg=cfg).write.format("noop").mode("overwrite").save()
+                    lambda batch_size=batch_size, warm=warm: (
+                        X.embed_texts(warm.repartition(parts), batch_size=batch_size)
+                        .write.format("noop")
+                        .mode("overwrite")
+                        .save()
                     ),
                     1,
                 )
                 for name, items in sets.items():
                     titles = [r[S.ITEM_TEXT] for r in items.select(S.ITEM_TEXT).collect()]
                     result = {"titles": name, "batch_size": batch_size, "spark_cold_seconds": round(cold[0], 2)}
-                    result |= bench_spark(items, cfg=cfg, parts=parts, repeats=args.repeats)
+                    result |= bench_spark(
+                        items,
+                        batch_size=batch_size,
+                        max_fit_items=args.max_fit_items,
+                        parts=parts,
+                        repeats=args.repeats,
+                    )
                     result |= bench_raw(titles, batch_size=batch_size, repeats=args.repeats)
                     runs.append(result)
                     print(json.dumps(result))

@@ -4,8 +4,9 @@
 
 For each size: generate events with the built-in seeded generator (behavior mix ~89.5/5.5/
 2.9/2.0 %, Zipf items, ~1,000 Zipf-sized categories, 9 days), ingest them into a lakehouse
-under ``benchmarks/data/`` (kept between runs), then run the features stage and report
-events/second and peak memory of the driver JVM and the Python workers.
+under ``benchmarks/data/`` (kept between runs), then run the features stage on one window
+(``train.enabled=false``: without the training window the pipeline builds before it) and
+report events/second and peak memory of the driver JVM and the Python workers.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ from harness import RssSampler, save
 
 from sampleimp_spark import lake
 from sampleimp_spark import schema as S
-from sampleimp_spark.config import load_config
-from sampleimp_spark.features.build import build_features
-from sampleimp_spark.stages.ingest import ingest
+from sampleimp_spark.config import Config, load_config
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.session import get_session
+from sampleimp_spark.stages import features, ingest
 
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def config_for(events: int, driver_memory: str, partitions: int):
+def config_for(events: int, driver_memory: str, partitions: int) -> Config:
+    """The generator at ``events`` events, one window (no training window), benchmark Spark settings."""
     users = max(1_000, events // 100)  # ~100 events per user over 9 days, like Taobao's sample
     return load_config(
         None,
@@ -43,6 +44,7 @@ def config_for(events: int, driver_memory: str, partitions: int):
             f"input.generator.items={max(10_000, events // 20)}",
             "input.generator.categories=1000",
             "input.generator.bad_row_rate=0.0005",
+            "train.enabled=false",
             f"spark.shuffle_partitions={partitions}",
             "spark.log_level=ERROR",
             f"spark.conf={{spark.driver.memory: {driver_memory}, spark.ui.enabled: 'false'}}",
@@ -68,14 +70,14 @@ def main() -> None:
         events_path = lake.table_path(cfg.lakehouse, S.BRONZE_EVENTS)
         if not lake.is_delta_table(spark, events_path):
             t = time.perf_counter()
-            ingest(spark, cfg, ctx=lake.RunContext(f"bench-{n}", cfg.hash(), "ingest"), progress=progress)
+            ingest.run(spark, cfg, ctx=lake.RunContext(f"bench-{n}", cfg.hash(), "ingest"), progress=progress)
             print(f"ingest {n:,}: {time.perf_counter() - t:.1f}s")
         n_events = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).count()
         with RssSampler() as rss:
             t = time.perf_counter()
-            report = build_features(
+            report = features.run(
                 spark, cfg, ctx=lake.RunContext(f"bench-{n}", cfg.hash(), "features"), progress=progress
-            )
+            ).latest
             seconds = time.perf_counter() - t
         row = {
             "events": n_events,

@@ -6,17 +6,14 @@ left under ``benchmarks/data/run_<n>``, this reads the kept gold table into memo
 checkpoint, not timed) and writes it to a scratch Delta table each way, alternating ``--reps``
 times in one JVM:
 
-* ``by bucket``: ``repartition(shard_bucket)``, then ``sortWithinPartitions(*GOLD_SORT)``
-  (``window_id, shard_bucket, shard, user_id, item_id``): one write task, and one file, per
-  bucket, as large as the bucket (on Zipf-skewed shards the largest bucket holds a few times
-  the mean);
+* ``by bucket``: :func:`sampleimp_spark.lake.gold_layout`, what the stage does:
+  ``repartition(shard_bucket)``, then ``sortWithinPartitions(*GOLD_SORT)`` (``window_id,
+  shard_bucket, shard, user_id, item_id``): one write task, and one file, per bucket, as large as
+  the bucket (on Zipf-skewed shards the largest bucket holds a few times the mean);
 * ``rebalanced``: the ``REBALANCE(shard_bucket)`` hint instead of the repartition: the same
   hash partitioning, but adaptive execution splits a partition larger than
   ``spark.sql.adaptive.advisoryPartitionSizeInBytes`` (64 MiB of shuffle data) into several
   tasks, each writing its own sorted file in the bucket, and merges small ones.
-
-(An earlier version compared ``shard first``, ``sortWithinPartitions(shard, user_id, item_id)``,
-with the partition columns first: ``results/*-gold-write-10m*.json``.)
 
 Then it checks, with pyarrow on the written files (no Spark), that every file of every way is
 sorted by (shard, user, item), and that every way wrote the same rows to each bucket: per bucket,
@@ -40,22 +37,18 @@ from harness import save
 from pyspark.sql import DataFrame
 from run_all import kept_gold, kept_lakehouse_parser
 
+from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.frames import checkpoint, release
-from sampleimp_spark.weighting.stage import GOLD_SORT, SHARD_BUCKET
 
 KEYS = [S.SHARD, S.USER_ID, S.ITEM_ID]
 
 
-def by_bucket(rows: DataFrame) -> DataFrame:
-    return rows.repartition(SHARD_BUCKET).sortWithinPartitions(*GOLD_SORT)
-
-
 def rebalanced(rows: DataFrame) -> DataFrame:
-    return rows.hint("rebalance", SHARD_BUCKET).sortWithinPartitions(*GOLD_SORT)
+    return rows.hint("rebalance", S.SHARD_BUCKET).sortWithinPartitions(*lake.GOLD_SORT)
 
 
-WAYS = {"by bucket": by_bucket, "rebalanced": rebalanced}
+WAYS = {"by bucket": lake.gold_layout, "rebalanced": rebalanced}
 
 
 def files_of(path: Path) -> tuple[int, dict[str, tuple[int, int]]]:
@@ -68,7 +61,7 @@ def files_of(path: Path) -> tuple[int, dict[str, tuple[int, int]]]:
         file = uri.removeprefix("file://")
         rows = pq.read_table(file, columns=KEYS).to_pandas()
         assert rows.equals(rows.sort_values(KEYS, ignore_index=True)), f"not sorted: {file}"
-        bucket = next(p.split("=", 1)[1] for p in Path(file).parts if p.startswith(f"{SHARD_BUCKET}="))
+        bucket = next(p.split("=", 1)[1] for p in Path(file).parts if p.startswith(f"{S.SHARD_BUCKET}="))
         hashes = pd.util.hash_pandas_object(rows, index=False).to_numpy()
         buckets[bucket][0] += len(rows)
         buckets[bucket][1] = (buckets[bucket][1] + int(hashes.sum(dtype="uint64"))) % 2**64
@@ -92,7 +85,7 @@ def main() -> None:
                 path = scratch / name.replace(" ", "_")
                 shutil.rmtree(path, ignore_errors=True)
                 t = time.perf_counter()
-                way(rows).write.format("delta").partitionBy(S.WINDOW_ID, SHARD_BUCKET).save(str(path))
+                way(rows).write.format("delta").partitionBy(S.WINDOW_ID, S.SHARD_BUCKET).save(str(path))
                 seconds[name].append(round(time.perf_counter() - t, 1))
                 print(f"{name}: {seconds[name][-1]:.1f} s", flush=True)
                 written[name] = files_of(path)

@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from run_all import kept_lakehouse_parser, kept_samples
 
 from sampleimp_spark import schema as S
+from sampleimp_spark.config import InformationGainConfig
 from sampleimp_spark.features.behavior import feature_columns
 from sampleimp_spark.weighting import information_gain as IG
 
@@ -41,9 +42,13 @@ def main() -> None:
     impls = ([(args.compare_to, module_at(args.compare_to, path))] if args.compare_to else []) + [("this checkout", IG)]
     samples = kept_samples(args.events, args.driver_memory)
     features = tuple(feature_columns(samples))
-    cfg = IG.InformationGainConfig()
+    cfg = InformationGainConfig()  # the weights stage's defaults
     t = time.perf_counter()
-    result = IG.information_gain(samples, features, cfg=cfg)
+    result = IG.information_gain(
+        samples, features, n_bins=cfg.n_bins, smoothing=cfg.smoothing, miller_madow=cfg.miller_madow
+    )
+    # The model with_ig_weight builds and ships to the workers; information_gain has no public
+    # function for it.
     models = {name: module._scoring_model(result) for name, module in impls}
     fit_s = time.perf_counter() - t
     rows = samples.select(F.col(S.SHARD).cast("string"), *[F.col(f).cast("double") for f in features])

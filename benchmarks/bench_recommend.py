@@ -1,7 +1,7 @@
 """ALS top-k lists: the project's blocked numpy scoring against Spark's ``recommendForUserSubset``.
 
 On a lakehouse that ``run_all.py --keep-data`` left under ``benchmarks/data/run_<n>``, fits
-implicit ALS (the default ``ALSConfig``: rank 32, 10 iterations) on every bronze event, then
+implicit ALS (the default ``train.als`` settings: rank 32, 10 iterations) on every bronze event, then
 computes the top ``--k`` items (default 50, the train stage's candidate count) of half the users
 (a hash of the user id) over every item, two ways:
 
@@ -31,20 +31,23 @@ from pyspark.sql import functions as F
 from run_all import kept_gold, kept_lakehouse_parser
 
 from sampleimp_spark import schema as S
+from sampleimp_spark.config import ALSConfig
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.training import als as A
 
 
 def spark_recommend(model: A.FittedALS, users: DataFrame, k: int) -> DataFrame:
     """The lists of ``ALSModel.recommendForUserSubset``, ranked by (score, item index)."""
-    subset = users.select(S.USER_ID).distinct().join(model.user_index, S.USER_ID).select(A._USER_INDEX)
+    # The int index columns of the fitted model (the second column of each index frame).
+    user_ix, item_ix = model.model.getUserCol(), model.model.getItemCol()
+    subset = users.select(S.USER_ID).distinct().join(model.user_index, S.USER_ID).select(user_ix)
     recs = model.model.recommendForUserSubset(subset, k)
-    key = F.transform("recommendations", lambda r: F.struct((-r["rating"]).alias("s"), r[A._ITEM_INDEX].alias("i")))
-    exploded = recs.select(A._USER_INDEX, F.posexplode(F.array_sort(key)).alias("pos", "r"))
+    key = F.transform("recommendations", lambda r: F.struct((-r["rating"]).alias("s"), r[item_ix].alias("i")))
+    exploded = recs.select(user_ix, F.posexplode(F.array_sort(key)).alias("pos", "r"))
     return (
-        exploded.select(A._USER_INDEX, F.col("r.i").alias(A._ITEM_INDEX), (F.col("pos") + 1).alias("rank"))
-        .join(model.user_index, A._USER_INDEX)
-        .join(model.item_index, A._ITEM_INDEX)
+        exploded.select(user_ix, F.col("r.i").alias(item_ix), (F.col("pos") + 1).alias("rank"))
+        .join(model.user_index, user_ix)
+        .join(model.item_index, item_ix)
         .select(S.USER_ID, S.ITEM_ID, "rank")
     )
 
@@ -74,9 +77,17 @@ def main() -> None:
         other = module_at(args.against, "sampleimp_spark/training/als.py").recommend
 
     _spark, events = kept_gold(args.events, args.driver_memory, S.BRONZE_EVENTS)
-    cfg = A.ALSConfig()
+    cfg = ALSConfig()
     t = time.perf_counter()
-    model = A.fit_als(A.implicit_ratings(events, strengths=cfg.strengths), cfg=cfg, seed=1)
+    model = A.fit_als(
+        A.implicit_ratings(events, strengths=cfg.strengths),
+        seed=1,
+        rank=cfg.rank,
+        reg_param=cfg.reg_param,
+        alpha=cfg.alpha,
+        max_iter=cfg.max_iter,
+        num_blocks=cfg.num_blocks,
+    )
     users = events.select(S.USER_ID).distinct().where(F.xxhash64(S.USER_ID) % 2 == 0)
     n_users, n_items = users.join(model.user_index, S.USER_ID).count(), model.item_index.count()
     fit_s = time.perf_counter() - t

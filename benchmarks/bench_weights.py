@@ -2,16 +2,19 @@
 
     python benchmarks/bench_weights.py --events 1000000 10000000
 
-Needs the lakehouse that ``bench_features.py`` builds for the same sizes (bronze + silver).
-Reports, per size: the whole stage (``build_weights``: every component and the gold writes),
-then each step materialized on its own so their times add up:
+Needs the lakehouse that ``bench_features.py`` builds for the same sizes (bronze + silver, one
+window). Reports, per size: the whole stage (``stages.weights.run``: every component and the gold
+writes), then each step materialized on its own so their times add up:
 
-* native: the IG edge sample, stacking + contingency counts (IG), density-ratio fit input
-  (stratified hash sample), density-ratio scoring, class weights, combination;
-* pandas UDF: the per-shard IG edges (over the bounded edge sample) and IG (over contingency
-  tables), the per-shard density-ratio fit.
+* native: the target flag, class weights, density-ratio fit input (stratified hash sample),
+  density-ratio scoring, combination;
+* pandas UDF: the IG scoring (a scalar pandas UDF over the samples), the per-shard
+  density-ratio fit;
+* mixed: the IG bin edges (a native hash sample, then a grouped pandas UDF per shard) and the IG
+  fit from the cached edges (native contingency counts, then a grouped pandas UDF per shard).
 
-The UDF share is ``(IG UDF + DR UDF) / sum of all steps``.
+``pandas_udf_share`` is ``(pandas UDF steps) / (sum of all steps)``; ``mixed_share`` the same for
+the mixed steps.
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ from pyspark.sql import functions as F
 
 from sampleimp_spark import lake
 from sampleimp_spark import schema as S
+from sampleimp_spark.config import DEFAULT_DR_FEATURES
 from sampleimp_spark.features.behavior import feature_columns
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.session import get_session
+from sampleimp_spark.stages import weights
 from sampleimp_spark.weighting import class_balance, combine, density_ratio
 from sampleimp_spark.weighting import information_gain as ig
-from sampleimp_spark.weighting.stage import DEFAULT_DR_FEATURES, build_weights
 
 
 def _timed(steps: dict[str, float], name: str, df: DataFrame) -> DataFrame:
@@ -59,53 +63,44 @@ def steps_of(spark, cfg) -> dict[str, float]:
         steps, "native: is_target", samples.withColumn(S.IS_TARGET, F.col("pair_recency_any") < F.lit(wcfg.target_days))
     )
 
-    n_bins = wcfg.information_gain.n_bins
-    keys = [S.USER_ID, S.ITEM_ID]
-    edge_sample = _timed(
-        steps,
-        "native: IG edge sample",
-        ig._edge_sample(df, feats, shard_col=S.SHARD, key_cols=keys, edge_rows=ig.EDGE_SAMPLE_ROWS, seed=0),
+    icfg = wcfg.information_gain
+    result = ig.information_gain(
+        df, feats, n_bins=icfg.n_bins, smoothing=icfg.smoothing, miller_madow=icfg.miller_madow
     )
-    edges = _timed(
-        steps, "pandas UDF: IG edges per shard", ig._edges(edge_sample, n_features=len(feats), n_bins=n_bins)
-    )
-    counts = _timed(
-        steps,
-        "native: IG contingency counts",
-        ig._counts(df, feats, edges, shard_col=S.SHARD, label_col=S.LABEL_PURCHASE, n_bins=n_bins),
-    )
-    a, mm = wcfg.information_gain.smoothing, wcfg.information_gain.miller_madow
-    _timed(
-        steps,
-        "pandas UDF: IG per shard",
-        counts.groupBy(ig._SHARD).applyInPandas(
-            lambda p: ig.shard_information_gain(p, alpha=a, miller_madow=mm), schema=ig._BIN_SCORES_SCHEMA
-        ),
-    )
-    result = ig.information_gain(df, feats, cfg=wcfg.information_gain)
-    result.bin_scores.localCheckpoint()
+    # The edges are cached by the fit: materialized here, read from the cache by the next step.
+    _timed(steps, "mixed: IG edges (hash sample + per-shard pandas UDF)", result.edges_long)
+    _timed(steps, "mixed: IG counts + per-shard IG (pandas UDF)", result.bin_scores)
     # with_ig_weight collects the fitted tables when called, before the timer starts.
-    df = _timed(steps, "pandas UDF: IG scoring", ig.with_ig_weight(df, result, feats, cfg=wcfg.information_gain))
+    df = _timed(steps, "pandas UDF: IG scoring", ig.with_ig_weight(df, result, feats, lam=icfg.lam))
 
-    cw = class_balance.class_weights(freqs, cfg=wcfg.class_balance)
-    df = _timed(steps, "native: class weights", class_balance.with_class_weight(df, cw, cfg=wcfg.class_balance))
+    cb = wcfg.class_balance
+    cw = class_balance.class_weights(freqs, method=cb.method, beta=cb.beta, scope=cb.scope, label=cb.label)
+    label = weights.label_column(wcfg)
+    df = _timed(
+        steps, "native: class weights", class_balance.with_class_weight(df, cw, label_col=label, scope=cb.scope)
+    )
 
+    settings = weights.density_ratio_settings(wcfg)
     dr_feats = [f for f in DEFAULT_DR_FEATURES if f in df.columns]
     fit_in = _timed(
-        steps, "native: DR fit input (capped sample)", density_ratio.fit_input(df, dr_feats, cfg=wcfg.density_ratio)
+        steps, "native: DR fit input (capped sample)", density_ratio.fit_input(df, dr_feats, settings=settings)
     )
     params = _timed(
         steps,
         "pandas UDF: DR fit per shard",
         fit_in.groupBy(S.SHARD).applyInPandas(
-            lambda p: density_ratio.fit_shard_frame(p, cfg=wcfg.density_ratio, features=dr_feats, shard_col=S.SHARD),
+            lambda p: density_ratio.fit_shard_frame(p, settings=settings, features=dr_feats, shard_col=S.SHARD),
             schema=density_ratio.params_schema(df.schema[S.SHARD].dataType),
         ),
     )
-    df = _timed(
-        steps, "native: DR scoring", density_ratio.score_density_ratio(df, params, dr_feats, cfg=wcfg.density_ratio)
+    df = _timed(steps, "native: DR scoring", density_ratio.score_density_ratio(df, params, dr_feats, settings=settings))
+    cc = wcfg.combine
+    _timed(
+        steps,
+        "native: combination",
+        combine.combine_weights(df, a=cc.a, b=cc.b, c=cc.c, clip_quantile=cc.clip_quantile),
     )
-    _timed(steps, "native: combination", combine.combine_weights(df, cfg=wcfg.combine))
+    result.unpersist()
     return steps
 
 
@@ -126,12 +121,13 @@ def main() -> None:
             raise SystemExit(f"run benchmarks/bench_features.py --events {n} first")
         with RssSampler() as rss:
             t = time.perf_counter()
-            report = build_weights(
+            report = weights.run(
                 spark, cfg, ctx=lake.RunContext(f"bench-{n}", cfg.hash(), "weights"), progress=RunProgress(f"bench-{n}")
-            )
+            ).windows[-1]
             stage_seconds = time.perf_counter() - t
         steps = steps_of(spark, cfg)
         udf = sum(v for k, v in steps.items() if k.startswith("pandas UDF"))
+        mixed = sum(v for k, v in steps.items() if k.startswith("mixed"))
         row = {
             "events": n,
             "samples": report.rows,
@@ -139,6 +135,7 @@ def main() -> None:
             "stage_seconds": round(stage_seconds, 1),
             "steps_seconds": steps,
             "pandas_udf_share": round(udf / sum(steps.values()), 3),
+            "mixed_share": round(mixed / sum(steps.values()), 3),
             **rss.as_dict(),
         }
         print(row)

@@ -79,7 +79,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
+    """Process ids of every descendant of ``pid`` (read from ``/proc``)."""
     todo, seen = [pid], []
     while todo:
         p = todo.pop()
@@ -89,7 +90,8 @@ def _descendants(pid: int) -> list[int]:
     return seen
 
 
-def _rss_mib(pid: int) -> float:
+def rss_mib(pid: int) -> float:
+    """Resident set size of ``pid`` in MiB (0 when the process is gone)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -99,7 +101,8 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
+    """The command line of ``pid`` ("" when the process is gone)."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
@@ -146,12 +149,12 @@ class RssSampler(PeriodicSampler):
     def sample(self) -> None:
         jvm = 0.0
         workers = []
-        for pid in _descendants(os.getpid()):
-            cmd = _cmdline(pid)
+        for pid in descendants(os.getpid()):
+            cmd = cmdline(pid)
             if "java" in cmd.split(" ", 1)[0]:
-                jvm += _rss_mib(pid)
+                jvm += rss_mib(pid)
             elif "pyspark" in cmd or "python" in cmd.split(" ", 1)[0]:
-                workers.append(_rss_mib(pid))
+                workers.append(rss_mib(pid))
         self.jvm_peak_mib = max(self.jvm_peak_mib, jvm)
         self.python_workers_peak_mib = max(self.python_workers_peak_mib, sum(workers))
         self.python_worker_max_mib = max([self.python_worker_max_mib, *workers])

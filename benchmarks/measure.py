@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import PeriodicSampler, RssSampler, _rss_mib
+from harness import PeriodicSampler, RssSampler, rss_mib
 from pyspark.sql import SparkSession
 
 
@@ -111,7 +111,7 @@ class SelfRssSampler(PeriodicSampler):
     peak_mib: float = 0.0
 
     def sample(self) -> None:
-        self.peak_mib = max(self.peak_mib, _rss_mib(os.getpid()))
+        self.peak_mib = max(self.peak_mib, rss_mib(os.getpid()))
 
 
 @contextmanager

@@ -45,12 +45,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness import _cmdline, _descendants, save
+from harness import cmdline, descendants, save
 from measure import free_port
 from run_all import DATA, make_config, parse_args, scratch_lakehouse
 
-from sampleimp_spark.pipeline import run_stages
 from sampleimp_spark.session import get_session
+from sampleimp_spark.stages.pipeline import run_stages
 
 _UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "B": 1.0, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
 
@@ -123,7 +123,7 @@ def summarize(execs: list[dict[str, Any]]) -> dict[str, Any]:
 @contextmanager
 def py_spy(path: Path, rate: int) -> Iterator[None]:
     """``py-spy record`` of the pyspark daemon and its forked workers while in the block."""
-    daemons = [pid for pid in _descendants(os.getpid()) if "pyspark.daemon" in _cmdline(pid)]
+    daemons = [pid for pid in descendants(os.getpid()) if "pyspark.daemon" in cmdline(pid)]
     if not daemons:
         raise SystemExit("no pyspark daemon running: --py-spy needs the warm-up (its pandas UDFs start the daemon)")
     exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"

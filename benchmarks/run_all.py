@@ -50,13 +50,14 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from sampleimp_spark import lake  # noqa: E402
 from sampleimp_spark import schema as S  # noqa: E402
-from sampleimp_spark.config import Config, SparkConfig, load_config  # noqa: E402
+from sampleimp_spark.config import DEFAULT_DR_FEATURES, Config, SparkConfig, load_config  # noqa: E402
 from sampleimp_spark.features.behavior import feature_columns, shared_feature_groups  # noqa: E402
-from sampleimp_spark.features.windows import Windows, resolve_windows  # noqa: E402
 from sampleimp_spark.frames import checkpoint, release  # noqa: E402
-from sampleimp_spark.pipeline import STAGES, run_stages  # noqa: E402
 from sampleimp_spark.session import get_session  # noqa: E402
 from sampleimp_spark.sources import SOURCE_TIMEZONES  # noqa: E402
+from sampleimp_spark.stages.pipeline import STAGES, run_stages  # noqa: E402
+from sampleimp_spark.stages.weights import density_ratio_settings, label_column  # noqa: E402
+from sampleimp_spark.windows import Windows, resolve_windows  # noqa: E402
 
 DATA = HERE / "data"
 README = HERE / "README.md"
@@ -311,7 +312,7 @@ class Bench:
 
     def windows(self, cfg: Config, events: DataFrame, features_report: Any) -> Windows:
         if features_report is not None:
-            return features_report.windows
+            return features_report.latest.windows
         f = cfg.features
         return resolve_windows(
             events,
@@ -330,7 +331,6 @@ class Bench:
         IG UDF (the edges — a pandas UDF over the bounded edge sample — and the counts) and the
         counts alone (edges cached), as the weights stage runs them."""
         from sampleimp_spark.weighting import information_gain as IG
-        from sampleimp_spark.weighting.stage import label_column
 
         samples = lake.read_table(self.spark, cfg.lakehouse, S.SILVER_SAMPLES).where(
             (F.col(S.WINDOW_ID) == wid) & (F.col(S.SOURCE) == SOURCE)
@@ -340,25 +340,28 @@ class Bench:
         icfg = cfg.weights.information_gain
         label = label_column(cfg.weights)
 
+        ig_kw = {"n_bins": icfg.n_bins, "smoothing": icfg.smoothing, "miller_madow": icfg.miller_madow}
+
         def counts_of(ig: Any) -> DataFrame:
+            # The contingency counts alone: information_gain has no public entry point for them.
             return IG._counts(
                 samples, ig.features, ig.edges_long, shard_col=S.SHARD, label_col=label, n_bins=ig.n_bins, groups=groups
             )
 
         def fit(rep: int) -> None:
-            ig = IG.information_gain(samples, feats, cfg=icfg, label_col=label, groups=groups)
+            ig = IG.information_gain(samples, feats, **ig_kw, label_col=label, groups=groups)
             noop(ig.bin_scores)
             ig.unpersist()
 
         def native(rep: int) -> None:
-            ig = IG.information_gain(samples, feats, cfg=icfg, label_col=label, groups=groups)
+            ig = IG.information_gain(samples, feats, **ig_kw, label_col=label, groups=groups)
             noop(ig.edges_long)
             noop(counts_of(ig))
             ig.unpersist()
 
         say("  information gain: fit, native part, counts")
         out = {"fit": self.rep("ig_fit", fit), "native": self.rep("ig_native", native)}
-        ig = IG.information_gain(samples, feats, cfg=icfg, label_col=label, groups=groups)
+        ig = IG.information_gain(samples, feats, **ig_kw, label_col=label, groups=groups)
         noop(ig.edges_long)
         counts = counts_of(ig)
         out["counts"] = self.rep("ig_counts", lambda rep: noop(counts))
@@ -377,7 +380,6 @@ class Bench:
         pointwise scoring, and the per-shard density-ratio fits."""
         from sampleimp_spark.weighting import information_gain as IG
         from sampleimp_spark.weighting.density_ratio import fit_density_ratio
-        from sampleimp_spark.weighting.stage import DEFAULT_DR_FEATURES, label_column
 
         samples = lake.read_table(self.spark, cfg.lakehouse, S.SILVER_SAMPLES).where(
             (F.col(S.WINDOW_ID) == wid) & (F.col(S.SOURCE) == SOURCE)
@@ -390,13 +392,23 @@ class Bench:
         dr_feats = list(wcfg.dr_features or [f for f in DEFAULT_DR_FEATURES if f in feats])
         targeted = samples.withColumn(S.IS_TARGET, F.col("pair_recency_any") < F.lit(wcfg.target_days))
 
+        settings = density_ratio_settings(wcfg)
+
         def fit_and_score(rep: int) -> None:
-            fitted = IG.information_gain(samples, feats, cfg=icfg, label_col=label, groups=groups)
-            noop(IG.with_ig_weight(samples, fitted, feats, cfg=icfg))
+            fitted = IG.information_gain(
+                samples,
+                feats,
+                n_bins=icfg.n_bins,
+                smoothing=icfg.smoothing,
+                miller_madow=icfg.miller_madow,
+                label_col=label,
+                groups=groups,
+            )
+            noop(IG.with_ig_weight(samples, fitted, feats, lam=icfg.lam))
             fitted.unpersist()
 
         def dr_fit(rep: int) -> None:
-            noop(fit_density_ratio(targeted, dr_feats, cfg=wcfg.density_ratio))
+            noop(fit_density_ratio(targeted, dr_feats, settings=settings))
 
         say("  weights parts: IG fit + scoring, density-ratio fits")
         return {"ig_fit_and_score": self.rep("ig_fit_and_score", fit_and_score), "dr_fit": self.rep("dr_fit", dr_fit)}
@@ -493,8 +505,6 @@ class Bench:
         self, cfg: Config, windows: Windows, ig: dict[str, Any], *, check: bool, work: Path, checks: dict[str, Any]
     ) -> dict[str, Any]:
         """The pandas + scikit-learn weighting: timed end to end (read, weight, write), then checked."""
-        from sampleimp_spark.weighting.stage import DEFAULT_DR_FEATURES
-
         wcfg = cfg.weights
         dcfg = wcfg.density_ratio
         pcfg = R.PlainWeightsConfig(
@@ -571,7 +581,11 @@ class Bench:
             .where((F.col(S.WINDOW_ID) == wid) & (F.col(S.SOURCE) == SOURCE))
             .withColumn(S.IS_TARGET, F.col("pair_recency_any") < F.lit(cfg.weights.target_days))
         )
-        dr_sample = fit_input(sdf, dr_feats, cfg=cfg.weights.density_ratio).where(F.col("_dr_side") >= 0).toPandas()
+        dr_sample = (
+            fit_input(sdf, dr_feats, settings=density_ratio_settings(cfg.weights))
+            .where(F.col("_dr_side") >= 0)
+            .toPandas()
+        )
         weights, details = R.plain_weights(
             samples_pdf, feats, dr_feats, cfg=pcfg, edges=ig["edges"], dr_sample=dr_sample, label=ig["label"]
         )
@@ -644,7 +658,15 @@ class Bench:
         def spark_fit(rep: int) -> dict[str, Any]:
             if "model" in kept:
                 kept.pop("model").unpersist()  # its indexes and factors
-            kept["model"] = fit_als(ratings, cfg=acfg, seed=1)
+            kept["model"] = fit_als(
+                ratings,
+                seed=1,
+                rank=acfg.rank,
+                reg_param=acfg.reg_param,
+                alpha=acfg.alpha,
+                max_iter=acfg.max_iter,
+                num_blocks=acfg.num_blocks,
+            )
             return {"ratings": stats[0]}
 
         out: dict[str, Any] = {"spark_als": self.rep("spark_als", spark_fit)}
@@ -729,14 +751,7 @@ class Bench:
             cfg = make_config(n, args, lakehouse, self.ui_port)
             skewed = K.skewed_events(events, share=share, categories=cfg.input.generator.categories)
             ctx = lake.RunContext(f"skew-{n}-{share:g}", cfg.hash(), "ingest")
-            lake.write_table(
-                skewed,
-                lakehouse,
-                S.BRONZE_EVENTS,
-                ctx=ctx,
-                partition_by=(S.EVENT_DATE,),
-                expected_schema=S.EVENT_SCHEMA,
-            )
+            lake.write_table(skewed, lakehouse, S.BRONZE_EVENTS, ctx=ctx)
             written = lake.read_table(self.spark, lakehouse, S.BRONZE_EVENTS)
             top, measured_share = K.largest_share(written)
             say(f"skew {n:,} share {share:g}: largest category {top} holds {measured_share:.3%}; features (set-up)")
@@ -751,7 +766,7 @@ class Bench:
             res = self.rep(f"weights@{share:g}", weights)
             res["largest_category_share"] = round(measured_share, 4)
             res["features_stage_seconds"] = round(feat["seconds"], 1)
-            res["shards"] = features.reports["features"].shards
+            res["shards"] = features.reports["features"].latest.shards
             out["shares"][f"{share:g}"] = res
             if not args.keep_data:
                 shutil.rmtree(lakehouse, ignore_errors=True)
@@ -766,10 +781,12 @@ def stage_info(stage: str, report: Any) -> dict[str, Any]:
     """Row counts from a stage's report."""
     if stage == "ingest":
         return {"input_rows": report.input_rows, "events": report.events}
-    if stage == "features":
-        return {"samples": report.samples, "shards": report.shards, "features": len(report.features)}
+    if stage == "features":  # the run's own window (the training window is built before it)
+        latest = report.latest
+        return {"samples": latest.samples, "shards": latest.shards, "features": len(latest.features)}
     if stage == "weights":
-        return {"rows": report.rows, "shards": report.shards}
+        latest = report.windows[-1]
+        return {"rows": latest.rows, "shards": latest.shards}
     if stage == "train":
         return {"metric_rows": len(report.rows), "hyperparameters": report.hyperparameters}
     return {}

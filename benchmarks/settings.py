@@ -42,8 +42,8 @@ from measure import SparkStageMetrics, free_port, load_info, measured  # noqa: E
 from pyspark.sql import DataFrame  # noqa: E402
 from run_all import make_config, parse_args, scratch_lakehouse  # noqa: E402
 
-from sampleimp_spark.pipeline import run_stages  # noqa: E402
 from sampleimp_spark.session import get_session  # noqa: E402
+from sampleimp_spark.stages.pipeline import run_stages  # noqa: E402
 
 BASE = {
     "spark.sql.shuffle.partitions": "16",

@@ -26,7 +26,7 @@ from typing import Any
 
 from harness import machine_info
 
-PACKAGE_PREFIX = re.compile(r"\S*/sampleimp_spark/(?:training/|weighting/|features/)?")
+PACKAGE_PREFIX = re.compile(r"\S*/sampleimp_spark/(?:stages/|training/|weighting/|features/|sources/)?")
 
 
 def get(url: str) -> Any:

@@ -12,7 +12,7 @@ import pandas as pd
 from deltalake import DeltaTable
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.report import (
+from sampleimp_spark.stages.report import (
     DIAGNOSTIC_COLUMNS,
     plot_class_frequencies,
     plot_information_gain,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from sampleimp_spark import errors
-from sampleimp_spark.config import ConfigError, load_config
+from sampleimp_spark.config import ConfigError, check_run_id, load_config
 from sampleimp_spark.stages.pipeline import STAGES, run_stages
 
 log = logging.getLogger("sampleimp_spark")
@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         cfg = load_config(args.conf, args.overrides)
+        if args.run_id is not None:
+            check_run_id(args.run_id)
     except ConfigError as exc:
         print(f"sampleimp: {exc}", file=sys.stderr)
         return errors.EXIT_CONFIG
@@ -88,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = errors.exit_code(exc)
         if code == errors.EXIT_RUNTIME:
             log.exception("run failed")
-        print(f"sampleimp: {exc}", file=sys.stderr)
+        print(f"sampleimp: {errors.describe(exc)}", file=sys.stderr)
         return code
     print(f"run {result.run_id} finished\n{result.progress.summary()}\nreport: {report_path}")
     for name, report in result.reports.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -476,12 +477,29 @@ class TrainConfig(_Strict):
     save_models: bool = True
 
 
+#: A run id: a letter or digit, then letters, digits, ``_ . : -``; at most 128 characters. It
+#: names a report folder and goes into table properties, so nothing else is allowed.
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
+RUN_ID_RULE = "a letter or digit, then letters, digits, '_', '.', ':' or '-'; at most 128 characters"
+
+
+def check_run_id(run_id: str, *, origin: str = "--run-id") -> str:
+    """``run_id`` if it follows :data:`RUN_ID_PATTERN`.
+
+    Raises:
+        ConfigError: naming ``origin`` and the rule.
+    """
+    if not re.fullmatch(RUN_ID_PATTERN, run_id):
+        raise ConfigError(f"{origin}: invalid run id {run_id[:200]!r}: it must be {RUN_ID_RULE}")
+    return run_id
+
+
 class RunConfig(_Strict):
     """Identity of one run: used in commit metadata and Delta transaction identifiers."""
 
     #: Give the scheduler's run id here (or ``--run-id``) so a retried run is recognised;
     #: ``null`` makes a fresh id per run.
-    run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")
+    run_id: str | None = Field(None, pattern=RUN_ID_PATTERN)
     #: Where run reports go (one sub-folder per run).
     runs_dir: str = "runs"
 
@@ -555,6 +573,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             loaded = yaml.safe_load(Path(path).read_text())
         except FileNotFoundError as exc:
             raise ConfigError(f"config file not found: {path}") from exc
+        except IsADirectoryError as exc:
+            raise ConfigError(f"config file {path} is a directory; give a YAML file") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):

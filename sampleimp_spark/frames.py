@@ -1,18 +1,15 @@
-"""Materializing intermediate frames once, and freeing them again.
+"""Materializing intermediate frames once, freeing them again, and a canonical row layout.
 
-``DataFrame.localCheckpoint()`` computes a frame, keeps its rows in executor storage and cuts
-its lineage (later plans stay small, and a later action reads the rows instead of computing
-them again). The frame it returns is not in Spark's cache manager, though, so
-``DataFrame.unpersist()`` on it frees nothing: the blocks stay until the driver's garbage
-collector happens to drop the last reference to the RDD, which in a long session may be never.
-The same holds for the factor RDDs Spark ML's ALS keeps for its model.
+:func:`checkpoint` computes a frame now, keeps its rows in executor storage and cuts its lineage
+(``localCheckpoint``), so later plans stay small and later actions read the rows. :func:`release`
+frees what a frame holds: a cached frame, a checkpoint, or a frame made from a stored RDD (such as
+ALS's factors) alike. ``DataFrame.unpersist()`` alone frees nothing for a checkpoint: its blocks
+stay until the driver's garbage collector drops the RDD, which in a long session may be never. A
+released checkpoint cannot be read again.
 
-:func:`checkpoint` and :func:`release` are the pair the package uses instead: ``release``
-frees a cached frame, a checkpoint, and a frame made from a stored RDD alike. A released
-checkpoint cannot be read again.
-
-:func:`canonical_layout` gives a frame a row order that depends only on its rows, for the
-Spark ML fits whose floating-point sums follow the row order.
+:func:`canonical_layout` gives a frame partitions and a row order that depend only on its rows
+(one shuffle), for the Spark ML fits whose floating-point sums follow the row order
+(``docs/reproducibility.md``).
 """
 
 from __future__ import annotations

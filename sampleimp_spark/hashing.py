@@ -1,8 +1,9 @@
 """Reproducible randomness: draws are hashes of ``(seed, key columns, purpose)``.
 
-Unlike ``rand()``, a draw does not depend on how rows are partitioned or ordered, so the
-same seed gives the same samples, splits and bootstrap replicates on a laptop and on a
-cluster.
+:func:`uniform` is a uniform draw in [0, 1) from ``xxhash64(seed, salt, keys)``; :func:`poisson1`
+a Poisson(1) count from one such draw (for bootstraps). Unlike ``rand()``, a draw does not depend on
+how rows are partitioned or ordered, so the same seed gives the same samples, splits and bootstrap
+replicates on a laptop and on a cluster. Where the pipeline uses them: ``docs/reproducibility.md``.
 """
 
 from __future__ import annotations

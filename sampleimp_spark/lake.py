@@ -54,10 +54,17 @@ class RunContext:
     config_hash: str
     stage: str
     extra_properties: Mapping[str, str] = field(default_factory=dict)
+    #: A fingerprint of what the stage read (input files, table versions): a retry of the same
+    #: run id skips a committed write only when it read the same inputs with the same config.
+    inputs: str = ""
 
     def with_properties(self, props: Mapping[str, str]) -> RunContext:
         """The same context with more table properties to set."""
         return replace(self, extra_properties={**self.extra_properties, **props})
+
+    def with_inputs(self, *parts: object) -> RunContext:
+        """The same context, its writes keyed also by these inputs."""
+        return replace(self, inputs=json.dumps([str(p) for p in parts]))
 
     def user_metadata(self, table: str) -> str:
         return json.dumps(
@@ -152,13 +159,19 @@ def check_contract(df: DataFrame, name: str) -> S.TableContract:
 
 
 def _ensure_table(spark: SparkSession, path: str, contract: S.TableContract) -> None:
-    """Create a fixed-schema table with its contract (NOT NULL columns enforced by Delta) if absent."""
-    from delta.tables import DeltaTable
+    """Create a fixed-schema table with its contract (NOT NULL columns enforced by Delta) if absent.
 
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(contract.columns)
-    if contract.partition_by:
-        builder = builder.partitionedBy(*contract.partition_by)
-    builder.execute()
+    Plain SQL with every name escaped: Delta's table builder pastes the path into SQL unescaped.
+    """
+    cols = ", ".join(
+        f"{sql_identifier(f.name)} {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
+        for f in contract.columns.fields
+    )
+    parts = ", ".join(sql_identifier(c) for c in contract.partition_by)
+    spark.sql(
+        f"CREATE TABLE IF NOT EXISTS delta.{sql_identifier(path)} ({cols}) USING DELTA"
+        + (f" PARTITIONED BY ({parts})" if parts else "")
+    )
 
 
 def _current_version(spark: SparkSession, path: str) -> int | None:
@@ -198,9 +211,11 @@ def write_table(
     path = table_path(lakehouse, name)
     if not contract.features:
         _ensure_table(spark, path, contract)
-    # One transaction id per (stage, table, run, rows replaced): a run writing two windows of a
-    # table makes two writes, and a retry of the run skips each one it already committed.
-    scope = hashlib.sha256((replace_where or ("<overwrite>" if overwrite else "<append>")).encode()).hexdigest()[:16]
+    # One transaction id per (stage, table, run, rows replaced, config, inputs): a run writing two
+    # windows of a table makes two writes, and a retry of the run skips a write it already
+    # committed only if it read the same inputs with the same config.
+    what = replace_where or ("<overwrite>" if overwrite else "<append>")
+    scope = hashlib.sha256("\x1f".join((what, ctx.config_hash, ctx.inputs)).encode()).hexdigest()[:16]
     app_id = f"sampleimp_spark/{ctx.stage}/{name}/{ctx.run_id}/{scope}"
     before = _current_version(spark, path)
     writer = (
@@ -267,6 +282,27 @@ def last_commit_metrics(
             continue
         return {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if v.lstrip("-").isdigit()}
     return {}
+
+
+def files_fingerprint(paths: list[str]) -> str:
+    """A hash of the files under ``paths`` (each file's path, size and modification time)."""
+    entries = []
+    for p in paths:
+        root = Path(p).expanduser()
+        files = sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else [root]
+        for f in files:
+            try:
+                st = f.stat()
+            except OSError:
+                entries.append(f"{f}:missing")
+                continue
+            entries.append(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+
+
+def table_version_or_none(spark: SparkSession, lakehouse: str | Path, name: str) -> int | None:
+    """The current Delta version of table ``name``, or None when it does not exist yet."""
+    return _current_version(spark, table_path(lakehouse, name))
 
 
 def table_version(spark: SparkSession, lakehouse: str | Path, name: str) -> int:

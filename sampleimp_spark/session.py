@@ -1,13 +1,14 @@
-"""The one place a SparkSession is built.
+"""The one place a SparkSession is built; no session is created at import time.
 
-* Inside ``spark-submit`` (or any process that already has a session), the active session
-  is reused as is: the cluster's settings win. Delta must then come from the submit line
+* Inside ``spark-submit`` (or any process that already has a session), :func:`get_session` reuses
+  the active session as is: the cluster's settings win. Delta must then come from the submit line
   (``--packages`` or ``--jars``); :func:`get_session` checks that and says how to fix it.
-* Otherwise a local session is built with the Delta SQL extension and catalog, Arrow on,
-  UTC, and the Delta JARs. The JARs are resolved from Maven Central by Spark's own resolver
-  (Ivy) on first use, into ``spark.jars_cache_dir``; a manifest of the resolved files is
-  written there, and later sessions put those files on ``spark.jars`` directly, with no
-  resolver and no network.
+* Otherwise it builds a local session with the Delta SQL extension and catalog, Arrow on, UTC,
+  adaptive execution, and the Delta JARs. Spark's own resolver (Ivy) fetches the JARs from Maven
+  Central on first use into ``spark.jars_cache_dir`` and a manifest of the files is written there;
+  later sessions put those files on ``spark.jars`` directly, with no resolver and no network.
+
+Either way, a few Spark loggers whose warnings are expected here are quieted.
 """
 
 from __future__ import annotations

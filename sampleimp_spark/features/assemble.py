@@ -2,8 +2,10 @@
 
 :func:`build_samples` joins the user, item, category and pair features of the feature window
 onto every ``(user, item)`` pair active in it, with its labels from the label window;
-:func:`build_window` adds shards and the class frequencies. The result is **one wide table**
-(a row per sample with keys, shard, labels and features), so readers need no joins.
+:func:`build_window` adds the shards and the class frequencies. The result is **one wide table**:
+a row per sample with its keys, shard, labels and every feature as a non-null double, so readers
+need no joins. Nothing is written here; the frames read checkpoints the caller releases once the
+frames are written. Definitions: ``docs/features.md``.
 """
 
 from __future__ import annotations

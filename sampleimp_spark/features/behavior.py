@@ -1,30 +1,15 @@
-"""Behavior features of users, items, categories and (user, item) pairs (DESIGN §4).
+"""Behavior features of users, items, categories and (user, item) pairs over the feature window.
 
-All features are computed from the feature window's events only, with native Spark
-functions, relative to ``t1`` (the end of the feature window).
+:func:`prepare_events` keeps the feature window's events and adds their local date, 4-hour bucket,
+day of week and session; :func:`entity_features` computes per entity (columns ``user_*``,
+``item_*``, ``cat_*``, ``pair_*``) counts per behavior, conversion ratios, recencies, active days,
+hour and day-of-week shares and sessions; :func:`price_features` the price levels. Native Spark
+functions only, everything relative to ``t1``; no label-window event is read.
 
-Per entity (prefix ``user_``, ``item_``, ``cat_``, ``pair_``):
-
-* ``n_events`` and ``n_<behavior>`` for view, click, fav, cart, purchase, remove_from_cart;
-* conversion ratios ``cart_per_view``, ``fav_per_view``, ``purchase_per_view`` and
-  ``purchase_per_cart``, where *views* are view + click events (Tianchi logs clicks, the others
-  views);
-* ``recency_<behavior>`` and ``recency_any``: days from the last such event to ``t1``;
-* ``active_days``: distinct local dates with an event;
-* ``hour_<b>`` (b = 0..5, 4-hour buckets of the local day) and ``dow_<d>`` (d = 1 Sunday .. 7
-  Saturday): the share of the entity's events in each bucket, in the source's local time;
-* ``sessions`` and ``session_minutes`` (mean length of the sessions touching the entity):
-  sessions are the source's own (REES46 ``user_session``) or, where absent, runs of a user's
-  events without a gap longer than ``session_gap_minutes``;
-* where prices exist: ``item_price`` (mean price), ``item_price_rel`` (item price over its
-  category's median item price), ``user_price_rel`` (mean relative price of the user's
-  events), ``cat_median_price``; pairs carry their item's relative price.
-
-**Undefined values, one rule:** every feature is a non-null double. A value that is undefined
-takes a neutral value: a ratio with a zero denominator is 0 (the counts next to it say
-why), the recency of a behavior that never happened is the feature window's length in days
-(as old as anything we can see), a share over no events is 0, and a relative price without
-prices is 1 (with ``item_price`` = 0 and ``cat_median_price`` = 0).
+Guarantee: every feature is a non-null double. An undefined value takes one neutral value
+(:func:`neutral_value`): a ratio with a zero denominator is 0, the recency of a behavior that never
+happened is the feature window's length in days, a share over no events is 0, and a relative
+price without prices is 1. Definitions: ``docs/features.md``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """Class frequencies per shard and overall: the input of class balancing (``silver.class_frequencies``).
 
-Three kinds of classes, every class listed even when its count is 0:
-
-* ``behavior``: feature-window events per behavior (view ... remove_from_cart);
-* ``purchase``: samples per ``label_purchase`` value (``0``, ``1``);
-* ``intent``: samples per ``label_intent`` (``none``, view ... purchase).
-
-Overall rows have shard ``_all``. Shares sum to 1 within (shard, kind).
+:func:`class_frequencies` counts three kinds of classes per shard and overall (shard ``_all``):
+``behavior`` (feature-window events per behavior), ``purchase`` (samples per ``label_purchase``)
+and ``intent`` (samples per ``label_intent``). Every class is listed, with count 0 where it does not
+occur, and shares sum to 1 within (shard, kind). The output is small: shards × classes rows.
 """
 
 from __future__ import annotations

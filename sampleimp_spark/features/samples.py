@@ -1,10 +1,10 @@
-"""Samples and labels (DESIGN §3).
+"""Labels of samples, from the label window only.
 
-A sample is a ``(user_id, item_id)`` pair with at least one event in the feature window.
-Its labels come only from the label window ``[t1, t2)``: ``label_purchase`` (1 if the user
-bought the item) and ``label_intent`` (the highest behavior reached, by intent order view <
-click < fav < cart < purchase; ``none`` without a label-window event). Features never read
-label-window events, and labels never read feature-window events.
+A sample is a ``(user_id, item_id)`` pair with at least one event in the feature window
+``[t0, t1)``. :func:`labels` and :func:`with_labels` give it ``label_purchase`` (1 if the user
+bought the item in ``[t1, t2)``) and ``label_intent`` (the highest behavior reached there, by
+intent order view < click < fav < cart < purchase; ``none`` without a label-window event).
+Labels never read feature-window events, and features never read label-window events.
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
-"""Category shards: each category is its own shard unless it is small (DESIGN §3).
+"""Category shards: each category is its own shard unless it is small.
 
-Categories with fewer than ``min_shard_rows`` samples are pooled: into the nearest ancestor
-in the source's taxonomy (``category_path``) whose pooled small categories reach the minimum,
-else into one ``_other`` shard. A category's own taxonomy path is the longest common prefix
-of its items' paths (so Amazon's "Home & Garden" items with different third levels share
-"Magazine Subscriptions > Home & Garden"), and its parent is that path minus one segment.
-
-The map is computed over the (small) per-category table in Spark, one level at a time; it
-is written as ``silver.shard_map`` so downstream users can see which category went where.
+:func:`shard_map` maps every category of a window's samples to a shard: itself when it has at
+least ``min_shard_rows`` samples, else the nearest ancestor in the source's taxonomy
+(``category_path``) whose pooled small categories reach the minimum, else ``_other``. The map
+(``category_id, shard, rule, samples, shard_samples``) is computed over the small per-category
+table, one taxonomy level at a time, and is written as ``silver.shard_map``. Every category gets
+exactly one shard. Rules and examples: ``docs/features.md``.
 """
 
 from __future__ import annotations

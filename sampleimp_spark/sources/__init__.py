@@ -1,7 +1,8 @@
 """Source adapters: one per public log format, each turning raw input into parsed records.
 
-Use :func:`read_source`; :data:`SOURCE_TIMEZONES` tells later stages in which zone a
-source's days and hours are defined (Taobao and Tianchi are China time).
+Use :func:`read_source` (the configured input, or the seeded :mod:`.generator`); the records are
+validated by :mod:`.validate`. :data:`SOURCE_TIMEZONES` tells later stages in which zone a source's
+days and hours are defined (Taobao, Tianchi and the generator: China time; the others: UTC).
 """
 
 from __future__ import annotations

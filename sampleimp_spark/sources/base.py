@@ -1,13 +1,13 @@
 """Building blocks shared by the source adapters.
 
 An adapter turns one public format into *parsed records*: the canonical event columns
-(DESIGN §2, without ``source`` and ``event_date``, which ingest adds) plus the bookkeeping
-columns of :data:`sampleimp_spark.schema.ADAPTER_COLUMNS` that validation needs to give a
-precise reject reason. Adapters never drop a record: every input line comes out as exactly
-one parsed record, so ingest can account for all of them.
+(``docs/design.md`` §2, without ``source`` and ``event_date``, which ingest adds) plus the
+bookkeeping columns of :data:`sampleimp_spark.schema.ADAPTER_COLUMNS` that validation needs to give
+a precise reject reason. Adapters never drop a record: every input line comes out as exactly one
+parsed record, so ingest can account for all of them.
 
-Parsing is strict and ANSI-safe: every conversion uses a ``try_*`` function or a guard, so
-one bad value makes one reject instead of failing the job.
+Parsing is strict and ANSI-safe: every conversion uses a ``try_*`` function or a guard, so one bad
+value makes one reject instead of failing the job.
 """
 
 from __future__ import annotations

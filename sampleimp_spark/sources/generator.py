@@ -1,23 +1,15 @@
-"""A seeded generator of realistic Taobao-shaped behavior logs, at any size, in native Spark.
+"""A seeded generator of Taobao-shaped behavior logs, at any size, in native Spark.
 
-What it imitates (the shapes of the real Taobao sample in ``../shared/data``):
+:func:`generate_lines` produces about ``cfg.events`` lines in the Taobao CSV format, and :func:`read`
+parses them with the Taobao adapter, like a file. They imitate the real Taobao sample: funnels of
+(user, item) interactions (views, sometimes a fav, a cart and a purchase, minutes apart; about
+89.5 / 5.5 / 2.9 / 2.0 % view / cart / fav / purchase), power-law user activity and item popularity
+over Zipf-sized categories, purchase propensity from a latent user trait and item quality, users
+sticking to a favorite category, later days drifting toward other categories, China-time days with
+an evening peak, and configurable quirks (corrupted lines, exact duplicates) for the rejects path.
 
-* **Funnels**: events come from (user, item) interactions. Each has one or more views, and
-  sometimes a fav, a cart and a purchase, a few minutes apart. The overall mix is about
-  89.5 / 5.5 / 2.9 / 2.0 % view / cart / fav / purchase.
-* **Skew**: user activity and item popularity are power-law; items belong to ~Zipf-sized
-  categories (a few huge shards, a long tail of tiny ones).
-* **Signal**: purchase and cart propensity depend on a latent user trait and item quality,
-  and users stick to a favorite category, so features can predict labels.
-* **Drift**: later days shift traffic toward other categories (covariate shift: today's
-  traffic is not last week's).
-* **Time**: days in China time with an evening peak.
-* **Quirks** (configurable): a share of corrupted lines (null ids, unknown behaviors,
-  out-of-window and unparsable times, truncated lines) and of exact duplicates.
-
-Every random draw is a hash of ``(seed, row id, purpose)``, so output depends only on the
-config, never on partitioning or cluster size. The output is *lines* in the Taobao CSV
-format, parsed by the Taobao adapter like a file would be.
+Every random draw is a hash of ``(seed, row id, purpose)``, so the output depends only on the
+config, never on partitioning or cluster size.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Validation of parsed records: reject reasons, canonical events, de-duplication.
 
-Pure transforms over the parsed records of :mod:`sampleimp_spark.sources`: :func:`validate`
-gives each record a reject reason (null when valid), :func:`to_events` keeps the valid ones as
-canonical events, :func:`dedupe` drops exact duplicates (identical raw records) and
-:func:`to_rejects` shapes the rest for ``bronze.rejects``. The ingest stage
+Pure transforms over the parsed records of :mod:`sampleimp_spark.sources`: :func:`validate` gives
+each record a reject reason (null when valid; the first failing check of malformed, null_id,
+unknown_behavior, bad_timestamp, ts_out_of_range, negative_price, bad_value), :func:`to_events`
+keeps the valid ones as canonical events, :func:`dedupe` drops exact duplicates (identical raw
+records) and :func:`to_rejects` shapes the rest for ``bronze.rejects``. So every record ends in
+exactly one place: an event, a reject, or the count of duplicates. The ingest stage
 (:mod:`sampleimp_spark.stages.ingest`) writes them.
 """
 

@@ -89,7 +89,11 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
     source = source_of(cfg)
     tz = SOURCE_TIMEZONES[source]
     with progress.stage(spark, "features", f"samples, labels, shards and features of {source}") as info:
-        events = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(F.col(S.SOURCE) == source)
+        version = lake.table_version(spark, cfg.lakehouse, S.BRONZE_EVENTS)
+        ctx = ctx.with_inputs(S.BRONZE_EVENTS, version)
+        events = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS, version=version).where(
+            F.col(S.SOURCE) == source
+        )
         latest = resolve_windows(
             events,
             t0=fcfg.t0,

@@ -71,6 +71,7 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
     if source == generator.NAME and valid_from is None and valid_until is None:
         valid_from, valid_until = generator.window(cfg.input.generator)
 
+    ctx = ctx.with_inputs(lake.files_fingerprint([*cfg.input.paths, *cfg.input.item_paths]))
     with progress.stage(spark, "ingest", f"parse and validate {source} input") as info:
         validated = validate(
             read_source(spark, cfg.input), source=source, valid_from=valid_from, valid_until=valid_until

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from sampleimp_spark import lake
-from sampleimp_spark.config import Config
+from sampleimp_spark.config import Config, check_run_id
+from sampleimp_spark.errors import ConfigError
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.stages import features, ingest, train, weights
 
@@ -21,6 +23,24 @@ log = logging.getLogger("sampleimp_spark")
 
 #: Stage names in pipeline order.
 STAGES: tuple[str, ...] = ("ingest", "features", "weights", "train")
+
+
+def check_lakehouse(lakehouse: str) -> Path:
+    """The lakehouse folder, created if absent.
+
+    Raises:
+        ConfigError: the path is a file, or the folder cannot be created or written to.
+    """
+    path = Path(lakehouse).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"lakehouse {path} is a file, not a folder: set lakehouse to a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"lakehouse {path} cannot be created: {exc.strerror}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"lakehouse {path} is not writable by this user: fix its permissions or set lakehouse")
+    return path
 
 
 def new_run_id() -> str:
@@ -44,7 +64,8 @@ def run_stages(
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
-    run_id = run_id or cfg.run.run_id or new_run_id()
+    run_id = check_run_id(run_id) if run_id else cfg.run.run_id or new_run_id()
+    check_lakehouse(cfg.lakehouse)
     progress = RunProgress(run_id)
     result = RunResult(run_id, progress)
     config_hash = cfg.hash()

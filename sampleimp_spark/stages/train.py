@@ -94,6 +94,7 @@ def run(
         windows = Windows.from_id(wid)
         t_windows = training_window(windows)
         version = lake.table_version(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES)
+        ctx = ctx.with_inputs(S.GOLD_TRAINING_SAMPLES, version)
         gold = lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES, version=version).where(
             F.col(S.SOURCE) == source
         )

@@ -227,6 +227,7 @@ def run(
     """Compute the weights of the run's silver windows and write the gold tables."""
     source = source_of(cfg)
     with progress.stage(spark, "weights", f"sample-importance weights of {source}") as info:
+        ctx = ctx.with_inputs(S.SILVER_SAMPLES, lake.table_version(spark, cfg.lakehouse, S.SILVER_SAMPLES))
         done = [
             _one_window(spark, cfg, source=source, window_id=wid, ctx=ctx)
             for wid in windows_to_weight(spark, cfg, source, window_ids)

@@ -1,35 +1,14 @@
-"""Weighted implicit-feedback ALS in Spark ML (DESIGN §6).
+"""Weighted implicit-feedback ALS in Spark ML: ratings, fit and top-k recommendations.
 
-Spark's :class:`~pyspark.ml.recommendation.ALS` has no weight column. Sample weights enter
-through the implicit-feedback *confidence* instead, in one place: :func:`implicit_ratings`
-turns behavior events and per-(user, item) sample weights into one ALS rating per pair,
-
-    ``rating(u, i) = w(u, i) · Σ_{events e of (u, i)} strength(behavior(e))``,
-
-and ALS with ``implicitPrefs=True`` (Hu, Koren & Volinsky, "Collaborative Filtering for
-Implicit Feedback Datasets", ICDM 2008) turns a rating ``r`` into
-
-* a confidence ``c = 1 + alpha · r`` (Spark uses ``|r|``; our ratings are never negative), and
-* a preference ``p = 1`` if ``r > 0`` else ``0``,
-
-and minimises ``Σ_{u,i} c_ui (p_ui - x_u·y_i)² + λ (Σ_u n_u |x_u|² + Σ_i n_i |y_i|²)`` over
-*all* (user, item) cells, unobserved cells having ``c = 1, p = 0``. Spark scales ``λ`` by the
-number of positive ratings of each user / item (``n_u``, ``n_i``; ALS-WR). So a weight
-``w`` multiplies the extra confidence ``alpha · Σ strength`` of a pair's observations: ``w = 2``
-counts the pair's events twice as much as ``w = 1`` when the factors are fitted, ``w → 0``
-makes the pair look unobserved. The preference stays 1 whatever the weight.
-
-ALS needs integer ids: :func:`index_ids` builds a contiguous, deterministic index of the
-distinct ids in native Spark (no ids are collected to the driver); :func:`fit_als` indexes the
-ratings, fits ALS and returns a :class:`FittedALS` that keeps the indexes to map
-recommendations back to the original ids (:func:`recommend`).
-
-Reproducibility: ALS initialises its factors from ``seed``. With the same ratings, the same
-seed and the same ``num_blocks``, the factors do not depend on the order and partitioning of
-the ratings in practice (tested to the last bit): Spark sums each factor's normal equations
-in double precision but keeps the factors in single precision, so another summation order
-changes a factor only when its solution sits on a single-precision rounding boundary. Where
-one does, scores move by ~1e-7 relative, and rankings only between items that close.
+Spark's ALS has no weight column, so sample weights enter in one place, :func:`implicit_ratings`:
+one rating per (user, item), ``rating = w(u, i) · Σ strength(behavior)`` over the pair's events
+(``w = 1`` for a pair without a weight). ALS with ``implicitPrefs=True`` reads it as confidence
+``1 + alpha · rating`` with preference 1 (Hu, Koren & Volinsky 2008): a weight scales how much the
+pair's events count, and ``w → 0`` makes the pair look unobserved. :func:`fit_als` indexes the ids
+(:func:`index_ids`: contiguous, a function of the set of ids alone) and fits; :func:`recommend`
+gives each known user's exact top ``k`` items, scored in float64 in blocks, ties by item index.
+With the same ratings, seed and ``num_blocks`` the factors do not depend on the ratings' order or
+partitioning in practice (tested to the last bit; the exception is in ``docs/reproducibility.md``).
 """
 
 from __future__ import annotations

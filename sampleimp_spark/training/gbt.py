@@ -1,46 +1,16 @@
-"""Weighted gradient-boosted trees in Spark ML: purchase prediction and ALS re-ranking (DESIGN §6).
+"""Weighted gradient-boosted trees in Spark ML: purchase prediction and ALS re-ranking.
 
-:func:`fit_gbt` fits ``VectorAssembler + GBTClassifier`` on the samples' feature columns (read
-in single precision, see below), with the sample weights as Spark's native ``weightCol`` (or
-unweighted). With a weight column, every sum the trees are built from is a weighted sum — the
-impurity statistics of each split, the leaf values, the gradients of the logistic loss — so a
-row of weight 2 counts exactly as two copies of the row (tested). :func:`predict_proba` adds
-``P(label = 1)`` as a plain double.
+:func:`fit_gbt` fits ``VectorAssembler + GBTClassifier`` (logistic loss) on the samples' feature
+columns, with the sample weight as Spark's native ``weightCol`` (or unweighted): a row of weight 2
+counts exactly as two copies. :func:`predict_proba` adds ``P(label = 1)``. For two-stage
+recommendation, :func:`candidate_features` gives ALS candidates the features of ``silver.samples``
+(neutral values for pairs that are not samples) and :func:`rerank` orders them by the GBT probability.
 
-Two-stage recommendation: ALS proposes each user's top-N candidates
-(:func:`sampleimp_spark.training.als.recommend` with ``rank_col=S.ALS_RANK``);
-:func:`candidate_features` gives each candidate the feature columns of ``silver.samples``
-(most candidates are pairs the user never touched, so their pair features take the neutral
-values of :mod:`sampleimp_spark.features.behavior`); :func:`rerank` orders them by the GBT
-probability.
-
-Reproducibility: the model is a function of the training rows (as a multiset) and ``seed``,
-not of the order in which upstream stages happen to deliver the rows. Spark's tree code sums
-weights and gradients partition by partition, in row order, and floating-point sums depend on
-their order: the same rows in another order fit trees that differ in their last bits, and where
-two candidate splits tie, in a split (a rerun's weighted GBT once moved a ROC-AUC by 8e-5 that
-way). So :func:`fit_gbt` first gives the rows a canonical layout
-(:func:`sampleimp_spark.frames.canonical_layout`). ``seed`` drives GBT's row subsampling
-(``subsampling_rate < 1``) and the sample of rows Spark uses to find candidate split
-thresholds on inputs above 10,000 rows; both are drawn per partition, so they are
-reproducible too.
-
-The model reads its features and weights in single precision (float32, as XGBoost
-does): the pipeline's first stage rounds each feature to the nearest float32 (kept as a double),
-and the fit rounds the weights the same way. Upstream sums over doubles (a per-shard mean
-weight, an average session length) may differ in their last bits between runs when Spark
-merges partial sums in another order; rounded to float32 they are equal again (a float32 spans
-2²⁹ doubles, so a value one double apart rounds differently about once in 5·10⁸), so the
-canonical layout and every sum the trees are built from stay the same. Scoring rounds the
-features the same way, so a value at a threshold falls on the side it fell in training.
-
-What stays order-dependent: Spark adds the per-partition weight totals on the driver as tasks
-finish (a last-bit difference in the split-threshold search, which matters only on an exact
-tie of cumulative weights, and not at all with two partitions: a sum of two terms does not
-depend on their order), and on a multi-executor cluster the reduce side merges the
-per-partition statistics in fetch order. In local mode with two partitions, as in the tests,
-the trees are bit-identical (tested), also when an input differs from another run's in its
-last bit (tested).
+The model is a function of the training rows as a multiset and ``seed`` (which drives row
+subsampling and the split-threshold sample): the fit lays its rows out canonically
+(:func:`sampleimp_spark.frames.canonical_layout`) and reads features and weights rounded to float32,
+so a last-bit difference upstream almost never changes the trees; scoring rounds the same way, and
+a saved model keeps the rounding. What stays order-dependent on a cluster: ``docs/reproducibility.md``.
 """
 
 from __future__ import annotations

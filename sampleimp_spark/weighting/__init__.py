@@ -1,1 +1,4 @@
-"""Sample-importance weights per shard (DESIGN §5): one module per component."""
+"""Sample-importance weights per shard, one module per component (formulas: ``docs/weighting.md``).
+
+Pure transforms: nothing here reads config, writes tables or reports progress (the weights stage does).
+"""

@@ -1,24 +1,11 @@
-"""Class-balance weights from class frequencies (DESIGN §5).
+"""Class-balance weights ``w_class`` from class frequencies.
 
-Raw weight of class ``c`` in a scope with ``n`` samples over ``C`` classes of non-zero count ``n_c``:
-
-* ``balanced``: ``r_c = n / (C · n_c)`` (scikit-learn's ``class_weight="balanced"``);
-* ``sqrt``: ``r_c = sqrt(n / (C · n_c))``, a milder correction;
-* ``effective_number``: ``r_c = (1 - β) / (1 - β^n_c)``, the inverse "effective number of samples"
-  of Cui et al. (2019), *Class-Balanced Loss Based on Effective Number of Samples*;
-  ``1 - β^n_c`` is computed as ``-expm1(n_c · ln β)`` so it stays accurate for ``β`` near 1;
-* ``none``: ``r_c = 1``.
-
-**Normalization**: ``w_c = r_c · n / Σ_c' n_c' r_c'``, so the *sample-weighted* mean weight is 1 within
-the scope (``Σ_c n_c w_c = n``): the weights move mass between classes without changing the
-scope's total. ``balanced`` already satisfies it (``w_c = r_c``); ``none`` gives 1. (Cui et al.
-normalize so that the *class* weights sum to ``C`` instead; that changes the total weight of the
-data with the class mix, which we avoid so that shards stay comparable.)
-
-**Scope**: ``shard`` computes ``n``, ``C``, ``n_c`` within each shard (the ``_all`` rows are
-ignored); ``global`` uses only the ``_all`` (overall) rows, and every shard gets the same weight
-per class. Classes with a zero count get no weight row (no division by zero); a sample whose
-(shard, class) has no row gets the neutral weight 1.
+:func:`class_weights` turns ``silver.class_frequencies`` rows into one weight per (shard, class)
+with a non-zero count: ``balanced`` (``n / (C · n_c)``), ``sqrt``, ``effective_number``
+(``(1 - β) / (1 - β^n_c)``, Cui et al. 2019) or ``none``, normalized so that the sample-weighted mean
+weight is 1 within the scope (``shard``, or ``global`` from the ``_all`` rows).
+:func:`with_class_weight` adds it to every sample by a broadcast join; a sample whose class has no
+weight row gets 1. Small tables, native Spark. Formulas: ``docs/weighting.md``.
 """
 
 from __future__ import annotations

@@ -1,19 +1,12 @@
 """Combine the weight components, clip, self-normalize per shard, and describe the result.
 
-``w = w_class^a · w_dr^b · w_ig^c · w_resample``: each component is its own column (a
-downstream team can recombine them with other exponents). ``w_resample`` is not a
-preference but the ``1/rate`` compensation of down- or over-sampling, so it always enters
-with exponent 1: without it, resampling would change the weighted class totals.
-
-Then, per shard:
-
-* **clip** at the shard's ``clip_quantile`` of ``w`` (a few extreme density ratios must not
-  own a shard's training signal); the fraction clipped is reported;
-* **self-normalize** to mean 1 (``w / mean_s(w)``), so a shard's total weight equals its row
-  count and the weights of different shards are comparable.
-
-Per-shard statistics come from small aggregates joined back by shard; no window function
-moves a whole (possibly huge) shard into one task.
+:func:`combine_weights` adds ``w_raw = w_class^a · w_dr^b · w_ig^c · w_resample`` (a missing
+component counts as 1; ``w_resample`` always enters with exponent 1, as it compensates sampling),
+``w_clipped`` (above the shard's ``clip_quantile`` of ``w_raw``) and ``weight``: the clipped product
+divided by its shard mean, so every shard's weights average 1. :func:`weight_diagnostics`
+gives per shard the rows, effective sample size ``(Σw)² / Σw²`` and its ratio to rows, min / median
+/ max weight and the fraction clipped. Per-shard statistics come from small aggregates joined back
+by shard; no window function moves a whole shard into one task. Details: ``docs/weighting.md``.
 """
 
 from __future__ import annotations

@@ -1,70 +1,16 @@
-"""Density-ratio (covariate-shift) weights per shard: ``w_dr ≈ r(x) = p_target(x) / p_source(x)`` (DESIGN §5).
+"""Density-ratio (covariate-shift) weights per shard: ``w_dr ≈ r(x) = p_target(x) / p_source(x)``.
 
-**Populations.** Each sample row carries a boolean ``is_target``. The *target* population is
-the rows with ``is_target = true`` (by default: samples active in the last days of the feature
-window). The *source* population is, by default (``source_includes_target = true``), **every**
-row of the shard, target rows included: the standard "today vs all" estimator, in which a
-target row is a draw of both distributions. It may then appear in both fit samples (drawn
-independently for each side), once labelled target and once source. With
-``source_includes_target = false`` the source is only the rows with ``is_target = false``.
-A null ``is_target`` counts as false. Labels are never read.
+:func:`fit_density_ratio` fits one small params row per shard (:func:`params_schema`) in a grouped
+pandas UDF over a bounded, stratified sample drawn by a seeded hash (about ``max_fit_rows`` rows per
+shard whatever its size; the fit uses at most that many): ``logistic`` (classification with a prior
+correction), ``ulsif``, ``rulsif`` or ``kliep`` (:mod:`.kernels`). :func:`score_density_ratio` then
+weights every row in native Spark from those params, clipped to ``[0, max_ratio]``. The target
+population is the rows with ``is_target``; the source, by default, every row. Labels are never read.
+Shards that cannot be fitted, or fit poorly, get ``w_dr = 1`` and a ``fallback_reason``.
 
-**Fit on a bounded, stratified, seeded sample.** Per (shard, side) counts are computed in
-Spark (small). The budget ``max_fit_rows`` is split: ``cap_t = min(n_t, ⌊max_fit_rows ·
-target_share⌋)`` target rows and ``cap_s = max_fit_rows - cap_t`` source rows. A row is kept on
-a side when ``hashing.uniform(seed, user_id, item_id, salt=side) < min(1, cap / n)``, so the
-sample does not depend on partitioning, and the grouped pandas UDF receives about
-``max_fit_rows`` rows per shard however large the shard is (a Bernoulli sample: its size can
-exceed the cap by a few standard deviations, ``√cap``). Inside the UDF the rows are sorted by
-their hash (then by content) and each side is truncated to its cap, so ``n_fit ≤ max_fit_rows``
-exactly, and folds and kernel centers are taken in that (random, reproducible) order. Shards
-that cannot be fitted (see fallbacks) ship no rows at all, only one marker row with their
-counts, which also guarantees every shard gets a params row.
-
-**Standardization and non-finite values.** Features are standardized per shard with the mean
-and standard deviation of the *finite* values of the pooled fit sample (source ∪ target); both
-are returned in the params as ``feature_means`` and ``feature_scales = 1 / std``. A feature
-that is constant (or has no finite value) gets scale 0, i.e. it is ignored. The same rule is
-applied when fitting and when scoring::
-
-    z = 0                       if x is null or NaN, or the feature's scale is 0 (mean imputation)
-    z = +z_clip / -z_clip       if x = +inf / -inf
-    z = clamp((x - mean) · scale, -z_clip, z_clip)   otherwise
-
-**Methods** (``method``):
-
-* ``logistic``: probabilistic classification. A logistic regression (L2, ``C = logistic_c``;
-  optionally with squared terms ``z_j²``) separates target (1) from source (0) fit rows and
-  ``r(x) = (m_s / m_t) · P(t|x) / P(s|x) = exp(b₀ + log(m_s/m_t) + Σ β_j z_j [+ Σ γ_j z_j²])``,
-  where ``m_s, m_t`` are the *fit-sample* sizes (they, not the population sizes, set the
-  classifier's prior). The prior correction is folded into ``intercept``.
-  ``fit_quality`` = out-of-fold ROC AUC over ``cv_folds`` folds (``quality_metric =
-  heldout_auc``); fallback when below ``min_auc``.
-* ``ulsif`` / ``rulsif`` / ``kliep``: ``r(x) = Σ_l α_l exp(-||z - c_l||² / (2σ²))`` with
-  ``n_centers`` centers taken from target fit rows, fitted by :mod:`.kernels`
-  (``rulsif`` estimates the *relative* ratio ``p_t / (α p_t + (1-α) p_s)``, a smoothed ratio
-  bounded by ``1/α`` and monotone in the plain ratio). σ (and λ) come from the grids by k-fold
-  cross-validation. ``fit_quality`` is the held-out gain over the constant ratio ``r ≡ 1``: the
-  Pearson-divergence estimate ``-½ - J_cv`` for (R)uLSIF (``heldout_pe_divergence``), the mean
-  held-out target ``log r`` for KLIEP (``heldout_kl_divergence``); fallback when not above
-  ``min_cv_gain``.
-
-**Scoring** is native Spark: the params are broadcast-joined by shard and the linear predictor
-or the kernel sum is computed with ``aggregate``/``zip_with``; no Python UDF. Weights are
-clipped to ``[0, max_ratio]`` (the logistic exponent is capped at ``log(max_ratio)``; the kernel
-weights θ are already clipped at 0 by the estimators, and a kernel sum below 0 could only come
-from rounding, but the clip is applied anyway). Fallback shards, and rows whose shard has no
-params, get ``w_dr = 1``. The weights are *not* normalized here: the combination step
-normalizes to mean 1 per shard.
-
-**Fallbacks** (``fallback_reason``, with a human ``fallback_detail``): ``empty_target``,
-``empty_source``, ``target_equals_source`` (every row is a target row, so ``r ≡ 1``),
-``too_few_rows`` (a fit sample side below ``min_rows``), ``constant_features`` (no feature
-varies), ``fit_error`` (a numerical failure), ``poor_fit`` (the quality rule above).
-
-**Reproducibility.** Same seed and config → same sample, same params, same weights, whatever
-the partitioning of the input: the sample is a hash of (seed, keys), the UDF sorts its input by
-that hash and content, and every estimator is deterministic.
+Features are standardized per shard with the finite values of the fit sample: ``z = 0`` for null,
+NaN or a constant feature, ``±z_clip`` for ``±inf``, else ``clamp((x - mean) · scale, ±z_clip)``.
+Same seed and settings, same weights, however the input is partitioned. Details: ``docs/weighting.md``.
 """
 
 from __future__ import annotations

@@ -1,67 +1,15 @@
-"""Information gain of features about the label, per shard, and a pointwise IG sample weight (DESIGN §5).
+"""Information gain of features about the label, per shard, and the pointwise IG sample weight ``w_ig``.
 
-The work is split so that Python only ever sees bounded inputs (a shard's edge sample or its
-contingency table), never a whole shard:
-
-1. **Bin edges** (a grouped pandas UDF over a bounded sample, :func:`quantile_edges`): per shard
-   and feature, the inverted-CDF quantiles at ``k / n_bins`` (``k = 1 .. n_bins-1``) of the
-   *finite* values of at most ~``edge_rows`` (10,000) of the shard's samples, de-duplicated and
-   sorted: a small table. (A native ``percentile_approx`` per (shard, feature) did the same; with
-   ~10⁵ groups Spark's object aggregation falls back to sorting every stacked row, which cost
-   more than half of the fit at 10M events.)
-
-The samples are then **stacked**, one row per (sample, feature) with the feature's value:
-per-feature work then is one small expression over a long table instead of ~100 wide column
-expressions, whose query plans cost more to plan and compile than the work itself.
-
-2. **Bins** (native Spark): a value's bin is the number of edges strictly below it (``n_bins - 1``
-   compiled comparisons), so bin ``k`` is ``(e_k-1, e_k]``. Because the edges are distinct, ties
-   never produce two bins for one value nor a bin between two equal edges. ``-inf`` falls in the
-   lowest bin and ``+inf`` in the highest (they are *clamped* to the outer bins, where their
-   order puts them); ``NaN`` (and null) get their *own* bin ``-1`` (:data:`NAN_BIN`), since
-   "missing" may be informative and has no place in the order.
-3. **Contingency counts** (native Spark): ``groupBy(shard, feature, bin, label).count()`` over the
-   stacked rows: one aggregation with a map-side combine. The stacked rows carry a dense int id
-   of the shard, not its name, and meet their edges in a broadcast join on one long key. A
-   *group* of features whose values many samples share (a user's features are the same in all
-   of the user's samples) is stacked once per distinct (shard, label, values of the group), with
-   its number of samples, which the aggregation sums: the same counts from far fewer rows.
-4. **Per-shard math** (a grouped pandas UDF, :func:`shard_information_gain`, plain pandas/numpy):
-   IG per feature, its rank, and per (feature, bin) the KL divergence of the bin's label
-   distribution from the shard's. Its input is the shard's contingency table only: at most
-   ``features × (n_bins + 1) × classes`` rows, whatever the shard's size.
-5. **Scoring** (:func:`with_ig_weight`, a scalar pandas UDF): the fitted edges and per-bin terms
-   are small (shards × features × bins) and go to the workers as dense numpy arrays; each Arrow
-   batch of samples is binned and its terms summed in numpy, where the samples are. (Scoring the
-   stacked samples natively — a broadcast join per stacked row, a sum per sample and a shuffle
-   join back to the samples — took about 5× as long.)
-
-Formulas (natural log; ``n_xy`` counts of bin ``x`` and class ``y`` in the shard, ``N`` their sum,
-``|X|`` the number of bins *observed* for the feature in the shard, ``|Y|`` the number of classes
-observed in the shard, ``α`` the Laplace pseudo-count):
-
-* ``p(x, y) = (n_xy + α) / (N + α|X||Y|)``, ``p(x) = Σ_y p(x, y)``, ``p(y) = Σ_x p(x, y)``.
-* ``IG_s(X) = Σ_x Σ_y p(x, y) log p(x, y) / (p(x) p(y))`` (= ``H(Y) - H(Y|X)``), clipped at 0.
-* Miller–Madow (optional): each plug-in entropy ``H`` is corrected by ``+(m - 1) / (2N)`` where
-  ``m`` is the number of cells with a non-zero *observed* count. Through
-  ``IG = H(X) + H(Y) - H(X, Y)`` this gives
-  ``IG_MM = IG - (m_XY - m_X - m_Y + 1) / (2N)``, clipped at 0 (the correction removes the
-  positive bias ``≈ (|X|-1)(|Y|-1) / 2N`` of the plug-in estimate and can overshoot below 0).
-* ``KL_s(x) = Σ_y p(y|x) log p(y|x) / p(y)`` with ``p(y|x) = p(x, y) / p(x)`` (no Miller–Madow:
-  it is a per-bin quantity that only re-weights samples within the shard).
-* Pointwise score of a sample ``i`` in shard ``s``: ``g_i = Σ_j IG_s(X_j) KL_s,j(x_ij) / Σ_j IG_s(X_j)``,
-  the IG-weighted mean over features of the KL of its bin; ``0`` when ``Σ_j IG_s(X_j) = 0``.
-* ``w_ig = 1 + λ · g_i / mean_s(g)``; when ``mean_s(g) = 0`` (a single-class shard, a one-row
-  shard, or no informative feature) every sample gets ``g = 0`` and ``w_ig = 1``. Otherwise the
-  mean of ``w_ig`` over the shard's samples is exactly ``1 + λ``.
-
-``mean_s(g)`` is computed from the contingency table (``Σ_j Σ_x n_x,j contrib_j(x) / N``), not with a
-second pass or a window over the samples, so it is exact for the samples the IG was computed on.
-
-Reproducibility: the edges of a shard come from every sample of a shard of at most ``edge_rows``
-(10,000) samples and from a hash sample of about that many (by the sample keys) of a larger one,
-and are exact quantiles of those rows, so the edges, and every weight, do not depend on how the
-input is partitioned.
+:func:`information_gain` bins each feature at per-shard quantile edges (from a bounded hash sample
+of the shard; NaN and null get their own bin), counts (shard, feature, bin, label) in native Spark,
+and runs :func:`shard_information_gain` per shard in a grouped pandas UDF over the contingency
+table. Its :class:`IGResult` holds small tables: ``importance`` (``gold.feature_importance``: IG and
+rank per shard and feature) and ``bin_scores`` (per shard, feature and bin: the KL divergence of the
+bin's label distribution from the shard's, the feature's IG, the bin's term ``contrib`` of ``g`` and
+``g_mean``). :func:`with_ig_weight` adds ``g``, the IG-weighted mean KL of a sample's bins, and
+``w_ig = 1 + λ · g / mean_s(g)``, whose mean over a shard is exactly ``1 + λ`` (1 where no feature
+informs). Python only sees bounded inputs, and the result does not depend on partitioning.
+Formulas and conventions: ``docs/weighting.md``.
 """
 
 from __future__ import annotations

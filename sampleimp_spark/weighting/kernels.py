@@ -1,32 +1,12 @@
-"""Kernel density-ratio estimators in plain numpy: uLSIF, RuLSIF and KLIEP (DESIGN §5).
+"""Kernel density-ratio estimators in plain numpy: uLSIF, RuLSIF and KLIEP.
 
-All three model the ratio of a *numerator* density ``p_t`` (the target population) to a
-*denominator* density ``p_s`` (the source population) as a non-negative combination of
-Gaussian kernels centred on target points::
-
-    r(x) = Σ_l θ_l · K(x, c_l),        K(x, c) = exp(-||x - c||² / (2σ²))
-
-* **uLSIF** (Kanamori, Hido & Sugiyama, JMLR 2009) fits θ by least squares,
-  ``min_θ ½ E_s[r²] - E_t[r] + ½ λ ||θ||²``, whose solution is closed form:
-  ``θ = max(0, (Ĥ + λI)⁻¹ ĥ)`` with ``Ĥ = Φ_sᵀΦ_s / n_s`` and ``ĥ = mean(Φ_t)``.
-* **RuLSIF** (Yamada et al., NIPS 2011) estimates the *relative* ratio
-  ``r_α = p_t / (α p_t + (1 - α) p_s)``, bounded by ``1/α``, by the same least squares with
-  ``Ĥ = α Φ_tᵀΦ_t / n_t + (1 - α) Φ_sᵀΦ_s / n_s``. ``α = 0`` is uLSIF.
-* **KLIEP** (Sugiyama et al., AISTATS/NIPS 2008) maximises the target log-likelihood
-  ``E_t[log r]`` subject to ``E_s[r] = 1`` and ``θ ≥ 0``. With ``β_l = θ_l · b_l``
-  (``b = mean(Φ_s)``) this is the maximum-likelihood estimate of the weights of a mixture with
-  fixed components ``K(·, c_l) / b_l``, which we solve by EM: monotone, no step size to tune,
-  and the constraints hold at every iteration.
-
-Bandwidth σ (and λ for the least-squares methods) are chosen by k-fold cross-validation of
-the method's own objective on held-out rows of *both* samples. The held-out objective is
-returned so the caller can judge the fit against the constant ratio ``r ≡ 1``: for
-(R)uLSIF the constant scores ``J = -½``, so ``-½ - J`` is a held-out estimate of the
-(relative) Pearson divergence (positive = better than constant); for KLIEP the constant scores
-``0``, so the held-out mean ``log r`` on target rows is a KL-divergence estimate.
-
-These functions never see Spark: a grouped pandas UDF calls them on a bounded sample, and the
-fitted ``(centers, σ, θ)`` are then applied to every row in native Spark.
+Each models ``r(x) = p_t(x) / p_s(x)`` (target over source) as ``Σ_l θ_l exp(-||x - c_l||² / (2σ²))``
+with ``θ ≥ 0`` and centers ``c_l`` taken from target rows: uLSIF and RuLSIF (the relative ratio,
+bounded by ``1/α``) by closed-form least squares, KLIEP by maximum likelihood under
+``E_s[r] = 1`` (EM). :func:`fit_lsif` and :func:`fit_kliep` choose σ (and λ) by k-fold
+cross-validation of the method's objective and return a :class:`KernelFit` whose ``quality`` is the
+held-out gain over the constant ratio ``r ≡ 1`` (positive: better than constant). No Spark: a grouped
+pandas UDF calls them on a bounded sample. Formulas: ``docs/weighting.md``.
 """
 
 from __future__ import annotations

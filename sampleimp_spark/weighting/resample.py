@@ -1,23 +1,11 @@
-"""Per (shard, class) resampling with inverse-rate weight compensation (DESIGN §5).
+"""Per (shard, class) resampling with inverse-rate weight compensation.
 
-Rates from the class counts of a shard (``n_c`` > 0, ``n_min`` the smallest, ``r`` =
-``majority_ratio``, ``T = r · n_min`` the cap):
-
-* down-sampling only (default): ``rate_c = min(1, T / n_c)`` — classes larger than ``T`` keep each
-  row with probability ``rate_c``; the others are untouched. Never above 1.
-* with ``oversample_minority``: every class is moved toward ``M = max_c min(n_c, T)`` (the largest
-  class size after down-sampling): ``rate_c = min(M / n_c, max_oversample)``. This equals the
-  down-sampling rate for classes above ``T`` and replicates the smaller ones.
-
-``rate`` is the *expected number of copies* of a row. Copy ``i = 0 .. ceil(rate) - 1`` of a row is
-kept when ``u_i < rate - i`` with ``u_i = hashing.uniform(seed, key columns..., i)``: the first
-``floor(rate)`` copies always, one more with probability ``frac(rate)`` (a Bernoulli remainder) —
-for ``rate ≤ 1`` that is the keep-with-probability-``rate`` rule. Each kept row carries
-``w_resample = 1 / rate``, so ``E[Σ w_resample]`` over a class equals its original count ``n_c``
-exactly. The draws depend only on the seed and the row's keys, never on partitioning or order.
-
-A row whose (shard, class) has no rate (e.g. the rates came from other data) is kept once with
-weight 1.
+:func:`resample_rates` gives each (shard, class) a rate, the expected copies of a row: majority
+classes are cut to at most ``majority_ratio`` times the shard's smallest class and, with
+``oversample_minority``, smaller classes are replicated (at most ``max_oversample`` times).
+:func:`resample` keeps each candidate copy by a hash of (seed, the row's keys, copy index) and adds
+``w_resample = 1 / rate``, so the expected weighted count of every class equals its count. The draws
+depend only on the seed and the keys, never on partitioning or order. Details: ``docs/weighting.md``.
 """
 
 from __future__ import annotations

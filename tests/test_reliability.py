@@ -1,0 +1,127 @@
+"""Hostile run ids, configs and lakehouse paths; retries after failed or partial runs.
+
+Each test names the defect it guards against; each failed on the code before its fix.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import write_text
+from deltalake import DeltaTable
+
+from sampleimp_spark import lake
+from sampleimp_spark import schema as S
+from sampleimp_spark.cli import main
+from sampleimp_spark.config import ConfigError, check_run_id, load_config
+from sampleimp_spark.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_OK
+
+HEADER = "user_id,item_id,category_id,behavior,ts\n"
+HOSTILE = "x', 'delta.appendOnly' = 'true"
+
+
+def _good_lines(n: int) -> str:
+    return "".join(f"u{i % 50},i{i % 70},c{i % 5},view,2024-03-0{1 + i % 5}T10:{i % 60:02d}:00Z\n" for i in range(n))
+
+
+def _args(lakehouse, path, *extra: str) -> list[str]:
+    return [
+        "--set",
+        f"lakehouse={lakehouse}",
+        "--set",
+        "input.source=canonical",
+        "--set",
+        f"input.paths={json.dumps([str(path)])}",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("bad", [HOSTILE, "../../x", "/abs/dir", "it's", "a" * 300, "", ".hidden", "a b"])
+def test_hostile_run_ids_exit_2_before_any_write(tmp_path, capsys, bad):
+    """Defect: ``--run-id`` bypassed the run-id pattern; the SQL injection made bronze append-only,
+    ``../../x`` wrote the report outside ``run.runs_dir``, a long id failed after its commit."""
+    path = write_text(tmp_path / "e.csv", HEADER + _good_lines(20))
+    lakehouse = tmp_path / "lakehouse"
+    assert main(["ingest", *_args(lakehouse, path), "--run-id", bad]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "invalid run id" in err and "at most 128 characters" in err
+    assert not lakehouse.exists()
+    with pytest.raises(ConfigError, match=r"run\.run_id"):
+        load_config(None, [f"run.run_id={json.dumps(bad)}"])
+    with pytest.raises(ConfigError):
+        check_run_id(bad)
+
+
+def test_property_values_and_paths_round_trip_verbatim(spark, tmp_path):
+    """Defect: ``lake.set_properties`` pasted values into SQL: a quote in a value injected
+    properties, a backtick in the lakehouse path was a parse error."""
+    lakehouse = tmp_path / "lake`house 'q' \\x"
+    df = spark.createDataFrame([("s", "f", "raw", "malformed", None, "r")], S.REJECT_SCHEMA)
+    value = "a'b\\c`d\" e', 'delta.appendOnly' = 'true"
+    ctx = lake.RunContext(run_id="r-1", config_hash="h", stage="t", extra_properties={"sampleimp.note": value})
+    lake.write_table(df, lakehouse, S.BRONZE_REJECTS, ctx=ctx, replace_where=lake.rows_where(source="s"))
+    props = lake.table_properties(spark, lakehouse, S.BRONZE_REJECTS)
+    assert props["sampleimp.note"] == value
+    assert "delta.appendOnly" not in props
+    # The table is still writable: nothing was made append-only.
+    lake.write_table(df, lakehouse, S.BRONZE_REJECTS, ctx=ctx, replace_where=lake.rows_where(source="s"))
+    assert lake.read_table(spark, lakehouse, S.BRONZE_REJECTS).count() == 1
+
+
+def test_sql_helpers_escape_quotes_backslashes_and_backticks():
+    assert lake.sql_string("it's a \\ test") == "'it\\'s a \\\\ test'"
+    assert lake.sql_identifier("a`b") == "`a``b`"
+    assert lake.rows_where(source="o'k") == "`source` = 'o\\'k'"
+
+
+def test_properties_are_healed_by_a_retry(spark, tmp_path):
+    """Defect: a crash between a table's data commit and its properties commit left the table
+    without properties, and a same-id retry (its write skipped) never set them."""
+    lakehouse = tmp_path / "lakehouse"
+    df = spark.createDataFrame([("s", "f", "raw", "malformed", None, "r")], S.REJECT_SCHEMA)
+    ctx = lake.RunContext(run_id="r-1", config_hash="h", stage="t")
+    where = lake.rows_where(source="s")
+    lake.write_table(df, lakehouse, S.BRONZE_REJECTS, ctx=ctx, replace_where=where)
+    path = lake.table_path(lakehouse, S.BRONZE_REJECTS)
+    spark.sql(f"ALTER TABLE delta.{lake.sql_identifier(path)} UNSET TBLPROPERTIES ('sampleimp.run_id')")
+    assert "sampleimp.run_id" not in lake.table_properties(spark, lakehouse, S.BRONZE_REJECTS)
+    assert lake.write_table(df, lakehouse, S.BRONZE_REJECTS, ctx=ctx, replace_where=where) is None  # skipped
+    assert lake.table_properties(spark, lakehouse, S.BRONZE_REJECTS)["sampleimp.run_id"] == "r-1"
+
+
+def test_ingest_alone_on_a_new_lakehouse_exits_0(tmp_path, capsys):
+    """Defect: the run report indexed the missing ``silver.class_frequencies``, so ``sampleimp
+    ingest`` on a new lakehouse exited 1 after its data committed, and every retry too."""
+    path = write_text(tmp_path / "e.csv", HEADER + _good_lines(30))
+    lakehouse = tmp_path / "lakehouse"
+    runs = tmp_path / "runs"
+    assert main(["ingest", *_args(lakehouse, path, "--set", f"run.runs_dir={runs}"), "--run-id", "i-1"]) == EXIT_OK
+    assert (runs / "i-1" / "report.md").is_file()
+    assert len(DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas()) == 30
+
+
+def test_same_id_retry_after_bad_input_keeps_no_stale_rejects(tmp_path, capsys):
+    """Defect: after exit 3, a retry with the same run id and a corrected file skipped the
+    rejects write (same transaction id), leaving the old rejects and printing "0 rejects"."""
+    path = tmp_path / "e.csv"
+    write_text(path, HEADER + "".join(f"u{i},i{i},c1,like,2024-03-01T10:00:00Z\n" for i in range(40)))
+    lakehouse = tmp_path / "lakehouse"
+    args = ["ingest", *_args(lakehouse, path, "--set", f"run.runs_dir={tmp_path / 'runs'}"), "--run-id", "r-1"]
+    assert main(args) == EXIT_BAD_INPUT
+    rejects = DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).to_pandas()
+    assert len(rejects) == 40 and set(rejects[S.REASON]) == {S.REJECT_UNKNOWN_BEHAVIOR}
+    write_text(path, HEADER + _good_lines(40))  # the corrected file, same name
+    assert main(args) == EXIT_OK
+    assert len(DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).to_pandas()) == 0
+    assert len(DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas()) == 40
+
+
+def test_conf_directory_and_lakehouse_file_are_config_errors(tmp_path, capsys):
+    """Defect: ``--conf <directory>`` printed a raw traceback (exit 1)."""
+    assert main(["ingest", "--conf", str(tmp_path)]) == EXIT_CONFIG
+    assert "is a directory" in capsys.readouterr().err
+    path = write_text(tmp_path / "e.csv", HEADER + _good_lines(5))
+    afile = write_text(tmp_path / "not-a-folder", "x")
+    assert main(["ingest", *_args(afile, path)]) == EXIT_CONFIG
+    assert "is a file, not a folder" in capsys.readouterr().err
