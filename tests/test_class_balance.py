@@ -7,7 +7,8 @@ from chispa import assert_approx_df_equality
 from pydantic import ValidationError
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.weighting.class_balance import ClassBalanceConfig, class_weights, with_class_weight
+from sampleimp_spark.config import ClassBalanceConfig
+from sampleimp_spark.weighting.class_balance import class_weights, with_class_weight
 
 WEIGHTS_SCHEMA = "shard string, class string, w_class double"
 
@@ -42,46 +43,46 @@ def _check(spark, got, expected_rows):
 
 
 def test_balanced_per_shard(spark, freqs):
-    got = class_weights(freqs, cfg=ClassBalanceConfig(method="balanced"), window_id="w1")
+    got = class_weights(freqs, method="balanced", window_id="w1")
     # A: n = 100, C = 2 -> 100 / (2·90), 100 / (2·10). B: one non-zero class -> 1; no row for "1".
     _check(spark, got, [("A", "0", 100 / 180), ("A", "1", 5.0), ("B", "0", 1.0)])
 
 
 def test_sqrt_per_shard(spark, freqs):
-    got = class_weights(freqs, cfg=ClassBalanceConfig(method="sqrt"), window_id="w1")
+    got = class_weights(freqs, method="sqrt", window_id="w1")
     # r = sqrt(5/9), sqrt(5); Σ n_c r_c = 30√5 + 10√5 = 40√5 -> w = r · 100 / (40√5) = 5/6, 5/2.
     _check(spark, got, [("A", "0", 5 / 6), ("A", "1", 2.5), ("B", "0", 1.0)])
 
 
 def test_effective_number_per_shard(spark, freqs):
-    got = class_weights(freqs, cfg=ClassBalanceConfig(method="effective_number", beta=0.9), window_id="w1")
+    got = class_weights(freqs, method="effective_number", beta=0.9, window_id="w1")
     r0, r1 = 0.1 / (1 - 0.9**90), 0.1 / (1 - 0.9**10)  # 0.1000076..., 0.1535338...
     z = 90 * r0 + 10 * r1
     _check(spark, got, [("A", "0", r0 * 100 / z), ("A", "1", r1 * 100 / z), ("B", "0", 1.0)])
     # β -> 0 makes every class weigh (1-β)/1: the normalized weights all tend to 1.
-    flat = class_weights(freqs, cfg=ClassBalanceConfig(method="effective_number", beta=1e-9), window_id="w1")
+    flat = class_weights(freqs, method="effective_number", beta=1e-9, window_id="w1")
     _check(spark, flat, [("A", "0", 1.0), ("A", "1", 1.0), ("B", "0", 1.0)])
 
 
 def test_none_is_all_ones(spark, freqs):
-    got = class_weights(freqs, cfg=ClassBalanceConfig(method="none"), window_id="w1")
+    got = class_weights(freqs, method="none", window_id="w1")
     _check(spark, got, [("A", "0", 1.0), ("A", "1", 1.0), ("B", "0", 1.0)])
 
 
 def test_global_scope_uses_the_overall_rows(spark, freqs):
-    got = class_weights(freqs, cfg=ClassBalanceConfig(method="balanced", scope="global"), window_id="w1")
+    got = class_weights(freqs, method="balanced", scope="global", window_id="w1")
     _check(spark, got, [("_all", "0", 105 / 190), ("_all", "1", 105 / 20)])
-    got = class_weights(freqs, cfg=ClassBalanceConfig(method="sqrt", scope="global"), window_id="w1")
+    got = class_weights(freqs, method="sqrt", scope="global", window_id="w1")
     r0, r1 = (105 / 190) ** 0.5, (105 / 20) ** 0.5
     z = 95 * r0 + 10 * r1
     _check(spark, got, [("_all", "0", r0 * 105 / z), ("_all", "1", r1 * 105 / z)])
 
 
 def test_intent_label_and_window_filters(spark, freqs):
-    got = class_weights(freqs, cfg=ClassBalanceConfig(method="balanced", label="intent"))
+    got = class_weights(freqs, method="balanced", label="intent")
     _check(spark, got, [("A", "none", 8 / 12), ("A", "cart", 2.0)])
     # Without a window filter the two windows' counts are summed: A = 100 × "0", 20 × "1".
-    got = class_weights(freqs, cfg=ClassBalanceConfig(method="balanced"), source="gen")
+    got = class_weights(freqs, method="balanced", source="gen")
     _check(spark, got, [("A", "0", 120 / 200), ("A", "1", 3.0), ("B", "0", 1.0)])
 
 
@@ -89,9 +90,10 @@ SAMPLES = [("A", "u1", 0), ("A", "u2", 1), ("B", "u3", 0), ("B", "u4", 1), ("Z",
 
 
 def test_with_class_weight_per_shard(spark, freqs):
-    cfg = ClassBalanceConfig(method="balanced")
     samples = spark.createDataFrame(SAMPLES, "shard string, user_id string, label_purchase int")
-    got = with_class_weight(samples, class_weights(freqs, cfg=cfg, window_id="w1"), cfg=cfg)
+    got = with_class_weight(
+        samples, class_weights(freqs, method="balanced", window_id="w1"), label_col=S.LABEL_PURCHASE, scope="shard"
+    )
     expected = spark.createDataFrame(
         # B's class 1 has a zero count and shard Z no frequencies: both get the neutral 1.
         [("A", "u1", 0, 100 / 180), ("A", "u2", 1, 5.0), ("B", "u3", 0, 1.0), ("B", "u4", 1, 1.0), ("Z", "u5", 0, 1.0)],
@@ -101,10 +103,14 @@ def test_with_class_weight_per_shard(spark, freqs):
 
 
 def test_with_class_weight_global_and_custom_columns(spark, freqs):
-    cfg = ClassBalanceConfig(method="balanced", scope="global")
     samples = spark.createDataFrame(SAMPLES, "cat string, user_id string, y int")
     got = with_class_weight(
-        samples, class_weights(freqs, cfg=cfg, window_id="w1"), cfg=cfg, label_col="y", shard_col="cat", weight_col="w"
+        samples,
+        class_weights(freqs, method="balanced", scope="global", window_id="w1"),
+        label_col="y",
+        scope="global",
+        shard_col="cat",
+        weight_col="w",
     )
     w0, w1 = 105 / 190, 105 / 20
     expected = spark.createDataFrame(

@@ -7,14 +7,14 @@ from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.weighting.combine import CombineConfig, combine_weights, weight_diagnostics
+from sampleimp_spark.weighting.combine import combine_weights, weight_diagnostics
 
 DDL = "shard string, w_class double, w_dr double, w_ig double, w_resample double"
 
 
 def test_product_with_exponents_then_mean_one(spark):
     df = spark.createDataFrame([("a", 2.0, 1.0, 1.0, 1.0), ("a", 1.0, 4.0, 1.0, 1.0), ("b", 1.0, 1.0, 3.0, 2.0)], DDL)
-    got = combine_weights(df, cfg=CombineConfig(a=1.0, b=0.5, c=1.0, clip_quantile=None))
+    got = combine_weights(df, a=1.0, b=0.5, c=1.0, clip_quantile=None)
     # raw: a -> 2*1, 1*sqrt(4) = 2, 2 -> mean 2 -> 1, 1; b -> 3*2 = 6 -> 1
     expected = spark.createDataFrame(
         [("a", 2.0, 1.0), ("a", 2.0, 1.0), ("b", 6.0, 1.0)], "shard string, w_raw double, weight double"
@@ -26,7 +26,7 @@ def test_product_with_exponents_then_mean_one(spark):
 
 def test_clipping_per_shard_and_diagnostics(spark):
     rows = [("big", 1.0, 1.0, 1.0, 1.0)] * 9 + [("big", 1.0, 100.0, 1.0, 1.0)] + [("small", 1.0, 3.0, 1.0, 1.0)]
-    got = combine_weights(spark.createDataFrame(rows, DDL), cfg=CombineConfig(clip_quantile=0.9))
+    got = combine_weights(spark.createDataFrame(rows, DDL), clip_quantile=0.9)
     big = got.where("shard = 'big'")
     assert big.where(F.col("w_clipped")).count() == 1
     # the outlier is clipped to the shard's 90th percentile (1.0): all weights equal, mean 1
@@ -38,7 +38,7 @@ def test_clipping_per_shard_and_diagnostics(spark):
 
 def test_ess_of_unequal_weights(spark):
     df = spark.createDataFrame([("s", 1.0, 3.0, 1.0, 1.0), ("s", 1.0, 1.0, 1.0, 1.0)], DDL)
-    got = combine_weights(df, cfg=CombineConfig(clip_quantile=None))
+    got = combine_weights(df, clip_quantile=None)
     d = weight_diagnostics(got).first()
     # weights 1.5 and 0.5: ESS = 2^2 / (2.25 + 0.25) = 1.6
     assert_approx_df_equality(
@@ -52,5 +52,5 @@ def test_ess_of_unequal_weights(spark):
 
 def test_missing_components_count_as_one_and_zero_shard_falls_back(spark):
     df = spark.createDataFrame([("z", 0.0), ("z", 0.0), ("y", 2.0)], "shard string, w_dr double")
-    got = {r["shard"]: r[S.WEIGHT] for r in combine_weights(df, cfg=CombineConfig(clip_quantile=None)).collect()}
+    got = {r["shard"]: r[S.WEIGHT] for r in combine_weights(df, clip_quantile=None).collect()}
     assert got == {"z": 1.0, "y": 1.0}

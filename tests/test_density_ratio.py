@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from functools import reduce
 
 import numpy as np
 import pandas as pd
 import pytest
+from oracles import score_shard
 from pydantic import ValidationError
 from scipy.stats import norm, spearmanr
 
 from sampleimp_spark import schema as S
+from sampleimp_spark.config import DensityRatioConfig
 from sampleimp_spark.weighting import density_ratio as dr
 from sampleimp_spark.weighting import kernels
 
@@ -29,8 +32,18 @@ RHO_BOUND = {"g1": 0.9, "g3": 0.8, "dirty": 0.85}
 GAP_BOUND = {"logistic": 0.35, "kliep": 0.35, "ulsif": 0.5, "rulsif": 0.6}
 
 
-def _cfg(method: str = "logistic", **kw: object) -> dr.DensityRatioConfig:
-    return dr.DensityRatioConfig(method=method, max_fit_rows=MAX_FIT, n_centers=N_CENTERS, seed=7, **kw)
+def _config_settings(**overrides: object) -> dr.DensityRatioSettings:
+    """The transform's settings of ``DensityRatioConfig(**overrides)`` (the config's validation and defaults)."""
+    return dr.DensityRatioSettings(**DensityRatioConfig(**overrides).model_dump())
+
+
+def _settings(method: str = "logistic", **kw: object) -> dr.DensityRatioSettings:
+    return _config_settings(method=method, max_fit_rows=MAX_FIT, n_centers=N_CENTERS, seed=7, **kw)
+
+
+def _score_shard(fit: dr.ShardFit, x: np.ndarray, settings: dr.DensityRatioSettings) -> np.ndarray:
+    """The numpy oracle of :func:`dr.score_density_ratio` with the clips of ``settings``."""
+    return score_shard(fit, x, z_clip=settings.z_clip, max_ratio=settings.max_ratio)
 
 
 def _shard(
@@ -123,12 +136,15 @@ def fitted(spark, samples):
     }
     inputs = {n: kinds[kind] for n, _, kind in VARIANTS}
     fits = [
-        dr.fit_density_ratio(inputs[n], FEATURES, cfg=_cfg(m)).withColumn("variant", F.lit(n)) for n, m, _ in VARIANTS
+        dr.fit_density_ratio(inputs[n], FEATURES, settings=_settings(m)).withColumn("variant", F.lit(n))
+        for n, m, _ in VARIANTS
     ]
     params = reduce(lambda a, b: a.unionByName(b), fits).cache()
     params_pdf = params.toPandas()
     scored = [
-        dr.score_density_ratio(inputs[n], params.where(F.col("variant") == n).drop("variant"), FEATURES, cfg=_cfg(m))
+        dr.score_density_ratio(
+            inputs[n], params.where(F.col("variant") == n).drop("variant"), FEATURES, settings=_settings(m)
+        )
         .select(*SCORED_COLUMNS)
         .withColumn("variant", F.lit(n))
         for n, m, _ in VARIANTS
@@ -161,18 +177,18 @@ def _rows(scored: pd.DataFrame, shard: str) -> pd.DataFrame:
 
 def test_config_rejects_bad_values_naming_the_key():
     with pytest.raises(ValidationError, match="method"):
-        dr.DensityRatioConfig(method="svm")
+        DensityRatioConfig(method="svm")
     with pytest.raises(ValidationError, match="alpha"):
-        dr.DensityRatioConfig(alpha=1.0)
+        DensityRatioConfig(alpha=1.0)
     with pytest.raises(ValidationError, match="extra"):
-        dr.DensityRatioConfig(bandwidth=1.0)
+        DensityRatioConfig(bandwidth=1.0)
     with pytest.raises(ValidationError, match="sigma_grid"):
-        dr.DensityRatioConfig(sigma_grid=[])
+        DensityRatioConfig(sigma_grid=[])
     with pytest.raises(ValidationError, match="min_rows"):
-        dr.DensityRatioConfig(max_fit_rows=60)
+        DensityRatioConfig(max_fit_rows=60)
     with pytest.raises(ValidationError, match="cv_folds"):
-        dr.DensityRatioConfig(min_rows=3)
-    assert dr.DensityRatioConfig().method == "logistic"
+        DensityRatioConfig(min_rows=3)
+    assert DensityRatioConfig().method == "logistic"
 
 
 # --- known ratio: ranking and mean shift (Spark end to end) ---------------------------------
@@ -208,7 +224,7 @@ def test_weights_are_finite_non_negative_and_one_on_fallback(fitted, samples_pdf
     assert sorted(params.index) == sorted(expected_rows[S.SHARD].unique())  # every shard has params
     assert len(scored) == len(expected_rows)
     w = scored[S.W_DR].to_numpy()
-    assert np.isfinite(w).all() and (w >= 0).all() and (w <= _cfg(method).max_ratio).all()
+    assert np.isfinite(w).all() and (w >= 0).all() and (w <= _settings(method).max_ratio).all()
     expected = {
         "const": dr.CONSTANT_FEATURES,
         "no_target": dr.EMPTY_TARGET,
@@ -226,11 +242,11 @@ def test_weights_are_finite_non_negative_and_one_on_fallback(fitted, samples_pdf
 @pytest.mark.parametrize("method", METHODS)
 def test_spark_scoring_equals_the_numpy_mirror(fitted, method):
     params, scored = fitted(method)
-    cfg = _cfg(method)
+    settings = _settings(method)
     for shard in ("g3", "dirty", "const"):
         fit = dr.ShardFit.from_row(params.loc[shard].to_dict())
         rows = _rows(scored, shard)
-        expected = dr.score_shard(fit, rows[FEATURES].to_numpy(), cfg=cfg)
+        expected = _score_shard(fit, rows[FEATURES].to_numpy(), settings)
         np.testing.assert_allclose(rows[S.W_DR].to_numpy(), expected, rtol=1e-9, atol=1e-12)
 
 
@@ -272,8 +288,8 @@ def test_the_sample_is_seeded_and_follows_the_source_definition(samples):
     from pyspark.sql import functions as F
 
     def picked(tag: str, shard: str, **kw: object):
-        cfg = dr.DensityRatioConfig(max_fit_rows=200, **kw)
-        inp = dr.fit_input(samples.where(F.col(S.SHARD) == shard), FEATURES, cfg=cfg)
+        settings = _config_settings(max_fit_rows=200, **kw)
+        inp = dr.fit_input(samples.where(F.col(S.SHARD) == shard), FEATURES, settings=settings)
         return inp.select(F.lit(tag).alias("tag"), dr.SIDE, "f0", dr.N_SOURCE_COL, dr.N_TARGET_COL)
 
     parts = [picked("a", "g1", seed=1), picked("b", "g1", seed=2), picked("a2", "g1", seed=1)]
@@ -312,9 +328,9 @@ def test_udf_body_does_not_depend_on_row_order():
             dr.N_TARGET_COL: np.r_[np.full(420, np.nan), [120.0]],
         }
     )
-    cfg = dr.DensityRatioConfig(method="kliep", max_fit_rows=300, min_rows=20, n_centers=30, seed=1)
-    one = dr.fit_shard_frame(pdf, cfg=cfg, features=["a"])
-    two = dr.fit_shard_frame(pdf.sample(frac=1.0, random_state=5), cfg=cfg, features=["a"])
+    settings = _config_settings(method="kliep", max_fit_rows=300, min_rows=20, n_centers=30, seed=1)
+    one = dr.fit_shard_frame(pdf, settings=settings, features=["a"])
+    two = dr.fit_shard_frame(pdf.sample(frac=1.0, random_state=5), settings=settings, features=["a"])
     assert _exact(one).equals(_exact(two))
     # Truncated to the caps: 150 target (share 0.5), 150 source rows.
     assert one.loc[0, "n_input"] == 420 and one.loc[0, "n_fit_target"] == 120 and one.loc[0, "n_fit_source"] == 180
@@ -326,11 +342,11 @@ def test_udf_body_does_not_depend_on_row_order():
 def test_poor_fits_fall_back_with_their_quality_recorded():
     rng = np.random.default_rng(4)
     xs, xt = rng.normal(0, 1, (400, 1)), rng.normal(0.3, 1, (200, 1))
-    fit = dr.fit_shard(xs, xt, cfg=_cfg("logistic", min_auc=0.99), features=["a"])
+    fit = dr.fit_shard(xs, xt, settings=_settings("logistic", min_auc=0.99), features=["a"])
     assert fit.fallback_reason == dr.POOR_FIT and 0.5 < fit.fit_quality < 0.99
     assert "min_auc" in fit.fallback_detail
-    assert (dr.score_shard(fit, xs, cfg=_cfg()) == 1.0).all()
-    fit = dr.fit_shard(xs, xt, cfg=_cfg("ulsif", min_cv_gain=10.0), features=["a"])
+    assert (_score_shard(fit, xs, _settings()) == 1.0).all()
+    fit = dr.fit_shard(xs, xt, settings=_settings("ulsif", min_cv_gain=10.0), features=["a"])
     assert fit.fallback_reason == dr.POOR_FIT and fit.quality_metric == dr.HELDOUT_PE
 
 
@@ -340,7 +356,9 @@ def test_numerical_failures_fall_back(monkeypatch):
 
     monkeypatch.setattr(kernels, "fit_lsif", boom)
     rng = np.random.default_rng(5)
-    fit = dr.fit_shard(rng.normal(size=(100, 2)), rng.normal(size=(80, 2)), cfg=_cfg("ulsif"), features=["a", "b"])
+    fit = dr.fit_shard(
+        rng.normal(size=(100, 2)), rng.normal(size=(80, 2)), settings=_settings("ulsif"), features=["a", "b"]
+    )
     assert fit.fallback_reason == dr.FIT_ERROR and "Singular" in fit.fallback_detail
 
 
@@ -362,14 +380,14 @@ def test_lsif_matches_densratio_with_the_same_centers_sigma_and_lambda(alpha):
     densratio = pytest.importorskip("densratio")
     rng = np.random.default_rng(6)
     xs, xt = rng.normal(0, 1, (400, 2)), rng.normal([1.0, 0.5], 1, (150, 2))
-    cfg = _cfg("rulsif" if alpha else "ulsif", alpha=alpha, sigma_grid=[0.6], lambda_grid=[0.05])
-    cfg = cfg.model_copy(update={"n_centers": 150, "max_ratio": 1e9})
-    fit = dr.fit_shard(xs, xt, cfg=cfg, features=["a", "b"])
+    settings = _settings("rulsif" if alpha else "ulsif", alpha=alpha, sigma_grid=[0.6], lambda_grid=[0.05])
+    settings = dataclasses.replace(settings, n_centers=150, max_ratio=1e9)
+    fit = dr.fit_shard(xs, xt, settings=settings, features=["a", "b"])
     assert fit.fallback_reason is None and fit.sigma == 0.6 and fit.reg_lambda == 0.05
     # densratio draws its centers at random from x; with kernel_num = len(x) it takes all of them,
     # as we do (the order of the centers does not change the fitted function).
     means, scales = np.array(fit.feature_means), np.array(fit.feature_scales)
-    zs, zt = (dr.standardize(v, means, scales, cfg.z_clip) for v in (xs, xt))
+    zs, zt = (dr.standardize(v, means, scales, settings.z_clip) for v in (xs, xt))
     ref = densratio.densratio(
         zt,
         zs,
@@ -381,8 +399,8 @@ def test_lsif_matches_densratio_with_the_same_centers_sigma_and_lambda(alpha):
         verbose=False,
     )
     grid = rng.normal(0.5, 1.5, (500, 2))
-    ours = dr.score_shard(fit, grid, cfg=cfg)
-    theirs = ref.compute_density_ratio(dr.standardize(grid, means, scales, cfg.z_clip))
+    ours = _score_shard(fit, grid, settings)
+    theirs = ref.compute_density_ratio(dr.standardize(grid, means, scales, settings.z_clip))
     err = np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-3))
     print(f"alpha={alpha} max relative difference to densratio: {err:.1e}")
     assert err < 1e-9
@@ -453,7 +471,7 @@ def _params_row(shard: str, method: str, **kw: object) -> dict[str, object]:
 
 
 def test_scoring_formulas_on_literal_params(spark):
-    cfg = dr.DensityRatioConfig(max_ratio=100.0, z_clip=5.0)
+    settings = _config_settings(max_ratio=100.0, z_clip=5.0)
     params = spark.createDataFrame(
         [
             _params_row("L", "logistic", feature_means=[0.0], feature_scales=[1.0], intercept=0.0, coefficients=[1.0]),
@@ -470,7 +488,8 @@ def test_scoring_formulas_on_literal_params(spark):
     samples = spark.createDataFrame(
         [(i, s, x) for i, (s, x) in enumerate(data)], f"id int, {S.SHARD} string, f0 double"
     )
-    got = [r[S.W_DR] for r in dr.score_density_ratio(samples, params, ["f0"], cfg=cfg).orderBy("id").collect()]
+    scored = dr.score_density_ratio(samples, params, ["f0"], settings=settings)
+    got = [r[S.W_DR] for r in scored.orderBy("id").collect()]
     # L: w = exp(min(z, log 100)), z = clamp(x, ±5); NaN/null -> z = 0; ±inf -> ±5.
     expected = [1.0, math.e, 1.0, 100.0, math.exp(-5.0), 100.0, 1.0]
     # K: z = (x - 1) / 2, w = 2 exp(-z² / 2). F: fallback. X: no params.
@@ -478,7 +497,7 @@ def test_scoring_formulas_on_literal_params(spark):
     assert got == pytest.approx(expected, rel=1e-12)
 
     with pytest.raises(Exception, match="fitted on other features"):
-        dr.score_density_ratio(samples.withColumnRenamed("f0", "g0"), params, ["g0"], cfg=cfg).collect()
+        dr.score_density_ratio(samples.withColumnRenamed("f0", "g0"), params, ["g0"], settings=settings).collect()
 
 
 def test_squared_terms_capture_a_variance_shift():
@@ -488,11 +507,11 @@ def test_squared_terms_capture_a_variance_shift():
     truth = norm.logpdf(probe[:, 0], scale=0.5) - norm.logpdf(probe[:, 0])
     fits, rhos = {}, {}
     for squares in (False, True):
-        cfg = _cfg("logistic", logistic_squares=squares)
-        fits[squares] = fit = dr.fit_shard(xs, xt, cfg=cfg, features=["a"])
+        settings = _settings("logistic", logistic_squares=squares)
+        fits[squares] = fit = dr.fit_shard(xs, xt, settings=settings, features=["a"])
         assert len(fit.coefficients) == (2 if squares else 1)
         if fit.fallback_reason is None:  # a fallback scores a constant 1: ρ is undefined
-            rhos[squares] = spearmanr(dr.score_shard(fit, probe, cfg=cfg), truth)[0]
+            rhos[squares] = spearmanr(_score_shard(fit, probe, settings), truth)[0]
     print(
         f"variance shift, logistic: linear AUC {fits[False].fit_quality:.3f} ({fits[False].fallback_reason}), "
         f"with squares AUC {fits[True].fit_quality:.3f}, rho {rhos[True]:.3f}"

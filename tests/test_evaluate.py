@@ -12,6 +12,8 @@ from pyspark.ml.linalg import Vectors
 from pyspark.sql import functions as F
 
 from sampleimp_spark import hashing
+from sampleimp_spark import schema as S
+from sampleimp_spark.config import EvaluationConfig
 from sampleimp_spark.schema import ITEM_ID, LABEL_PURCHASE, USER_ID, WEIGHT
 from sampleimp_spark.training import evaluate as E
 
@@ -199,7 +201,7 @@ def test_top_k_score_ties_are_reproducible(spark):
     rows = [("u7", "m", 0.9), ("u7", "n", 0.5), ("u7", "o", 0.5), ("u7", "p", 0.1)]
     recs = spark.createDataFrame(rows, f"{USER_ID} string, {ITEM_ID} string, score double")
     got = {
-        r[ITEM_ID]: r[E.POSITION] for r in E.top_k(recs, k=3, rank_col=None, score_col="score", tie_seed=seed).collect()
+        r[ITEM_ID]: r[S.POSITION] for r in E.top_k(recs, k=3, rank_col=None, score_col="score", tie_seed=seed).collect()
     }
     draws = dict(
         recs.select(ITEM_ID, hashing.uniform(seed, F.col(USER_ID), F.col(ITEM_ID), salt=E.RANK_TIE_SALT)).collect()
@@ -216,7 +218,7 @@ def test_top_k_score_ties_are_reproducible(spark):
 
     def order(df, tie_seed):
         picked = E.top_k(df, k=40, rank_col=None, score_col="score", tie_seed=tie_seed)
-        return [r[ITEM_ID] for r in picked.orderBy(E.POSITION).collect()]
+        return [r[ITEM_ID] for r in picked.orderBy(S.POSITION).collect()]
 
     reference = order(many, 1)
     assert order(many.repartition(5), 1) == reference
@@ -576,22 +578,9 @@ def test_classification_bootstrap_equals_its_replicated_rows(spark):
             assert r.ci_low < r.ci_high, (est, m)
 
 
-def test_metrics_frame(spark):
-    results = [
-        E.MetricValue(E.NDCG_AT_K, "self_normalized", 0.25, 0.2, 0.3, n_users=10, k=5, n_boot=100),
-        E.MetricValue(E.F1, "unweighted", None, n_users=3, threshold=0.5),
-    ]
-    df = E.metrics_frame(spark, results)
-    assert df.schema == E.METRICS_SCHEMA
-    assert [tuple(r) for r in df.collect()] == [
-        (E.NDCG_AT_K, 5, None, "self_normalized", True, 0.25, 0.2, 0.3, 10, 100),
-        (E.F1, None, 0.5, "unweighted", False, None, None, None, 3, 0),
-    ]
-
-
 def test_evaluation_config_is_strict():
-    cfg = E.EvaluationConfig(k=5, n_boot=0)
+    cfg = EvaluationConfig(k=5, n_boot=0)
     assert (cfg.k, cfg.missing_recs, cfg.no_relevant, cfg.log_loss_eps) == (5, "zero", "exclude", 1e-15)
     for bad in ({"k": 0}, {"alpha": 1.0}, {"missing_recs": "skip"}, {"typo": 1}):
         with pytest.raises(ValidationError):
-            E.EvaluationConfig(**bad)
+            EvaluationConfig(**bad)

@@ -9,13 +9,13 @@ from pydantic import ValidationError
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
+from sampleimp_spark.config import GBTConfig
 from sampleimp_spark.training import gbt as G
-from sampleimp_spark.training.als import ALS_RANK
-from sampleimp_spark.training.evaluate import PROBABILITY
 
 FEATURES = ["pair_n_view", "user_n_events"]
 SCHEMA = "user_id string, item_id string, pair_n_view double, user_n_events double, label_purchase int, weight double"
-CFG = G.GBTConfig(max_iter=4, max_depth=3, step_size=0.5)
+#: GBT settings of the small fits (the rest at fit_gbt's defaults).
+GBT = {"max_iter": 4, "max_depth": 3, "step_size": 0.5}
 
 # (pair_n_view, user_n_events, label, weight). Mixed labels at (0, 1) and (8, 3): identical
 # feature vectors no tree can separate, so their probability is the weighted share of
@@ -57,7 +57,7 @@ def grid(spark):
 
 @pytest.fixture(scope="module")
 def weighted_model(train):
-    return G.fit_gbt(train, FEATURES, cfg=CFG, seed=5, weight_col=S.WEIGHT)
+    return G.fit_gbt(train, FEATURES, **GBT, seed=5, weight_col=S.WEIGHT)
 
 
 def _probs(model, grid) -> dict[tuple[float, float], float]:
@@ -66,23 +66,23 @@ def _probs(model, grid) -> dict[tuple[float, float], float]:
 
 # --- config ----------------------------------------------------------------------------------
 def test_config_defaults_and_validation(train):
-    cfg = G.GBTConfig()
+    cfg = GBTConfig()
     assert (cfg.max_iter, cfg.max_depth, cfg.step_size, cfg.subsampling_rate, cfg.max_bins) == (30, 5, 0.1, 1.0, 32)
     assert cfg.features is None
-    assert G.resolve_features(cfg, train) == FEATURES  # all numeric feature columns
-    assert G.resolve_features(G.GBTConfig(features=["user_n_events"]), train) == ["user_n_events"]
+    assert G.resolve_features(cfg.features, train) == FEATURES  # all numeric feature columns
+    assert G.resolve_features(GBTConfig(features=["user_n_events"]).features, train) == ["user_n_events"]
     with pytest.raises(ValueError, match="not in the samples"):
-        G.resolve_features(G.GBTConfig(features=["item_n_view"]), train)
+        G.resolve_features(GBTConfig(features=["item_n_view"]).features, train)
     for bad in ({"features": []}, {"features": ["a", "a"]}, {"step_size": 0.0}, {"max_bins": 1}, {"depth": 3}):
         with pytest.raises(ValidationError):
-            G.GBTConfig(**bad)
+            GBTConfig(**bad)
 
 
 # --- weighted fit ------------------------------------------------------------------------------
 def test_weight_two_equals_duplicated_row(spark, train, grid, weighted_model):
     """weightCol wiring: a row of weight 2 gives the same model as the row twice (weight 1)."""
     duplicated = _frame(spark, [(x, z, y, 1.0) for x, z, y, w in ROWS for _ in range(int(w))])
-    dup_model = G.fit_gbt(duplicated, FEATURES, cfg=CFG, seed=5)
+    dup_model = G.fit_gbt(duplicated, FEATURES, **GBT, seed=5)
     weighted, dup = _probs(weighted_model, grid), _probs(dup_model, grid)
     assert weighted.keys() == dup.keys()
     for key in weighted:
@@ -90,7 +90,7 @@ def test_weight_two_equals_duplicated_row(spark, train, grid, weighted_model):
 
 
 def test_weights_move_predictions_in_their_direction(train, grid, weighted_model):
-    unweighted = _probs(G.fit_gbt(train, FEATURES, cfg=CFG, seed=5), grid)
+    unweighted = _probs(G.fit_gbt(train, FEATURES, **GBT, seed=5), grid)
     weighted = _probs(weighted_model, grid)
     # (0, 1): positives 1 of 3 unweighted, 2 of 4 weighted -> up. (8, 3): 1 of 2 -> 1 of 3 -> down.
     assert weighted[(0.0, 1.0)] > unweighted[(0.0, 1.0)] + 0.05, (weighted, unweighted)
@@ -99,11 +99,11 @@ def test_weights_move_predictions_in_their_direction(train, grid, weighted_model
 
 def test_fit_gbt_rejects_missing_columns(train):
     with pytest.raises(ValueError, match="item_n_view"):
-        G.fit_gbt(train, ["item_n_view"], cfg=CFG, seed=0)
+        G.fit_gbt(train, ["item_n_view"], **GBT, seed=0)
     with pytest.raises(ValueError, match="w_dr"):
-        G.fit_gbt(train, FEATURES, cfg=CFG, seed=0, weight_col="w_dr")
+        G.fit_gbt(train, FEATURES, **GBT, seed=0, weight_col="w_dr")
     with pytest.raises(ValueError, match="at least one feature"):
-        G.fit_gbt(train, [], cfg=CFG, seed=0)
+        G.fit_gbt(train, [], **GBT, seed=0)
 
 
 def _tree_text(model) -> str:
@@ -157,25 +157,24 @@ def _rows(x, z, y, w) -> list[tuple[float, float, int, float]]:
 
 def _assert_same_models(given, other) -> None:
     """Weighted and unweighted: the same trees from both frames, and the same scores of ``given``."""
-    cfg = G.GBTConfig(max_iter=6, max_depth=3)
     for weight_col in (S.WEIGHT, None):
-        a = G.fit_gbt(given, FEATURES, cfg=cfg, seed=3, weight_col=weight_col)
-        b = G.fit_gbt(other, FEATURES, cfg=cfg, seed=3, weight_col=weight_col)
+        a = G.fit_gbt(given, FEATURES, max_iter=6, max_depth=3, seed=3, weight_col=weight_col)
+        b = G.fit_gbt(other, FEATURES, max_iter=6, max_depth=3, seed=3, weight_col=weight_col)
         assert _tree_text(a) == _tree_text(b), weight_col
         probs = [
-            {r.user_id: r.probability for r in G.predict_proba(m, given).select("user_id", PROBABILITY).collect()}
+            {r.user_id: r.probability for r in G.predict_proba(m, given).select("user_id", S.PROBABILITY).collect()}
             for m in (a, b)
         ]
         assert probs[0] == probs[1], weight_col  # exactly
 
 
 def test_predict_proba_is_the_positive_class_probability(train, weighted_model):
-    got = G.predict_proba(weighted_model, train.withColumn(PROBABILITY, F.lit("stale")))
-    assert got.columns == [*train.columns, PROBABILITY]  # the stale column is replaced
-    assert dict(got.dtypes)[PROBABILITY] == "double"
+    got = G.predict_proba(weighted_model, train.withColumn(S.PROBABILITY, F.lit("stale")))
+    assert got.columns == [*train.columns, S.PROBABILITY]  # the stale column is replaced
+    assert dict(got.dtypes)[S.PROBABILITY] == "double"
     vectors = weighted_model.transform(train).select("user_id", G._PROB_VECTOR).collect()
     expected = {r.user_id: float(r[G._PROB_VECTOR][1]) for r in vectors}
-    rows = got.select("user_id", PROBABILITY).collect()
+    rows = got.select("user_id", S.PROBABILITY).collect()
     assert {r.user_id: r.probability for r in rows} == pytest.approx(expected, abs=1e-12)
     assert all(0.0 < r.probability < 1.0 for r in rows)
 
@@ -213,10 +212,10 @@ def samples(spark):
 def test_candidate_features_by_hand(spark, samples):
     candidates = spark.createDataFrame(
         [("u1", "i1", 1), ("u2", "i2", 1), ("u1", "i9", 2), ("u9", "i2", 1)],
-        f"user_id string, item_id string, {ALS_RANK} int",
+        f"user_id string, item_id string, {S.ALS_RANK} int",
     )
     got = G.candidate_features(candidates, samples, SAMPLE_FEATURES, feature_days=7.0)
-    assert got.columns == ["user_id", "item_id", ALS_RANK, *SAMPLE_FEATURES]
+    assert got.columns == ["user_id", "item_id", S.ALS_RANK, *SAMPLE_FEATURES]
     expected = spark.createDataFrame(
         [
             # seen pair: every feature from its sample row
@@ -229,13 +228,13 @@ def test_candidate_features_by_hand(spark, samples):
             # unknown user: user features neutral (recency = feature_days)
             ("u9", "i2", 1, 0.0, 7.0, 4.0, 0.8, 9.0, 0.0, 7.0, 0.0, 0.0, 0.0, 0.8),
         ],
-        f"user_id string, item_id string, {ALS_RANK} int, " + ", ".join(f"{f} double" for f in SAMPLE_FEATURES),
+        f"user_id string, item_id string, {S.ALS_RANK} int, " + ", ".join(f"{f} double" for f in SAMPLE_FEATURES),
     )
     assert_approx_df_equality(got, expected, 1e-12, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_candidate_features_checks_names(spark, samples):
-    candidates = spark.createDataFrame([("u1", "i1", 1)], f"user_id string, item_id string, {ALS_RANK} int")
+    candidates = spark.createDataFrame([("u1", "i1", 1)], f"user_id string, item_id string, {S.ALS_RANK} int")
     with pytest.raises(ValueError, match="not in the samples"):
         G.candidate_features(candidates, samples, ["item_n_cart"], feature_days=7.0)
     with pytest.raises(ValueError, match="is not a user_/item_/cat_/pair_ feature"):
@@ -262,7 +261,7 @@ def test_rerank_by_probability_with_deterministic_ties(spark, weighted_model):
         ("u2", "f", 2, 6.0, 4.0),
     ]
     candidates = spark.createDataFrame(
-        rows, f"user_id string, item_id string, {ALS_RANK} int, pair_n_view double, user_n_events double"
+        rows, f"user_id string, item_id string, {S.ALS_RANK} int, pair_n_view double, user_n_events double"
     )
     probs = {r.item_id: r.probability for r in G.predict_proba(weighted_model, candidates).collect()}
     assert probs["b"] == probs["d"] > probs["a"] > probs["c"], probs

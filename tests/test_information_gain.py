@@ -14,10 +14,10 @@ from pyspark.sql import functions as F
 from sklearn.metrics import mutual_info_score
 
 from sampleimp_spark import schema as S
+from sampleimp_spark.config import InformationGainConfig
 from sampleimp_spark.weighting import information_gain as information_gain_module
 from sampleimp_spark.weighting.information_gain import (
     NAN_BIN,
-    InformationGainConfig,
     ScoringModel,
     information_gain,
     pointwise_scores,
@@ -25,8 +25,6 @@ from sampleimp_spark.weighting.information_gain import (
     shard_information_gain,
     with_ig_weight,
 )
-
-PLUGIN = InformationGainConfig(smoothing=0.0, miller_madow=False)
 
 
 def _counts(shard: str, data: dict[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
@@ -163,9 +161,8 @@ FEATURES = ["good", "noise", "tied"]
 @pytest.fixture(scope="module")
 def fitted(spark):
     samples = _samples(spark)
-    cfg = InformationGainConfig(smoothing=0.0, n_bins=4, lam=2.0)
-    result = information_gain(samples, FEATURES, cfg=cfg)
-    weighted = with_ig_weight(samples, result, cfg=cfg).toPandas()
+    result = information_gain(samples, FEATURES, n_bins=4, smoothing=0.0)
+    weighted = with_ig_weight(samples, result, lam=2.0).toPandas()
     out = {
         "samples": pd.DataFrame(_rows(), columns=[c.split()[0] for c in SAMPLES_SCHEMA.split(", ")]),
         "importance": result.importance.toPandas(),
@@ -241,11 +238,10 @@ def test_edges_of_a_large_shard_come_from_a_bounded_partition_independent_sample
     x = rng.normal(size=3000)
     rows = [("big", f"u{i}", f"i{i}", int(v > 1.0), float(v), float(i % 5), 0.0) for i, v in enumerate(x)]
     rows += [("small", f"u{i}", f"s{i}", i % 2, float(i), 0.0, 0.0) for i in range(40)]
-    cfg = InformationGainConfig(n_bins=5, smoothing=0.0)
 
     def edges(parts: int) -> dict[tuple[str, str], list[float]]:
         df = spark.createDataFrame(rows, SAMPLES_SCHEMA).repartition(parts)
-        result = information_gain(df, FEATURES, cfg=cfg, edge_rows=300)
+        result = information_gain(df, FEATURES, n_bins=5, smoothing=0.0, edge_rows=300)
         out = {(r.shard, r.feature): list(r.edges) for r in result.edges.collect()}
         result.unpersist()
         return out
@@ -312,11 +308,10 @@ def test_pointwise_score_is_the_ig_weighted_sum_of_its_bins_terms(fitted):
 
 
 def test_samples_of_an_unfitted_shard_weigh_one(spark):
-    cfg = InformationGainConfig(smoothing=0.0, n_bins=4, lam=1.0)
     samples = _samples(spark).where("shard = 'A'")
-    result = information_gain(samples, FEATURES, cfg=cfg)
+    result = information_gain(samples, FEATURES, n_bins=4, smoothing=0.0)
     extra = spark.createDataFrame([("Z", "u0", "z0", 1, 5.0, 5.0, 5.0)], SAMPLES_SCHEMA)
-    out = with_ig_weight(samples.unionByName(extra), result, cfg=cfg).toPandas()
+    out = with_ig_weight(samples.unionByName(extra), result, lam=1.0).toPandas()
     result.unpersist()
     assert len(out) == 301 and out.loc[out["shard"] == "A", "w_ig"].mean() == pytest.approx(2.0, abs=1e-9)
     z = out[out["shard"] == "Z"].iloc[0]
@@ -324,17 +319,16 @@ def test_samples_of_an_unfitted_shard_weigh_one(spark):
 
 
 def test_scoring_keeps_the_samples_in_place_and_refuses_an_oversized_model(spark, monkeypatch):
-    cfg = InformationGainConfig(smoothing=0.0, n_bins=4)
     samples = spark.createDataFrame(_rows(), SAMPLES_SCHEMA)
-    result = information_gain(samples, FEATURES, cfg=cfg)
+    result = information_gain(samples, FEATURES, n_bins=4, smoothing=0.0)
     try:
         # Scored where the samples are: no shuffle and no join back on the sample keys.
-        plan = with_ig_weight(samples, result, cfg=cfg)._jdf.queryExecution().executedPlan().toString()
+        plan = with_ig_weight(samples, result, lam=1.0)._jdf.queryExecution().executedPlan().toString()
         assert "Exchange" not in plan and "Join" not in plan and plan.count("ArrowEvalPython") == 1
         # 4 shards x 3 features x (3 edges + 5 terms) = 96 values.
         monkeypatch.setattr(information_gain_module, "MAX_MODEL_CELLS", 95)
         with pytest.raises(ValueError, match="= 96 values"):
-            with_ig_weight(samples, result, cfg=cfg)
+            with_ig_weight(samples, result, lam=1.0)
     finally:
         result.unpersist()
 
@@ -349,11 +343,11 @@ def test_smoothing_and_miller_madow_shrink_the_plugin_ig(spark, fitted):
     samples = _samples(spark).where("shard = 'A'")
     plugin = fitted["importance"].set_index(["shard", "feature"]).loc[("A", "noise"), "ig"]
     ig = {}
-    for name, cfg in {
-        "mm": InformationGainConfig(n_bins=4, smoothing=0.0, miller_madow=True),
-        "laplace": InformationGainConfig(n_bins=4, smoothing=5.0),
+    for name, settings in {
+        "mm": {"n_bins": 4, "smoothing": 0.0, "miller_madow": True},
+        "laplace": {"n_bins": 4, "smoothing": 5.0, "miller_madow": False},
     }.items():
-        result = information_gain(samples, ["noise"], cfg=cfg)
+        result = information_gain(samples, ["noise"], **settings)
         ig[name] = result.importance.collect()[0]["ig"]
         result.unpersist()
     # Plug-in MI of 4 bins x 2 classes on 300 rows, minus (8 - 4 - 2 + 1) / 600, clipped at 0.
@@ -366,8 +360,7 @@ def test_custom_column_names_and_bad_inputs(spark):
         [("x", 1, 0.0, 1), ("x", 0, 1.0, 2), ("x", 1, 0.0, 3), ("x", 0, 1.0, 4)],
         "cat string, y int, `f.1` double, k int",
     )
-    cfg = InformationGainConfig(n_bins=2, smoothing=0.0, lam=0.0)
-    result = information_gain(df, ["f.1"], cfg=cfg, label_col="y", shard_col="cat")
+    result = information_gain(df, ["f.1"], n_bins=2, smoothing=0.0, label_col="y", shard_col="cat")
     assert result.importance.collect()[0].asDict() == {
         "cat": "x",
         "feature": "f.1",
@@ -375,21 +368,20 @@ def test_custom_column_names_and_bad_inputs(spark):
         "rank": 1,
         "n": 4,
     }
-    out = with_ig_weight(df, result, ["f.1"], cfg=cfg, shard_col="cat", weight_col=S.W_IG)
+    out = with_ig_weight(df, result, ["f.1"], lam=0.0, shard_col="cat", weight_col=S.W_IG)
     assert [r[S.W_IG] for r in out.collect()] == [1.0] * 4  # lambda = 0
     # A non-string shard column: the shard is compared as a string throughout.
     int_shard = df.withColumn("cat", F.lit(7))
-    smooth = InformationGainConfig(n_bins=2, smoothing=0.0, lam=1.0)
-    result = information_gain(int_shard, ["f.1"], cfg=smooth, label_col="y", shard_col="cat")
-    out = with_ig_weight(int_shard, result, cfg=smooth, shard_col="cat").toPandas()
+    result = information_gain(int_shard, ["f.1"], n_bins=2, smoothing=0.0, label_col="y", shard_col="cat")
+    out = with_ig_weight(int_shard, result, lam=1.0, shard_col="cat").toPandas()
     result.unpersist()
     assert out["cat"].tolist() == [7] * 4 and out[S.W_IG].mean() == pytest.approx(2.0, abs=1e-12)
     with pytest.raises(ValueError, match="differ"):
-        with_ig_weight(df, result, ["y"], cfg=cfg, shard_col="cat")
+        with_ig_weight(df, result, ["y"], lam=0.0, shard_col="cat")
     with pytest.raises(TypeError, match="numeric"):
-        information_gain(df, ["cat"], cfg=cfg, label_col="y", shard_col="cat")
+        information_gain(df, ["cat"], n_bins=2, smoothing=0.0, label_col="y", shard_col="cat")
     with pytest.raises(ValueError, match="not in the samples"):
-        information_gain(df, ["nope"], cfg=cfg, label_col="y", shard_col="cat")
+        information_gain(df, ["nope"], n_bins=2, smoothing=0.0, label_col="y", shard_col="cat")
 
 
 def test_config_is_strict():
@@ -442,11 +434,10 @@ def test_contingency_counts_equal_a_recount_with_one_bin_features(spark, groups)
 
 def test_feature_groups_must_be_features_and_disjoint(spark):
     samples = _samples(spark)
-    cfg = InformationGainConfig()
     with pytest.raises(ValueError, match="'other' is not one of the features"):
-        information_gain(samples, FEATURES, cfg=cfg, groups=[["good", "other"]])
+        information_gain(samples, FEATURES, groups=[["good", "other"]])
     with pytest.raises(ValueError, match="'good' is in more than one group"):
-        information_gain(samples, FEATURES, cfg=cfg, groups=[["good"], ["noise", "good"]])
+        information_gain(samples, FEATURES, groups=[["good"], ["noise", "good"]])
 
 
 def test_pointwise_scores_match_a_sample_by_sample_binning_across_row_chunks(monkeypatch):

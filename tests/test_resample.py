@@ -11,13 +11,8 @@ from pydantic import ValidationError
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.weighting.resample import (
-    ResampleConfig,
-    class_counts,
-    expand_copies,
-    resample,
-    resample_rates,
-)
+from sampleimp_spark.config import ResampleConfig
+from sampleimp_spark.weighting.resample import class_counts, expand_copies, resample, resample_rates
 
 RATES_SCHEMA = "shard string, class string, count long, rate double"
 
@@ -37,7 +32,7 @@ def counts(spark):
 
 
 def test_down_sampling_rates_by_hand(spark, counts):
-    got = resample_rates(counts, cfg=ResampleConfig(enabled=True, majority_ratio=5.0))
+    got = resample_rates(counts, majority_ratio=5.0)
     # A: cap 5·10 = 50 -> 50/1000; B: cap 100 is above both classes; C: one class -> 1.
     expected = [
         ("A", "0", 1000, 0.05),
@@ -50,15 +45,14 @@ def test_down_sampling_rates_by_hand(spark, counts):
         got, spark.createDataFrame(expected, RATES_SCHEMA), 1e-12, ignore_row_order=True, ignore_nullable=True
     )
     # Never above 1 without over-sampling, whatever the ratio (below 1 even the minority is cut).
-    small = resample_rates(counts, cfg=ResampleConfig(enabled=True, majority_ratio=0.5)).collect()
+    small = resample_rates(counts, majority_ratio=0.5).collect()
     assert {(r.shard, r["class"]): r.rate for r in small} == pytest.approx(
         {("A", "0"): 0.005, ("A", "1"): 0.5, ("B", "0"): 0.2, ("B", "1"): 0.5, ("C", "0"): 0.5}, abs=1e-12
     )
 
 
 def test_over_sampling_rates_by_hand(spark, counts):
-    cfg = ResampleConfig(enabled=True, majority_ratio=5.0, oversample_minority=True, max_oversample=3.0)
-    got = resample_rates(counts, cfg=cfg)
+    got = resample_rates(counts, majority_ratio=5.0, oversample_minority=True, max_oversample=3.0)
     # A: the majority is cut to 50, the minority moves toward 50 (5×) but is capped at 3×.
     # B: nothing above the cap; the minority moves toward the majority's 50 (2.5×). C: 1.
     expected = [
@@ -90,20 +84,22 @@ def _population(spark, n_partitions: int):
     ).repartition(n_partitions)
 
 
-CFG = ResampleConfig(enabled=True, majority_ratio=5.0, oversample_minority=True, max_oversample=3.5, seed=7)
+#: The rate settings of the population tests, and the seed of their draws.
+RATES = {"majority_ratio": 5.0, "oversample_minority": True, "max_oversample": 3.5}
+SEED = 7
 
 
 def test_same_seed_same_rows_whatever_the_partitioning(spark):
-    one = resample(_population(spark, 1), cfg=CFG, copy_col="copy")
-    seven = resample(_population(spark, 7), cfg=CFG, copy_col="copy")
+    one = resample(_population(spark, 1), seed=SEED, **RATES, copy_col="copy")
+    seven = resample(_population(spark, 7), seed=SEED, **RATES, copy_col="copy")
     assert_df_equality(one, seven, ignore_row_order=True)
-    other_seed = resample(_population(spark, 1), cfg=CFG.model_copy(update={"seed": 8}), copy_col="copy")
+    other_seed = resample(_population(spark, 1), seed=SEED + 1, **RATES, copy_col="copy")
     assert one.exceptAll(other_seed).count() > 0  # the seed matters
 
 
 def test_weighted_class_totals_are_preserved(spark):
     samples = _population(spark, 3)
-    rates = resample_rates(class_counts(samples), cfg=CFG)
+    rates = resample_rates(class_counts(samples), **RATES)
     rate = {(r.shard, r["class"]): (r["count"], r.rate) for r in rates.collect()}
     # A: cap 750 -> 0: 750/2850; 1: 5× capped at 3.5. B: 0 below the cap; 1: 750/250 = 3. C: 1.
     assert {k: v[1] for k, v in rate.items()} == pytest.approx(
@@ -123,7 +119,7 @@ def test_weighted_class_totals_are_preserved(spark):
     # chance of a false failure below 1e-4 per class (normal approximation; the draw is fixed
     # by the seed, so the test is deterministic), while a wrong weight (e.g. 1 instead of 1/rate,
     # off by >= 12 sd for A/0) or a wrong copy count fails it.
-    out = resample(samples, cfg=CFG)
+    out = resample(samples, seed=SEED, **RATES)
     got = out.groupBy(S.SHARD, F.col(S.LABEL_PURCHASE).cast("string").alias("class")).agg(
         F.sum(S.W_RESAMPLE).alias("total"), F.count(F.lit(1)).alias("rows")
     )
@@ -136,14 +132,15 @@ def test_weighted_class_totals_are_preserved(spark):
             assert r.rows == n_c * rt
 
 
-def test_single_class_shard_and_disabled(spark):
+def test_single_class_shard(spark):
     rows = [("u1", "i1", "C", 0), ("u2", "i2", "C", 0), ("u3", "i3", "C", 0)]
     samples = spark.createDataFrame(rows, "user_id string, item_id string, shard string, label_purchase int")
     expected = spark.createDataFrame(
         [(*r, 1.0) for r in rows], "user_id string, item_id string, shard string, label_purchase int, w_resample double"
     )
-    for cfg in (ResampleConfig(enabled=True, majority_ratio=1.0, oversample_minority=True), ResampleConfig()):
-        assert_df_equality(resample(samples, cfg=cfg), expected, ignore_row_order=True, ignore_nullable=True)
+    # (The "disabled: unchanged with w_resample = 1" case moved with the `enabled` switch to the weights stage.)
+    got = resample(samples, seed=42, majority_ratio=1.0, oversample_minority=True)
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_config_is_strict():

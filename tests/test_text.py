@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
+from sampleimp_spark.config import TextConfig
 from sampleimp_spark.features import text as X
 from sampleimp_spark.sources import amazon
 
@@ -57,8 +58,8 @@ def _category_contrast(vectors: np.ndarray, categories: np.ndarray) -> tuple[flo
 
 
 def _dense_tfidf(pdf: pd.DataFrame) -> np.ndarray:
-    m = np.zeros((len(pdf), int(pdf[X.TFIDF_SIZE].iloc[0])))
-    for row, (idx, vals) in enumerate(zip(pdf[X.TFIDF_INDICES], pdf[X.TFIDF_VALUES], strict=True)):
+    m = np.zeros((len(pdf), int(pdf[S.TFIDF_SIZE].iloc[0])))
+    for row, (idx, vals) in enumerate(zip(pdf[S.TFIDF_INDICES], pdf[S.TFIDF_VALUES], strict=True)):
         m[row, np.asarray(idx, dtype=int)] = vals
     return m
 
@@ -104,22 +105,21 @@ def categories(amazon_items) -> pd.Series:
 
 @pytest.fixture(scope="module")
 def amazon_embeddings(amazon_items) -> pd.DataFrame:
-    cfg = X.TextConfig(embedding_dim=K, max_fit_items=FIT_ITEMS)
-    return X.item_embeddings(amazon_items, cfg=cfg).toPandas()
+    return X.item_embeddings(amazon_items, dim=K, max_fit_items=FIT_ITEMS).toPandas()
 
 
 # --- config and the optional extra (no Spark) -------------------------------------------------
 
 
 def test_text_config_rejects_unknown_keys_and_bad_values():
-    assert X.TextConfig().num_features == 4096 and X.TextConfig().embedding_dim == 16
+    assert TextConfig().num_features == 4096 and TextConfig().embedding_dim == 16
     with pytest.raises(ValidationError, match="embeding_dim"):
-        X.TextConfig(embeding_dim=8)  # type: ignore[call-arg]
+        TextConfig(embeding_dim=8)  # type: ignore[call-arg]
     for bad in (1, 65):
         with pytest.raises(ValidationError, match="embedding_dim"):
-            X.TextConfig(embedding_dim=bad)
+            TextConfig(embedding_dim=bad)
     with pytest.raises(ValidationError, match="max_fit_items"):
-        X.TextConfig(max_fit_items=0)
+        TextConfig(max_fit_items=0)
 
 
 def _fail_import(monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
@@ -136,7 +136,7 @@ def _fail_import(monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
 def test_missing_extra_is_a_clear_error_before_any_spark_work(monkeypatch):
     _fail_import(monkeypatch, "sentence_transformers")
     with pytest.raises(X.MissingTextExtraError) as err:
-        X.item_embeddings(None, cfg=X.TextConfig())  # type: ignore[arg-type]  # fails before using it
+        X.item_embeddings(None)  # type: ignore[arg-type]  # fails before using it
     msg = str(err.value)
     assert "pip install '.[text]'" in msg and "sentence_transformers" in msg
     assert isinstance(err.value, ImportError)
@@ -197,24 +197,24 @@ LITERAL_TOKENS = {
 
 def test_item_tokens_literal(spark):
     items = X.distinct_items(spark.createDataFrame(LITERAL_EVENTS, ITEMS_DDL))
-    got = {r[S.ITEM_ID]: r["tokens"] for r in X.item_tokens(items, cfg=X.TextConfig()).collect()}
+    got = {r[S.ITEM_ID]: r["tokens"] for r in X.item_tokens(items).collect()}
     assert got == LITERAL_TOKENS
 
 
 def test_item_tfidf_literal_whole_frame(spark):
     n = 4096
-    got = X.item_tfidf(spark.createDataFrame(LITERAL_EVENTS, ITEMS_DDL), cfg=X.TextConfig(num_features=n))
-    assert got.columns == [S.ITEM_ID, X.N_TOKENS, X.TFIDF_INDICES, X.TFIDF_VALUES, X.TFIDF_SIZE]
+    got = X.item_tfidf(spark.createDataFrame(LITERAL_EVENTS, ITEMS_DDL), num_features=n)
+    assert got.columns == [S.ITEM_ID, S.N_TOKENS, S.TFIDF_INDICES, S.TFIDF_VALUES, S.TFIDF_SIZE]
     rows = {r[S.ITEM_ID]: r for r in got.collect()}
     expected = _expected_tfidf(LITERAL_TOKENS, n)
     assert sorted(rows) == sorted(expected)  # one row per item, however many events
     for item, (n_tokens, idx, vals) in expected.items():
         r = rows[item]
-        assert (r[X.N_TOKENS], r[X.TFIDF_INDICES], r[X.TFIDF_SIZE]) == (n_tokens, idx, n), item
-        assert r[X.TFIDF_VALUES] == pytest.approx(vals, rel=1e-12), item
+        assert (r[S.N_TOKENS], r[S.TFIDF_INDICES], r[S.TFIDF_SIZE]) == (n_tokens, idx, n), item
+        assert r[S.TFIDF_VALUES] == pytest.approx(vals, rel=1e-12), item
     # "path:magazine subscriptions" is in 3 of 5 items: log(6/4); the item without text is empty.
-    assert rows["D"][X.N_TOKENS] == 0 and rows["D"][X.TFIDF_INDICES] == [] and rows["D"][X.TFIDF_VALUES] == []
-    assert any(v == pytest.approx(math.log(6 / 4)) for v in rows["C"][X.TFIDF_VALUES])
+    assert rows["D"][S.N_TOKENS] == 0 and rows["D"][S.TFIDF_INDICES] == [] and rows["D"][S.TFIDF_VALUES] == []
+    assert any(v == pytest.approx(math.log(6 / 4)) for v in rows["C"][S.TFIDF_VALUES])
 
 
 def test_tfidf_vector_round_trip_and_storable_table(spark, tmp_path):
@@ -222,16 +222,16 @@ def test_tfidf_vector_round_trip_and_storable_table(spark, tmp_path):
 
     events = spark.createDataFrame(LITERAL_EVENTS, ITEMS_DDL).withColumn(S.SOURCE, F.lit("amazon"))
     events = events.unionByName(events.where(F.col(S.ITEM_ID) == "A").withColumn(S.SOURCE, F.lit("other")))
-    with_vec = X.item_tfidf(events, cfg=X.TextConfig(num_features=256), keep_vector=True)
-    stored = with_vec.drop(X.TFIDF)
+    with_vec = X.item_tfidf(events, num_features=256, keep_vector=True)
+    stored = with_vec.drop(S.TFIDF)
     assert stored.columns[:2] == [S.SOURCE, S.ITEM_ID]  # the source is part of the item key
     # A Vector column is a user-defined type, which delta-rs refuses; the arrays are readable.
     path = str(tmp_path / "item_text")
     stored.write.format("delta").save(path)
     pdf = DeltaTable(path).to_pandas().sort_values([S.SOURCE, S.ITEM_ID])
-    assert pdf[S.ITEM_ID].tolist() == ["A", "B", "C", "D", "E", "A"] and pdf[X.TFIDF_SIZE].eq(256).all()
-    rebuilt = X.with_tfidf_vector(spark.read.format("delta").load(path)).select(S.SOURCE, S.ITEM_ID, X.TFIDF)
-    original = with_vec.select(S.SOURCE, S.ITEM_ID, X.TFIDF)
+    assert pdf[S.ITEM_ID].tolist() == ["A", "B", "C", "D", "E", "A"] and pdf[S.TFIDF_SIZE].eq(256).all()
+    rebuilt = X.with_tfidf_vector(spark.read.format("delta").load(path)).select(S.SOURCE, S.ITEM_ID, S.TFIDF)
+    original = with_vec.select(S.SOURCE, S.ITEM_ID, S.TFIDF)
     a = {(r[0], r[1]): r[2] for r in rebuilt.collect()}
     b = {(r[0], r[1]): r[2] for r in original.collect()}
     assert a.keys() == b.keys()
@@ -242,11 +242,10 @@ def test_tfidf_vector_round_trip_and_storable_table(spark, tmp_path):
 
 
 def test_tfidf_real_titles_sharing_category_tokens_are_nearer(amazon_items, categories):
-    cfg = X.TextConfig()
-    full = X.item_tfidf(amazon_items, cfg=cfg).toPandas()
-    titles_only = X.item_tfidf(amazon_items, cfg=cfg, path_col=None).toPandas()
-    assert len(full) == 1_635 and full[X.N_TOKENS].gt(0).all()
-    assert full[X.TFIDF_INDICES].map(len).le(full[X.N_TOKENS]).all()
+    full = X.item_tfidf(amazon_items).toPandas()
+    titles_only = X.item_tfidf(amazon_items, path_col=None).toPandas()
+    assert len(full) == 1_635 and full[S.N_TOKENS].gt(0).all()
+    assert full[S.TFIDF_INDICES].map(len).le(full[S.N_TOKENS]).all()
     for pdf, margin in ((full, 0.1), (titles_only, 0.01)):
         cats = categories.loc[pdf[S.ITEM_ID]].to_numpy()
         keep = cats != S.NO_CATEGORY  # (none) is not a category: its items share nothing
@@ -263,8 +262,8 @@ def test_tfidf_real_titles_sharing_category_tokens_are_nearer(amazon_items, cate
 def test_embeddings_real_titles_of_a_category_are_nearer(amazon_embeddings, categories):
     emb = amazon_embeddings
     assert len(emb) == 1_635 and emb[S.ITEM_ID].is_unique
-    assert emb.columns.tolist() == [S.ITEM_ID, X.EMBEDDING, *(f"emb_{i}" for i in range(K))]
-    full = np.stack(emb[X.EMBEDDING].to_numpy())
+    assert emb.columns.tolist() == [S.ITEM_ID, S.EMBEDDING, *(f"emb_{i}" for i in range(K))]
+    full = np.stack(emb[S.EMBEDDING].to_numpy())
     proj = emb[[f"emb_{i}" for i in range(K)]].to_numpy()
     assert full.shape == (1_635, 384) and np.allclose(np.linalg.norm(full, axis=1), 1, atol=1e-5)
     assert np.isfinite(proj).all()
@@ -282,18 +281,17 @@ def test_embeddings_real_titles_of_a_category_are_nearer(amazon_embeddings, cate
 
 
 def test_projection_same_seed_same_result_any_partitioning(spark, amazon_embeddings):
-    emb = spark.createDataFrame(amazon_embeddings[[S.ITEM_ID, X.EMBEDDING]], "item_id string, embedding array<float>")
-    cfg = X.TextConfig(embedding_dim=4, max_fit_items=FIT_ITEMS, seed=7)
+    emb = spark.createDataFrame(amazon_embeddings[[S.ITEM_ID, S.EMBEDDING]], "item_id string, embedding array<float>")
 
-    def projected(df: DataFrame, c: X.TextConfig) -> np.ndarray:
-        model = X.fit_projection(df, cfg=c)
+    def projected(df: DataFrame, seed: int) -> np.ndarray:
+        model = X.fit_projection(df, dim=4, max_items=FIT_ITEMS, seed=seed)
         out = X.project(emb, model).toPandas().sort_values(S.ITEM_ID)
         return out[[f"emb_{i}" for i in range(4)]].to_numpy()
 
-    assert X.fit_sample(emb, cfg=cfg, keys=[S.ITEM_ID]).count() == FIT_ITEMS
-    first = projected(emb, cfg)
-    again = projected(emb.repartition(5), cfg)
-    other_seed = projected(emb, cfg.model_copy(update={"seed": 8}))
+    assert X.fit_sample(emb, max_items=FIT_ITEMS, seed=7, keys=[S.ITEM_ID]).count() == FIT_ITEMS
+    first = projected(emb, 7)
+    again = projected(emb.repartition(5), 7)
+    other_seed = projected(emb, 8)
     assert np.allclose(first, again, atol=1e-6)
     assert not np.allclose(first, other_seed, atol=1e-3)  # another seed fits on other items
 
@@ -304,10 +302,10 @@ def test_item_embeddings_literal(spark):
         [("A", "Cooking Light"), ("B", "Food Network Magazine"), ("C", "Car and Driver"), ("D", None), ("E", "  ")],
         "item_id string, item_text string",
     )
-    got = X.item_embeddings(events, cfg=X.TextConfig(embedding_dim=2)).toPandas().set_index(S.ITEM_ID).sort_index()
-    assert got.columns.tolist() == [X.EMBEDDING, "emb_0", "emb_1"]
+    got = X.item_embeddings(events, dim=2).toPandas().set_index(S.ITEM_ID).sort_index()
+    assert got.columns.tolist() == [S.EMBEDDING, "emb_0", "emb_1"]
     assert got.index.tolist() == ["A", "B", "C"]  # items without (non-blank) text are left out
-    e = np.stack(got[X.EMBEDDING].to_numpy())
+    e = np.stack(got[S.EMBEDDING].to_numpy())
     assert e.shape == (3, 384) and e.dtype == np.float32 and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
     sim = e @ e.T
     assert sim[0, 1] > sim[0, 2] + 0.1 and sim[0, 1] > sim[1, 2] + 0.1  # food titles nearer each other

@@ -66,12 +66,12 @@ def class_weights(
     counts = (
         freq.groupBy(S.SHARD, S.FREQ_CLASS).agg(F.sum(S.FREQ_COUNT).cast("double").alias("n_c")).where(F.col("n_c") > 0)
     )
-    scope = Window.partitionBy(S.SHARD)
-    n = F.sum("n_c").over(scope)
-    n_classes = F.count(F.lit(1)).over(scope).cast("double")
+    per_shard = Window.partitionBy(S.SHARD)
+    n = F.sum("n_c").over(per_shard)
+    n_classes = F.count(F.lit(1)).over(per_shard).cast("double")
     raw = counts.withColumn("r_c", _raw_weight(method, n=n, n_classes=n_classes, n_c=F.col("n_c"), beta=beta))
     # Sample-weighted mean 1 in the scope: Σ n_c w_c = n. All n_c > 0 and r_c > 0, so z > 0.
-    z = F.sum(F.col("n_c") * F.col("r_c")).over(scope)
+    z = F.sum(F.col("n_c") * F.col("r_c")).over(per_shard)
     return raw.select(S.SHARD, S.FREQ_CLASS, (F.col("r_c") * n / z).alias(S.W_CLASS))
 
 

@@ -31,7 +31,6 @@ from sampleimp_spark import schema as S
 
 #: Bin of NaN and null values (its own bin; ``±inf`` are clamped to the outer finite bins).
 NAN_BIN = -1
-#: Output column of :func:`with_ig_weight` holding the pointwise score ``g``.
 
 # Column names of the contingency table and of the per-shard UDF's input and output. They are
 # fixed inside this module (the caller's shard column is renamed at the boundary), so the pure
