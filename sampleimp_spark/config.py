@@ -164,14 +164,16 @@ class FeaturesConfig(_Strict):
 
     #: The source whose bronze events are featurized; null = ``input.source``.
     source: SourceName | None = None
-    #: Feature window [t0, t1) and label window [t1, t2), with UTC offsets. Missing bounds are
-    #: derived from the data on local midnights: t2 after the last event, t1 = t2 - label_days,
-    #: t0 = t1 - feature_days (or the first event's midnight when feature_days is null).
+    #: The run's feature window [t0, t1) and label window [t1, t2), with UTC offsets. Missing
+    #: bounds are derived from the data on local midnights: t2 after the last event,
+    #: t1 = t2 - label_days, t0 = t1 - feature_days.
     t0: datetime | None = None
     t1: datetime | None = None
     t2: datetime | None = None
-    label_days: float = Field(2.0, gt=0)
-    feature_days: float | None = Field(None, gt=0)
+    label_days: float = Field(1.0, gt=0)
+    #: Every window has features over this many days (equal windows: the training and
+    #: evaluation windows of the experiment have the same lengths).
+    feature_days: float = Field(4.0, gt=0)
     #: Categories with fewer samples are pooled into a parent category or ``_other``.
     min_shard_rows: int = Field(200, ge=1)
     #: Where the source has no sessions, a gap longer than this starts a new one.
@@ -364,14 +366,12 @@ DEFAULT_STRENGTHS: dict[str, float] = {
 }
 Variant = Literal["unweighted", "class", "density_ratio", "information_gain", "combined"]
 VARIANTS: tuple[str, ...] = ("unweighted", "class", "density_ratio", "information_gain", "combined")
-Policy = Literal["zero", "exclude"]
 Gain = Literal["exp2", "linear"]
-#: Probabilities are clipped to ``[eps, 1 - eps]`` before the log-loss (scikit-learn's default).
-LOG_LOSS_EPS = 1e-15
 
 
 class ALSConfig(_Strict):
-    """Settings of weighted implicit ALS (:mod:`sampleimp_spark.training.als`).
+    """Settings of weighted implicit ALS (:mod:`sampleimp_spark.training.als`); ``reg_param``
+    and ``alpha`` are tuned from ``train.als_reg_grid`` and ``train.als_alpha_grid``.
 
     A behavior missing from ``strengths`` has strength 0: its events add nothing to a pair's
     rating (the pair is dropped when all its events have strength 0).
@@ -379,12 +379,9 @@ class ALSConfig(_Strict):
 
     #: Number of latent factors.
     rank: int = Field(32, ge=1)
-    #: L2 regularisation λ (Spark scales it by each user's / item's number of positive pairs).
-    reg_param: float = Field(0.1, ge=0)
-    #: Confidence scale: ``c = 1 + alpha · rating``. Must be positive, or weights have no effect.
-    alpha: float = Field(10.0, gt=0)
     max_iter: int = Field(10, ge=1)
-    #: Behavior -> strength (≥ 0) of one event of that behavior.
+    #: Behavior -> strength (≥ 0) of one event of that behavior (ALS ratings and the history
+    #: baseline).
     strengths: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_STRENGTHS))
     #: Length of the ALS candidate list per user handed to the GBT re-ranker.
     candidates: int = Field(50, ge=1)
@@ -406,18 +403,20 @@ class ALSConfig(_Strict):
 
 
 class GBTConfig(_Strict):
-    """Settings of the GBT purchase classifier (Spark's ``GBTClassifier`` parameters)."""
+    """Settings of the GBT purchase classifier (Spark's ``GBTClassifier`` parameters); the depth
+    is tuned from ``train.gbt_depth_grid``."""
 
     #: Boosting iterations (trees).
-    max_iter: int = Field(30, ge=1)
-    #: Depth of each tree (0 = a single leaf).
-    max_depth: int = Field(5, ge=0, le=30)
+    max_iter: int = Field(20, ge=1)
     #: Learning rate (shrinkage of every tree after the first).
     step_size: float = Field(0.1, gt=0, le=1)
     #: Fraction of rows each tree is fitted on (sampled without replacement, seeded).
     subsampling_rate: float = Field(1.0, gt=0, le=1)
     #: Bins of continuous features when searching split thresholds.
     max_bins: int = Field(32, ge=2)
+    #: Share of the negative samples the GBT is fitted on (every positive is kept); its
+    #: probabilities are corrected for the changed prior. 1 fits on every sample.
+    negative_rate: float = Field(0.1, gt=0, le=1)
     #: Feature columns; null = every numeric feature column of the samples
     #: (:func:`sampleimp_spark.features.behavior.feature_columns`).
     features: list[str] | None = None
@@ -435,46 +434,71 @@ class GBTConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    """Metric settings of the training stage; each field is the keyword of the same meaning.
+    """How the experiment is measured (``docs/evaluation.md``)."""
 
-    ``k``, ``missing_recs``, ``no_relevant`` and ``ndcg_gain`` go to :func:`ranking_metrics`;
-    ``threshold``, ``log_loss_eps`` (as ``eps``) and ``num_bins`` to
-    :func:`classification_metrics`; ``n_boot``, ``alpha`` and ``seed`` to both. Keep ``seed``
-    fixed across the models of a run so their bootstrap replicates are paired.
-    """
-
+    #: Cut-off of the ranking metrics.
     k: int = Field(10, ge=1)
-    #: Bootstrap replicates. Cost: users × (n_boot + 1) rows for ranking, and
-    #: (user, curve point) pairs × n_boot for classification (at most a user's rows each).
-    n_boot: int = Field(100, ge=0)
-    alpha: float = Field(0.05, gt=0, lt=1)
+    #: Users evaluated per origin: a seeded sample of at most this many (bounds the cost of the
+    #: lists and of the driver-side bootstrap; a smaller sample widens the intervals).
+    max_users: int = Field(10_000, ge=10)
+    #: Bootstrap replicates of every interval and test (users resampled, shared by all arms).
+    n_boot: int = Field(1000, ge=100)
+    #: Coverage of the intervals.
+    ci_level: float = Field(0.95, gt=0.5, lt=1)
+    #: Power at which the minimum detectable effect is stated.
+    power: float = Field(0.8, gt=0.5, lt=1)
+    #: The fixed operating point of the classifiers: precision and recall among this share of
+    #: the highest scores.
+    top_fraction: float = Field(0.01, gt=0, le=1)
+    #: Seed of the user sample, the cross-validation folds and the bootstrap.
     seed: int = 0
-    threshold: float = Field(0.5, ge=0, le=1)
-    missing_recs: Policy = "zero"
-    no_relevant: Policy = "exclude"
+    #: Gain of graded relevance in NDCG: ``2^rel - 1`` or ``rel``.
     ndcg_gain: Gain = "exp2"
-    log_loss_eps: float = Field(LOG_LOSS_EPS, gt=0, lt=0.5)
-    num_bins: int = Field(0, ge=0)
 
 
 class TrainConfig(_Strict):
-    """Weighted-vs-unweighted experiments (DESIGN §6)."""
+    """Weighted-vs-unweighted experiments (DESIGN §6, ``docs/evaluation.md``)."""
 
-    #: Build and weight the training window too (the features and weights stages), so that
-    #: the train stage can run; false builds only the run's own window.
+    #: Build and weight the windows the experiment needs (the features and weights stages), so
+    #: that the train stage can run; false builds only the run's own window.
     enabled: bool = True
-    variants: list[Variant] = Field(default_factory=lambda: list(VARIANTS), min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    #: Evaluation origins: consecutive label periods ending with the run's window. null = as
+    #: many as the data allows (each needs one more window of ``features.feature_days +
+    #: features.label_days`` days before it; two more serve validation and the first training).
+    origins: int | None = Field(None, ge=1)
+    variants: list[Variant] = Field(default_factory=lambda: ["unweighted", "combined"], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [1], min_length=1)
     als: ALSConfig = Field(default_factory=ALSConfig)
     gbt: GBTConfig = Field(default_factory=GBTConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    #: ALS reg_param candidates, chosen on the validation window (unweighted NDCG@k).
-    als_reg_grid: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0], min_length=1)
-    #: GBT max_depth candidates, chosen on held-out users of the training window (PR-AUC).
+    #: ALS reg_param and alpha candidates: every variant picks its pair by NDCG@k on validation.
+    als_reg_grid: list[float] = Field(default_factory=lambda: [0.05, 0.5], min_length=1)
+    als_alpha_grid: list[float] = Field(default_factory=lambda: [5.0, 20.0], min_length=1)
+    #: GBT depths: every variant picks by cross-validated average precision on validation.
     gbt_depth_grid: list[int] = Field(default_factory=lambda: [3, 5], min_length=1)
-    validation_share: float = Field(0.2, gt=0, lt=1)
+    #: Folds of the GBT's user-level cross-validation.
+    cv_folds: int = Field(3, ge=2, le=10)
+    #: Half-lives (days) tried for the history baseline; null = no decay.
+    half_life_grid: list[float | None] = Field(default_factory=lambda: [0.5, 1.0, 2.0, None], min_length=1)
     rerank: bool = True
     save_models: bool = True
+
+    @field_validator("variants")
+    @classmethod
+    def _has_reference(cls, value: list[str]) -> list[str]:
+        if "unweighted" not in value:
+            raise ValueError("variants must include 'unweighted' (the reference of every comparison)")
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicate variants in {value}")
+        return value
+
+    @field_validator("half_life_grid")
+    @classmethod
+    def _positive(cls, value: list[float | None]) -> list[float | None]:
+        bad = [h for h in value if h is not None and not (math.isfinite(h) and h > 0)]
+        if bad:
+            raise ValueError(f"half-lives must be positive days (or null for no decay), got {bad}")
+        return value
 
 
 #: A run id: a letter or digit, then letters, digits, ``_ . : -``; at most 128 characters. It

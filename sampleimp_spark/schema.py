@@ -244,40 +244,50 @@ GOLD_WEIGHTS = _fields(
 #: Weight columns of gold.training_samples, in order (after keys, labels and features).
 GOLD_WEIGHT_COLUMNS: tuple[str, ...] = tuple(GOLD_WEIGHTS.fieldNames())
 
+_RUN_KEYS = (
+    (RUN_ID, _STR, False),
+    (WINDOW_ID, _STR, False),
+    (SOURCE, _STR, False),
+    ("training_version", _LNG, False),
+)
+#: gold.metrics: point values per evaluation origin (a window id), seed, arm, metric.
 METRICS_SCHEMA = _fields(
-    (RUN_ID, _STR, True),
-    (WINDOW_ID, _STR, True),
-    (SOURCE, _STR, True),
-    ("training_version", _LNG, True),
-    ("model", _STR, True),
-    ("variant", _STR, True),
+    *_RUN_KEYS,
+    ("origin", _STR, False),
+    ("model", _STR, False),
+    ("variant", _STR, False),
     ("seed", _INT, True),
-    ("metric", _STR, True),
-    ("k", _INT, True),
-    ("threshold", _DBL, True),
-    ("estimator", _STR, True),
-    ("weighted", _BOOL, True),
+    ("segment", _STR, True),
+    ("metric", _STR, False),
+    ("estimator", _STR, False),
+    ("value", _DBL, True),
+    ("n_users", _LNG, True),
+)
+#: gold.experiment_results: values pooled over origins and seeds with bootstrap intervals, and
+#: paired comparisons with the unweighted variant and with the history baseline.
+EXPERIMENT_RESULTS_SCHEMA = _fields(
+    *_RUN_KEYS,
+    ("model", _STR, False),
+    ("variant", _STR, False),
+    ("metric", _STR, False),
+    ("estimator", _STR, False),
+    ("segment", _STR, True),
     ("value", _DBL, True),
     ("ci_low", _DBL, True),
     ("ci_high", _DBL, True),
     ("n_users", _LNG, True),
     ("n_boot", _INT, True),
-)
-EXPERIMENT_RESULTS_SCHEMA = _fields(
-    (RUN_ID, _STR, True),
-    (WINDOW_ID, _STR, True),
-    (SOURCE, _STR, True),
-    ("training_version", _LNG, True),
-    ("model", _STR, True),
-    ("variant", _STR, True),
-    ("metric", _STR, True),
-    ("estimator", _STR, True),
-    ("k", _INT, True),
-    ("seeds", _INT, True),
-    ("mean", _DBL, True),
-    ("std", _DBL, True),
-    ("ci_low", _DBL, True),
-    ("ci_high", _DBL, True),
+    ("delta", _DBL, True),
+    ("rel_delta", _DBL, True),
+    ("delta_ci_low", _DBL, True),
+    ("delta_ci_high", _DBL, True),
+    ("p_value", _DBL, True),
+    ("p_holm", _DBL, True),
+    ("mde", _DBL, True),
+    ("rel_mde", _DBL, True),
+    ("vs_history", _DBL, True),
+    ("vs_history_ci_low", _DBL, True),
+    ("vs_history_ci_high", _DBL, True),
 )
 
 _FEATURE_COLUMN_PREFIXES = tuple(f"{p}_" for p in FEATURE_PREFIXES)

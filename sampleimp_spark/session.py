@@ -42,10 +42,19 @@ BASE_CONF: dict[str, str] = {
 
 
 #: Spark loggers that flood the console with warnings that are expected here: the window of
-#: shard ids in the information gain runs over one small table (one row per shard) on purpose.
+#: shard ids in the information gain runs over one small table (one row per shard) on purpose,
+#: and checkpoints are released on purpose.
 QUIET_LOGGERS: dict[str, str] = {
     "org.apache.spark.sql.execution.window.WindowExec": "ERROR",
     "org.apache.spark.sql.execution.window": "ERROR",
+    # Releasing a local checkpoint (frames.release) is deliberate: its lineage is gone by design.
+    "org.apache.spark.rdd.MapPartitionsRDD": "ERROR",
+    # ALS persists its input, which may already be a checkpoint.
+    "org.apache.spark.sql.execution.CacheManager": "ERROR",
+    # Spark ML falls back to its Java BLAS when no native one is installed, and says so.
+    "dev.ludovic.netlib": "ERROR",
+    # GBT's task binaries (its trees) are broadcast; the size warning is expected.
+    "org.apache.spark.scheduler.DAGScheduler": "ERROR",
 }
 
 

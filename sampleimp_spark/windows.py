@@ -116,3 +116,15 @@ def resolve_windows(
         log.info("derived windows from the data (%s .. %s, %s): %s", first, last, tz, windows.describe())
         return windows
     return Windows(t0, t1, t2)
+
+
+def data_start(events: DataFrame, *, tz: str) -> datetime:
+    """The local midnight (in ``tz``) before the first event: where the earliest window may start.
+
+    Raises:
+        BadInputError: there are no events.
+    """
+    row = events.agg(F.min(S.TS)).first()
+    if row is None or row[0] is None:
+        raise BadInputError("no events: nothing to build windows from")
+    return _local_midnight(row[0].replace(tzinfo=UTC), tz, after=False)

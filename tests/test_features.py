@@ -229,7 +229,9 @@ def test_small_categories_pool_into_their_parent_or_other(spark):
         + [("H&G", "Mag > H&G > Home")] * 1
         + [("Sci", "Mag > Sci > Space")] * 2
     )
-    samples = spark.createDataFrame(rows, "category_id string, category_path string")
+    samples = spark.createDataFrame(rows, "category_id string, category_path string").withColumn(
+        S.WINDOW_ID, F.lit("w")
+    )
     got = shard_map(samples, min_shard_rows=4).select(S.CATEGORY_ID, S.SHARD, "rule", "samples", "shard_samples")
     expected = spark.createDataFrame(
         [
@@ -250,11 +252,11 @@ def test_class_frequencies_list_every_class_with_shares(spark):
     samples = spark.createDataFrame(
         [("a", 1, "purchase"), ("a", 0, "none"), ("a", 0, "view"), ("b", 0, "none")],
         "shard string, label_purchase int, label_intent string",
-    )
+    ).withColumn(S.WINDOW_ID, F.lit("w"))
     events = spark.createDataFrame(
         [("a", "view"), ("a", "view"), ("a", "cart"), ("b", "view")], "shard string, behavior string"
-    )
-    got = class_frequencies(samples, events, window_id="w", source="s").drop(S.WINDOW_ID, S.SOURCE)
+    ).withColumn(S.WINDOW_ID, F.lit("w"))
+    got = class_frequencies(samples, events, source="s").drop(S.WINDOW_ID, S.SOURCE)
     rows = {(r[0], r[1], r[2]): (r[3], r[4]) for r in got.collect()}
     assert len(rows) == 3 * (6 + 2 + 6)
     assert rows[("a", "purchase", "1")] == (1, pytest.approx(1 / 3))
@@ -306,3 +308,43 @@ def test_shared_feature_groups_are_the_user_item_and_category_features_in_order(
     feats = ["pair_n_view", "user_n_view", "item_n_view", "user_sessions", "cat_n_view", "pair_sessions", "price"]
     assert shared_feature_groups(feats) == [["user_n_view", "user_sessions"], ["item_n_view"], ["cat_n_view"]]
     assert shared_feature_groups(["pair_n_view"]) == []
+
+
+def test_several_windows_in_one_pass_equal_each_window_alone(spark):
+    """Windows built together (each event joins every window it falls in) give exactly the rows of
+    each window built on its own: features, labels, shards and class frequencies."""
+    day = timedelta(days=1)
+    rows = [
+        (
+            f"u{u}",
+            f"i{(u * 7 + d) % 5}",
+            f"c{(u + d) % 3}",
+            ["view", "cart", "purchase", "fav"][(u + d) % 4],
+            datetime(2024, 3, 1, 9) + d * day + timedelta(minutes=13 * u),
+            float(u + 1),
+        )
+        for u in range(8)
+        for d in range(9)
+    ]
+    events = _events(spark, rows)
+    first = Windows(
+        datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 5, tzinfo=UTC), datetime(2024, 3, 6, tzinfo=UTC)
+    )
+    wins = [first, first.shifted(day), first.shifted(2 * day)]
+    kwargs = {"tz": "UTC", "source": "s", "session_gap_minutes": 30.0, "min_shard_rows": 10}
+    together = build_window(events, windows=wins, **kwargs)
+    alone = [build_window(events, windows=w, **kwargs) for w in wins]
+    try:
+        expected = alone[0].samples
+        for part in alone[1:]:
+            expected = expected.unionByName(part.samples)
+        assert together.samples.count() > 60
+        assert_df_equality(together.samples, expected, ignore_row_order=True, ignore_nullable=True)
+        freqs = alone[0].class_frequencies
+        for part in alone[1:]:
+            freqs = freqs.unionByName(part.class_frequencies)
+        assert_df_equality(together.class_frequencies, freqs, ignore_row_order=True, ignore_nullable=True)
+    finally:
+        together.release()
+        for part in alone:
+            part.release()

@@ -10,6 +10,7 @@ frames are written. Definitions: ``docs/features.md``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
@@ -19,6 +20,7 @@ from sampleimp_spark import schema as S
 from sampleimp_spark.features.behavior import (
     COUNTED_BEHAVIORS,
     entity_features,
+    equal_feature_days,
     feature_columns,
     item_categories,
     neutral_value,
@@ -35,55 +37,70 @@ KEY_COLUMNS = (S.WINDOW_ID, S.SOURCE, S.USER_ID, S.ITEM_ID, S.CATEGORY_ID, S.CAT
 LABEL_COLUMNS = (S.LABEL_PURCHASE, S.LABEL_INTENT)
 
 
+def _as_list(windows: Windows | Sequence[Windows]) -> list[Windows]:
+    return [windows] if isinstance(windows, Windows) else list(windows)
+
+
 def build_samples(
-    events: DataFrame, *, windows: Windows, tz: str, session_gap_minutes: float
+    events: DataFrame, *, windows: Windows | Sequence[Windows], tz: str, session_gap_minutes: float
 ) -> tuple[DataFrame, DataFrame]:
-    """Samples with labels and all features (no shard yet), and the prepared feature-window events.
+    """Samples with labels and all features (no shard yet) of every window, and the prepared
+    feature-window events.
+
+    Several windows of equal lengths are built in one pass: each event joins every window it falls
+    in, and every aggregation is keyed by ``window_id`` too.
 
     Args:
         events: canonical events of one source (any time range; windows select).
-        windows: feature and label windows.
+        windows: one window, or several with equal feature-window lengths.
         tz: the source's local time zone (for hour and day-of-week profiles).
         session_gap_minutes: a longer gap between a user's events starts a new session.
 
     Returns:
-        ``(samples, fe)``: one row per pair active in the feature window; ``fe`` the prepared
-        feature-window events (for class frequencies), a checkpoint: pass it to
+        ``(samples, fe)``: one row per window and pair active in its feature window (with
+        ``window_id``); ``fe`` the prepared feature-window events, a checkpoint: pass it to
         :func:`~sampleimp_spark.frames.release` once ``samples`` no longer need it.
     """
+    wins = _as_list(windows)
+    feature_days = equal_feature_days(wins)
     # Materialize the prepared events once: every aggregate below reads them, and cutting the
     # lineage here keeps the query plans of the many joins small (analysis time grows fast
     # with repeated self-joins of a deep plan).
-    fe = checkpoint(prepare_events(events, windows=windows, tz=tz, session_gap_minutes=session_gap_minutes))
+    fe = checkpoint(prepare_events(events, windows=wins, tz=tz, session_gap_minutes=session_gap_minutes))
+    w = S.WINDOW_ID
     items = item_categories(fe)
     item_prices, user_prices, cat_prices = price_features(fe, items)
-    pairs = entity_features(fe, [S.USER_ID, S.ITEM_ID], "pair", windows=windows)
-    users = entity_features(fe, [S.USER_ID], "user", windows=windows).join(user_prices, S.USER_ID, "left")
-    item_feats = items.join(entity_features(fe, [S.ITEM_ID], "item", windows=windows), S.ITEM_ID).join(
-        item_prices, S.ITEM_ID, "left"
+    pairs = entity_features(fe, [S.USER_ID, S.ITEM_ID], "pair", feature_days=feature_days)
+    users = entity_features(fe, [S.USER_ID], "user", feature_days=feature_days).join(
+        user_prices, [w, S.USER_ID], "left"
     )
-    cats = entity_features(fe, [S.CATEGORY_ID], "cat", windows=windows).join(cat_prices, S.CATEGORY_ID, "left")
+    item_feats = items.join(entity_features(fe, [S.ITEM_ID], "item", feature_days=feature_days), [w, S.ITEM_ID]).join(
+        item_prices, [w, S.ITEM_ID], "left"
+    )
+    cats = entity_features(fe, [S.CATEGORY_ID], "cat", feature_days=feature_days).join(
+        cat_prices, [w, S.CATEGORY_ID], "left"
+    )
     # The pair rows are the big side: the join order moves them as little as possible. The
     # labels are keyed like the pairs (no shuffle of the pairs), then one shuffle by item for
-    # the item-level columns, the categories broadcast (one row per category), one shuffle
-    # by user.
+    # the item-level columns, the categories broadcast (one row per window and category), one
+    # shuffle by user.
     samples = (
-        with_labels(pairs, events, windows=windows)
-        .join(item_feats, S.ITEM_ID)
-        .join(F.broadcast(cats), S.CATEGORY_ID, "left")
-        .join(users, S.USER_ID)
+        with_labels(pairs, events, windows=wins)
+        .join(item_feats, [w, S.ITEM_ID])
+        .join(F.broadcast(cats), [w, S.CATEGORY_ID], "left")
+        .join(users, [w, S.USER_ID])
         .withColumn("pair_price_rel", F.col("item_price_rel"))
     )
     # A category seen only through other items' events has no own row: neutral values.
     samples = samples.fillna(
-        {c: neutral_value(c, feature_days=windows.feature_days) for c in samples.columns if c.startswith("cat_")}
+        {c: neutral_value(c, feature_days=feature_days) for c in samples.columns if c.startswith("cat_")}
     )
     return samples, fe
 
 
 @dataclass
 class WindowFrames:
-    """The samples and class frequencies of one window, as DataFrames (see :func:`build_window`).
+    """The samples and class frequencies of some windows, as DataFrames (see :func:`build_window`).
 
     They read checkpoints: call :meth:`release` once they are written or copied.
     """
@@ -98,9 +115,15 @@ class WindowFrames:
 
 
 def build_window(
-    events: DataFrame, *, windows: Windows, tz: str, source: str, session_gap_minutes: float, min_shard_rows: int
+    events: DataFrame,
+    *,
+    windows: Windows | Sequence[Windows],
+    tz: str,
+    source: str,
+    session_gap_minutes: float,
+    min_shard_rows: int,
 ) -> WindowFrames:
-    """Samples with shards and their class frequencies for one window, without writing anything.
+    """Samples with shards and their class frequencies for one or more windows, without writing.
 
     The samples carry ``shard``, ``window_id`` and ``source``.
     """
@@ -108,30 +131,28 @@ def build_window(
     samples = checkpoint(samples)
     release(fe)
     mapping = shard_map(samples, min_shard_rows=min_shard_rows)
-    out, freqs = with_shards(samples, mapping, windows=windows, source=source)
+    out, freqs = with_shards(samples, mapping, source=source)
     return WindowFrames(out, freqs, held=(samples, mapping))
 
 
-def with_shards(
-    samples: DataFrame, mapping: DataFrame, *, windows: Windows, source: str
-) -> tuple[DataFrame, DataFrame]:
-    wid = windows.window_id
-    sharded = samples.join(F.broadcast(mapping.select(S.CATEGORY_ID, S.SHARD)), S.CATEGORY_ID).withColumns(
-        {S.WINDOW_ID: F.lit(wid), S.SOURCE: F.lit(source)}
-    )
-    freqs = class_frequencies(sharded, _behavior_counts(sharded), window_id=wid, source=source)
+def with_shards(samples: DataFrame, mapping: DataFrame, *, source: str) -> tuple[DataFrame, DataFrame]:
+    """The samples with their shard and ``source`` (contract column order), and their class frequencies."""
+    sharded = samples.join(
+        F.broadcast(mapping.select(S.WINDOW_ID, S.CATEGORY_ID, S.SHARD)), [S.WINDOW_ID, S.CATEGORY_ID]
+    ).withColumn(S.SOURCE, F.lit(source))
+    freqs = class_frequencies(sharded, _behavior_counts(sharded), source=source)
     return ordered_columns(sharded), freqs
 
 
 def _behavior_counts(samples: DataFrame) -> DataFrame:
-    """``(shard, behavior, n_events)``: each sample's feature-window events per behavior.
+    """``(window_id, shard, behavior, n_events)``: each sample's feature-window events per behavior.
 
     Every feature-window event belongs to exactly one sample (its user and item), and the
     sample's ``pair_n_<behavior>`` counts them: summed per shard, these are the event counts per
     behavior without another pass over the events.
     """
-    per_pair = samples.select(S.SHARD, *(F.col(f"pair_n_{b}").alias(b) for b in COUNTED_BEHAVIORS))
-    return per_pair.unpivot([S.SHARD], list(COUNTED_BEHAVIORS), S.BEHAVIOR, EVENT_COUNT)
+    per_pair = samples.select(S.WINDOW_ID, S.SHARD, *(F.col(f"pair_n_{b}").alias(b) for b in COUNTED_BEHAVIORS))
+    return per_pair.unpivot([S.WINDOW_ID, S.SHARD], list(COUNTED_BEHAVIORS), S.BEHAVIOR, EVENT_COUNT)
 
 
 def ordered_columns(samples: DataFrame) -> DataFrame:

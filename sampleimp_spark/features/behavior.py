@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
@@ -44,19 +44,43 @@ DOW = "_dow"
 SESSION = "_session"
 SESSION_MINUTES = "_session_minutes"
 DAY = "_day"  # local days since the local date of t0 (0, 1, ...)
+T1 = "_t1"  # the end of the event's feature window (an event belongs to every window it falls in)
+T0_DATE = "_t0_date"  # the local date of the window's t0
 
 _DAY_BITS = 63  # days per word of the active-day masks (bit 63 stays clear: masks stay positive)
 
 
-def _day_words(windows: Windows) -> int:
+def _day_words(feature_days: float) -> int:
     """Words of the active-day mask: the feature window spans at most ``ceil(days) + 2`` local dates."""
-    return -(-(math.ceil(windows.feature_days) + 2) // _DAY_BITS)
+    return -(-(math.ceil(feature_days) + 2) // _DAY_BITS)
 
 
-def prepare_events(events: DataFrame, *, windows: Windows, tz: str, session_gap_minutes: float) -> DataFrame:
-    """Feature-window events with local date (and day number), hour bucket, day of week, a session
-    key and the session's length in minutes."""
-    fe = events.where((F.col(S.TS) >= F.lit(windows.t0)) & (F.col(S.TS) < F.lit(windows.t1)))
+def window_table(spark: SparkSession, windows: Sequence[Windows], *, tz: str) -> DataFrame:
+    """One small row per window: ``window_id``, its bounds and the local date of ``t0``."""
+    rows = [(w.window_id, w.t0, w.t1, w.t2, w.t0.astimezone(ZoneInfo(tz)).date()) for w in windows]
+    schema = f"{S.WINDOW_ID} string, _t0 timestamp, {T1} timestamp, _t2 timestamp, {T0_DATE} date"
+    return spark.createDataFrame(rows, schema)
+
+
+def equal_feature_days(windows: Sequence[Windows]) -> float:
+    """The feature-window length shared by ``windows``.
+
+    Raises:
+        ValueError: the windows have different feature-window lengths.
+    """
+    days = {round(w.feature_days, 9) for w in windows}
+    if len(days) != 1:
+        raise ValueError(f"windows built together need equal feature-window lengths, got {sorted(days)} days")
+    return windows[0].feature_days
+
+
+def prepare_events(events: DataFrame, *, windows: Sequence[Windows], tz: str, session_gap_minutes: float) -> DataFrame:
+    """Feature-window events of every window (an event once per window it falls in, with its
+    ``window_id``), with local date (and day number), hour bucket, day of week, a session key and
+    the session's length in minutes."""
+    table = window_table(events.sparkSession, windows, tz=tz)
+    inside = (F.col(S.TS) >= F.col("_t0")) & (F.col(S.TS) < F.col(T1))
+    fe = events.join(F.broadcast(table), inside).drop("_t0", "_t2")
     local = F.from_utc_timestamp(F.col(S.TS), tz)
     fe = fe.withColumns(
         {
@@ -65,9 +89,9 @@ def prepare_events(events: DataFrame, *, windows: Windows, tz: str, session_gap_
             DOW: F.dayofweek(local),
         }
     )
-    fe = fe.withColumn(DAY, F.datediff(F.col(LOCAL_DATE), F.lit(windows.t0.astimezone(ZoneInfo(tz)).date())))
+    fe = fe.withColumn(DAY, F.datediff(F.col(LOCAL_DATE), F.col(T0_DATE)))
     # Gap sessions: a user's events in time order; a gap over the limit starts a new session.
-    order = Window.partitionBy(S.USER_ID).orderBy(S.TS, S.ITEM_ID, S.BEHAVIOR)
+    order = Window.partitionBy(S.WINDOW_ID, S.USER_ID).orderBy(S.TS, S.ITEM_ID, S.BEHAVIOR)
     gap = F.unix_seconds(F.col(S.TS)) - F.unix_seconds(F.lag(S.TS).over(order))
     new_session = (gap.isNull() | (gap > session_gap_minutes * 60)).cast("int")
     index = F.sum(new_session).over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow))
@@ -75,7 +99,7 @@ def prepare_events(events: DataFrame, *, windows: Windows, tz: str, session_gap_
     own = F.concat(F.lit("s:"), F.col(S.SESSION_ID))
     fe = fe.withColumn(SESSION, F.coalesce(own, F.col("_gap_session"))).drop("_gap_session")
     # Every event carries its session's length (first to last event), for the session features.
-    span = Window.partitionBy(SESSION)
+    span = Window.partitionBy(S.WINDOW_ID, SESSION)
     minutes = (F.unix_micros(F.max(S.TS).over(span)) - F.unix_micros(F.min(S.TS).over(span))) / 60_000_000.0
     return fe.withColumn(SESSION_MINUTES, minutes)
 
@@ -89,8 +113,9 @@ def _days_before(t1: Column, ts: Column, default: float) -> Column:
     return F.coalesce(days, F.lit(float(default)))
 
 
-def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, windows: Windows) -> DataFrame:
-    """Counts, ratios, recency, active days, time profiles and sessions per ``keys`` (columns ``prefix_*``).
+def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, feature_days: float) -> DataFrame:
+    """Counts, ratios, recency, active days, time profiles and sessions per window and ``keys``
+    (columns ``prefix_*``).
 
     Two aggregations, no join: per (``keys``, session), then per ``keys``. The second counts the
     sessions touching the entity and averages their lengths on the way, and the active days are
@@ -101,11 +126,13 @@ def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, windows:
     counts: dict[str, Column] = {f"n_{name}": b == name for name in COUNTED_BEHAVIORS}
     counts |= {f"_hour_{h}": F.col(HOUR_BUCKET) == h for h in range(HOUR_BUCKETS)}
     counts |= {f"_dow_{d}": F.col(DOW) == d for d in range(1, 8)}
+    keys = [S.WINDOW_ID, *keys]
     lasts: dict[str, Column] = {"_last_any": F.col(S.TS)}
     lasts |= {f"_last_{name}": F.when(b == name, F.col(S.TS)) for name in COUNTED_BEHAVIORS}
     bit = F.expr(f"shiftleft(1L, pmod({DAY}, {_DAY_BITS}))")
-    masks = {f"_days_{w}": F.when(F.floor(F.col(DAY) / _DAY_BITS) == w, bit) for w in range(_day_words(windows))}
+    masks = {f"_days_{w}": F.when(F.floor(F.col(DAY) / _DAY_BITS) == w, bit) for w in range(_day_words(feature_days))}
     per_session = fe.groupBy(*keys, SESSION).agg(
+        F.max(T1).alias(T1),
         F.count(F.lit(1)).alias("n_events"),
         *(F.count_if(c).alias(k) for k, c in counts.items()),
         *(F.max(c).alias(k) for k, c in lasts.items()),
@@ -113,6 +140,7 @@ def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, windows:
         F.max(SESSION_MINUTES).alias("_minutes"),
     )
     agg = per_session.groupBy(*keys).agg(
+        F.max(T1).alias(T1),
         *(F.sum(k).alias(k) for k in ("n_events", *counts)),
         *(F.max(k).alias(k) for k in lasts),
         *(F.bit_or(k).alias(k) for k in masks),
@@ -121,7 +149,7 @@ def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, windows:
     )
     active_days = sum((F.bit_count(F.coalesce(F.col(k), F.lit(0).cast("long"))) for k in masks), F.lit(0))
 
-    t1 = F.lit(windows.t1)
+    t1 = F.col(T1)
     n = F.col("n_events")
     out: list[Column] = [F.col(k) for k in keys]
     out.append(n.cast("double").alias(f"{prefix}_n_events"))
@@ -130,10 +158,9 @@ def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, windows:
         num = sum((F.col(f"n_{x}") for x in nums), F.lit(0))
         den = sum((F.col(f"n_{x}") for x in dens), F.lit(0))
         out.append(_safe_ratio(num.cast("double"), den.cast("double")).alias(f"{prefix}_{ratio}"))
-    out.append(_days_before(t1, F.col("_last_any"), windows.feature_days).alias(f"{prefix}_recency_any"))
+    out.append(_days_before(t1, F.col("_last_any"), feature_days).alias(f"{prefix}_recency_any"))
     out += [
-        _days_before(t1, F.col(f"_last_{name}"), windows.feature_days).alias(f"{prefix}_recency_{name}")
-        for name in S.BEHAVIORS
+        _days_before(t1, F.col(f"_last_{name}"), feature_days).alias(f"{prefix}_recency_{name}") for name in S.BEHAVIORS
     ]
     out.append(active_days.cast("double").alias(f"{prefix}_active_days"))
     out += [_safe_ratio(F.col(f"_hour_{h}"), n).alias(f"{prefix}_hour_{h}") for h in range(HOUR_BUCKETS)]
@@ -149,11 +176,12 @@ def item_categories(fe: DataFrame) -> DataFrame:
     Items normally have one category; where the log disagrees with itself, the most frequent
     category wins and ties go to the larger id, so the choice is deterministic.
     """
-    per = fe.groupBy(S.ITEM_ID, S.CATEGORY_ID).agg(
+    per = fe.groupBy(S.WINDOW_ID, S.ITEM_ID, S.CATEGORY_ID).agg(
         F.count(F.lit(1)).alias("n"), F.max(S.CATEGORY_PATH).alias(S.CATEGORY_PATH)
     )
-    best = per.groupBy(S.ITEM_ID).agg(F.max(F.struct("n", S.CATEGORY_ID, S.CATEGORY_PATH)).alias("b"))
+    best = per.groupBy(S.WINDOW_ID, S.ITEM_ID).agg(F.max(F.struct("n", S.CATEGORY_ID, S.CATEGORY_PATH)).alias("b"))
     return best.select(
+        S.WINDOW_ID,
         S.ITEM_ID,
         F.col(f"b.{S.CATEGORY_ID}").alias(S.CATEGORY_ID),
         F.col(f"b.{S.CATEGORY_PATH}").alias(S.CATEGORY_PATH),
@@ -161,41 +189,41 @@ def item_categories(fe: DataFrame) -> DataFrame:
 
 
 def price_features(fe: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """Item, user and category price levels (see the module docstring for the null rule).
+    """Item, user and category price levels per window (see the module docstring for the null rule).
 
     Args:
         fe: prepared feature-window events.
         items: ``item_categories(fe)``.
 
     Returns:
-        ``(item_prices, user_prices, category_prices)`` keyed by item, user and category.
+        ``(item_prices, user_prices, category_prices)`` keyed by window and item, user, category.
     """
-    item_price = fe.where(F.col(S.PRICE).isNotNull()).groupBy(S.ITEM_ID).agg(F.avg(S.PRICE).alias("item_price"))
-    priced = items.join(item_price, S.ITEM_ID)
-    medians = priced.groupBy(S.CATEGORY_ID).agg(F.percentile_approx("item_price", 0.5).alias("cat_median_price"))
-    item_rel = priced.join(medians, S.CATEGORY_ID).select(
-        S.ITEM_ID, "item_price", _safe_ratio(F.col("item_price"), F.col("cat_median_price")).alias("item_price_rel")
+    w, item, user, cat = S.WINDOW_ID, S.ITEM_ID, S.USER_ID, S.CATEGORY_ID
+    item_price = fe.where(F.col(S.PRICE).isNotNull()).groupBy(w, item).agg(F.avg(S.PRICE).alias("item_price"))
+    priced = items.join(item_price, [w, item])
+    medians = priced.groupBy(w, cat).agg(F.percentile_approx("item_price", 0.5).alias("cat_median_price"))
+    item_rel = priced.join(medians, [w, cat]).select(
+        w, item, "item_price", _safe_ratio(F.col("item_price"), F.col("cat_median_price")).alias("item_price_rel")
     )
     items_out = (
-        items.select(S.ITEM_ID)
-        .join(item_rel, S.ITEM_ID, "left")
+        items.select(w, item)
+        .join(item_rel, [w, item], "left")
         .select(
-            S.ITEM_ID,
+            w,
+            item,
             F.coalesce("item_price", F.lit(0.0)).alias("item_price"),
             F.coalesce(F.when(F.col("item_price") > 0, F.col("item_price_rel")), F.lit(1.0)).alias("item_price_rel"),
             F.col("item_price").isNotNull().cast("double").alias("item_has_price"),
         )
     )
     user_rel = (
-        fe.select(S.USER_ID, S.ITEM_ID)
-        .join(item_rel, S.ITEM_ID)
-        .groupBy(S.USER_ID)
+        fe.select(w, user, item)
+        .join(item_rel, [w, item])
+        .groupBy(w, user)
         .agg(F.avg("item_price_rel").alias("user_price_rel"))
     )
-    users_out = fe.select(S.USER_ID).distinct().join(user_rel, S.USER_ID, "left").fillna(1.0, ["user_price_rel"])
-    cats_out = (
-        items.select(S.CATEGORY_ID).distinct().join(medians, S.CATEGORY_ID, "left").fillna(0.0, ["cat_median_price"])
-    )
+    users_out = fe.select(w, user).distinct().join(user_rel, [w, user], "left").fillna(1.0, ["user_price_rel"])
+    cats_out = items.select(w, cat).distinct().join(medians, [w, cat], "left").fillna(0.0, ["cat_median_price"])
     return items_out, users_out, cats_out
 
 

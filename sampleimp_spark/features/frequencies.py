@@ -26,23 +26,22 @@ EVENT_COUNT = "n_events"
 
 def _counts(df: DataFrame, kind: str, class_col: str, count_col: str | None = None) -> DataFrame:
     n = F.sum(count_col) if count_col else F.count(F.lit(1))
-    per_shard = df.groupBy(S.SHARD, F.col(class_col).cast("string").alias(S.FREQ_CLASS)).agg(
+    per_shard = df.groupBy(S.WINDOW_ID, S.SHARD, F.col(class_col).cast("string").alias(S.FREQ_CLASS)).agg(
         n.cast("long").alias(S.FREQ_COUNT)
     )
-    overall = per_shard.groupBy(S.FREQ_CLASS).agg(F.sum(S.FREQ_COUNT).alias(S.FREQ_COUNT))
+    overall = per_shard.groupBy(S.WINDOW_ID, S.FREQ_CLASS).agg(F.sum(S.FREQ_COUNT).alias(S.FREQ_COUNT))
     both = per_shard.unionByName(overall.withColumn(S.SHARD, F.lit(S.ALL_SHARDS)))
     return both.withColumn(S.FREQ_KIND, F.lit(kind))
 
 
-def class_frequencies(samples: DataFrame, events: DataFrame, *, window_id: str, source: str) -> DataFrame:
-    """The class-frequency table (schema ``S.CLASS_FREQUENCIES_SCHEMA``).
+def class_frequencies(samples: DataFrame, events: DataFrame, *, source: str) -> DataFrame:
+    """The class-frequency table (schema ``S.CLASS_FREQUENCIES_SCHEMA``), per window.
 
     Args:
-        samples: samples with ``shard``, ``label_purchase`` and ``label_intent``.
-        events: feature-window events with ``shard`` (their item's shard) and ``behavior``, one
-            row per event, or with a column ``n_events``: the number of events the row stands
-            for (the features stage passes its samples' per-pair behavior counts).
-        window_id: the windows' id.
+        samples: samples with ``window_id``, ``shard``, ``label_purchase`` and ``label_intent``.
+        events: feature-window events with ``window_id``, ``shard`` (their item's shard) and
+            ``behavior``, one row per event, or with a column ``n_events``: the number of events
+            the row stands for (the features stage passes its samples' per-pair behavior counts).
         source: the events' source.
     """
     spark: SparkSession = samples.sparkSession
@@ -54,15 +53,15 @@ def class_frequencies(samples: DataFrame, events: DataFrame, *, window_id: str, 
     classes = spark.createDataFrame(
         [(kind, c) for kind, values in CLASSES.items() for c in values], f"{S.FREQ_KIND} string, {S.FREQ_CLASS} string"
     )
-    shards = (
-        samples.select(S.SHARD).distinct().unionByName(spark.createDataFrame([(S.ALL_SHARDS,)], f"{S.SHARD} string"))
-    )
+    shards = samples.select(S.WINDOW_ID, S.SHARD).distinct()
+    shards = shards.unionByName(shards.select(S.WINDOW_ID).distinct().withColumn(S.SHARD, F.lit(S.ALL_SHARDS)))
     grid = shards.crossJoin(F.broadcast(classes))
-    full = grid.join(counts, [S.SHARD, S.FREQ_KIND, S.FREQ_CLASS], "left").fillna(0, [S.FREQ_COUNT])
-    total = F.sum(S.FREQ_COUNT).over(Window.partitionBy(S.SHARD, S.FREQ_KIND))
+    keys = [S.WINDOW_ID, S.SHARD, S.FREQ_KIND, S.FREQ_CLASS]
+    full = grid.join(counts, keys, "left").fillna(0, [S.FREQ_COUNT])
+    total = F.sum(S.FREQ_COUNT).over(Window.partitionBy(S.WINDOW_ID, S.SHARD, S.FREQ_KIND))
     share = F.coalesce(F.try_divide(F.col(S.FREQ_COUNT).cast("double"), total.cast("double")), F.lit(0.0))
     return full.select(
-        F.lit(window_id).alias(S.WINDOW_ID),
+        S.WINDOW_ID,
         F.lit(source).alias(S.SOURCE),
         S.SHARD,
         S.FREQ_KIND,

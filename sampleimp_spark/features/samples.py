@@ -9,6 +9,8 @@ Labels never read feature-window events, and features never read label-window ev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -16,14 +18,18 @@ from sampleimp_spark import schema as S
 from sampleimp_spark.windows import Windows
 
 
-def labels(events: DataFrame, *, windows: Windows) -> DataFrame:
-    """``(user_id, item_id, label_purchase, label_intent)`` for pairs active in the label window."""
-    le = events.where(
-        (F.col(S.TS) >= F.lit(windows.t1)) & (F.col(S.TS) < F.lit(windows.t2)) & F.col(S.BEHAVIOR).isin(*S.BEHAVIORS)
+def labels(events: DataFrame, *, windows: Sequence[Windows]) -> DataFrame:
+    """``(window_id, user_id, item_id, label_purchase, label_intent)`` for pairs active in each
+    window's label window."""
+    bounds = events.sparkSession.createDataFrame(
+        [(w.window_id, w.t1, w.t2) for w in windows], f"{S.WINDOW_ID} string, _t1 timestamp, _t2 timestamp"
     )
+    inside = (F.col(S.TS) >= F.col("_t1")) & (F.col(S.TS) < F.col("_t2")) & F.col(S.BEHAVIOR).isin(*S.BEHAVIORS)
+    le = events.join(F.broadcast(bounds), inside)
     level = F.array_position(F.array(*(F.lit(b) for b in S.BEHAVIORS)), F.col(S.BEHAVIOR))  # 1-based
-    agg = le.groupBy(S.USER_ID, S.ITEM_ID).agg(F.max(level).alias("_level"))
+    agg = le.groupBy(S.WINDOW_ID, S.USER_ID, S.ITEM_ID).agg(F.max(level).alias("_level"))
     return agg.select(
+        S.WINDOW_ID,
         S.USER_ID,
         S.ITEM_ID,
         (F.col("_level") == len(S.BEHAVIORS)).cast("int").alias(S.LABEL_PURCHASE),
@@ -31,9 +37,10 @@ def labels(events: DataFrame, *, windows: Windows) -> DataFrame:
     )
 
 
-def with_labels(samples: DataFrame, events: DataFrame, *, windows: Windows) -> DataFrame:
-    """Attach labels to samples; pairs without a label-window event get 0 / ``none``."""
-    joined = samples.join(labels(events, windows=windows), [S.USER_ID, S.ITEM_ID], "left")
+def with_labels(samples: DataFrame, events: DataFrame, *, windows: Sequence[Windows]) -> DataFrame:
+    """Attach labels to samples (keyed by window, user, item); pairs without a label-window event
+    get 0 / ``none``."""
+    joined = samples.join(labels(events, windows=windows), [S.WINDOW_ID, S.USER_ID, S.ITEM_ID], "left")
     return joined.withColumns(
         {
             S.LABEL_PURCHASE: F.coalesce(F.col(S.LABEL_PURCHASE), F.lit(0)),

@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.frames import checkpoint, release
+from sampleimp_spark.frames import checkpoint, one_row, release
 
 RULE_OWN = "own"
 RULE_PARENT = "parent"
@@ -31,62 +31,71 @@ def _common_prefix(a: Column, b: Column) -> Column:
 
 
 def category_table(samples: DataFrame) -> DataFrame:
-    """``(category_id, samples, path)``: sample count and own taxonomy path (array) per category."""
+    """``(window_id, category_id, samples, path)``: sample count and own taxonomy path (array) per
+    window and category."""
     segments = F.split(F.col(S.CATEGORY_PATH), S.CATEGORY_PATH_SEP.strip().join(["\\s*", "\\s*"]))
-    with_path = samples.select(S.CATEGORY_ID, F.when(F.col(S.CATEGORY_PATH).isNotNull(), segments).alias("_seg"))
-    agg = with_path.groupBy(S.CATEGORY_ID).agg(
+    with_path = samples.select(
+        S.WINDOW_ID, S.CATEGORY_ID, F.when(F.col(S.CATEGORY_PATH).isNotNull(), segments).alias("_seg")
+    )
+    agg = with_path.groupBy(S.WINDOW_ID, S.CATEGORY_ID).agg(
         F.count(F.lit(1)).alias("samples"), F.min("_seg").alias("_lo"), F.max("_seg").alias("_hi")
     )
     path = F.when(F.col("_lo").isNotNull(), _common_prefix(F.col("_lo"), F.col("_hi")))
-    return agg.select(S.CATEGORY_ID, "samples", F.coalesce(path, F.array().cast("array<string>")).alias("path"))
+    return agg.select(
+        S.WINDOW_ID, S.CATEGORY_ID, "samples", F.coalesce(path, F.array().cast("array<string>")).alias("path")
+    )
 
 
 def shard_map(samples: DataFrame, *, min_shard_rows: int, max_depth: int = 8) -> DataFrame:
-    """``(category_id, shard, rule, samples, shard_samples)`` for every category of ``samples``.
+    """``(window_id, category_id, shard, rule, samples, shard_samples)`` for every category of every
+    window of ``samples`` (each window is sharded on its own).
 
     Args:
-        samples: rows with ``category_id`` and ``category_path`` (nullable).
+        samples: rows with ``window_id``, ``category_id`` and ``category_path`` (nullable).
         min_shard_rows: categories with fewer samples are pooled.
         max_depth: deepest taxonomy level considered for pooling.
 
     Returns:
-        A checkpoint (one row per category): :func:`~sampleimp_spark.frames.release` it when done.
+        A checkpoint (one row per window and category): :func:`~sampleimp_spark.frames.release`
+        it when done.
     """
+    w, cat = S.WINDOW_ID, S.CATEGORY_ID
     # The per-category table is small (one row per category); cutting its lineage keeps the
     # plans of the level-by-level loop below small.
     cats = checkpoint(category_table(samples))
     held = [cats]
     own = cats.where(F.col("samples") >= min_shard_rows).select(
-        S.CATEGORY_ID, F.col(S.CATEGORY_ID).alias(S.SHARD), F.lit(RULE_OWN).alias("rule"), "samples"
+        w, cat, F.col(cat).alias(S.SHARD), F.lit(RULE_OWN).alias(S.SHARD_RULE), "samples"
     )
     assigned = [own]
     small = cats.where(F.col("samples") < min_shard_rows)
-    deepest = small.agg(F.max(F.size("path"))).first()[0] or 0
+    deepest = one_row(small.agg(F.max(F.size("path"))))[0] or 0
     # Walk up the taxonomy: at depth d, small categories whose path is deeper than d pool by
     # their d-segment prefix; a pool that reaches the minimum becomes a shard.
     for depth in range(min(deepest - 1, max_depth), 0, -1):
         candidates = small.where(F.size("path") > depth).withColumn("_key", F.slice("path", 1, depth))
-        sizes = candidates.groupBy("_key").agg(F.sum("samples").alias("_pool"))
+        sizes = candidates.groupBy(w, "_key").agg(F.sum("samples").alias("_pool"))
         pooled = checkpoint(
-            candidates.join(sizes.where(F.col("_pool") >= min_shard_rows), "_key", "left_semi").select(
-                S.CATEGORY_ID,
+            candidates.join(sizes.where(F.col("_pool") >= min_shard_rows), [w, "_key"], "left_semi").select(
+                w,
+                cat,
                 F.concat(F.lit(POOL_PREFIX), F.array_join("_key", S.CATEGORY_PATH_SEP)).alias(S.SHARD),
-                F.lit(RULE_PARENT).alias("rule"),
+                F.lit(RULE_PARENT).alias(S.SHARD_RULE),
                 "samples",
             )
         )
         assigned.append(pooled)
-        small = checkpoint(small.join(pooled.select(S.CATEGORY_ID), S.CATEGORY_ID, "left_anti"))
+        small = checkpoint(small.join(pooled.select(w, cat), [w, cat], "left_anti"))
         held += [pooled, small]
     assigned.append(
-        small.select(S.CATEGORY_ID, F.lit(S.OTHER_SHARD).alias(S.SHARD), F.lit(RULE_OTHER).alias("rule"), "samples")
+        small.select(w, cat, F.lit(S.OTHER_SHARD).alias(S.SHARD), F.lit(RULE_OTHER).alias(S.SHARD_RULE), "samples")
     )
     mapping = assigned[0]
     for part in assigned[1:]:
         mapping = mapping.unionByName(part)
-    sizes = mapping.groupBy(S.SHARD).agg(F.sum("samples").alias("shard_samples"))
+    sizes = mapping.groupBy(w, S.SHARD).agg(F.sum("samples").alias("shard_samples"))
     mapping = checkpoint(
-        mapping.join(sizes, S.SHARD).select(S.CATEGORY_ID, S.SHARD, "rule", "samples", "shard_samples")
+        mapping.join(sizes, [w, S.SHARD]).select(w, cat, S.SHARD, S.SHARD_RULE, "samples", "shard_samples")
     )
     release(*held)
     return mapping

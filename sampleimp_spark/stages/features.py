@@ -2,8 +2,8 @@
 ``silver.class_frequencies`` (and ``silver.item_text`` / ``silver.item_embeddings`` where the
 source has item text).
 
-It builds the run's window and, when training is enabled, the training window before it
-(:func:`sampleimp_spark.training.protocol.windows_needed`), each with
+It builds the run's window and, when training is enabled, the earlier windows the experiment
+needs (:func:`sampleimp_spark.training.protocol.windows_needed`), each with
 :func:`sampleimp_spark.features.assemble.build_window`. A rerun replaces the rows of the same
 source and ``window_id`` in every table.
 """
@@ -24,11 +24,11 @@ from sampleimp_spark.features import text
 from sampleimp_spark.features.assemble import build_samples, with_shards
 from sampleimp_spark.features.behavior import feature_columns
 from sampleimp_spark.features.shards import shard_map
-from sampleimp_spark.frames import checkpoint, one_row, release
+from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import SOURCE_TIMEZONES
-from sampleimp_spark.training.protocol import windows_needed
-from sampleimp_spark.windows import Windows, resolve_windows
+from sampleimp_spark.training.protocol import max_origins, windows_needed
+from sampleimp_spark.windows import Windows, data_start, resolve_windows
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,27 @@ def source_of(cfg: Config) -> str:
     return cfg.features.source or cfg.input.source
 
 
+def experiment_origins(cfg: Config, events: DataFrame, latest: Windows, *, tz: str) -> int | None:
+    """The evaluation origins the run prepares windows for: ``train.origins``, else as many as the
+    events allow; None when training is off.
+
+    Raises:
+        BadInputError: training is on and the events cover too few days for one origin.
+    """
+    if not cfg.train.enabled:
+        return None
+    if cfg.train.origins is not None:
+        return cfg.train.origins
+    available = max_origins(latest, data_start(events, tz=tz))
+    if available < 1:
+        days = cfg.features.feature_days + 3 * cfg.features.label_days
+        raise BadInputError(
+            f"the events cover too few days for an experiment: one origin needs {days:g} days "
+            "(features.feature_days + 3 x features.label_days); shorten them or set train.enabled: false"
+        )
+    return available
+
+
 def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: RunProgress) -> FeaturesReport:
     """Build and write the silver tables for the configured source and windows."""
     fcfg = cfg.features
@@ -103,10 +124,10 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
             feature_days=fcfg.feature_days,
             tz=tz,
         )
-        reports = []
-        for windows in windows_needed(latest, training=cfg.train.enabled):
+        wanted = windows_needed(latest, origins=experiment_origins(cfg, events, latest, tz=tz))
+        for windows in wanted:
             log.info("features %s: %s (window_id %s)", source, windows.describe(), windows.window_id)
-            reports.append(_one_window(spark, cfg, events, windows=windows, source=source, tz=tz, ctx=ctx))
+        reports = _build(spark, cfg, events, windows=wanted, source=source, tz=tz, ctx=ctx)
         report = FeaturesReport(source, reports)
         info.rows_out = {"samples": report.latest.samples, "positives": report.latest.label_counts.get("1", 0)}
         info.shards = report.latest.shards
@@ -115,16 +136,17 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
     return report
 
 
-def _one_window(
+def _build(
     spark: SparkSession,
     cfg: Config,
     events: DataFrame,
     *,
-    windows: Windows,
+    windows: list[Windows],
     source: str,
     tz: str,
     ctx: lake.RunContext,
-) -> WindowReport:
+) -> list[WindowReport]:
+    """Every window's samples in one pass, written in one commit per table."""
     samples, fe = build_samples(events, windows=windows, tz=tz, session_gap_minutes=cfg.features.session_gap_minutes)
     emb = None
     try:
@@ -138,41 +160,53 @@ def _one_window(
         release(samples)
 
 
+def _rows_of(source: str, windows: list[Windows]) -> str:
+    """The replaceWhere predicate of a run's windows of one source."""
+    return lake.rows_where(source=source) + " AND " + lake.value_in(S.WINDOW_ID, [w.window_id for w in windows])
+
+
 def _with_text(
     cfg: Config,
     samples: DataFrame,
     fe: DataFrame,
     *,
     source: str,
-    windows: Windows,
+    windows: list[Windows],
     ctx: lake.RunContext,
 ) -> tuple[DataFrame, DataFrame | None]:
     """Write the item-text tables where configured and the source has text, and add the projected
     embeddings to the samples as ``item_emb_*`` features.
+
+    TF-IDF is fitted per window (its IDF counts that window's items); an item's embedding does not
+    depend on the window, so every distinct item is encoded once.
 
     Returns:
         ``(samples, embeddings)``: the embeddings (or ``None``) are a checkpoint the samples
         read; release it once the samples are materialized.
     """
     tcfg = cfg.features.text
-    wid = windows.window_id
-    where = lake.rows_where(source=source, window_id=wid)
-    stamp = {S.WINDOW_ID: F.lit(wid)}
+    where = _rows_of(source, windows)
     if tcfg.tfidf_enabled and source in TFIDF_SOURCES:
-        tfidf = text.item_tfidf(
-            fe,
-            num_features=tcfg.num_features,
-            min_doc_freq=tcfg.min_doc_freq,
-            min_token_length=tcfg.min_token_length,
-            remove_stop_words=tcfg.remove_stop_words,
-        ).withColumns(stamp)
+        parts = [
+            text.item_tfidf(
+                fe.where(F.col(S.WINDOW_ID) == w.window_id).drop(S.WINDOW_ID),
+                num_features=tcfg.num_features,
+                min_doc_freq=tcfg.min_doc_freq,
+                min_token_length=tcfg.min_token_length,
+                remove_stop_words=tcfg.remove_stop_words,
+            ).withColumn(S.WINDOW_ID, F.lit(w.window_id))
+            for w in windows
+        ]
+        tfidf = parts[0]
+        for part in parts[1:]:
+            tfidf = tfidf.unionByName(part)
         lake.write_table(tfidf, cfg.lakehouse, S.SILVER_ITEM_TEXT, ctx=ctx, replace_where=where)
     if not (tcfg.embeddings_enabled and source in EMBEDDING_SOURCES):
         return samples, None
     # The encoder is expensive: embed each item once, keep the result for both uses.
     emb = checkpoint(
         text.item_embeddings(
-            fe,
+            fe.drop(S.WINDOW_ID),
             model_path=tcfg.model_path,
             device=tcfg.device,
             batch_size=tcfg.batch_size,
@@ -183,7 +217,8 @@ def _with_text(
             seed=tcfg.seed,
         )
     )
-    lake.write_table(emb.withColumns(stamp), cfg.lakehouse, S.SILVER_ITEM_EMBEDDINGS, ctx=ctx, replace_where=where)
+    per_window = fe.select(S.WINDOW_ID, S.SOURCE, S.ITEM_ID).distinct().join(emb, [S.SOURCE, S.ITEM_ID])
+    lake.write_table(per_window, cfg.lakehouse, S.SILVER_ITEM_EMBEDDINGS, ctx=ctx, replace_where=where)
     return text.with_item_embeddings(samples, emb), emb
 
 
@@ -193,40 +228,58 @@ def _write(
     samples: DataFrame,
     *,
     source: str,
-    windows: Windows,
+    windows: list[Windows],
     ctx: lake.RunContext,
-) -> WindowReport:
-    wid = windows.window_id
+) -> list[WindowReport]:
     mapping = shard_map(samples, min_shard_rows=cfg.features.min_shard_rows)
     try:
-        out, freqs = with_shards(samples, mapping, windows=windows, source=source)
-        where = lake.rows_where(source=source, window_id=wid)
-        written = lake.write_table(out, cfg.lakehouse, S.SILVER_SAMPLES, ctx=ctx, replace_where=where)
+        out, freqs = with_shards(samples, mapping, source=source)
+        where = _rows_of(source, windows)
+        lake.write_table(out, cfg.lakehouse, S.SILVER_SAMPLES, ctx=ctx, replace_where=where)
         lake.write_table(
-            mapping.select(F.lit(wid).alias(S.WINDOW_ID), F.lit(source).alias(S.SOURCE), "*"),
+            mapping.select(
+                S.WINDOW_ID, F.lit(source).alias(S.SOURCE), *(c for c in mapping.columns if c != S.WINDOW_ID)
+            ),
             cfg.lakehouse,
             S.SILVER_SHARD_MAP,
             ctx=ctx,
             replace_where=where,
         )
         lake.write_table(freqs, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES, ctx=ctx, replace_where=where)
-        shard_stats = one_row(mapping.agg(F.countDistinct(S.SHARD), F.count_if(F.col(S.SHARD_RULE) != "own")))
+        shard_stats = {
+            r[0]: (r[1], r[2])
+            for r in mapping.groupBy(S.WINDOW_ID)
+            .agg(F.countDistinct(S.SHARD), F.count_if(F.col(S.SHARD_RULE) != "own"))
+            .collect()  # one row per window
+        }
     finally:
         release(mapping)
-    n_samples = written[lake.OUTPUT_ROWS] if written else samples.count()
-    if n_samples == 0:
-        raise BadInputError(f"source {source}: no samples in the feature window ({windows.describe()})")
-    labels = lake.read_table(spark, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES).where(
-        (F.col(S.WINDOW_ID) == wid)
-        & (F.col(S.SOURCE) == source)
+    ids = [w.window_id for w in windows]
+    freq = lake.read_table(spark, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES).where(
+        (F.col(S.SOURCE) == source)
+        & F.col(S.WINDOW_ID).isin(ids)
         & (F.col(S.SHARD) == S.ALL_SHARDS)
         & (F.col(S.FREQ_KIND) == "purchase")
     )
-    return WindowReport(
-        windows=windows,
-        samples=n_samples,
-        shards=shard_stats[0],
-        pooled_categories=shard_stats[1],
-        features=feature_columns(out),
-        label_counts={r[S.FREQ_CLASS]: r[S.FREQ_COUNT] for r in labels.collect()},
-    )
+    labels: dict[str, dict[str, int]] = {}
+    for r in freq.collect():  # two rows per window
+        labels.setdefault(r[S.WINDOW_ID], {})[r[S.FREQ_CLASS]] = r[S.FREQ_COUNT]
+    features = feature_columns(out)
+    reports = []
+    for w in windows:
+        counts = labels.get(w.window_id, {})
+        n_samples = sum(counts.values())
+        if n_samples == 0:
+            raise BadInputError(f"source {source}: no samples in the feature window ({w.describe()})")
+        shards, pooled = shard_stats.get(w.window_id, (0, 0))
+        reports.append(
+            WindowReport(
+                windows=w,
+                samples=n_samples,
+                shards=shards,
+                pooled_categories=pooled,
+                features=features,
+                label_counts=counts,
+            )
+        )
+    return reports

@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 
 from sampleimp_spark import hashing, lake
 from sampleimp_spark import schema as S
+from sampleimp_spark.evaluation import names as N
 
 if TYPE_CHECKING:
     from sampleimp_spark.config import Config
@@ -118,31 +119,87 @@ def plot_weights(weights: pd.DataFrame, diagnostics: pd.DataFrame, out: Path) ->
 
 
 def plot_metrics(summary: pd.DataFrame, out: Path) -> str | None:
-    """Key metrics per variant and model, unweighted vs importance-weighted evaluation."""
-    wanted = [("als", "ndcg_at_k"), ("als+gbt", "ndcg_at_k"), ("gbt", "roc_auc"), ("gbt", "pr_auc")]
-    rows = summary[summary.apply(lambda r: (r["model"], r["metric"]) in wanted, axis=1)]
-    if rows.empty:
+    """Key metrics of every arm with their 95 % intervals: ranking NDCG@k (all items) of the
+    models and the baselines, and the classifier's average precision."""
+    panels = [
+        (N.NDCG_AT_K, summary[(summary["metric"] == N.NDCG_AT_K) & (summary["segment"] == N.ALL_ITEMS)]),
+        (N.AVERAGE_PRECISION, summary[summary["metric"] == N.AVERAGE_PRECISION]),
+    ]
+    panels = [(m, p[p["estimator"] == N.UNWEIGHTED]) for m, p in panels]
+    panels = [(m, p) for m, p in panels if not p.empty]
+    if not panels:
         return None
-    panels = [w for w in wanted if ((rows["model"] == w[0]) & (rows["metric"] == w[1])).any()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
-    for ax, (model, metric) in zip(axes[0], panels, strict=True):
-        part = rows[(rows["model"] == model) & (rows["metric"] == metric)]
-        order = ["unweighted", "class", "density_ratio", "information_gain", "combined"]
-        variants = sorted(dict.fromkeys(part["variant"]), key=lambda v: order.index(v) if v in order else len(order))
-        for j, est in enumerate(("unweighted", "self_normalized")):
-            sub = part[part["estimator"] == est].set_index("variant").reindex(variants)
-            ax.bar(
-                [i + 0.38 * j for i in range(len(variants))],
-                sub["mean"],
-                width=0.38,
-                yerr=sub["std"],
-                label="unweighted eval" if est == "unweighted" else "weighted eval (SNIPS)",
-                capsize=3,
-            )
-        ax.set_xticks([i + 0.19 for i in range(len(variants))], variants, rotation=30, ha="right")
-        ax.set_title(f"{model}: {metric}")
-    axes[0][0].legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, (metric, part) in zip(axes[0], panels, strict=True):
+        labels = [f"{m}\n{v}" if v != N.NO_VARIANT else m for m, v in zip(part["model"], part["variant"], strict=True)]
+        err = [part["value"] - part["ci_low"], part["ci_high"] - part["value"]]
+        colors = ["#999999" if m in N.BASELINES else "#4c72b0" for m in part["model"]]
+        ax.bar(range(len(part)), part["value"], yerr=err, capsize=3, color=colors)
+        ax.set_xticks(range(len(part)), labels, rotation=35, ha="right", fontsize=8)
+        ax.set_title(f"{metric} (95 % bootstrap interval; grey: baselines)")
     return _save(fig, out / "metrics.png")
+
+
+def _verdict(lo: object, hi: object) -> str:
+    """Where a paired interval of a difference lies: above 0, below 0, or across it."""
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return ""
+    if float(lo) > 0:  # type: ignore[arg-type]
+        return "better"
+    if float(hi) < 0:  # type: ignore[arg-type]
+        return "WORSE"
+    return "no difference detected"
+
+
+def experiment_tables(summary: pd.DataFrame) -> str:
+    """Markdown: per model, every variant's value and its paired difference from ``unweighted``
+    (interval, Holm p-value, minimum detectable effect), and every ranking arm against the history
+    baseline."""
+    shown = summary[summary["estimator"] == N.UNWEIGHTED].copy()
+    shown["vs unweighted"] = [
+        _verdict(lo, hi) for lo, hi in zip(shown["delta_ci_low"], shown["delta_ci_high"], strict=True)
+    ]
+    shown["vs history"] = [
+        _verdict(lo, hi) for lo, hi in zip(shown["vs_history_ci_low"], shown["vs_history_ci_high"], strict=True)
+    ]
+    parts = []
+    ranking = shown[shown["metric"].isin([N.NDCG_AT_K, N.RECALL_AT_K, N.PRECISION_AT_K])]
+    if not ranking.empty:
+        cols = [
+            "model",
+            "variant",
+            "metric",
+            "segment",
+            "value",
+            "ci_low",
+            "ci_high",
+            "delta",
+            "delta_ci_low",
+            "delta_ci_high",
+            "p_holm",
+            "mde",
+            "vs unweighted",
+            "vs_history",
+            "vs history",
+        ]
+        parts.append("### Ranking (pooled over origins and seeds)\n\n" + _md_table(ranking[cols]))
+    classification = shown[shown["model"] == N.GBT]
+    if not classification.empty:
+        cols = [
+            "variant",
+            "metric",
+            "value",
+            "ci_low",
+            "ci_high",
+            "delta",
+            "delta_ci_low",
+            "delta_ci_high",
+            "p_holm",
+            "mde",
+            "vs unweighted",
+        ]
+        parts.append("### Classification (GBT, pooled over origins and seeds)\n\n" + _md_table(classification[cols]))
+    return "\n".join(parts)
 
 
 def _md_table(df: pd.DataFrame, floatfmt: str = "{:.4f}") -> str:
@@ -210,11 +267,12 @@ def write_report(spark: SparkSession, cfg: Config, result: RunResult) -> Path:
     summary = small(S.GOLD_EXPERIMENT_RESULTS)
     if not summary.empty:
         if (img := plot_metrics(summary, out)) is not None:
-            images.append(("Metrics: weighted vs unweighted", img))
-        shown = summary[summary["metric"].isin(["ndcg_at_k", "recall_at_k", "roc_auc", "pr_auc", "log_loss"])]
+            images.append(("Metrics of every arm", img))
         parts.append(
-            "## Experiment results (mean ± std over seeds)\n\n"
-            + _md_table(shown[["model", "variant", "metric", "estimator", "seeds", "mean", "std", "ci_low", "ci_high"]])
+            "## Experiment results\n\nΔ is the paired difference from the unweighted variant of the same model "
+            "(users resampled, the same draws for both arms), with its 95 % interval, Holm-adjusted p-value and "
+            "the minimum detectable effect at 80 % power; 'vs history' compares with the history baseline.\n\n"
+            + experiment_tables(summary)
         )
     for title, img in images:
         parts.append(f"## {title}\n\n![{title}]({img})\n")

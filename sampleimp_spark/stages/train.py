@@ -1,18 +1,17 @@
-"""The train stage: weighted vs unweighted ALS, GBT and ALS+GBT -> models, ``gold.metrics``,
-``gold.experiment_results``.
+"""The train stage: weighted vs unweighted ALS, GBT and ALS+GBT next to non-learned baselines ->
+models, ``gold.metrics``, ``gold.experiment_results``.
 
-It reads two stored gold windows: the evaluation window ``E`` (the run's window, or
-``weights.window_id``, or the source's latest) and its training window ``T``
-(:func:`sampleimp_spark.training.protocol.training_window`), which the features and weights
-stages built when ``train.enabled`` is true, and the source's events. The experiment itself is
-:func:`sampleimp_spark.training.protocol.run_experiments`; models and their lineage are stored
-through :mod:`sampleimp_spark.lake`.
+It reads the gold windows the features and weights stages built for the experiment (the run's
+window and, before it, one window per origin plus two for validation: ``train.origins``), pinned
+at one Delta version, and the source's events, and runs
+:func:`sampleimp_spark.training.protocol.run_experiment`. The models of the latest origin and
+their lineage (``training.json``) are stored through :mod:`sampleimp_spark.lake`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
 
 from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
@@ -28,54 +27,68 @@ from sampleimp_spark.stages.features import source_of
 from sampleimp_spark.stages.weights import windows_to_weight
 from sampleimp_spark.training.als import FittedALS
 from sampleimp_spark.training.gbt import resolve_features
-from sampleimp_spark.training.protocol import (
-    ExperimentPlan,
-    TrainingReport,
-    run_experiments,
-    summarize,
-    training_window,
-)
+from sampleimp_spark.training.protocol import ExperimentPlan, ExperimentResult, origin_windows, run_experiment
 from sampleimp_spark.windows import Windows
 
 log = logging.getLogger(__name__)
 
-_ALS_FIT = ("rank", "alpha", "max_iter", "num_blocks", "reg_param")
-_GBT_FIT = ("max_iter", "max_depth", "step_size", "subsampling_rate", "max_bins")
+
+@dataclass
+class TrainingReport:
+    """What a training run measured, on which gold version."""
+
+    window_id: str
+    training_version: int
+    result: ExperimentResult
+
+    def lines(self) -> list[str]:
+        return [f"window {self.window_id}, gold.training_samples version {self.training_version}", *self.result.lines()]
 
 
-def experiment_plan(tcfg: TrainConfig, combine: dict[str, Any], features: list[str]) -> ExperimentPlan:
+def experiment_plan(tcfg: TrainConfig, combine: dict[str, object], features: list[str]) -> ExperimentPlan:
     """The experiment the config describes, as plain values."""
     ev = tcfg.evaluation
     return ExperimentPlan(
         variants=tuple(tcfg.variants),
         seeds=tuple(tcfg.seeds),
         features=tuple(features),
-        als={k: getattr(tcfg.als, k) for k in _ALS_FIT},
+        als={"rank": tcfg.als.rank, "max_iter": tcfg.als.max_iter, "num_blocks": tcfg.als.num_blocks},
         strengths=dict(tcfg.als.strengths),
         candidates=tcfg.als.candidates,
-        gbt={k: getattr(tcfg.gbt, k) for k in _GBT_FIT},
-        ranking={
-            "k": ev.k,
-            "n_boot": ev.n_boot,
-            "seed": ev.seed,
-            "alpha": ev.alpha,
-            "missing_recs": ev.missing_recs,
-            "no_relevant": ev.no_relevant,
-            "ndcg_gain": ev.ndcg_gain,
-        },
-        classification={
-            "threshold": ev.threshold,
-            "n_boot": ev.n_boot,
-            "seed": ev.seed,
-            "alpha": ev.alpha,
-            "eps": ev.log_loss_eps,
+        gbt={
+            "max_iter": tcfg.gbt.max_iter,
+            "step_size": tcfg.gbt.step_size,
+            "subsampling_rate": tcfg.gbt.subsampling_rate,
+            "max_bins": tcfg.gbt.max_bins,
         },
         combine=combine,
+        k=ev.k,
         als_reg_grid=tuple(tcfg.als_reg_grid),
+        als_alpha_grid=tuple(tcfg.als_alpha_grid),
         gbt_depth_grid=tuple(tcfg.gbt_depth_grid),
-        validation_share=tcfg.validation_share,
+        cv_folds=tcfg.cv_folds,
+        half_life_grid=tuple(tcfg.half_life_grid),
+        max_users=ev.max_users,
+        n_boot=ev.n_boot,
+        ci_level=ev.ci_level,
+        power=ev.power,
+        top_fraction=ev.top_fraction,
+        negative_rate=tcfg.gbt.negative_rate,
+        seed=ev.seed,
         rerank=tcfg.rerank,
+        ndcg_gain=ev.ndcg_gain,
     )
+
+
+def _origins(present: set[str], latest: Windows, configured: int | None) -> int:
+    """``configured``, else how many origins the stored consecutive windows before ``latest`` allow."""
+    if configured is not None:
+        return configured
+    step = latest.t2 - latest.t1
+    n = 0
+    while latest.shifted(-(n + 1) * step).window_id in present:
+        n += 1
+    return n - 1
 
 
 def run(
@@ -86,75 +99,67 @@ def run(
     progress: RunProgress,
     window_id: str | None = None,
 ) -> TrainingReport:
-    """Run the experiments on one gold window and write ``gold.metrics`` and ``gold.experiment_results``."""
+    """Run the experiment ending at one gold window; write ``gold.metrics`` and ``gold.experiment_results``."""
     source = source_of(cfg)
     tcfg = cfg.train
     with progress.stage(spark, "train", f"weighted vs unweighted ALS / GBT on {source}") as info:
-        wid = windows_to_weight(spark, cfg, source, [window_id] if window_id else None)[-1]
-        windows = Windows.from_id(wid)
-        t_windows = training_window(windows)
+        latest_id = windows_to_weight(spark, cfg, source, [window_id] if window_id else None)[-1]
+        latest = Windows.from_id(latest_id)
         version = lake.table_version(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES)
         ctx = ctx.with_inputs(S.GOLD_TRAINING_SAMPLES, version)
-        gold = lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES, version=version).where(
+        gold_all = lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES, version=version).where(
             F.col(S.SOURCE) == source
         )
-        eval_samples = checkpoint(gold.where(F.col(S.WINDOW_ID) == wid))
-        train_samples = checkpoint(gold.where(F.col(S.WINDOW_ID) == t_windows.window_id))
+        present = {r[0] for r in gold_all.select(S.WINDOW_ID).distinct().collect()}  # one row per window
+        origins = _origins(present, latest, tcfg.origins)
+        if origins < 1:
+            raise BadInputError(
+                f"gold.training_samples holds too few windows before {latest_id} for an experiment: run the "
+                "features and weights stages with train.enabled: true first"
+            )
+        windows = origin_windows(latest, origins=origins)
+        ids = [w.window_id for w in windows]
+        gold = checkpoint(gold_all.where(F.col(S.WINDOW_ID).isin(ids)))
         events = checkpoint(
             lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(
-                (F.col(S.SOURCE) == source) & (F.col(S.TS) >= F.lit(windows.t0)) & (F.col(S.TS) < F.lit(windows.t2))
+                (F.col(S.SOURCE) == source)
+                & (F.col(S.TS) >= F.lit(windows[0].t0))
+                & (F.col(S.TS) < F.lit(windows[-1].t2))
             )
         )
         try:
-            if train_samples.isEmpty():
-                raise BadInputError(
-                    f"gold.training_samples has no training window {t_windows.window_id} for {source}: "
-                    "run the features and weights stages with train.enabled: true first"
-                )
             cc = cfg.weights.combine
-            combine = {"a": cc.a, "b": cc.b, "c": cc.c, "clip_quantile": cc.clip_quantile}
-            plan = experiment_plan(tcfg, combine, resolve_features(tcfg.gbt.features, eval_samples))
+            combine: dict[str, object] = {"a": cc.a, "b": cc.b, "c": cc.c, "clip_quantile": cc.clip_quantile}
+            plan = experiment_plan(tcfg, combine, resolve_features(tcfg.gbt.features, gold))
 
-            def store(variant: str, seed: int, als: FittedALS, gbt: PipelineModel) -> None:
-                lake.save_models(cfg.lakehouse, wid, ctx.run_id, f"{variant}-seed{seed}", als=als, gbt=gbt)
+            def store(origin: str, variant: str, seed: int, als: FittedALS, gbt: PipelineModel) -> None:
+                if origin == latest_id:  # the models of the latest origin are the ones worth keeping
+                    lake.save_models(cfg.lakehouse, latest_id, ctx.run_id, f"{variant}-seed{seed}", als=als, gbt=gbt)
 
-            hyper, rows = run_experiments(
-                events,
-                eval_samples,
-                train_samples,
-                windows=windows,
-                plan=plan,
-                on_models=store if tcfg.save_models else None,
-            )
+            result = run_experiment(events, gold, windows, plan=plan, on_models=store if tcfg.save_models else None)
         finally:
-            release(events, eval_samples, train_samples)
+            release(events, gold)
         if tcfg.save_models:
             lake.write_model_lineage(
                 cfg.lakehouse,
-                wid,
+                latest_id,
                 ctx.run_id,
                 {
                     "table": S.GOLD_TRAINING_SAMPLES,
                     "version": version,
-                    "window_id": wid,
+                    "window_id": latest_id,
+                    "training_window": ids[-2],
+                    "windows": ids,
                     "source": source,
-                    "training_window": t_windows.window_id,
-                    "hyperparameters": hyper,
+                    "tuned": result.tuned.as_dict(),
                     "run_id": ctx.run_id,
                     "variants": list(tcfg.variants),
                     "seeds": list(tcfg.seeds),
                 },
             )
-        report = TrainingReport(
-            window_id=wid,
-            training_window_id=t_windows.window_id,
-            training_version=version,
-            hyperparameters=hyper,
-            rows=rows,
-            summary=summarize(rows),
-        )
+        report = TrainingReport(window_id=latest_id, training_version=version, result=result)
         _write_metrics(spark, cfg, report, source=source, ctx=ctx)
-        info.rows_out = {"metric_rows": len(rows)}
+        info.rows_out = {"metric_rows": len(result.per_origin), "comparisons": len(result.summary)}
         for line in report.lines():
             log.info("%s", line)
     return report
@@ -170,7 +175,7 @@ def _write_metrics(
         "training_version": report.training_version,
     }
     replace = lake.rows_where(run_id=ctx.run_id)
-    for name, rows in ((S.GOLD_METRICS, report.rows), (S.GOLD_EXPERIMENT_RESULTS, report.summary)):
+    for name, rows in ((S.GOLD_METRICS, report.result.per_origin), (S.GOLD_EXPERIMENT_RESULTS, report.result.summary)):
         schema = S.CONTRACTS[name].columns
         records = [{**common, **r} for r in rows]
         frame = spark.createDataFrame([tuple(r.get(f.name) for f in schema.fields) for r in records], schema)

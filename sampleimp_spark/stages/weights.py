@@ -99,20 +99,47 @@ def density_ratio_settings(cfg: WeightsConfig) -> DensityRatioSettings:
     return DensityRatioSettings(**cfg.density_ratio.model_dump())
 
 
+#: Separates the window from the shard in the composite shard key of a several-window computation.
+_KEY_SEP = "\x1f"
+_SHARD = "_shard_of_window"
+
+
+def _per_window_shards(df: DataFrame) -> DataFrame:
+    """``df`` with ``shard`` replaced by ``window_id <sep> shard`` (the original kept aside), so
+    that every per-shard computation runs per window and shard in one pass."""
+    return df.withColumn(_SHARD, F.col(S.SHARD)).withColumn(
+        S.SHARD, F.concat_ws(_KEY_SEP, F.col(S.WINDOW_ID), F.col(S.SHARD))
+    )
+
+
+def _split_shards(df: DataFrame) -> DataFrame:
+    """The inverse of :func:`_per_window_shards` for frames keyed by the composite shard only:
+    ``window_id`` and ``shard`` from the key."""
+    parts = F.split(F.col(S.SHARD), _KEY_SEP, 2)
+    return df.withColumns({S.WINDOW_ID: parts.getItem(0), S.SHARD: parts.getItem(1)})
+
+
 def compute_weights(
     samples: DataFrame,
     class_frequencies: DataFrame,
     *,
     cfg: WeightsConfig,
+    window_ids: Sequence[str],
     feature_days: float,
 ) -> WeightsResult:
-    """Every weight component and the final weight for ``samples`` (one window of one source).
+    """Every weight component and the final weight for ``samples`` of one or more windows of one
+    source, each window weighted on its own, in one pass.
 
     Args:
-        samples: ``silver.samples`` rows of one window (features, labels, shard).
-        class_frequencies: ``silver.class_frequencies`` rows of the same window.
+        samples: ``silver.samples`` rows of ``window_ids`` (features, labels, shard).
+        class_frequencies: ``silver.class_frequencies`` rows of the same windows.
         cfg: weights settings.
-        feature_days: length of the feature window (to check ``target_days``).
+        window_ids: the windows of ``samples``.
+        feature_days: length of their feature windows (to check ``target_days``).
+
+    Returns:
+        The weighted samples (with ``window_id`` and ``shard`` as stored), and the importance and
+        density-ratio tables with ``window_id`` and ``shard`` columns.
     """
     if cfg.target_days >= feature_days:
         raise BadInputError(
@@ -128,7 +155,23 @@ def compute_weights(
     dr = density_ratio_settings(cfg)
     igc = cfg.information_gain
 
-    df = samples.withColumn(S.IS_TARGET, F.col("pair_recency_any") < F.lit(cfg.target_days))
+    # Class weights first, window by window (a small join each; the plans are only unioned).
+    cb = cfg.class_balance
+    by_window = None
+    for wid in window_ids:
+        mine = samples.where(F.col(S.WINDOW_ID) == wid)
+        cw = class_weights(
+            class_frequencies.where(F.col(S.WINDOW_ID) == wid),
+            method=cb.method,
+            beta=cb.beta,
+            scope=cb.scope,
+            label=cb.label,
+        )
+        part = with_class_weight(mine, cw, label_col=label, scope=cb.scope)
+        by_window = part if by_window is None else by_window.unionByName(part)
+    assert by_window is not None
+
+    df = _per_window_shards(by_window).withColumn(S.IS_TARGET, F.col("pair_recency_any") < F.lit(cfg.target_days))
 
     # The density-ratio fit reads only features and is_target: fit it first, on the plain
     # samples, so its input does not drag the IG computation along (the fit is a pandas UDF
@@ -151,10 +194,6 @@ def compute_weights(
         ig.unpersist()
         release(params)
         raise
-
-    cb = cfg.class_balance
-    cw = class_weights(class_frequencies, method=cb.method, beta=cb.beta, scope=cb.scope, label=cb.label)
-    df = with_class_weight(df, cw, label_col=label, scope=cb.scope)
     df = score_density_ratio(df, params, dr_features, settings=dr)
 
     rs = cfg.resample
@@ -174,13 +213,21 @@ def compute_weights(
     components = checkpoint(df)
     cc = cfg.combine
     weighted = combine_weights(components, a=cc.a, b=cc.b, c=cc.c, clip_quantile=cc.clip_quantile)
+    weighted = weighted.withColumn(S.SHARD, F.col(_SHARD)).drop(_SHARD)
     weighted = weighted.withColumn(S.SHARD_BUCKET, lake.shard_bucket(F.col(S.SHARD), cfg.shard_buckets))
-    return WeightsResult(samples=weighted, importance=ig.importance, dr_params=params, ig=ig, components=components)
+    return WeightsResult(
+        samples=weighted,
+        importance=_split_shards(ig.importance),
+        dr_params=_split_shards(params),
+        ig=ig,
+        components=components,
+    )
 
 
 def diagnostics_of(weighted: DataFrame, dr_params: DataFrame, *, shard_buckets: int) -> DataFrame:
     """``gold.weight_diagnostics`` rows: weight statistics per shard with the density-ratio fit."""
     dr = dr_params.select(
+        S.WINDOW_ID,
         S.SHARD,
         F.col("method").alias("dr_method"),
         F.col("n_source").alias("dr_n_source"),
@@ -189,10 +236,9 @@ def diagnostics_of(weighted: DataFrame, dr_params: DataFrame, *, shard_buckets: 
         F.col("quality_metric").alias("dr_quality_metric"),
         F.col("fallback_reason").alias("dr_fallback_reason"),
     )
-    return (
-        weight_diagnostics(weighted)
-        .join(dr, S.SHARD, "left")
-        .withColumn(S.SHARD_BUCKET, lake.shard_bucket(F.col(S.SHARD), shard_buckets))
+    per_window = _split_shards(weight_diagnostics(_per_window_shards(weighted).drop(_SHARD)))
+    return per_window.join(dr, [S.WINDOW_ID, S.SHARD], "left").withColumn(
+        S.SHARD_BUCKET, lake.shard_bucket(F.col(S.SHARD), shard_buckets)
     )
 
 
@@ -224,14 +270,37 @@ def run(
     progress: RunProgress,
     window_ids: Sequence[str] | None = None,
 ) -> WeightsReport:
-    """Compute the weights of the run's silver windows and write the gold tables."""
+    """Compute the weights of the run's silver windows and write the gold tables (one commit each)."""
     source = source_of(cfg)
+    wcfg = cfg.weights
     with progress.stage(spark, "weights", f"sample-importance weights of {source}") as info:
         ctx = ctx.with_inputs(S.SILVER_SAMPLES, lake.table_version(spark, cfg.lakehouse, S.SILVER_SAMPLES))
-        done = [
-            _one_window(spark, cfg, source=source, window_id=wid, ctx=ctx)
-            for wid in windows_to_weight(spark, cfg, source, window_ids)
-        ]
+        ids = windows_to_weight(spark, cfg, source, window_ids)
+        where = (F.col(S.SOURCE) == source) & F.col(S.WINDOW_ID).isin(ids)
+        samples = lake.read_table(spark, cfg.lakehouse, S.SILVER_SAMPLES).where(where)
+        freqs = lake.read_table(spark, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES).where(where)
+        days = {Windows.from_id(w).feature_days for w in ids}
+        if len(days) != 1:
+            raise BadInputError(f"windows weighted together need equal feature-window lengths, got {sorted(days)} days")
+        result = compute_weights(samples, freqs, cfg=wcfg, window_ids=ids, feature_days=days.pop())
+        try:
+            features = list(wcfg.features or feature_columns(samples))
+            gold = lake.gold_layout(result.samples.select(*gold_columns(features)))
+            replace = lake.rows_where(source=source) + " AND " + lake.value_in(S.WINDOW_ID, ids)
+            props = ctx.with_properties(
+                {"sampleimp.weights_config": json.dumps(wcfg.model_dump(mode="json"), sort_keys=True)}
+            )
+            lake.write_table(gold, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES, ctx=props, replace_where=replace)
+            importance = result.importance.withColumn(S.SOURCE, F.lit(source))
+            lake.write_table(importance, cfg.lakehouse, S.GOLD_FEATURE_IMPORTANCE, ctx=ctx, replace_where=replace)
+            # Diagnostics from the written table: a scan, instead of computing every weight again.
+            written = lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES).where(where)
+            diagnostics = diagnostics_of(written, result.dr_params, shard_buckets=wcfg.shard_buckets)
+            diagnostics = diagnostics.withColumn(S.SOURCE, F.lit(source))
+            lake.write_table(diagnostics, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS, ctx=ctx, replace_where=replace)
+        finally:
+            result.unpersist()
+        done = _window_stats(spark, cfg, source=source, window_ids=ids)
         report = WeightsReport(source, done)
         info.rows_out = {"weighted": done[-1].rows}
         info.shards = done[-1].shards
@@ -240,34 +309,29 @@ def run(
     return report
 
 
-def _one_window(
-    spark: SparkSession, cfg: Config, *, source: str, window_id: str, ctx: lake.RunContext
-) -> WindowWeights:
-    wcfg = cfg.weights
-    where = (F.col(S.SOURCE) == source) & (F.col(S.WINDOW_ID) == window_id)
-    samples = lake.read_table(spark, cfg.lakehouse, S.SILVER_SAMPLES).where(where)
-    freqs = lake.read_table(spark, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES).where(where)
-    result = compute_weights(samples, freqs, cfg=wcfg, feature_days=Windows.from_id(window_id).feature_days)
-    try:
-        features = list(wcfg.features or feature_columns(samples))
-        gold = lake.gold_layout(result.samples.select(*gold_columns(features)))
-        replace = lake.rows_where(source=source, window_id=window_id)
-        props = ctx.with_properties(
-            {"sampleimp.weights_config": json.dumps(wcfg.model_dump(mode="json"), sort_keys=True)}
+def _window_stats(spark: SparkSession, cfg: Config, *, source: str, window_ids: list[str]) -> list[WindowWeights]:
+    """Per window: rows, shards, density-ratio fallbacks and the median ESS ratio, from the
+    diagnostics just written (one row per shard)."""
+    diag = lake.read_table(spark, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS).where(
+        (F.col(S.SOURCE) == source) & F.col(S.WINDOW_ID).isin(window_ids)
+    )
+    stats = {
+        r[0]: (r[1], r[2], r[3])
+        for r in diag.groupBy(S.WINDOW_ID)
+        .agg(F.sum("rows"), F.count(F.lit(1)), F.percentile_approx("ess_ratio", 0.5))
+        .collect()  # one row per window
+    }
+    fallbacks: dict[str, dict[str, int]] = {}
+    for r in (
+        diag.where(F.col("dr_fallback_reason").isNotNull()).groupBy(S.WINDOW_ID, "dr_fallback_reason").count().collect()
+    ):
+        fallbacks.setdefault(r[0], {})[r[1]] = r[2]  # a few rows per window
+    out = []
+    for wid in window_ids:
+        rows, shards, ess = stats.get(wid, (0, 0, None))
+        out.append(
+            WindowWeights(
+                wid, rows=int(rows or 0), shards=int(shards), fallbacks=fallbacks.get(wid, {}), ess_ratio_median=ess
+            )
         )
-        written = lake.write_table(gold, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES, ctx=props, replace_where=replace)
-        importance = result.importance.select(F.lit(window_id).alias(S.WINDOW_ID), F.lit(source).alias(S.SOURCE), "*")
-        lake.write_table(importance, cfg.lakehouse, S.GOLD_FEATURE_IMPORTANCE, ctx=ctx, replace_where=replace)
-        # Diagnostics from the written table: a scan, instead of computing every weight again.
-        written_gold = lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES).where(where)
-        diagnostics = diagnostics_of(written_gold, result.dr_params, shard_buckets=wcfg.shard_buckets).select(
-            F.lit(window_id).alias(S.WINDOW_ID), F.lit(source).alias(S.SOURCE), "*"
-        )
-        lake.write_table(diagnostics, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS, ctx=ctx, replace_where=replace)
-        diag = lake.read_table(spark, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS).where(where)
-        stats = one_row(diag.agg(F.count(F.lit(1)), F.percentile_approx("ess_ratio", 0.5)))
-        fallbacks = {r[0]: r[1] for r in diag.groupBy("dr_fallback_reason").count().collect() if r[0]}
-        rows = written[lake.OUTPUT_ROWS] if written else gold.count()
-    finally:
-        result.unpersist()
-    return WindowWeights(window_id, rows=rows, shards=stats[0], fallbacks=fallbacks, ess_ratio_median=stats[1])
+    return out

@@ -52,7 +52,7 @@ def _check_strengths(strengths: Mapping[str, float]) -> None:
         raise ValueError("at least one behavior needs a positive strength, or every rating is 0")
 
 
-def _strength(behavior: Column, strengths: Mapping[str, float]) -> Column:
+def strength(behavior: Column, strengths: Mapping[str, float]) -> Column:
     """The strength of one event as a double column (0 for behaviors not in ``strengths``)."""
     out = F.lit(0.0)
     for name, value in sorted(strengths.items()):
@@ -118,7 +118,7 @@ def implicit_ratings(
     sums = (
         events.where(valid)
         .groupBy(user_col, item_col)
-        .agg(F.sum(_strength(behavior, strengths)).alias(_STRENGTH))
+        .agg(F.sum(strength(behavior, strengths)).alias(_STRENGTH))
         .where(F.col(_STRENGTH) > 0)
     )
     if weights is None:

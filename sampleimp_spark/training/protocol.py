@@ -1,19 +1,26 @@
-"""The weighted-vs-unweighted experiment: ALS, GBT and ALS+GBT on one split, over seeds.
+"""The weighted-vs-unweighted experiment: rolling origins, equal windows, baselines, paired inference.
 
-Pure: it takes frames and an :class:`ExperimentPlan` of plain values, and hands every fitted
-model to a callback instead of storing it. ``docs/evaluation.md`` gives the protocol in full:
-the windows, what trains on what, how hyperparameters are chosen and what is measured.
+Given consecutive gold windows ``W_0 .. W_M`` of equal feature and label lengths (each shifted
+by one label length), every origin ``k >= 2`` evaluates on ``W_k``'s label period models trained
+on what was known at its start: ALS on ``W_k``'s feature-window events with pair weights from
+``W_{k-1}`` (whose labels end where ``W_k``'s start), GBT on ``W_{k-1}``'s samples. Every
+variant, ``unweighted`` included, tunes the same hyperparameters with the same grid once, on the
+first origin's validation data (``W_0`` → ``W_1``), before any evaluation period; the history
+baseline's half-life likewise. Evaluated users are a seeded sample of at most ``max_users``.
+Per-user values come to the driver (bounded by the sample) and are bootstrapped there
+(:mod:`sampleimp_spark.evaluation.bootstrap`). ``docs/evaluation.md`` gives the protocol in full.
 """
 
 from __future__ import annotations
 
 import logging
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -21,8 +28,12 @@ from pyspark.sql import functions as F
 from sampleimp_spark import hashing
 from sampleimp_spark import schema as S
 from sampleimp_spark.errors import BadInputError
+from sampleimp_spark.evaluation import bootstrap as B
+from sampleimp_spark.evaluation import classification as C
+from sampleimp_spark.evaluation import names as N
+from sampleimp_spark.evaluation.ranking import per_user_ranking_metrics
 from sampleimp_spark.frames import checkpoint, release
-from sampleimp_spark.training import evaluate as E
+from sampleimp_spark.training import baselines
 from sampleimp_spark.training.als import FittedALS, fit_als, implicit_ratings, recommend
 from sampleimp_spark.training.gbt import candidate_features, fit_gbt, predict_proba, rerank
 from sampleimp_spark.weighting.combine import combine_weights
@@ -31,10 +42,13 @@ from sampleimp_spark.windows import Windows
 log = logging.getLogger(__name__)
 
 _EXPONENTS = {"class": (1.0, 0.0, 0.0), "density_ratio": (0.0, 1.0, 0.0), "information_gain": (0.0, 0.0, 1.0)}
-MODELS = ("als", "gbt", "als+gbt")
+#: Called with ``(window_id, variant, seed, als, gbt)`` for every fitted pair of models.
+ModelSink = Callable[[str, str, int, FittedALS, PipelineModel], None]
 
-#: Called with ``(variant, seed, als, gbt)`` for every fitted pair of models.
-ModelSink = Callable[[str, int, FittedALS, PipelineModel], None]
+_KEY = "_eval_key"  # arm | segment | user: many rankings evaluated in one pass
+_SEP = "\x1f"
+_USER_SAMPLE_SALT = "evaluation_users"
+_CV_SALT = "gbt_cv_fold"
 
 
 @dataclass(frozen=True)
@@ -42,21 +56,30 @@ class ExperimentPlan:
     """Everything the experiment varies, as plain values.
 
     Attributes:
-        variants: weight variants (``unweighted``, ``class``, ``density_ratio``,
-            ``information_gain``, ``combined``).
-        seeds: model seeds; every variant is trained once per seed.
+        variants: weight variants; ``unweighted`` is the reference and must be one of them.
+        seeds: model seeds; results are averaged over them.
         features: GBT feature columns.
-        als: keywords of :func:`~sampleimp_spark.training.als.fit_als` (``reg_param`` is tuned).
-        strengths: behavior -> strength of one event in the ALS ratings.
+        als: keywords of :func:`~sampleimp_spark.training.als.fit_als` other than ``reg_param``
+            and ``alpha`` (tuned).
+        strengths: behavior -> strength of one event (ALS ratings, history baseline).
         candidates: ALS candidates per user handed to the re-ranker.
-        gbt: keywords of :func:`~sampleimp_spark.training.gbt.fit_gbt` (``max_depth`` is tuned).
-        ranking: keywords of :func:`~sampleimp_spark.training.evaluate.ranking_metrics`.
-        classification: keywords of :func:`~sampleimp_spark.training.evaluate.classification_metrics`.
+        gbt: keywords of :func:`~sampleimp_spark.training.gbt.fit_gbt` other than ``max_depth``.
         combine: keywords of :func:`~sampleimp_spark.weighting.combine.combine_weights`.
-        als_reg_grid: ALS ``reg_param`` candidates.
-        gbt_depth_grid: GBT ``max_depth`` candidates.
-        validation_share: share of the training window's users held out to choose the depth.
+        k: cut-off of the ranking metrics.
+        als_reg_grid, als_alpha_grid: ALS hyperparameter grid (every variant).
+        gbt_depth_grid: GBT depths (every variant), chosen by user-level cross-validation.
+        cv_folds: folds of that cross-validation.
+        half_life_grid: the history baseline's half-lives in days (``None`` = no decay).
+        max_users: evaluated users per origin (a seeded sample).
+        n_boot: bootstrap replicates.
+        ci_level: coverage of the intervals (0.95).
+        power: power of the minimum detectable effect (0.8).
+        top_fraction: share of the highest scores of the fixed operating point.
+        negative_rate: share of the negative samples the GBT is fitted on (every positive is
+            kept); its probabilities are prior-corrected (He et al. 2014; King & Zeng 2001).
+        seed: seed of the user sample, the folds, the negative sample and the bootstrap.
         rerank: also evaluate ALS+GBT.
+        ndcg_gain: ``exp2`` or ``linear`` gain of graded relevance.
     """
 
     variants: Sequence[str]
@@ -66,65 +89,119 @@ class ExperimentPlan:
     strengths: Mapping[str, float]
     candidates: int
     gbt: Mapping[str, Any]
-    ranking: Mapping[str, Any]
-    classification: Mapping[str, Any]
     combine: Mapping[str, Any]
-    als_reg_grid: Sequence[float]
-    gbt_depth_grid: Sequence[int]
-    validation_share: float
+    k: int = 10
+    als_reg_grid: Sequence[float] = (0.1,)
+    als_alpha_grid: Sequence[float] = (10.0,)
+    gbt_depth_grid: Sequence[int] = (5,)
+    cv_folds: int = 3
+    half_life_grid: Sequence[float | None] = (None,)
+    max_users: int = 10_000
+    n_boot: int = 1000
+    ci_level: float = 0.95
+    power: float = 0.8
+    top_fraction: float = 0.01
+    negative_rate: float = 1.0
+    seed: int = 0
     rerank: bool = True
+    ndcg_gain: str = "exp2"
+
+    def __post_init__(self) -> None:
+        if N.REFERENCE_VARIANT not in self.variants:
+            raise ValueError(f"variants must include {N.REFERENCE_VARIANT!r}, got {list(self.variants)}")
 
     @property
-    def k(self) -> int:
-        return int(self.ranking["k"])
+    def alpha(self) -> float:
+        return 1.0 - self.ci_level
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """What validation chose: per variant ALS ``(reg_param, alpha)``, GBT depth and F1 threshold,
+    and the history baseline's half-life (``None`` = no decay)."""
+
+    als: dict[str, dict[str, float]]
+    gbt_depth: dict[str, int]
+    threshold: dict[str, float]
+    half_life: float | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "als": self.als,
+            "gbt_depth": self.gbt_depth,
+            "threshold": self.threshold,
+            "history_half_life_days": self.half_life,
+        }
 
 
 @dataclass
-class TrainingReport:
-    """What a training run measured."""
+class ExperimentResult:
+    """What the experiment measured.
 
-    window_id: str
-    training_window_id: str
-    training_version: int
-    hyperparameters: dict[str, object]
-    rows: list[dict[str, object]] = field(default_factory=list)  # per (model, variant, seed, metric)
-    summary: list[dict[str, object]] = field(default_factory=list)  # mean ± std over seeds
+    Attributes:
+        windows: the windows used, oldest first (evaluation origins are all but the first two).
+        tuned: the hyperparameters validation chose.
+        per_origin: ``gold.metrics`` rows: point values per origin, seed, arm, metric, estimator
+            and segment.
+        summary: ``gold.experiment_results`` rows: pooled values with intervals, and the paired
+            comparisons (Δ against ``unweighted`` and against the history baseline).
+    """
+
+    windows: list[str]
+    tuned: Tuned
+    per_origin: list[dict[str, object]] = field(default_factory=list)
+    summary: list[dict[str, object]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [
-            f"window {self.window_id} (trained on {self.training_window_id}), gold.training_samples "
-            f"version {self.training_version}, hyperparameters {self.hyperparameters}"
-        ]
-        shown = {"ndcg_at_k", "recall_at_k", "roc_auc", "pr_auc"}
+        out = [f"origins {self.windows[2:]}", f"tuned {self.tuned.as_dict()}"]
         for r in self.summary:
-            if r["metric"] in shown:
-                out.append(
-                    f"  {r['model']:<8} {r['variant']:<17} {r['metric']:<11} {r['estimator']:<15} "
-                    f"{_fmt(r['mean'])} ± {_fmt(r['std'])}"
-                )
+            if r["metric"] in (N.NDCG_AT_K, N.AVERAGE_PRECISION) and r["estimator"] == N.UNWEIGHTED:
+                if r["segment"] not in (N.ALL_ITEMS, None):
+                    continue
+                line = f"  {r['model']:<20} {r['variant']:<17} {r['metric']:<18} {_fmt(r['value'])}"
+                if r.get("delta") is not None:
+                    line += f"  Δ {_fmt(r['delta'])} [{_fmt(r['delta_ci_low'])}, {_fmt(r['delta_ci_high'])}]"
+                    line += f" p_holm {_fmt(r['p_holm'])}"
+                out.append(line)
         return out
 
 
 def _fmt(x: object) -> str:
-    return "   n/a" if x is None else f"{x:.4f}"
+    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.4f}"
 
 
-def training_window(windows: Windows) -> Windows:
-    """The window the models evaluated on ``windows`` are trained on: its features end where
-    ``windows``' label period starts less one label length, and its labels end at ``t1``."""
-    label = windows.t2 - windows.t1
-    if windows.t1 - label <= windows.t0:
-        raise BadInputError(
-            f"the feature window ({windows.feature_days:g} days) must be longer than the label "
-            "window to build a training window before it"
-        )
-    return Windows(windows.t0, windows.t1 - label, windows.t1)
+# --- windows -------------------------------------------------------------------------------------
 
 
-def windows_needed(latest: Windows, *, training: bool) -> list[Windows]:
-    """The windows a run builds, oldest first: ``latest``, preceded by its training window when
-    the run trains models."""
-    return [training_window(latest), latest] if training else [latest]
+def origin_windows(latest: Windows, *, origins: int) -> list[Windows]:
+    """The windows an experiment with ``origins`` evaluation origins needs, oldest first.
+
+    ``origins + 2`` windows, each ``latest`` shifted back by a multiple of its label length: the
+    first two serve validation and the training of the first origin.
+    """
+    if origins < 1:
+        raise ValueError(f"origins must be at least 1, got {origins}")
+    step = latest.t2 - latest.t1
+    return [latest.shifted(-(origins + 1 - i) * step) for i in range(origins + 2)]
+
+
+def max_origins(latest: Windows, first_event: datetime) -> int:
+    """How many evaluation origins the data allows: windows may not start before ``first_event``'s
+    day (``latest.t0`` is taken as aligned to a day boundary)."""
+    step = latest.t2 - latest.t1
+    n = 0
+    while latest.shifted(-(n + 2) * step).t0 >= first_event:
+        n += 1
+    return n
+
+
+def windows_needed(latest: Windows, *, origins: int | None) -> list[Windows]:
+    """The windows a run builds, oldest first: ``latest`` alone without training, else
+    :func:`origin_windows`."""
+    return [latest] if not origins else origin_windows(latest, origins=origins)
+
+
+# --- weights and ground truth ----------------------------------------------------------------------
 
 
 def variant_weights(samples: DataFrame, variant: str, *, combine: Mapping[str, Any]) -> DataFrame:
@@ -136,7 +213,7 @@ def variant_weights(samples: DataFrame, variant: str, *, combine: Mapping[str, A
             component alone (its exponent 1, the others 0, the same clipping).
         combine: keywords of :func:`~sampleimp_spark.weighting.combine.combine_weights`.
     """
-    if variant == "unweighted":
+    if variant == N.REFERENCE_VARIANT:
         return samples.withColumn(S.WEIGHT, F.lit(1.0))
     kwargs = dict(combine)
     if variant != "combined":
@@ -155,166 +232,600 @@ def _between(events: DataFrame, start: datetime, end: datetime) -> DataFrame:
     return events.where((F.col(S.TS) >= F.lit(start)) & (F.col(S.TS) < F.lit(end)))
 
 
-def _select_reg_param(events: DataFrame, windows: Windows, label: timedelta, plan: ExperimentPlan) -> float:
-    """ALS reg_param with the best unweighted NDCG@k on the validation window."""
-    if len(plan.als_reg_grid) == 1:
-        return plan.als_reg_grid[0]
-    t_val = windows.t1 - label
-    train = _between(events, windows.t0, t_val)
-    truth = ground_truth(events, start=t_val, end=windows.t1).join(train.select(S.USER_ID).distinct(), S.USER_ID)
-    ratings = checkpoint(implicit_ratings(train, None, strengths=plan.strengths))
-    users = truth.select(S.USER_ID).distinct()
-    best, best_score = plan.als_reg_grid[0], -1.0
-    for reg in plan.als_reg_grid:
-        model = fit_als(ratings, **{**plan.als, "reg_param": reg}, seed=plan.seeds[0])
-        recs = recommend(model, users, plan.k)
-        ndcg = _metric(E.ranking_metrics(recs, truth, k=plan.k, relevance_col=S.RELEVANCE), "ndcg_at_k")
-        model.unpersist()
-        log.info("ALS validation: reg_param %s -> NDCG@%d %.4f", reg, plan.k, ndcg or 0.0)
-        if ndcg is not None and ndcg > best_score:
-            best, best_score = reg, ndcg
-    release(ratings)
-    return best
+def sample_users(samples: DataFrame, *, max_users: int, seed: int) -> DataFrame:
+    """At most ``max_users`` of the samples' users: those with the smallest seeded hash (so the
+    same user is in or out at every origin whenever they are active)."""
+    u = hashing.uniform(seed, F.col(S.USER_ID), salt=_USER_SAMPLE_SALT)
+    users = samples.select(S.USER_ID).distinct().withColumn("_u", u)
+    return users.orderBy("_u", S.USER_ID).limit(max_users).drop("_u")
 
 
-def _select_depth(train_samples: DataFrame, plan: ExperimentPlan) -> int:
-    """GBT max_depth with the best unweighted PR-AUC on held-out users of the training window."""
-    if len(plan.gbt_depth_grid) == 1:
-        return plan.gbt_depth_grid[0]
-    held_out = hashing.uniform(plan.seeds[0], F.col(S.USER_ID), salt="gbt_validation") < plan.validation_share
-    fit_part, val_part = train_samples.where(~held_out), train_samples.where(held_out)
-    best, best_score = plan.gbt_depth_grid[0], -1.0
-    for depth in plan.gbt_depth_grid:
-        model = fit_gbt(fit_part, plan.features, **{**plan.gbt, "max_depth": depth}, seed=plan.seeds[0])
-        scored = checkpoint(predict_proba(model, val_part))  # read by several metric queries
-        pr = _metric(E.classification_metrics(scored, user_col=None), "pr_auc")
-        release(scored)
-        log.info("GBT validation: max_depth %s -> PR-AUC %.4f", depth, pr or 0.0)
-        if pr is not None and pr > best_score:
-            best, best_score = depth, pr
-    return best
+def _truth_segments(truth: DataFrame, samples: DataFrame) -> DataFrame:
+    """Ground truth in three segments: all items, repeat items (the user's samples, i.e. items of
+    the feature window) and new items."""
+    seen = samples.select(S.USER_ID, S.ITEM_ID).distinct().withColumn("_seen", F.lit(True))
+    flagged = truth.join(seen, [S.USER_ID, S.ITEM_ID], "left")
+    repeat = F.coalesce(F.col("_seen"), F.lit(False))
+    return (
+        flagged.withColumn("_segment", F.lit(N.ALL_ITEMS))
+        .unionByName(flagged.where(repeat).withColumn("_segment", F.lit(N.REPEAT_ITEMS)))
+        .unionByName(flagged.where(~repeat).withColumn("_segment", F.lit(N.NEW_ITEMS)))
+        .drop("_seen")
+    )
 
 
-def _metric(values: list[E.MetricValue], name: str, estimator: str = E.UNWEIGHTED) -> float | None:
-    return next((v.value for v in values if v.metric == name and v.estimator == estimator), None)
+# --- ranking of many arms in one pass --------------------------------------------------------------
 
 
-def summarize(rows: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Mean, standard deviation (over seeds) and mean interval per model, variant, metric, estimator."""
-    groups: dict[tuple, list[dict[str, object]]] = {}
-    for r in rows:
-        groups.setdefault((r["model"], r["variant"], r["metric"], r["estimator"], r["k"]), []).append(r)
-    out = []
-    for (model, variant, metric, estimator, k), rs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        values = [r["value"] for r in rs if r["value"] is not None]
-        lows = [r["ci_low"] for r in rs if r["ci_low"] is not None]
-        highs = [r["ci_high"] for r in rs if r["ci_high"] is not None]
-        out.append(
-            {
-                "model": model,
-                "variant": variant,
-                "metric": metric,
-                "estimator": estimator,
-                "k": k,
-                "seeds": len(values),
-                "mean": statistics.fmean(values) if values else None,
-                "std": statistics.stdev(values) if len(values) > 1 else (0.0 if values else None),
-                "ci_low": statistics.fmean(lows) if lows else None,
-                "ci_high": statistics.fmean(highs) if highs else None,
-            }
+@dataclass(frozen=True)
+class _Arm:
+    model: str
+    variant: str
+    seed: int | None
+    recs: DataFrame  # (user_id, item_id, score): larger is better
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}{_SEP}{self.variant}{_SEP}{self.seed}"
+
+
+def _ranking_rows(arms: Sequence[_Arm], truth_segments: DataFrame, *, k: int, ndcg_gain: str) -> pd.DataFrame:
+    """Per-user ranking metrics of every arm and segment, in one Spark pass, as pandas."""
+    spark = truth_segments.sparkSession
+    names = spark.createDataFrame([(a.name,) for a in arms], "_arm string")
+    segments = truth_segments.select("_segment").distinct()
+    recs = None
+    for arm in arms:
+        part = arm.recs.select(S.USER_ID, S.ITEM_ID, F.col(S.SCORE).cast("double").alias(S.SCORE)).withColumn(
+            "_arm", F.lit(arm.name)
         )
+        recs = part if recs is None else recs.unionByName(part)
+    assert recs is not None
+    recs = recs.crossJoin(F.broadcast(segments))
+    truth = truth_segments.crossJoin(F.broadcast(names))
+
+    def keyed(df: DataFrame) -> DataFrame:
+        return df.withColumn(_KEY, F.concat_ws(_SEP, "_arm", "_segment", S.USER_ID))
+
+    per_user = per_user_ranking_metrics(
+        keyed(recs),
+        keyed(truth),
+        k=k,
+        relevance_col=S.RELEVANCE,
+        rank_col=None,
+        score_col=S.SCORE,
+        ndcg_gain=ndcg_gain,  # type: ignore[arg-type]
+        user_col=_KEY,
+    )
+    pdf = per_user.toPandas()  # bounded: sampled users × arms × 3 segments
+    parts = pdf[_KEY].str.split(_SEP, expand=True)
+    pdf["model"], pdf["variant"], pdf["seed"], pdf["segment"], pdf[S.USER_ID] = (
+        parts[0],
+        parts[1],
+        parts[2],
+        parts[3],
+        parts[4],
+    )
+    pdf["seed"] = pd.to_numeric(pdf["seed"], errors="coerce")  # "None" for baselines
+    return pdf.drop(columns=[_KEY])
+
+
+def _ndcg_by_arm(rows: pd.DataFrame) -> dict[str, float]:
+    mine = rows[rows["segment"] == N.ALL_ITEMS]
+    return mine.groupby(["model", "variant", "seed"], dropna=False)[N.NDCG_AT_K].mean().to_dict()
+
+
+# --- tuning ----------------------------------------------------------------------------------------
+
+
+def _als_recs(model: FittedALS, users: DataFrame, n: int) -> DataFrame:
+    ranked = recommend(model, users, n, rank_col=S.RANK)
+    return ranked.select(S.USER_ID, S.ITEM_ID, (-F.col(S.RANK).cast("double")).alias(S.SCORE))
+
+
+def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: ExperimentPlan) -> Tuned:
+    """Choose every variant's hyperparameters and the history half-life on ``w0`` → ``w1``.
+
+    ALS: fitted on ``w1``'s feature-window events with pair weights from ``w0`` (labels ending at
+    ``w1.t1``), validated by NDCG@k on ``w1``'s label period. GBT: ``cv_folds``-fold
+    cross-validation by user on ``w1``'s samples (average precision of out-of-fold predictions),
+    which also gives each variant's F1-best threshold. History: NDCG@k on ``w1``'s label period.
+    All of it precedes every evaluation period.
+    """
+    v_samples = gold.where(F.col(S.WINDOW_ID) == w1.window_id)
+    users = checkpoint(sample_users(v_samples, max_users=plan.max_users, seed=plan.seed))
+    truth = ground_truth(events, start=w1.t1, end=w1.t2).join(users, S.USER_ID, "left_semi")
+    truth_all = checkpoint(truth.withColumn("_segment", F.lit(N.ALL_ITEMS)))
+    feature_events = checkpoint(_between(events, w1.t0, w1.t1))
+    held: list[DataFrame] = [users, truth_all, feature_events]
+    try:
+        arms = [
+            _Arm(
+                N.HISTORY,
+                str(h),
+                None,
+                baselines.history_scores(
+                    feature_events, users, t1=w1.t1, half_life_days=h, strengths=plan.strengths, n=plan.k
+                ),
+            )
+            for h in plan.half_life_grid
+        ]
+        fitted: list[FittedALS] = []
+        w0_gold = gold.where(F.col(S.WINDOW_ID) == w0.window_id)
+        for variant in plan.variants:
+            pair_w = variant_weights(w0_gold, variant, combine=plan.combine).select(S.USER_ID, S.ITEM_ID, S.WEIGHT)
+            ratings = checkpoint(
+                implicit_ratings(
+                    feature_events,
+                    None if variant == N.REFERENCE_VARIANT else pair_w,
+                    strengths=plan.strengths,
+                )
+            )
+            held.append(ratings)
+            for reg in plan.als_reg_grid:
+                for alpha in plan.als_alpha_grid:
+                    model = fit_als(ratings, **plan.als, reg_param=reg, alpha=alpha, seed=plan.seeds[0])
+                    fitted.append(model)
+                    arms.append(_Arm(N.ALS, _grid_key(variant, reg, alpha), None, _als_recs(model, users, plan.k)))
+        ndcg = _ndcg_by_arm(_ranking_rows(arms, truth_all, k=plan.k, ndcg_gain=plan.ndcg_gain))
+        for model in fitted:
+            model.unpersist()
+    finally:
+        release(*held)
+
+    half_life = _best_key(ndcg, N.HISTORY, [(str(h), h) for h in plan.half_life_grid])
+    als_choice: dict[str, dict[str, float]] = {}
+    for variant in plan.variants:
+        options = [
+            (_grid_key(variant, reg, alpha), {"reg_param": reg, "alpha": alpha})
+            for reg in plan.als_reg_grid
+            for alpha in plan.als_alpha_grid
+        ]
+        als_choice[variant] = _best_key(ndcg, N.ALS, options)
+    depth, threshold = _tune_gbt(gold, w1, plan)
+    tuned = Tuned(als=als_choice, gbt_depth=depth, threshold=threshold, half_life=half_life)
+    log.info("validation chose %s", tuned.as_dict())
+    return tuned
+
+
+def _grid_key(variant: str, reg: float, alpha: float) -> str:
+    return f"{variant}@reg={reg}@alpha={alpha}"
+
+
+def _best_key(ndcg: Mapping[tuple[Any, ...], float], model: str, options: Sequence[tuple[str, Any]]) -> Any:
+    """The option with the highest NDCG (the first on ties, i.e. the grid's order)."""
+    best, best_value = options[0][1], -np.inf
+    for variant_key, value in options:
+        score = next((v for (m, var, _s), v in ndcg.items() if m == model and var == variant_key), np.nan)
+        if np.isfinite(score) and score > best_value:
+            best, best_value = value, score
+    return best
+
+
+def _tune_gbt(gold: DataFrame, w1: Windows, plan: ExperimentPlan) -> tuple[dict[str, int], dict[str, float]]:
+    """Per variant: the depth with the best out-of-fold average precision on ``w1``'s sampled users,
+    and the F1-best threshold of that depth's out-of-fold predictions."""
+    samples = gold.where(F.col(S.WINDOW_ID) == w1.window_id)
+    users = sample_users(samples, max_users=plan.max_users, seed=plan.seed)
+    fold = (hashing.uniform(plan.seed, F.col(S.USER_ID), salt=_CV_SALT) * plan.cv_folds).cast("int")
+    data = checkpoint(samples.join(users, S.USER_ID, "left_semi").withColumn("_fold", fold))
+    depths: dict[str, int] = {}
+    thresholds: dict[str, float] = {}
+    try:
+        for variant in plan.variants:
+            weighted = variant_weights(data, variant, combine=plan.combine)
+            weight_col = None if variant == N.REFERENCE_VARIANT else S.WEIGHT
+            best: tuple[float, int, float] = (-np.inf, plan.gbt_depth_grid[0], 0.5)
+            for depth in plan.gbt_depth_grid:
+                parts = []
+                for f in range(plan.cv_folds):
+                    model = fit_gbt(
+                        negative_sample(weighted.where(F.col("_fold") != f), rate=plan.negative_rate, seed=plan.seed),
+                        plan.features,
+                        **plan.gbt,
+                        max_depth=depth,
+                        seed=plan.seeds[0],
+                        weight_col=weight_col,
+                    )
+                    held_out = predict_proba(model, weighted.where(F.col("_fold") == f))
+                    parts.append(held_out.select(S.LABEL_PURCHASE, S.PROBABILITY).toPandas())  # bounded sample
+                oof = pd.concat(parts)
+                y, p = oof[S.LABEL_PURCHASE].to_numpy(), oof[S.PROBABILITY].to_numpy()
+                ap = float(C.average_precision(y, p, np.ones(len(y))))
+                log.info("GBT validation: %s depth %s -> average precision %.4f", variant, depth, ap)
+                if np.isfinite(ap) and ap > best[0]:
+                    best = (ap, depth, float(C.best_f1_threshold(y, p)))
+            depths[variant], thresholds[variant] = best[1], best[2]
+    finally:
+        release(data)
+    return depths, thresholds
+
+
+# --- one origin --------------------------------------------------------------------------------
+
+
+def _evaluate_origin(
+    events: DataFrame,
+    gold: DataFrame,
+    e_win: Windows,
+    t_win: Windows,
+    plan: ExperimentPlan,
+    tuned: Tuned,
+    on_models: ModelSink | None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Ranking rows, classification rows and user weights of one origin (evaluated on ``e_win``)."""
+    origin = e_win.window_id
+    e_samples = checkpoint(gold.where(F.col(S.WINDOW_ID) == e_win.window_id))
+    t_samples = checkpoint(gold.where(F.col(S.WINDOW_ID) == t_win.window_id))
+    users = checkpoint(sample_users(e_samples, max_users=plan.max_users, seed=plan.seed))
+    mine = checkpoint(e_samples.join(users, S.USER_ID, "left_semi"))
+    feature_events = checkpoint(_between(events, e_win.t0, e_win.t1))
+    truth = ground_truth(events, start=e_win.t1, end=e_win.t2).join(users, S.USER_ID, "left_semi")
+    segments = checkpoint(_truth_segments(truth, mine))
+    held: list[DataFrame] = [e_samples, t_samples, users, mine, feature_events, segments]
+    n = max(plan.k, plan.candidates) if plan.rerank else plan.k
+    try:
+        arms = [
+            _Arm(
+                N.HISTORY,
+                N.NO_VARIANT,
+                None,
+                checkpoint(
+                    baselines.history_scores(
+                        feature_events,
+                        users,
+                        t1=e_win.t1,
+                        half_life_days=tuned.half_life,
+                        strengths=plan.strengths,
+                        n=plan.k,
+                    )
+                ),
+            ),
+            _Arm(
+                N.POPULARITY,
+                N.NO_VARIANT,
+                None,
+                checkpoint(baselines.popularity_scores(feature_events, users, n=plan.k)),
+            ),
+            _Arm(
+                N.CATEGORY_POPULARITY,
+                N.NO_VARIANT,
+                None,
+                checkpoint(baselines.category_popularity_scores(feature_events, users, n=plan.k)),
+            ),
+        ]
+        held += [a.recs for a in arms]
+        scored_parts: list[pd.DataFrame] = []
+        for variant in plan.variants:
+            weighted = checkpoint(variant_weights(t_samples, variant, combine=plan.combine))
+            held.append(weighted)
+            reference = variant == N.REFERENCE_VARIANT
+            ratings = checkpoint(
+                implicit_ratings(
+                    feature_events,
+                    None if reference else weighted.select(S.USER_ID, S.ITEM_ID, S.WEIGHT),
+                    strengths=plan.strengths,
+                )
+            )
+            held.append(ratings)
+            fit_rows = checkpoint(negative_sample(weighted, rate=plan.negative_rate, seed=plan.seed))
+            held.append(fit_rows)
+            priors = _priors(weighted, fit_rows, weighted=not reference)
+            for seed in plan.seeds:
+                als = fit_als(ratings, **plan.als, **tuned.als[variant], seed=seed)
+                listed = checkpoint(recommend(als, users, n, rank_col=S.ALS_RANK))
+                held.append(listed)
+                arms.append(
+                    _Arm(
+                        N.ALS,
+                        variant,
+                        seed,
+                        listed.where(F.col(S.ALS_RANK) <= plan.k).select(
+                            S.USER_ID, S.ITEM_ID, (-F.col(S.ALS_RANK).cast("double")).alias(S.SCORE)
+                        ),
+                    )
+                )
+                gbt = fit_gbt(
+                    fit_rows,
+                    plan.features,
+                    **plan.gbt,
+                    max_depth=tuned.gbt_depth[variant],
+                    seed=seed,
+                    weight_col=None if reference else S.WEIGHT,
+                )
+                scored = predict_proba(gbt, mine).select(S.USER_ID, S.LABEL_PURCHASE, S.PROBABILITY, S.W_DR)
+                part = scored.toPandas()  # bounded: the sampled users' samples
+                part["variant"], part["seed"], part["origin"] = variant, seed, origin
+                part["sample_prior"], part["weighted_prior"] = priors
+                scored_parts.append(part)
+                if plan.rerank:
+                    cands = candidate_features(listed, e_samples, plan.features, feature_days=e_win.feature_days)
+                    reranked = checkpoint(
+                        rerank(cands, gbt, plan.k).select(
+                            S.USER_ID, S.ITEM_ID, (-F.col(S.RANK).cast("double")).alias(S.SCORE)
+                        )
+                    )
+                    held.append(reranked)
+                    arms.append(_Arm(N.ALS_GBT, variant, seed, reranked))
+                if on_models is not None:
+                    on_models(origin, variant, seed, als, gbt)
+                als.unpersist()
+                log.info("origin %s: trained %s seed %s", origin, variant, seed)
+        ranking = _ranking_rows(arms, segments, k=plan.k, ndcg_gain=plan.ndcg_gain)
+        ranking["origin"] = origin
+        user_w = (
+            mine.groupBy(S.USER_ID).agg(F.avg(F.col(S.W_DR).cast("double")).alias(S.WEIGHT)).toPandas()
+        )  # bounded: one row per sampled user
+        user_w["origin"] = origin
+    finally:
+        release(*held)
+    return ranking, pd.concat(scored_parts, ignore_index=True), user_w
+
+
+_NEGATIVE_SALT = "gbt_negative_sample"
+
+
+def negative_sample(samples: DataFrame, *, rate: float, seed: int) -> DataFrame:
+    """Every positive and a seeded ``rate`` share of the negatives (by a hash of user and item)."""
+    if rate >= 1.0:
+        return samples
+    u = hashing.uniform(seed, F.col(S.USER_ID), F.col(S.ITEM_ID), salt=_NEGATIVE_SALT)
+    return samples.where((F.col(S.LABEL_PURCHASE) == 1) | (u < F.lit(rate)))
+
+
+def _priors(full: DataFrame, fit: DataFrame, *, weighted: bool) -> tuple[float, float]:
+    """The positive share of the training window, and the positive share the fit saw (after the
+    negative sample, under the fit's weights): the two priors of the probability correction."""
+    y = F.col(S.LABEL_PURCHASE).cast("double")
+    w = F.col(S.WEIGHT).cast("double") if weighted else F.lit(1.0)
+    plain = full.agg(F.avg(y)).first()
+    seen = fit.agg(F.sum(w * y) / F.sum(w)).first()
+    assert plain is not None and seen is not None
+    return float(plain[0] or 0.0), float(seen[0] or 0.0)
+
+
+# --- the whole experiment ----------------------------------------------------------------------
+
+
+def run_experiment(
+    events: DataFrame,
+    gold: DataFrame,
+    windows: Sequence[Windows],
+    *,
+    plan: ExperimentPlan,
+    on_models: ModelSink | None = None,
+) -> ExperimentResult:
+    """Tune on the first two windows, evaluate every later one, and pool with paired inference.
+
+    Args:
+        events: the source's events over at least ``windows[0].t0`` to ``windows[-1].t2``.
+        gold: ``gold.training_samples`` rows of every window (features, labels, components).
+        windows: consecutive windows, oldest first (:func:`origin_windows`), at least three.
+        plan: what to train and how to evaluate it.
+        on_models: receives every fitted pair of models.
+
+    Raises:
+        BadInputError: fewer than three windows, or a window without samples.
+    """
+    if len(windows) < 3:
+        raise BadInputError(f"the experiment needs at least 3 windows (one origin), got {len(windows)}")
+    ids = [w.window_id for w in windows]
+    present = {r[0] for r in gold.select(S.WINDOW_ID).distinct().collect()}  # one row per window
+    missing = [w for w in ids if w not in present]
+    if missing:
+        raise BadInputError(
+            f"gold.training_samples lacks window(s) {missing}: run the features and weights stages "
+            "with the same train.origins first"
+        )
+    tuned = tune(events, gold, windows[0], windows[1], plan)
+    ranking, scored, user_w = [], [], []
+    for k in range(2, len(windows)):
+        r, c, u = _evaluate_origin(events, gold, windows[k], windows[k - 1], plan, tuned, on_models)
+        ranking.append(r)
+        scored.append(c)
+        user_w.append(u)
+    per_origin, summary = infer(
+        pd.concat(ranking, ignore_index=True),
+        pd.concat(scored, ignore_index=True),
+        pd.concat(user_w, ignore_index=True),
+        plan=plan,
+        tuned=tuned,
+    )
+    return ExperimentResult(windows=ids, tuned=tuned, per_origin=per_origin, summary=summary)
+
+
+# --- inference on the driver -----------------------------------------------------------------------
+
+
+def _replicates(
+    fn: Callable[..., Any], y: np.ndarray, s: np.ndarray, mult: np.ndarray, units: np.ndarray, base: np.ndarray
+) -> Any:
+    """``fn(y, s, W)`` over every bootstrap replicate (row weights = user multiplicity × base),
+    computed in chunks; tuple results are concatenated element-wise."""
+    out: list[Any] = []
+    for w in C.replicate_row_weights(mult, units, base, chunk=max(1, 2_000_000 // max(len(y), 1))):
+        out.append(fn(y, s, w))
+    if isinstance(out[0], tuple):
+        return tuple(np.concatenate([o[i] for o in out]) for i in range(len(out[0])))
+    return np.concatenate(out)
+
+
+def _classification_metrics(
+    part: pd.DataFrame, *, plan: ExperimentPlan, threshold: float, mult: np.ndarray, index: dict[str, int]
+) -> dict[tuple[str, str], tuple[float, np.ndarray]]:
+    """Point and replicate values of every classification metric and estimator for one
+    (variant, origin, seed)."""
+    y = part[S.LABEL_PURCHASE].to_numpy(dtype=np.float64)
+    p = part[S.PROBABILITY].to_numpy(dtype=np.float64)
+    units = part[S.USER_ID].map(index).to_numpy()
+    corrected = C.prior_corrected(
+        p, sample_prior=float(part["sample_prior"].iloc[0]), weighted_prior=float(part["weighted_prior"].iloc[0])
+    )
+    out: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
+    bases = {N.UNWEIGHTED: np.ones(len(y)), N.SNIPS: part[S.W_DR].to_numpy(dtype=np.float64)}
+    for estimator, base in bases.items():
+
+        def top(yy: np.ndarray, ss: np.ndarray, ww: np.ndarray) -> Any:
+            return C.precision_recall_at_top(yy, ss, ww, fraction=plan.top_fraction)
+
+        def at_threshold(yy: np.ndarray, ss: np.ndarray, ww: np.ndarray) -> Any:
+            prec, rec = C.precision_recall_at_threshold(yy, ss, ww, threshold=threshold)
+            return prec, rec, C.f1_score(prec, rec)
+
+        metrics: list[tuple[tuple[str, ...], Callable[..., Any], np.ndarray]] = [
+            ((N.ROC_AUC,), C.roc_auc, p),
+            ((N.AVERAGE_PRECISION,), C.average_precision, p),
+            ((N.LOG_LOSS,), C.log_loss, corrected),
+            ((N.PRECISION_AT_TOP, N.RECALL_AT_TOP), top, p),
+            ((N.PRECISION_AT_THRESHOLD, N.RECALL_AT_THRESHOLD, N.F1_AT_THRESHOLD), at_threshold, p),
+        ]
+        for names, fn, scores in metrics:
+            point = fn(y, scores, base)
+            reps = _replicates(fn, y, scores, mult, units, base)
+            if len(names) == 1:
+                point, reps = (point,), (reps,)
+            for name, pt, rp in zip(names, point, reps, strict=True):
+                out[(name, estimator)] = (float(pt), np.asarray(rp, dtype=np.float64))
     return out
 
 
-def run_experiments(
-    events: DataFrame,
-    eval_samples: DataFrame,
-    train_samples: DataFrame,
+def infer(
+    ranking: pd.DataFrame,
+    scored: pd.DataFrame,
+    user_weights: pd.DataFrame,
     *,
-    windows: Windows,
     plan: ExperimentPlan,
-    on_models: ModelSink | None = None,
-) -> tuple[dict[str, object], list[dict[str, object]]]:
-    """Train and evaluate every (variant, seed); return the chosen hyperparameters and metric rows.
+    tuned: Tuned,
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Per-origin point values, and pooled values with intervals and paired comparisons.
 
-    Args:
-        events: the source's events over at least ``[t0, t2)``.
-        eval_samples: window ``E``: features, labels and ``w_dr`` (gold rows).
-        train_samples: window ``T`` (:func:`training_window`): features, labels and every
-            weight component.
-        windows: ``E``'s windows.
-        plan: what to train and how to evaluate it.
-        on_models: receives every fitted pair of models (e.g. to store them).
+    One Poisson multiplicity per user and replicate, shared by every arm, origin, seed and metric.
+    Ranking metrics are per-user means (over seeds first, then over origin × user rows); a
+    classification metric is computed per origin and seed, then averaged. Each weighted
+    variant is compared with ``unweighted`` of the same model, and every ranking arm with the
+    history baseline; p-values of the variant comparisons are Holm-adjusted together.
     """
-    label = windows.t2 - windows.t1
-    reg = _select_reg_param(events, windows, label, plan)
-    depth = _select_depth(train_samples, plan)
-    hyper = {"als_reg_param": reg, "gbt_max_depth": depth}
-    als_params = {**plan.als, "reg_param": reg}
-    gbt_params = {**plan.gbt, "max_depth": depth}
-    features = list(plan.features)
-    k = plan.k
+    units = sorted(set(ranking[S.USER_ID]).union(scored[S.USER_ID]))
+    mult, index = B.multiplicities(units, plan.n_boot, plan.seed)
+    metric_cols = list(N.RANKING_METRICS)
+    weights = user_weights.set_index(["origin", S.USER_ID])[S.WEIGHT]
 
-    train_events = _between(events, windows.t0, windows.t1)
-    eval_users = eval_samples.select(S.USER_ID).distinct()
-    truth = checkpoint(ground_truth(events, start=windows.t1, end=windows.t2).join(eval_users, S.USER_ID))
-    truth_users = truth.select(S.USER_ID).distinct()
-    user_w = checkpoint(
-        E.user_mean_weights(eval_samples.join(truth_users, S.USER_ID), weight_col=S.W_DR).withColumnRenamed(
-            S.W_DR, S.WEIGHT
-        )
-    )
-    catalog = train_events.select(S.ITEM_ID).distinct().count()
-    ranking = {**plan.ranking, "relevance_col": S.RELEVANCE}
+    # (model, variant, metric, estimator, segment) -> (point, replicates, n_users)
+    values: dict[tuple[str, str, str, str, str | None], tuple[float, np.ndarray, int]] = {}
+    pooled = ranking.groupby(["origin", "model", "variant", "segment", S.USER_ID], as_index=False)[metric_cols].mean()
+    for (model, variant, segment), part in pooled.groupby(["model", "variant", "segment"]):
+        part = part.sort_values(["origin", S.USER_ID])
+        unit_index = part[S.USER_ID].map(index).to_numpy()
+        w = weights.reindex(pd.MultiIndex.from_frame(part[["origin", S.USER_ID]])).fillna(0.0).to_numpy()
+        for metric in metric_cols:
+            v = part[metric].to_numpy(dtype=np.float64)
+            for estimator, ww in ((N.UNWEIGHTED, None), (N.SNIPS, w)):
+                point, reps = B.weighted_mean_replicates(v, unit_index, mult, ww)
+                values[(model, variant, metric, estimator, segment)] = (point, reps, part[S.USER_ID].nunique())
+
+    for variant, by_variant in scored.groupby("variant"):
+        acc: dict[tuple[str, str], list[tuple[float, np.ndarray]]] = {}
+        for _, part in by_variant.groupby(["origin", "seed"]):
+            got = _classification_metrics(part, plan=plan, threshold=tuned.threshold[variant], mult=mult, index=index)
+            for key, val in got.items():
+                acc.setdefault(key, []).append(val)
+        n_users = by_variant[S.USER_ID].nunique()
+        for (metric, estimator), vals in acc.items():
+            point = float(np.mean([v[0] for v in vals]))
+            reps = np.mean(np.stack([v[1] for v in vals]), axis=0)
+            values[(N.GBT, str(variant), metric, estimator, None)] = (point, reps, n_users)
+
+    per_origin = _per_origin_rows(ranking, scored, plan=plan, tuned=tuned)
+    summary = _summary_rows(values, plan=plan)
+    return per_origin, summary
+
+
+def _summary_rows(
+    values: Mapping[tuple[str, str, str, str, str | None], tuple[float, np.ndarray, int]], *, plan: ExperimentPlan
+) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-
-    def record(values: list[E.MetricValue], model: str, variant: str, seed: int) -> None:
-        rows.extend({**v.as_record(), "model": model, "variant": variant, "seed": seed} for v in values)
-
-    for variant in plan.variants:
-        weighted_train = checkpoint(variant_weights(train_samples, variant, combine=plan.combine))
-        pair_w = weighted_train.select(S.USER_ID, S.ITEM_ID, S.WEIGHT)
-        ratings = checkpoint(
-            implicit_ratings(train_events, None if variant == "unweighted" else pair_w, strengths=plan.strengths)
-        )
-        for seed in plan.seeds:
-            als = fit_als(ratings, **als_params, seed=seed)
-            # One ALS list per user, as long as the re-ranking's candidates, serves both
-            # evaluations: its top k is ALS's list (the same order, ties by item index), the
-            # whole list the GBT's candidates. Computing it is the costly part at scale.
-            n_listed = max(k, plan.candidates) if plan.rerank else k
-            listed = checkpoint(recommend(als, truth_users, n_listed, rank_col=S.ALS_RANK))
-            recs = listed.where(F.col(S.ALS_RANK) <= k).withColumnRenamed(S.ALS_RANK, S.RANK)
-            record(
-                E.ranking_metrics(recs, truth, user_weights=user_w, catalog=catalog, **ranking), "als", variant, seed
+    for (model, variant, metric, estimator, segment), (point, reps, n_users) in sorted(
+        values.items(), key=lambda kv: tuple(str(x) for x in kv[0])
+    ):
+        lo, hi = B.marginal_interval(reps, alpha=plan.alpha)
+        row: dict[str, object] = {
+            "model": model,
+            "variant": variant,
+            "metric": metric,
+            "estimator": estimator,
+            "segment": segment,
+            "value": point,
+            "ci_low": lo,
+            "ci_high": hi,
+            "n_users": n_users,
+            "n_boot": plan.n_boot,
+        }
+        ref = values.get((model, N.REFERENCE_VARIANT, metric, estimator, segment))
+        if variant not in (N.REFERENCE_VARIANT, N.NO_VARIANT) and ref is not None:
+            cmp = B.compare(point, ref[0], reps, ref[1], alpha=plan.alpha, power=plan.power)
+            row.update(
+                delta=cmp.delta,
+                rel_delta=cmp.rel_delta,
+                delta_ci_low=cmp.ci_low,
+                delta_ci_high=cmp.ci_high,
+                p_value=cmp.p_value,
+                mde=cmp.mde,
+                rel_mde=cmp.rel_mde,
             )
+        hist = values.get((N.HISTORY, N.NO_VARIANT, metric, estimator, segment))
+        if segment is not None and model != N.HISTORY and hist is not None:
+            cmp = B.compare(point, hist[0], reps, hist[1], alpha=plan.alpha, power=plan.power)
+            row.update(vs_history=cmp.delta, vs_history_ci_low=cmp.ci_low, vs_history_ci_high=cmp.ci_high)
+        rows.append(row)
+    tested = [i for i, r in enumerate(rows) if r.get("p_value") is not None]
+    adjusted = B.holm([float(rows[i]["p_value"]) for i in tested])  # type: ignore[arg-type]
+    for i, p in zip(tested, adjusted, strict=True):
+        rows[i]["p_holm"] = float(p)
+    return rows
 
-            gbt = fit_gbt(
-                weighted_train,
-                features,
-                **gbt_params,
-                seed=seed,
-                weight_col=None if variant == "unweighted" else S.WEIGHT,
+
+def _per_origin_rows(
+    ranking: pd.DataFrame, scored: pd.DataFrame, *, plan: ExperimentPlan, tuned: Tuned
+) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    keys = ["origin", "model", "variant", "seed", "segment"]
+    means = ranking.groupby(keys, dropna=False)[list(N.RANKING_METRICS)].mean().reset_index()
+    counts = ranking.groupby(keys, dropna=False)[S.USER_ID].nunique().reset_index(name="n_users")
+    for rec in means.merge(counts, on=keys).to_dict("records"):
+        for metric in N.RANKING_METRICS:
+            rows.append(
+                {
+                    "origin": rec["origin"],
+                    "model": rec["model"],
+                    "variant": rec["variant"],
+                    "seed": None if pd.isna(rec["seed"]) else int(rec["seed"]),
+                    "segment": rec["segment"],
+                    "metric": metric,
+                    "estimator": N.UNWEIGHTED,
+                    "value": float(rec[metric]),
+                    "n_users": int(rec["n_users"]),
+                }
             )
-            scored = checkpoint(predict_proba(gbt, eval_samples))
-            # Unweighted and weighted by w_dr: the same rows, one bootstrap for both.
-            record(E.classification_metrics(scored, weight_col=S.W_DR, **plan.classification), "gbt", variant, seed)
-
-            if plan.rerank:
-                cands = listed.where(F.col(S.ALS_RANK) <= plan.candidates)
-                with_feats = candidate_features(cands, eval_samples, features, feature_days=windows.feature_days)
-                reranked = rerank(with_feats, gbt, k)
-                record(
-                    E.ranking_metrics(reranked, truth, user_weights=user_w, catalog=catalog, **ranking),
-                    "als+gbt",
-                    variant,
-                    seed,
-                )
-            if on_models is not None:
-                on_models(variant, seed, als, gbt)
-            als.unpersist()
-            release(listed, scored)
-            log.info("trained %s seed %s", variant, seed)
-        release(ratings, weighted_train)
-    release(truth, user_w)
-    return hyper, rows
+    for (origin, variant, seed), part in scored.groupby(["origin", "variant", "seed"]):
+        y = part[S.LABEL_PURCHASE].to_numpy(dtype=np.float64)
+        p = part[S.PROBABILITY].to_numpy(dtype=np.float64)
+        one = np.ones(len(y))
+        values = {
+            N.ROC_AUC: C.roc_auc(y, p, one),
+            N.AVERAGE_PRECISION: C.average_precision(y, p, one),
+        }
+        for metric, value in values.items():
+            rows.append(
+                {
+                    "origin": origin,
+                    "model": N.GBT,
+                    "variant": variant,
+                    "seed": int(seed),
+                    "segment": None,
+                    "metric": metric,
+                    "estimator": N.UNWEIGHTED,
+                    "value": float(value),
+                    "n_users": int(part[S.USER_ID].nunique()),
+                }
+            )
+    return rows

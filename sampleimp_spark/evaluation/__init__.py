@@ -1,0 +1,1 @@
+"""Evaluation of weighted vs unweighted models: metrics, paired bootstrap intervals and tests."""
