@@ -366,6 +366,7 @@ DEFAULT_STRENGTHS: dict[str, float] = {
 }
 Variant = Literal["unweighted", "class", "density_ratio", "information_gain", "combined"]
 VARIANTS: tuple[str, ...] = ("unweighted", "class", "density_ratio", "information_gain", "combined")
+DEFAULT_VARIANTS: tuple[Variant, ...] = ("unweighted", "combined")
 Gain = Literal["exp2", "linear"]
 
 
@@ -385,8 +386,9 @@ class ALSConfig(_Strict):
     strengths: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_STRENGTHS))
     #: Length of the ALS candidate list per user handed to the GBT re-ranker.
     candidates: int = Field(50, ge=1)
-    #: User and item blocks of Spark's ALS (its parallelism); Spark's default is 10.
-    num_blocks: int = Field(10, ge=1)
+    #: User and item blocks of Spark's ALS (its parallelism); null = the cluster's default
+    #: parallelism (each block is a task of every iteration: more blocks than cores only add work).
+    num_blocks: int | None = Field(None, ge=1)
 
     @field_validator("strengths")
     @classmethod
@@ -466,7 +468,7 @@ class TrainConfig(_Strict):
     #: many as the data allows (each needs one more window of ``features.feature_days +
     #: features.label_days`` days before it; two more serve validation and the first training).
     origins: int | None = Field(None, ge=1)
-    variants: list[Variant] = Field(default_factory=lambda: ["unweighted", "combined"], min_length=1)
+    variants: list[Variant] = Field(default_factory=lambda: list(DEFAULT_VARIANTS), min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [1], min_length=1)
     als: ALSConfig = Field(default_factory=ALSConfig)
     gbt: GBTConfig = Field(default_factory=GBTConfig)
@@ -482,6 +484,9 @@ class TrainConfig(_Strict):
     half_life_grid: list[float | None] = Field(default_factory=lambda: [0.5, 1.0, 2.0, None], min_length=1)
     rerank: bool = True
     save_models: bool = True
+    #: Model fits submitted at once (threads, like Spark's ``CrossValidator(parallelism=...)``):
+    #: small fits are bound by scheduling latency, not by the cores. 1 fits one at a time.
+    parallelism: int = Field(3, ge=1, le=32)
 
     @field_validator("variants")
     @classmethod

@@ -55,6 +55,8 @@ QUIET_LOGGERS: dict[str, str] = {
     "dev.ludovic.netlib": "ERROR",
     # GBT's task binaries (its trees) are broadcast; the size warning is expected.
     "org.apache.spark.scheduler.DAGScheduler": "ERROR",
+    # Wide plans (one column per feature) are abbreviated in logs; the note about it is noise.
+    "org.apache.spark.sql.catalyst.util.SparkStringUtils": "ERROR",
 }
 
 

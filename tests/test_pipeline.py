@@ -7,6 +7,7 @@ share them.
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,21 +22,24 @@ from pyspark.sql import functions as F
 from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import load_config
-from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.stages.pipeline import run_stages
-from sampleimp_spark.training.protocol import ground_truth, summarize, training_window
 from sampleimp_spark.windows import Windows
 
 TRAIN = [
     "train.variants=[unweighted, combined]",
-    "train.seeds=[1, 2]",
-    "train.als_reg_grid=[0.05, 0.5]",
-    "train.gbt_depth_grid=[2, 3]",  # a grid: the depth search runs (and frees what it stores)
+    "train.seeds=[1]",
+    "train.origins=1",
+    "train.als_reg_grid=[0.1]",
+    "train.als_alpha_grid=[10.0]",
+    "train.gbt_depth_grid=[2, 3]",  # a grid: the cross-validation runs (and frees what it stores)
+    "train.cv_folds=2",
+    "train.half_life_grid=[1.0, null]",
     "train.als.rank=8",
     "train.als.max_iter=5",
     "train.als.candidates=20",
-    "train.gbt.max_iter=8",
-    "train.evaluation.n_boot=5",
+    "train.gbt.max_iter=5",
+    "train.gbt.negative_rate=0.5",
+    "train.evaluation.n_boot=200",
     "train.evaluation.k=5",
 ]
 
@@ -78,10 +82,16 @@ def test_every_stage_reports(first_run):
     assert all(s.status == "ok" for s in first_run.progress.stages)
     ingest, features, weights = (first_run.reports[k] for k in ("ingest", "features", "weights"))
     assert ingest.input_rows == ingest.events + sum(ingest.rejects.values()) + ingest.duplicates
-    # The run's window and, before it, the training window of the experiment.
+    # The run's window and, before it, the windows of one origin: its training window and the
+    # validation window before that, all of equal lengths, one label length apart.
     assert weights.window_id == features.latest.windows.window_id == first_run.reports["train"].window_id
     assert [w.window_id for w in weights.windows] == features.window_ids
-    assert first_run.reports["train"].training_window_id == features.window_ids[0]
+    windows = [Windows.from_id(w) for w in features.window_ids]
+    assert len(windows) == 3
+    assert {(w.feature_days, w.label_days) for w in windows} == {(4.0, 1.0)}
+    steps = [b.t1 - a.t1 for a, b in itertools.pairwise(windows)]
+    assert steps == [windows[0].t2 - windows[0].t1] * 2
+    assert first_run.reports["train"].result.windows == features.window_ids
     for built, weighted in zip(features.windows, weights.windows, strict=True):
         assert weighted.rows == built.samples > 1000
         assert weighted.shards == built.shards >= 2
@@ -114,77 +124,131 @@ def test_gold_reads_without_spark_at_a_pinned_version(first_run, lakehouse):
     assert set(diag[S.SHARD]) == set(pdf[S.SHARD])
 
 
-def test_metrics_cover_every_model_variant_and_seed(first, lakehouse):
+def test_metrics_cover_every_arm_with_paired_comparisons(first, lakehouse):
     metrics = DeltaTable(lake.table_path(lakehouse, S.GOLD_METRICS)).to_pandas()
     assert set(metrics["run_id"]) == {"pipeline-1"}
-    combos = set(zip(metrics["model"], metrics["variant"], metrics["seed"], strict=True))
-    assert combos == {(m, v, s) for m in ("als", "gbt", "als+gbt") for v in ("unweighted", "combined") for s in (1, 2)}
-    als = metrics[(metrics["model"] == "als") & (metrics["metric"] == "ndcg_at_k")]
-    assert set(als["estimator"]) == {"unweighted", "self_normalized", "ips"}
-    assert als["value"].between(0, 1).all() and (als["ci_low"] <= als["ci_high"]).all()
-    gbt = metrics[(metrics["model"] == "gbt") & (metrics["metric"] == "roc_auc")]
-    assert set(gbt["estimator"]) == {"unweighted", "self_normalized"}
-    assert (metrics["training_version"] == first.training_version).all()
+    assert set(metrics["origin"]) == {first.window_id}
+    models = {"als", "als+gbt", "gbt", "history", "popularity", "category_popularity"}
+    assert set(metrics["model"]) == models
+    assert set(metrics.loc[metrics["model"] == "als", "variant"]) == {"unweighted", "combined"}
+    assert set(metrics.loc[metrics["model"] == "history", "variant"]) == {"-"}
+    assert metrics["value"].between(0, 1).all()
     summary = DeltaTable(lake.table_path(lakehouse, S.GOLD_EXPERIMENT_RESULTS)).to_pandas()
-    row = summary[
-        (summary["model"] == "gbt")
-        & (summary["variant"] == "combined")
-        & (summary["metric"] == "roc_auc")
-        & (summary["estimator"] == "unweighted")
-    ].iloc[0]
-    seeds = gbt[(gbt["variant"] == "combined") & (gbt["estimator"] == "unweighted")]["value"]
-    assert row["seeds"] == 2 and row["mean"] == pytest.approx(seeds.mean())
-    assert first.hyperparameters["als_reg_param"] in (0.05, 0.5) and first.hyperparameters["gbt_max_depth"] in (2, 3)
+    assert (summary["training_version"] == first.training_version).all() and (summary["n_boot"] == 200).all()
+    # Every ranking metric in three segments; each weighted variant compared with unweighted.
+    als = summary[(summary["model"] == "als") & (summary["metric"] == "ndcg_at_k")]
+    assert set(als["segment"]) == {"all", "repeat", "new"} and set(als["estimator"]) == {"unweighted", "snips"}
+    combined = als[als["variant"] == "combined"]
+    assert combined[["delta", "delta_ci_low", "delta_ci_high", "p_value", "mde"]].notna().all().all()
+    assert (combined["delta_ci_low"] <= combined["delta_ci_high"]).all()
+    # Holm over every model × metric × variant at the primary estimator and segment
+    primary = summary[summary["p_value"].notna() & (summary["estimator"] == "unweighted")]
+    primary = primary[primary["segment"].isna() | (primary["segment"] == "all")]
+    assert primary["p_holm"].notna().all() and (primary["p_holm"] >= primary["p_value"]).all()
+    assert summary.loc[summary["estimator"] == "snips", "p_holm"].isna().all()
+    unweighted = als[als["variant"] == "unweighted"]
+    assert unweighted["delta"].isna().all()
+    merged = combined.merge(unweighted, on=["segment", "estimator"], suffixes=("", "_ref"))
+    assert merged["delta"].to_numpy() == pytest.approx((merged["value"] - merged["value_ref"]).to_numpy())
+    # Every ranking arm but the history baseline is compared with it.
+    ranking = summary[summary["metric"] == "ndcg_at_k"]
+    assert ranking.loc[ranking["model"] != "history", "vs_history"].notna().all()
+    assert ranking.loc[ranking["model"] == "history", "vs_history"].isna().all()
+    gbt = summary[summary["model"] == "gbt"]
+    assert {"roc_auc", "average_precision", "log_loss", "precision_at_top", "f1_at_threshold"} <= set(gbt["metric"])
+    assert set(first.result.tuned.gbt_depth.values()) <= {2, 3}
+    assert first.result.tuned.half_life in (1.0, None)
 
 
 def test_models_are_saved_with_the_table_version(first, lakehouse):
     folder = Path(lakehouse) / "models" / first.window_id / "pipeline-1"
     meta = json.loads((folder / "training.json").read_text())
     assert meta["version"] == first.training_version and meta["table"] == S.GOLD_TRAINING_SAMPLES
+    assert meta["windows"] == first.result.windows
     for variant in ("unweighted", "combined"):
         for part in ("als", "gbt", "als_user_index"):
             assert (folder / f"{variant}-seed1" / part).is_dir()
 
 
-def test_no_evaluation_event_reaches_training(spark, lakehouse, first):
-    w = Windows.from_id(first.window_id)
-    t = training_window(w)
-    assert t.t2 == w.t1 and t.t0 == w.t0  # the training window's labels end where evaluation starts
-    events = lake.read_table(spark, lakehouse, S.BRONZE_EVENTS)
-    truth = ground_truth(events, start=w.t1, end=w.t2)
-    assert truth.count() > 0
-    # Every ground-truth pair is judged on label-window events only.
-    late = events.where(F.col(S.TS) >= F.lit(w.t1)).select(S.USER_ID, S.ITEM_ID).distinct()
-    assert truth.join(late, [S.USER_ID, S.ITEM_ID], "left_anti").count() == 0
-    with pytest.raises(BadInputError, match="longer than the label"):
-        training_window(
-            Windows(
-                datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 4, tzinfo=UTC)
-            )
-        )
+def _model_outputs(spark, lakehouse, windows, *, events=None, gold=None):
+    """Run the experiment on the stored tables (or on replacements) and return the tuned
+    hyperparameters and what the models of the latest origin predict: each variant's ALS lists and
+    GBT scores of the training window's samples."""
+    from sampleimp_spark.training import protocol as P
+    from sampleimp_spark.training.als import recommend
+    from sampleimp_spark.training.gbt import predict_proba
 
-
-def test_summarize_means_and_std_over_seeds():
-    rows = [
-        {
-            "model": "als",
-            "variant": "v",
-            "metric": "m",
-            "estimator": "unweighted",
-            "k": 5,
-            "value": x,
-            "ci_low": x - 0.1,
-            "ci_high": x + 0.1,
-        }
-        for x in (0.2, 0.4, 0.6)
-    ]
-    (s,) = summarize(rows)
-    assert (s["seeds"], s["mean"], s["std"], s["ci_low"]) == (
-        3,
-        pytest.approx(0.4),
-        pytest.approx(0.2),
-        pytest.approx(0.3),
+    events = events if events is not None else lake.read_table(spark, lakehouse, S.BRONZE_EVENTS)
+    gold = gold if gold is not None else lake.read_table(spark, lakehouse, S.GOLD_TRAINING_SAMPLES)
+    plan = P.ExperimentPlan(
+        variants=("unweighted", "combined"),
+        seeds=(1,),
+        features=[c for c in gold.columns if S.is_feature_column(c)],
+        als={"rank": 4, "max_iter": 3},
+        strengths={"view": 1.0, "fav": 2.0, "cart": 3.0, "purchase": 4.0},
+        candidates=10,
+        gbt={"max_iter": 3},
+        combine={"a": 1.0, "b": 1.0, "c": 1.0, "clip_quantile": 0.99},
+        k=5,
+        als_reg_grid=(0.05, 0.5),
+        gbt_depth_grid=(2,),
+        cv_folds=2,
+        half_life_grid=(1.0, None),
+        n_boot=100,
+        negative_rate=0.5,
     )
+    probe = gold.where(F.col(S.WINDOW_ID) == windows[-2].window_id)
+    users = probe.select(S.USER_ID).distinct()
+    out: dict[str, object] = {}
+
+    def capture(origin, variant, seed, als, gbt):
+        lists = recommend(als, users, 5).select(S.USER_ID, S.ITEM_ID, S.RANK).collect()
+        scores = predict_proba(gbt, probe).select(S.USER_ID, S.ITEM_ID, S.PROBABILITY).collect()
+        out[variant] = (sorted(map(tuple, lists)), sorted(map(tuple, scores)))
+
+    result = P.run_experiment(events, gold, windows, plan=plan, on_models=capture)
+    return result.tuned.as_dict(), out
+
+
+@pytest.mark.slow
+def test_no_evaluation_event_reaches_training_or_tuning(spark, lakehouse, first, monkeypatch):
+    """The models and every tuned hyperparameter stay the same when the evaluation period's events
+    and labels are scrambled; a protocol whose training events reach into the label period would
+    not (shown with such a protocol)."""
+    from sampleimp_spark.training import protocol as P
+
+    windows = P.origin_windows(Windows.from_id(first.window_id), origins=1)
+    evaluation = windows[-1]
+    events = lake.read_table(spark, lakehouse, S.BRONZE_EVENTS)
+    in_period = (F.col(S.TS) >= F.lit(evaluation.t1)) & (F.col(S.TS) < F.lit(evaluation.t2))
+    assert events.where(in_period).count() > 100
+    scrambled_events = events.withColumn(
+        S.ITEM_ID, F.when(in_period, F.concat(F.lit("x"), F.col(S.ITEM_ID))).otherwise(F.col(S.ITEM_ID))
+    ).withColumn(S.BEHAVIOR, F.when(in_period, F.lit("purchase")).otherwise(F.col(S.BEHAVIOR)))
+    gold = lake.read_table(spark, lakehouse, S.GOLD_TRAINING_SAMPLES)
+    flipped = F.when(F.col(S.WINDOW_ID) == evaluation.window_id, 1 - F.col(S.LABEL_PURCHASE))
+    scrambled_gold = gold.withColumn(S.LABEL_PURCHASE, flipped.otherwise(F.col(S.LABEL_PURCHASE)))
+    clean = _model_outputs(spark, lakehouse, windows)
+    assert _model_outputs(spark, lakehouse, windows, events=scrambled_events, gold=scrambled_gold) == clean
+
+    # A deliberately leaking protocol: its training events run a quarter of their span too far.
+    between = P._between
+    monkeypatch.setattr(P, "_between", lambda ev, start, end: between(ev, start, end + (end - start) / 4))
+    leaky = _model_outputs(spark, lakehouse, windows)
+    assert _model_outputs(spark, lakehouse, windows, events=scrambled_events, gold=scrambled_gold) != leaky
+
+
+def test_origin_windows_are_equal_and_consecutive():
+    from sampleimp_spark.training import protocol as P
+
+    latest = Windows(
+        datetime(2024, 1, 5, tzinfo=UTC), datetime(2024, 1, 9, tzinfo=UTC), datetime(2024, 1, 10, tzinfo=UTC)
+    )
+    got = P.origin_windows(latest, origins=2)
+    assert [w.t1.day for w in got] == [6, 7, 8, 9]
+    assert {(w.feature_days, w.label_days) for w in got} == {(4.0, 1.0)}
+    assert P.max_origins(latest, datetime(2024, 1, 1, tzinfo=UTC)) == 3  # t0 may reach back to Jan 1
+    assert P.max_origins(latest, datetime(2024, 1, 3, tzinfo=UTC)) == 1
 
 
 def test_rerun_replaces_rows_and_reproduces_the_metrics(spark, cfg, first, lakehouse):
@@ -204,12 +268,19 @@ def test_rerun_replaces_rows_and_reproduces_the_metrics(spark, cfg, first, lakeh
     assert gold_new.sort_index().to_numpy() == pytest.approx(gold_old.to_numpy(), rel=1e-9)
     # Same data (a new table version with the same rows), same seeds: the same metrics.
     assert again.training_version > first.training_version
-    key = ("model", "variant", "seed", "metric", "estimator")
-    a = {tuple(r[k] for k in key): r["value"] for r in first.rows}
-    b = {tuple(r[k] for k in key): r["value"] for r in again.rows}
+    key = ("origin", "model", "variant", "seed", "segment", "metric", "estimator")
+    a = {tuple(r[k] for k in key): r["value"] for r in first.result.per_origin}
+    b = {tuple(r[k] for k in key): r["value"] for r in again.result.per_origin}
     assert a.keys() == b.keys()
     for k, v in a.items():
-        assert (v is None and b[k] is None) or b[k] == pytest.approx(v, abs=1e-6), k
+        assert b[k] == pytest.approx(v, abs=1e-6), k
+    key = ("model", "variant", "segment", "metric", "estimator")
+    nan = float("nan")
+    a = {tuple(r[k] for k in key): (r["value"], r.get("delta_ci_low", nan)) for r in first.result.summary}
+    b = {tuple(r[k] for k in key): (r["value"], r.get("delta_ci_low", nan)) for r in again.result.summary}
+    assert a.keys() == b.keys()
+    for k, v in a.items():
+        assert b[k] == pytest.approx(v, abs=1e-6, nan_ok=True), k
 
 
 def test_run_report_has_tables_and_plots(spark, cfg, first_run, tmp_path):

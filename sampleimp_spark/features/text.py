@@ -198,7 +198,7 @@ def item_tfidf(
     ]
     if keep_vector:
         cols.append(S.TFIDF)
-    return out.select(*cols)
+    return out.select(*cols)  # type: ignore[call-overload]
 
 
 def with_tfidf_vector(
@@ -398,7 +398,7 @@ def project(
     prefix: str = S.EMB_PREFIX,
 ) -> DataFrame:
     """Add ``{prefix}0 .. {prefix}{k-1}`` (double): the fitted projection of ``embedding_col``."""
-    k = model.stages[-1].getK()
+    k = int(model.stages[-1].getOrDefault("k"))
     df = embedded.withColumn("_emb_vec", array_to_vector(F.col(embedding_col).cast("array<double>")))
     proj = vector_to_array(F.col("_emb_proj"))
     out = model.transform(df).select(*embedded.columns, *(proj[i].alias(f"{prefix}{i}") for i in range(k)))

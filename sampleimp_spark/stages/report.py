@@ -12,6 +12,7 @@ bounded hash sample of the weights, never from a whole large table.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,11 +143,15 @@ def plot_metrics(summary: pd.DataFrame, out: Path) -> str | None:
 
 def _verdict(lo: object, hi: object) -> str:
     """Where a paired interval of a difference lies: above 0, below 0, or across it."""
-    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+    try:
+        low, high = float(lo), float(hi)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         return ""
-    if float(lo) > 0:  # type: ignore[arg-type]
+    if math.isnan(low) or math.isnan(high):
+        return ""
+    if low > 0:
         return "better"
-    if float(hi) < 0:  # type: ignore[arg-type]
+    if high < 0:
         return "WORSE"
     return "no difference detected"
 

@@ -74,6 +74,7 @@ def experiment_plan(tcfg: TrainConfig, combine: dict[str, object], features: lis
         power=ev.power,
         top_fraction=ev.top_fraction,
         negative_rate=tcfg.gbt.negative_rate,
+        parallelism=tcfg.parallelism,
         seed=ev.seed,
         rerank=tcfg.rerank,
         ndcg_gain=ev.ndcg_gain,

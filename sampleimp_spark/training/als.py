@@ -14,7 +14,7 @@ partitioning in practice (tested to the last bit; the exception is in ``docs/rep
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -262,7 +262,7 @@ def fit_als(
     reg_param: float = 0.1,
     alpha: float = 10.0,
     max_iter: int = 10,
-    num_blocks: int = 10,
+    num_blocks: int | None = None,
     user_col: str = S.USER_ID,
     item_col: str = S.ITEM_ID,
     rating_col: str = S.RATING,
@@ -279,7 +279,8 @@ def fit_als(
         reg_param: L2 regularisation λ (scaled by each user's / item's positive pairs).
         alpha: confidence scale, ``c = 1 + alpha · rating``.
         max_iter: ALS sweeps.
-        num_blocks: user and item blocks (Spark's parallelism of the fit).
+        num_blocks: user and item blocks (Spark's parallelism of the fit); None = the context's
+            default parallelism.
         user_col: user id column.
         item_col: item id column.
         rating_col: rating column.
@@ -299,14 +300,15 @@ def fit_als(
         user_index = user_index.persist(StorageLevel.MEMORY_AND_DISK)
         item_index = item_index.persist(StorageLevel.MEMORY_AND_DISK)
         data = ratings.join(user_index, user_col).join(item_index, item_col)
+        blocks = num_blocks or ratings.sparkSession.sparkContext.defaultParallelism
         als = ALS(
             rank=rank,
             maxIter=max_iter,
             regParam=reg_param,
             alpha=alpha,
             implicitPrefs=True,
-            numUserBlocks=num_blocks,
-            numItemBlocks=num_blocks,
+            numUserBlocks=blocks,
+            numItemBlocks=blocks,
             userCol=_USER_INDEX,
             itemCol=_ITEM_INDEX,
             ratingCol=rating_col,
@@ -474,7 +476,7 @@ def recommend(
     user_col, item_col = model.user_col, model.item_col
     rank = model.model.rank
 
-    def score(batches):  # type: ignore[no-untyped-def]
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in batches:
             for u_ids, u_flat, i_ids, i_flat in pdf.itertuples(index=False, name=None):
                 yield block_top_k(

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -77,6 +78,7 @@ class ExperimentPlan:
         top_fraction: share of the highest scores of the fixed operating point.
         negative_rate: share of the negative samples the GBT is fitted on (every positive is
             kept); its probabilities are prior-corrected (He et al. 2014; King & Zeng 2001).
+        parallelism: fits run at once (threads submitting Spark jobs).
         seed: seed of the user sample, the folds, the negative sample and the bootstrap.
         rerank: also evaluate ALS+GBT.
         ndcg_gain: ``exp2`` or ``linear`` gain of graded relevance.
@@ -102,6 +104,7 @@ class ExperimentPlan:
     power: float = 0.8
     top_fraction: float = 0.01
     negative_rate: float = 1.0
+    parallelism: int = 1
     seed: int = 0
     rerank: bool = True
     ndcg_gain: str = "exp2"
@@ -168,6 +171,24 @@ class ExperimentResult:
 
 def _fmt(x: object) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.4f}"
+
+
+# --- concurrency ---------------------------------------------------------------------------------
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _in_parallel(fn: Callable[[_T], _R], items: Sequence[_T], workers: int) -> list[_R]:
+    """``[fn(x) for x in items]`` with up to ``workers`` Spark jobs at once, results in input order.
+
+    Like ``CrossValidator(parallelism=...)``: small fits are bound by scheduling latency, not by the
+    cores, so several at once finish sooner; each fit is the same as alone.
+    """
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
 
 
 # --- windows -------------------------------------------------------------------------------------
@@ -310,9 +331,11 @@ def _ranking_rows(arms: Sequence[_Arm], truth_segments: DataFrame, *, k: int, nd
     return pdf.drop(columns=[_KEY])
 
 
-def _ndcg_by_arm(rows: pd.DataFrame) -> dict[str, float]:
+def _ndcg_by_arm(rows: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """Mean NDCG@k (all items) per (model, variant)."""
     mine = rows[rows["segment"] == N.ALL_ITEMS]
-    return mine.groupby(["model", "variant", "seed"], dropna=False)[N.NDCG_AT_K].mean().to_dict()
+    means = mine.groupby(["model", "variant"], as_index=False)[N.NDCG_AT_K].mean()
+    return {(str(m), str(v)): float(x) for m, v, x in means.itertuples(index=False, name=None)}
 
 
 # --- tuning ----------------------------------------------------------------------------------------
@@ -350,26 +373,31 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
             )
             for h in plan.half_life_grid
         ]
-        fitted: list[FittedALS] = []
         w0_gold = gold.where(F.col(S.WINDOW_ID) == w0.window_id)
+        ratings: dict[str, DataFrame] = {}
         for variant in plan.variants:
             pair_w = variant_weights(w0_gold, variant, combine=plan.combine).select(S.USER_ID, S.ITEM_ID, S.WEIGHT)
-            ratings = checkpoint(
+            ratings[variant] = checkpoint(
                 implicit_ratings(
                     feature_events,
                     None if variant == N.REFERENCE_VARIANT else pair_w,
                     strengths=plan.strengths,
                 )
             )
-            held.append(ratings)
-            for reg in plan.als_reg_grid:
-                for alpha in plan.als_alpha_grid:
-                    model = fit_als(ratings, **plan.als, reg_param=reg, alpha=alpha, seed=plan.seeds[0])
-                    fitted.append(model)
-                    arms.append(_Arm(N.ALS, _grid_key(variant, reg, alpha), None, _als_recs(model, users, plan.k)))
-        ndcg = _ndcg_by_arm(_ranking_rows(arms, truth_all, k=plan.k, ndcg_gain=plan.ndcg_gain))
-        for model in fitted:
+            held.append(ratings[variant])
+        grid = [(v, reg, alpha) for v in plan.variants for reg in plan.als_reg_grid for alpha in plan.als_alpha_grid]
+
+        def fit(point: tuple[str, float, float]) -> tuple[FittedALS, DataFrame]:
+            variant, reg, alpha = point
+            model = fit_als(ratings[variant], **plan.als, reg_param=reg, alpha=alpha, seed=plan.seeds[0])
+            return model, checkpoint(_als_recs(model, users, plan.k))
+
+        fitted = _in_parallel(fit, grid, plan.parallelism)
+        for (variant, reg, alpha), (model, recs) in zip(grid, fitted, strict=True):
             model.unpersist()
+            held.append(recs)
+            arms.append(_Arm(N.ALS, _grid_key(variant, reg, alpha), None, recs))
+        ndcg = _ndcg_by_arm(_ranking_rows(arms, truth_all, k=plan.k, ndcg_gain=plan.ndcg_gain))
     finally:
         release(*held)
 
@@ -392,11 +420,11 @@ def _grid_key(variant: str, reg: float, alpha: float) -> str:
     return f"{variant}@reg={reg}@alpha={alpha}"
 
 
-def _best_key(ndcg: Mapping[tuple[Any, ...], float], model: str, options: Sequence[tuple[str, Any]]) -> Any:
+def _best_key(ndcg: Mapping[tuple[str, str], float], model: str, options: Sequence[tuple[str, Any]]) -> Any:
     """The option with the highest NDCG (the first on ties, i.e. the grid's order)."""
     best, best_value = options[0][1], -np.inf
     for variant_key, value in options:
-        score = next((v for (m, var, _s), v in ndcg.items() if m == model and var == variant_key), np.nan)
+        score = ndcg.get((model, variant_key), np.nan)
         if np.isfinite(score) and score > best_value:
             best, best_value = value, score
     return best
@@ -411,33 +439,36 @@ def _tune_gbt(gold: DataFrame, w1: Windows, plan: ExperimentPlan) -> tuple[dict[
     data = checkpoint(samples.join(users, S.USER_ID, "left_semi").withColumn("_fold", fold))
     depths: dict[str, int] = {}
     thresholds: dict[str, float] = {}
+    tasks = [(v, d, f) for v in plan.variants for d in plan.gbt_depth_grid for f in range(plan.cv_folds)]
+
+    def out_of_fold(task: tuple[str, int, int]) -> pd.DataFrame:
+        variant, depth, f = task
+        weighted = variant_weights(data, variant, combine=plan.combine)
+        model = fit_gbt(
+            negative_sample(weighted.where(F.col("_fold") != f), rate=plan.negative_rate, seed=plan.seed),
+            plan.features,
+            **plan.gbt,
+            max_depth=depth,
+            seed=plan.seeds[0],
+            weight_col=None if variant == N.REFERENCE_VARIANT else S.WEIGHT,
+        )
+        held_out = predict_proba(model, weighted.where(F.col("_fold") == f))
+        return held_out.select(S.LABEL_PURCHASE, S.PROBABILITY).toPandas()  # bounded: the sampled users
+
     try:
-        for variant in plan.variants:
-            weighted = variant_weights(data, variant, combine=plan.combine)
-            weight_col = None if variant == N.REFERENCE_VARIANT else S.WEIGHT
-            best: tuple[float, int, float] = (-np.inf, plan.gbt_depth_grid[0], 0.5)
-            for depth in plan.gbt_depth_grid:
-                parts = []
-                for f in range(plan.cv_folds):
-                    model = fit_gbt(
-                        negative_sample(weighted.where(F.col("_fold") != f), rate=plan.negative_rate, seed=plan.seed),
-                        plan.features,
-                        **plan.gbt,
-                        max_depth=depth,
-                        seed=plan.seeds[0],
-                        weight_col=weight_col,
-                    )
-                    held_out = predict_proba(model, weighted.where(F.col("_fold") == f))
-                    parts.append(held_out.select(S.LABEL_PURCHASE, S.PROBABILITY).toPandas())  # bounded sample
-                oof = pd.concat(parts)
-                y, p = oof[S.LABEL_PURCHASE].to_numpy(), oof[S.PROBABILITY].to_numpy()
-                ap = float(C.average_precision(y, p, np.ones(len(y))))
-                log.info("GBT validation: %s depth %s -> average precision %.4f", variant, depth, ap)
-                if np.isfinite(ap) and ap > best[0]:
-                    best = (ap, depth, float(C.best_f1_threshold(y, p)))
-            depths[variant], thresholds[variant] = best[1], best[2]
+        parts = dict(zip(tasks, _in_parallel(out_of_fold, tasks, plan.parallelism), strict=True))
     finally:
         release(data)
+    for variant in plan.variants:
+        best: tuple[float, int, float] = (-np.inf, plan.gbt_depth_grid[0], 0.5)
+        for depth in plan.gbt_depth_grid:
+            oof = pd.concat([parts[(variant, depth, f)] for f in range(plan.cv_folds)])
+            y, p = oof[S.LABEL_PURCHASE].to_numpy(), oof[S.PROBABILITY].to_numpy()
+            ap = float(C.average_precision(y, p, np.ones(len(y))))
+            log.info("GBT validation: %s depth %s -> average precision %.4f", variant, depth, ap)
+            if np.isfinite(ap) and ap > best[0]:
+                best = (ap, depth, float(C.best_f1_threshold(y, p)))
+        depths[variant], thresholds[variant] = best[1], best[2]
     return depths, thresholds
 
 
@@ -495,10 +526,9 @@ def _evaluate_origin(
             ),
         ]
         held += [a.recs for a in arms]
-        scored_parts: list[pd.DataFrame] = []
+        prepared: dict[str, tuple[DataFrame, DataFrame, tuple[float, float]]] = {}
         for variant in plan.variants:
             weighted = checkpoint(variant_weights(t_samples, variant, combine=plan.combine))
-            held.append(weighted)
             reference = variant == N.REFERENCE_VARIANT
             ratings = checkpoint(
                 implicit_ratings(
@@ -507,50 +537,60 @@ def _evaluate_origin(
                     strengths=plan.strengths,
                 )
             )
-            held.append(ratings)
             fit_rows = checkpoint(negative_sample(weighted, rate=plan.negative_rate, seed=plan.seed))
-            held.append(fit_rows)
-            priors = _priors(weighted, fit_rows, weighted=not reference)
-            for seed in plan.seeds:
-                als = fit_als(ratings, **plan.als, **tuned.als[variant], seed=seed)
-                listed = checkpoint(recommend(als, users, n, rank_col=S.ALS_RANK))
-                held.append(listed)
-                arms.append(
-                    _Arm(
-                        N.ALS,
-                        variant,
-                        seed,
-                        listed.where(F.col(S.ALS_RANK) <= plan.k).select(
-                            S.USER_ID, S.ITEM_ID, (-F.col(S.ALS_RANK).cast("double")).alias(S.SCORE)
-                        ),
+            held += [weighted, ratings, fit_rows]
+            prepared[variant] = (ratings, fit_rows, _priors(weighted, fit_rows, weighted=not reference))
+
+        def train(task: tuple[str, int]) -> tuple[list[_Arm], pd.DataFrame, list[DataFrame]]:
+            variant, seed = task
+            ratings, fit_rows, priors = prepared[variant]
+            mine_held: list[DataFrame] = []
+            als = fit_als(
+                ratings,
+                **plan.als,
+                reg_param=tuned.als[variant]["reg_param"],
+                alpha=tuned.als[variant]["alpha"],
+                seed=seed,
+            )
+            listed = checkpoint(recommend(als, users, n, rank_col=S.ALS_RANK))
+            mine_held.append(listed)
+            top = listed.where(F.col(S.ALS_RANK) <= plan.k).select(
+                S.USER_ID, S.ITEM_ID, (-F.col(S.ALS_RANK).cast("double")).alias(S.SCORE)
+            )
+            new_arms = [_Arm(N.ALS, variant, seed, top)]
+            gbt = fit_gbt(
+                fit_rows,
+                plan.features,
+                **plan.gbt,
+                max_depth=tuned.gbt_depth[variant],
+                seed=seed,
+                weight_col=None if variant == N.REFERENCE_VARIANT else S.WEIGHT,
+            )
+            scored = predict_proba(gbt, mine).select(S.USER_ID, S.LABEL_PURCHASE, S.PROBABILITY, S.W_DR)
+            part = scored.toPandas()  # bounded: the sampled users' samples
+            part["variant"], part["seed"], part["origin"] = variant, seed, origin
+            part["sample_prior"], part["weighted_prior"] = priors
+            if plan.rerank:
+                cands = candidate_features(listed, e_samples, plan.features, feature_days=e_win.feature_days)
+                reranked = checkpoint(
+                    rerank(cands, gbt, plan.k).select(
+                        S.USER_ID, S.ITEM_ID, (-F.col(S.RANK).cast("double")).alias(S.SCORE)
                     )
                 )
-                gbt = fit_gbt(
-                    fit_rows,
-                    plan.features,
-                    **plan.gbt,
-                    max_depth=tuned.gbt_depth[variant],
-                    seed=seed,
-                    weight_col=None if reference else S.WEIGHT,
-                )
-                scored = predict_proba(gbt, mine).select(S.USER_ID, S.LABEL_PURCHASE, S.PROBABILITY, S.W_DR)
-                part = scored.toPandas()  # bounded: the sampled users' samples
-                part["variant"], part["seed"], part["origin"] = variant, seed, origin
-                part["sample_prior"], part["weighted_prior"] = priors
-                scored_parts.append(part)
-                if plan.rerank:
-                    cands = candidate_features(listed, e_samples, plan.features, feature_days=e_win.feature_days)
-                    reranked = checkpoint(
-                        rerank(cands, gbt, plan.k).select(
-                            S.USER_ID, S.ITEM_ID, (-F.col(S.RANK).cast("double")).alias(S.SCORE)
-                        )
-                    )
-                    held.append(reranked)
-                    arms.append(_Arm(N.ALS_GBT, variant, seed, reranked))
-                if on_models is not None:
-                    on_models(origin, variant, seed, als, gbt)
-                als.unpersist()
-                log.info("origin %s: trained %s seed %s", origin, variant, seed)
+                mine_held.append(reranked)
+                new_arms.append(_Arm(N.ALS_GBT, variant, seed, reranked))
+            if on_models is not None:
+                on_models(origin, variant, seed, als, gbt)
+            als.unpersist()
+            log.info("origin %s: trained %s seed %s", origin, variant, seed)
+            return new_arms, part, mine_held
+
+        tasks = [(v, seed) for v in plan.variants for seed in plan.seeds]
+        scored_parts: list[pd.DataFrame] = []
+        for new_arms, part, mine_held in _in_parallel(train, tasks, plan.parallelism):
+            arms += new_arms
+            scored_parts.append(part)
+            held += mine_held
         ranking = _ranking_rows(arms, segments, k=plan.k, ndcg_gain=plan.ndcg_gain)
         ranking["origin"] = origin
         user_w = (
@@ -713,7 +753,8 @@ def infer(
     # (model, variant, metric, estimator, segment) -> (point, replicates, n_users)
     values: dict[tuple[str, str, str, str, str | None], tuple[float, np.ndarray, int]] = {}
     pooled = ranking.groupby(["origin", "model", "variant", "segment", S.USER_ID], as_index=False)[metric_cols].mean()
-    for (model, variant, segment), part in pooled.groupby(["model", "variant", "segment"]):
+    for keys, part in pooled.groupby(["model", "variant", "segment"]):
+        model, variant, segment = (str(k) for k in keys)
         part = part.sort_values(["origin", S.USER_ID])
         unit_index = part[S.USER_ID].map(index).to_numpy()
         w = weights.reindex(pd.MultiIndex.from_frame(part[["origin", S.USER_ID]])).fillna(0.0).to_numpy()
@@ -723,7 +764,8 @@ def infer(
                 point, reps = B.weighted_mean_replicates(v, unit_index, mult, ww)
                 values[(model, variant, metric, estimator, segment)] = (point, reps, part[S.USER_ID].nunique())
 
-    for variant, by_variant in scored.groupby("variant"):
+    for variant_key, by_variant in scored.groupby("variant"):
+        variant = str(variant_key)
         acc: dict[tuple[str, str], list[tuple[float, np.ndarray]]] = {}
         for _, part in by_variant.groupby(["origin", "seed"]):
             got = _classification_metrics(part, plan=plan, threshold=tuned.threshold[variant], mult=mult, index=index)
@@ -733,7 +775,7 @@ def infer(
         for (metric, estimator), vals in acc.items():
             point = float(np.mean([v[0] for v in vals]))
             reps = np.mean(np.stack([v[1] for v in vals]), axis=0)
-            values[(N.GBT, str(variant), metric, estimator, None)] = (point, reps, n_users)
+            values[(N.GBT, variant, metric, estimator, None)] = (point, reps, n_users)
 
     per_origin = _per_origin_rows(ranking, scored, plan=plan, tuned=tuned)
     summary = _summary_rows(values, plan=plan)
@@ -777,7 +819,13 @@ def _summary_rows(
             cmp = B.compare(point, hist[0], reps, hist[1], alpha=plan.alpha, power=plan.power)
             row.update(vs_history=cmp.delta, vs_history_ci_low=cmp.ci_low, vs_history_ci_high=cmp.ci_high)
         rows.append(row)
-    tested = [i for i, r in enumerate(rows) if r.get("p_value") is not None]
+    # The family of the Holm correction: every model × metric × weighted variant at the primary
+    # estimator and segment; the other rows (segments, SNIPS) are descriptive and keep p_holm empty.
+    tested = [
+        i
+        for i, r in enumerate(rows)
+        if r.get("p_value") is not None and r["estimator"] == N.UNWEIGHTED and r["segment"] in (N.ALL_ITEMS, None)
+    ]
     adjusted = B.holm([float(rows[i]["p_value"]) for i in tested])  # type: ignore[arg-type]
     for i, p in zip(tested, adjusted, strict=True):
         rows[i]["p_holm"] = float(p)
@@ -807,6 +855,7 @@ def _per_origin_rows(
                 }
             )
     for (origin, variant, seed), part in scored.groupby(["origin", "variant", "seed"]):
+        seed = int(seed)  # type: ignore[call-overload]
         y = part[S.LABEL_PURCHASE].to_numpy(dtype=np.float64)
         p = part[S.PROBABILITY].to_numpy(dtype=np.float64)
         one = np.ones(len(y))
@@ -820,7 +869,7 @@ def _per_origin_rows(
                     "origin": origin,
                     "model": N.GBT,
                     "variant": variant,
-                    "seed": int(seed),
+                    "seed": seed,
                     "segment": None,
                     "metric": metric,
                     "estimator": N.UNWEIGHTED,

@@ -548,7 +548,7 @@ def pointwise_scores(shard: pd.Series, values: np.ndarray, model: ScoringModel, 
     shards, edge_arr, terms, g_mean = model.shards, model.edges, model.terms, model.g_mean
     if len(shards) == 0:  # nothing was fitted: every sample scores 0 and weighs 1
         return pd.DataFrame({"g": np.zeros(len(values)), "w": np.ones(len(values))})
-    s = shards.get_indexer(shard)
+    s = shards.get_indexer(pd.Index(shard))
     known = s >= 0
     s = np.where(known, s, 0)
     n_edges, n_features = edge_arr.shape[1], edge_arr.shape[2]
