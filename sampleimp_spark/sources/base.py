@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import DataType
 
 from sampleimp_spark import schema as S
 
@@ -123,8 +124,6 @@ def parsed_records(df: DataFrame, columns: Mapping[str, Column]) -> DataFrame:
             col = F.col(name)
         else:
             col = F.lit(None)
-        dtype = _TYPES.get(name)
-        if dtype is None:
-            dtype = "boolean" if name == S.MALFORMED else "string"
+        dtype: DataType | str = _TYPES.get(name) or ("boolean" if name == S.MALFORMED else "string")
         out.append(col.cast(dtype).alias(name))
     return df.select(*out)

@@ -15,6 +15,7 @@ config, never on partitioning or cluster size.
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -181,8 +182,6 @@ def read(spark: SparkSession, cfg: GeneratorConfig) -> DataFrame:
     return taobao.parse_lines(generate_lines(spark, cfg))
 
 
-def window(cfg: GeneratorConfig) -> tuple[object, object]:
+def window(cfg: GeneratorConfig) -> tuple[datetime, datetime]:
     """The generator's valid event window ``[start, start + days)``."""
-    from datetime import timedelta
-
     return cfg.start, cfg.start + timedelta(days=cfg.days)
