@@ -98,9 +98,11 @@ class IngestConfig(_Strict):
     """Validation and write settings of the ingest stage."""
 
     #: Events before ``valid_from`` or at/after ``valid_until`` are rejected (ts_out_of_range).
-    #: Both need an explicit UTC offset. ``null`` disables that bound.
+    #: Both need an explicit UTC offset. With both null, files get a default window: the run of
+    #: event days (gaps of at most ``span_gap_days``) that holds the most events.
     valid_from: datetime | None = None
     valid_until: datetime | None = None
+    span_gap_days: int = Field(7, ge=1)
     #: The job fails (after writing the rejects) when rejects / input rows exceeds this.
     max_reject_rate: float = Field(0.05, ge=0.0, le=1.0)
 
@@ -327,7 +329,8 @@ class CombineConfig(_Strict):
     a: float = Field(1.0, ge=0, description="exponent of w_class")
     b: float = Field(1.0, ge=0, description="exponent of w_dr")
     c: float = Field(1.0, ge=0, description="exponent of w_ig")
-    #: Weights above this per-shard quantile are set to it; null disables clipping.
+    d: float = Field(0.0, ge=0, description="exponent of w_time")
+    #: Weights above this quantile of their (shard, class) are set to it; null disables clipping.
     clip_quantile: float | None = Field(0.99, gt=0, le=1)
 
 
@@ -341,6 +344,9 @@ class WeightsConfig(_Strict):
     #: Target population of the density ratio: samples whose last event is less than this many
     #: days before the end of the feature window.
     target_days: float = Field(1.0, gt=0)
+    #: Half-life in days of ``w_time = 2^(-age/h)``, ``age`` the days from the pair's last event
+    #: to the end of the feature window; null = no decay (``w_time`` = 1).
+    half_life_days: float | None = Field(2.0, gt=0, allow_inf_nan=False)
     #: ``window_id`` of ``silver.samples`` to weight; null = the windows of this run's features
     #: stage, else the latest window of the source.
     window_id: str | None = None
@@ -364,9 +370,9 @@ DEFAULT_STRENGTHS: dict[str, float] = {
     "purchase": 4.0,
     S.REMOVE_FROM_CART: 0.0,
 }
-Variant = Literal["unweighted", "class", "density_ratio", "information_gain", "combined"]
-VARIANTS: tuple[str, ...] = ("unweighted", "class", "density_ratio", "information_gain", "combined")
-DEFAULT_VARIANTS: tuple[Variant, ...] = ("unweighted", "combined")
+Variant = Literal["unweighted", "class", "density_ratio", "information_gain", "time", "combined"]
+VARIANTS: tuple[str, ...] = ("unweighted", "class", "density_ratio", "information_gain", "time", "combined")
+DEFAULT_VARIANTS: tuple[Variant, ...] = ("unweighted", "time", "combined")
 Gain = Literal["exp2", "linear"]
 
 
@@ -474,8 +480,8 @@ class TrainConfig(_Strict):
     gbt: GBTConfig = Field(default_factory=GBTConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     #: ALS reg_param and alpha candidates: every variant picks its pair by NDCG@k on validation.
-    als_reg_grid: list[float] = Field(default_factory=lambda: [0.05, 0.5], min_length=1)
-    als_alpha_grid: list[float] = Field(default_factory=lambda: [5.0, 20.0], min_length=1)
+    als_reg_grid: list[float] = Field(default_factory=lambda: [0.5, 4.0, 32.0], min_length=1)
+    als_alpha_grid: list[float] = Field(default_factory=lambda: [10.0, 80.0, 640.0], min_length=1)
     #: GBT depths: every variant picks by cross-validated average precision on validation.
     gbt_depth_grid: list[int] = Field(default_factory=lambda: [3, 5], min_length=1)
     #: Folds of the GBT's user-level cross-validation.

@@ -114,10 +114,11 @@ W_CLASS = "w_class"
 W_DR = "w_dr"
 W_IG = "w_ig"
 W_RESAMPLE = "w_resample"
+W_TIME = "w_time"
 WEIGHT = "weight"  # the final combined weight, mean 1 per shard
 IG_SCORE = "ig_score"  # the sample's pointwise information-gain score g
 RAW_WEIGHT = "w_raw"  # the product of the components before clipping and normalization
-CLIPPED = "w_clipped"  # true where the per-shard clip lowered the weight
+CLIPPED = "w_clipped"  # true where the per-(shard, class) clip lowered the weight
 SHARD_BUCKET = "shard_bucket"  # pmod(xxhash64(shard), buckets): a partition column of gold
 SHARD_RULE = "rule"  # silver.shard_map: own, parent or other
 FEATURE = "feature"  # gold.feature_importance: the feature's name
@@ -236,6 +237,7 @@ GOLD_WEIGHTS = _fields(
     (W_CLASS, _DBL, True),
     (W_DR, _DBL, True),
     (W_IG, _DBL, True),
+    (W_TIME, _DBL, True),
     (W_RESAMPLE, _DBL, True),
     (RAW_WEIGHT, _DBL, True),
     (CLIPPED, _BOOL, True),

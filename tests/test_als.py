@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
@@ -23,7 +25,8 @@ STRENGTHS = {"view": 1.0, "click": 1.0, "fav": 2.0, "cart": 3.0, "purchase": 4.0
 # --- config ------------------------------------------------------------------------------
 def test_config_defaults_and_validation():
     cfg = ALSConfig()
-    assert (cfg.rank, cfg.reg_param, cfg.alpha, cfg.max_iter, cfg.candidates) == (32, 0.1, 10.0, 10, 50)
+    assert (cfg.rank, cfg.max_iter, cfg.candidates, cfg.num_blocks) == (32, 10, 50, None)
+    assert not hasattr(cfg, "reg_param") and not hasattr(cfg, "alpha")  # tuned from the train grids
     assert cfg.strengths == STRENGTHS
     with pytest.raises(ValidationError, match="unknown behavior"):
         ALSConfig(strengths={"view": 1.0, "like": 2.0})
@@ -47,7 +50,7 @@ def events(spark):
         ("u2", "a", "fav"),  # 2
         ("u2", "a", "remove_from_cart"),  # + 0
         ("u2", "b", "click"),  # 1
-        ("u2", "d", "view"),  # 1, weight 0: dropped
+        ("u2", "d", "view"),  # 1, weight 0 in the weighted test: kept at the floor
         ("u3", "e", "unknown"),  # behavior not in the strengths: 0, dropped
         (None, "a", "view"),  # null id: ignored
     ]
@@ -67,7 +70,7 @@ def test_implicit_ratings_weighted(spark, events):
         [
             ("u1", "a", 2.0),  # 5 × 2
             ("u2", "b", 0.5),  # 1 × 0.5
-            ("u2", "d", 0.0),  # weight 0: rating 0, dropped
+            ("u2", "d", 0.0),  # weight 0: the observed pair stays a positive, at the floor
             ("u1", "c", 7.0),  # zero strength stays zero
             ("u9", "z", 3.0),  # no events: no rating
         ],
@@ -75,9 +78,34 @@ def test_implicit_ratings_weighted(spark, events):
     )  # (u1, b) and (u2, a) are missing: weight 1
     got = A.implicit_ratings(events, weights, strengths=STRENGTHS)
     expected = spark.createDataFrame(
-        [("u1", "a", 10.0), ("u1", "b", 4.0), ("u2", "a", 2.0), ("u2", "b", 0.5)], RATINGS_SCHEMA
+        [("u1", "a", 10.0), ("u1", "b", 4.0), ("u2", "a", 2.0), ("u2", "b", 0.5), ("u2", "d", A.MIN_PAIR_WEIGHT)],
+        RATINGS_SCHEMA,
     )
     assert_approx_df_equality(got, expected, 1e-12, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_implicit_ratings_decay_each_event_by_its_age(spark):
+    t1 = datetime(2017, 12, 3, tzinfo=UTC)
+    events = spark.createDataFrame(
+        [
+            ("u", "a", "view", t1 - timedelta(days=2)),  # 1 * 2^(-2/2) = 0.5
+            ("u", "a", "cart", t1 - timedelta(hours=12)),  # 3 * 2^(-0.25)
+            ("u", "b", "purchase", t1 - timedelta(days=4)),  # 4 * 2^(-2) = 1
+            ("u", "c", "view", t1 - timedelta(days=1)),  # weight 0 below: floored, stays a positive
+        ],
+        "user_id string, item_id string, behavior string, ts timestamp",
+    )
+    weights = spark.createDataFrame([("u", "c", 0.0)], WEIGHTS_SCHEMA)
+    got = A.implicit_ratings(events, weights, strengths=STRENGTHS, half_life_days=2.0, t1=t1)
+    expected = spark.createDataFrame(
+        [("u", "a", 0.5 + 3 * 2**-0.25), ("u", "b", 1.0), ("u", "c", A.MIN_PAIR_WEIGHT * 2**-0.5)], RATINGS_SCHEMA
+    )
+    assert_approx_df_equality(got, expected, 1e-12, ignore_row_order=True, ignore_nullable=True)
+    with pytest.raises(ValueError, match="needs t1"):
+        A.implicit_ratings(events, strengths=STRENGTHS, half_life_days=2.0)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="half_life_days must be > 0"):
+            A.implicit_ratings(events, strengths=STRENGTHS, half_life_days=bad, t1=t1)
 
 
 def test_implicit_ratings_custom_strengths_and_columns(spark):

@@ -9,6 +9,7 @@ import pytest
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import DEFAULT_STRENGTHS
 from sampleimp_spark.training import baselines
+from sampleimp_spark.weighting.time_decay import decay, time_weights
 
 T1 = datetime(2024, 3, 5, tzinfo=UTC)
 DDL = f"{S.USER_ID} string, {S.ITEM_ID} string, {S.CATEGORY_ID} string, {S.BEHAVIOR} string, {S.TS} timestamp"
@@ -64,7 +65,7 @@ def test_history_with_and_without_decay(spark, events):
     top1 = baselines.history_scores(events, users, t1=T1, half_life_days=1.0, strengths=DEFAULT_STRENGTHS, n=1)
     assert _scores(top1).keys() == {("u1", "c"), ("u3", "a")}  # the decay lets the recent cart win
     with pytest.raises(ValueError, match="half_life_days"):
-        baselines.decay(S.TS, t1=T1, half_life_days=0.0)
+        decay(S.TS, t1=T1, half_life_days=0.0)
 
 
 def test_popularity_is_the_same_list_for_everyone(spark, events):
@@ -83,3 +84,13 @@ def test_category_popularity_weighs_the_users_categories(spark, events):
     got = _scores(baselines.category_popularity_scores(events, users, n=1))
     # u1: 3 events in x, 1 in y -> shares 0.75 and 0.25; top of x: a (2 users); top of y: b (2)
     assert got == {("u1", "a"): 0.75 * 2}
+
+
+def test_time_weights_of_samples(spark):
+    samples = spark.createDataFrame([("a", 0.0), ("b", 2.0), ("c", 6.0)], "item_id string, pair_recency_any double")
+    got = {r[0]: r[1] for r in time_weights(samples, half_life_days=2.0).select("item_id", S.W_TIME).collect()}
+    assert got == pytest.approx({"a": 1.0, "b": 0.5, "c": 0.125}, rel=1e-12)
+    flat = {r[0] for r in time_weights(samples, half_life_days=None).select(S.W_TIME).collect()}
+    assert flat == {1.0}
+    with pytest.raises(ValueError, match="half_life_days must be > 0"):
+        time_weights(samples, half_life_days=-1.0)

@@ -27,6 +27,8 @@ from sampleimp_spark.windows import Windows
 ROOT = Path(__file__).resolve().parents[1]
 SPARK_HOME = Path(pyspark.__file__).parent
 
+pytestmark = pytest.mark.slow
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -150,17 +152,23 @@ def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
         "--set",
         f"input.paths=[{taobao}]",
         "--set",
+        "train.origins=1",
+        "--set",
         "train.variants=[unweighted, combined]",
         "--set",
         "train.seeds=[1]",
         "--set",
         "train.als_reg_grid=[0.1]",
         "--set",
+        "train.als_alpha_grid=[10.0]",
+        "--set",
         "train.gbt_depth_grid=[3]",
+        "--set",
+        "train.half_life_grid=[null]",
         "--set",
         "train.rerank=false",
         "--set",
-        "train.evaluation.n_boot=0",
+        "train.evaluation.n_boot=100",
         "--set",
         "train.save_models=false",
     ]
@@ -175,9 +183,10 @@ def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
     assert events.num_rows == 84_476 - 36  # the truncated line and the 35 out-of-window rows rejected
     gold = DeltaTable(lake.table_path(str(lakehouse), S.GOLD_TRAINING_SAMPLES)).to_pandas()
     silver = DeltaTable(lake.table_path(str(lakehouse), S.SILVER_SAMPLES)).to_pandas()
-    # Two windows (the evaluation window and its training window), the same rows in silver and gold.
+    # Three windows (one origin: validation W_0 -> W_1, evaluation on W_2), the same rows in silver
+    # and gold.
     assert gold.groupby(S.WINDOW_ID).size().to_dict() == silver.groupby(S.WINDOW_ID).size().to_dict()
-    assert gold[S.WINDOW_ID].nunique() == 2
+    assert gold[S.WINDOW_ID].nunique() == 3
     # Every sample and every label of the evaluation window, recomputed from the raw file in pandas.
     latest = Windows.from_id(max(gold[S.WINDOW_ID]))
     expected = _taobao_samples(taobao, latest)
@@ -188,7 +197,8 @@ def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
     means = gold.groupby([S.WINDOW_ID, S.SHARD])[S.WEIGHT].mean()
     assert means.to_numpy() == pytest.approx(1.0, abs=1e-9)
     metrics = DeltaTable(lake.table_path(str(lakehouse), S.GOLD_METRICS)).to_pandas()
-    assert set(metrics["model"]) == {"als", "gbt"} and set(metrics["variant"]) == {"unweighted", "combined"}
+    assert {"als", "gbt", "history", "popularity"} <= set(metrics["model"])
+    assert {"unweighted", "combined"} <= set(metrics["variant"])
     ranking = metrics[metrics["metric"].isin(["precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k"])]
     auc = metrics[metrics["metric"] == "roc_auc"]
     assert len(ranking) and ranking["value"].between(0, 1).all()

@@ -1,4 +1,4 @@
-"""Combination: product of components, per-shard clipping, mean 1 per shard, diagnostics."""
+"""Combination: product of components, clipping within (shard, class), mean 1 per shard, diagnostics."""
 
 from __future__ import annotations
 
@@ -54,3 +54,30 @@ def test_missing_components_count_as_one_and_zero_shard_falls_back(spark):
     df = spark.createDataFrame([("z", 0.0), ("z", 0.0), ("y", 2.0)], "shard string, w_dr double")
     got = {r["shard"]: r[S.WEIGHT] for r in combine_weights(df, clip_quantile=None).collect()}
     assert got == {"z": 1.0, "y": 1.0}
+
+
+def test_clipping_never_crosses_classes(spark):
+    """A shard with 1 % positives whose class weight is 50: the shard-wide 99 % quantile is a
+    negative's weight, so a shard-wide clip would cut every positive down to it (the class weight
+    erased). Clipped within its class, a positive keeps 50 times a negative's weight."""
+    rows = [("s", 1, 50.0, 1.0)] * 2 + [("s", 0, 1.0, 1.0)] * 198 + [("s", 0, 1.0, 30.0)] * 1
+    df = spark.createDataFrame(rows, "shard string, label_purchase int, w_class double, w_dr double")
+    got = combine_weights(df, clip_quantile=0.99)
+    by = {
+        (r[0], r[1]): (r[2], r[3])
+        for r in got.groupBy("label_purchase", "w_clipped").agg(F.max(S.WEIGHT), F.count(F.lit(1))).collect()
+    }
+    assert set(by) == {(1, False), (0, False), (0, True)}  # only the negatives' outlier is clipped
+    positive, negative = by[(1, False)][0], by[(0, False)][0]
+    assert positive == pytest.approx(50 * negative)
+    # without a label column there is one class: the shard-wide cap (30) cuts both positives
+    flat = combine_weights(df.drop("label_purchase"), clip_quantile=0.99)
+    assert flat.where(F.col("w_clipped")).select("w_class").collect() == [(50.0,), (50.0,)]
+
+
+def test_time_component_enters_with_its_exponent(spark):
+    df = spark.createDataFrame([("s", 2.0, 0.25), ("s", 2.0, 1.0)], "shard string, w_class double, w_time double")
+    raw = {r[0] for r in combine_weights(df, d=0.0, clip_quantile=None).select("w_raw").collect()}
+    assert raw == {2.0}  # d = 0: w_time ignored (the default)
+    got = sorted(r[0] for r in combine_weights(df, d=1.0, clip_quantile=None).select(S.WEIGHT).collect())
+    assert got == pytest.approx([0.4, 1.6])  # 0.5 and 2, mean 1.25

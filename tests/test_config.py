@@ -26,6 +26,13 @@ def test_bad_value_is_named_with_what_was_given():
     assert "ingest.max_reject_rate" in msg and "less than or equal to 1" in msg and "(got 2)" in msg
 
 
+@pytest.mark.parametrize("bad", ["0", "-1", ".nan", ".inf"])
+def test_half_life_must_be_positive_and_finite(bad):
+    with pytest.raises(ConfigError, match=r"weights\.half_life_days"):
+        load_config(None, [f"weights.half_life_days={bad}"])
+    assert load_config(None, ["weights.half_life_days=null"]).weights.half_life_days is None
+
+
 def test_wrong_type_and_bad_source_are_named():
     with pytest.raises(ConfigError, match=r"spark\.shuffle_partitions"):
         load_config(None, ["spark.shuffle_partitions=many"])

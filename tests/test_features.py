@@ -310,6 +310,7 @@ def test_shared_feature_groups_are_the_user_item_and_category_features_in_order(
     assert shared_feature_groups(["pair_n_view"]) == []
 
 
+@pytest.mark.slow
 def test_several_windows_in_one_pass_equal_each_window_alone(spark):
     """Windows built together (each event joins every window it falls in) give exactly the rows of
     each window built on its own: features, labels, shards and class frequencies."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import write_text
 from deltalake import DeltaTable
 
@@ -9,6 +10,8 @@ from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import load_config
 from sampleimp_spark.stages.pipeline import run_stages
+
+pytestmark = pytest.mark.slow  # the sentence-embedding model
 
 TITLES = {
     "i1": ("Cooking Light", "Mag > Food > Cooking"),

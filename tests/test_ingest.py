@@ -208,3 +208,47 @@ def test_generator_runs_through_ingest(spark, lakehouse):
     assert report.duplicates >= 10 and set(report.rejects) >= {"malformed", "null_id", "unknown_behavior"}
     events = lake.read_table(spark, lakehouse, S.BRONZE_EVENTS)
     assert events.where(F.col(S.SOURCE) != "generator").count() == 0
+
+
+def test_main_span_is_the_run_of_days_with_the_most_events():
+    from datetime import UTC, datetime
+
+    from sampleimp_spark.sources.validate import main_span
+
+    day = (datetime(2017, 11, 25, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)).days
+    counts = [(day + i, 1000) for i in range(9)] + [(day - 3, 2), (day - 70, 1), (day + 300_000, 1)]
+    assert main_span(counts, gap_days=7) == (
+        datetime(2017, 11, 22, tzinfo=UTC),  # 3 days before: within the gap, kept
+        datetime(2017, 12, 4, tzinfo=UTC),
+    )
+    assert main_span([(5, 1), (100, 1)], gap_days=7) == (  # a tie: the earlier run
+        datetime(1970, 1, 6, tzinfo=UTC),
+        datetime(1970, 1, 7, tzinfo=UTC),
+    )
+    assert main_span([], gap_days=7) is None
+
+
+def test_implausible_timestamps_are_rejects_without_a_window(spark, tmp_path, lakehouse):
+    """No window configured (the default for files): a placeholder ``ts=0``, a year-3000 event, a
+    stray event years before the rest and Unix times too large for a timestamp are each one reject
+    (before the fix: the 16-digit value crashed the ingest with a long overflow, ``ts=0`` moved the
+    feature window to 1970 and year 3000 made features fail and ``to_pandas()`` unreadable)."""
+    good = [f"1,{i},9,pv,{1511740800 + 3600 * i}" for i in range(40)]  # 2017-11-27, hourly
+    strays = {
+        "0": "ts_out_of_range",  # 1970-01-01
+        "32503680000": "ts_out_of_range",  # 3000-01-01
+        "1104537600": "ts_out_of_range",  # 2005-01-01: outside the main span
+        "9999999999999999": "bad_timestamp",  # 16 digits: beyond year 9999
+        "253402300800": "bad_timestamp",  # 10000-01-01
+    }
+    lines = good + [f"2,{k},9,pv,{ts}" for k, ts in enumerate(strays)]
+    path = write_text(tmp_path / "ub.csv", "\n".join(lines) + "\n")
+    report = _run(spark, _cfg(lakehouse, "taobao", [path]), "strays")
+    assert report.events == 40 and report.input_rows == 45
+    assert report.rejects == {"ts_out_of_range": 3, "bad_timestamp": 2}
+    rejects = DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).to_pandas()
+    got = {raw.rsplit(",", 1)[1]: reason for raw, reason in zip(rejects["raw"], rejects["reason"], strict=True)}
+    assert got == strays
+    assert "main time span 2017-11-27 to 2017-11-29 UTC" in " ".join(rejects["detail"])
+    events = DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas()
+    assert len(events) == 40 and events[S.TS].dt.year.unique().tolist() == [2017]

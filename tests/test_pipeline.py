@@ -26,7 +26,7 @@ from sampleimp_spark.stages.pipeline import run_stages
 from sampleimp_spark.windows import Windows
 
 TRAIN = [
-    "train.variants=[unweighted, combined]",
+    "train.variants=[unweighted, time, combined]",
     "train.seeds=[1]",
     "train.origins=1",
     "train.als_reg_grid=[0.1]",
@@ -102,8 +102,10 @@ def test_gold_reads_without_spark_at_a_pinned_version(first_run, lakehouse):
     version = table.version()
     pdf = DeltaTable(lake.table_path(lakehouse, S.GOLD_TRAINING_SAMPLES), version=version).to_pandas()
     assert len(pdf) == sum(w.rows for w in first_run.reports["weights"].windows)
-    for col in (S.W_CLASS, S.W_DR, S.W_IG, S.W_RESAMPLE, S.WEIGHT, S.LABEL_PURCHASE, "user_n_events"):
+    for col in (S.W_CLASS, S.W_DR, S.W_IG, S.W_TIME, S.W_RESAMPLE, S.WEIGHT, S.LABEL_PURCHASE, "user_n_events"):
         assert col in pdf.columns, col
+    # w_time: the configured 2-day half-life of the pair's last event
+    assert pdf[S.W_TIME].to_numpy() == pytest.approx(2.0 ** (-pdf["pair_recency_any"].to_numpy() / 2.0), rel=1e-12)
     assert np.isfinite(pdf[S.WEIGHT]).all() and (pdf[S.WEIGHT] >= 0).all()
     assert pdf.groupby(S.SHARD)[S.WEIGHT].mean().to_numpy() == pytest.approx(1.0, abs=1e-9)
     meta = table.metadata()
@@ -130,7 +132,7 @@ def test_metrics_cover_every_arm_with_paired_comparisons(first, lakehouse):
     assert set(metrics["origin"]) == {first.window_id}
     models = {"als", "als+gbt", "gbt", "history", "popularity", "category_popularity"}
     assert set(metrics["model"]) == models
-    assert set(metrics.loc[metrics["model"] == "als", "variant"]) == {"unweighted", "combined"}
+    assert set(metrics.loc[metrics["model"] == "als", "variant"]) == {"unweighted", "time", "combined"}
     assert set(metrics.loc[metrics["model"] == "history", "variant"]) == {"-"}
     assert metrics["value"].between(0, 1).all()
     summary = DeltaTable(lake.table_path(lakehouse, S.GOLD_EXPERIMENT_RESULTS)).to_pandas()
@@ -165,7 +167,7 @@ def test_models_are_saved_with_the_table_version(first, lakehouse):
     meta = json.loads((folder / "training.json").read_text())
     assert meta["version"] == first.training_version and meta["table"] == S.GOLD_TRAINING_SAMPLES
     assert meta["windows"] == first.result.windows
-    for variant in ("unweighted", "combined"):
+    for variant in ("unweighted", "time", "combined"):
         for part in ("als", "gbt", "als_user_index"):
             assert (folder / f"{variant}-seed1" / part).is_dir()
 

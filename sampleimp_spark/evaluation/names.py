@@ -62,3 +62,5 @@ BASELINES: tuple[str, ...] = (HISTORY, POPULARITY, CATEGORY_POPULARITY)
 NO_VARIANT = "-"
 #: The reference variant every weighted variant is compared with.
 REFERENCE_VARIANT = "unweighted"
+#: The variant whose ALS evidence decays per event and whose GBT weight is ``w_time``.
+TIME_VARIANT = "time"

@@ -77,13 +77,20 @@ def map_values(col: Column | str, mapping: Mapping[str, str]) -> Column:
     return out
 
 
+#: Unix seconds of 9999-12-31T23:59:59Z: beyond it a timestamp overflows or has no ISO year.
+_MAX_UNIX_SECONDS = 253_402_300_799
+
+
 def unix_time(col: Column | str, *, unit: str = "seconds") -> Column:
-    """Integer Unix seconds or milliseconds (as text) to a timestamp; anything else null."""
+    """Integer Unix seconds or milliseconds (as text) to a timestamp; anything else null, as is a
+    value beyond year 9999 either way (it would overflow the microseconds of a timestamp)."""
     c = blank_to_null(col)
     digits = c.rlike(r"^-?[0-9]{1,16}$")
     as_long = F.when(digits, c).cast("long")
+    bound = _MAX_UNIX_SECONDS * (1000 if unit == "millis" else 1)
+    usable = digits & (F.abs(as_long) <= F.lit(bound))
     ts = F.timestamp_millis(as_long) if unit == "millis" else F.timestamp_seconds(as_long)
-    return F.when(digits, ts)
+    return F.when(usable, ts)
 
 
 def local_time(col: Column | str, *, fmt: str | None, tz: str) -> Column:

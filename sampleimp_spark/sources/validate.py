@@ -7,25 +7,78 @@ keeps the valid ones as canonical events, :func:`dedupe` drops exact duplicates 
 records) and :func:`to_rejects` shapes the rest for ``bronze.rejects``. So every record ends in
 exactly one place: an event, a reject, or the count of duplicates. The ingest stage
 (:mod:`sampleimp_spark.stages.ingest`) writes them.
+
+Timestamps must lie in ``[SUPPORTED_FROM, SUPPORTED_UNTIL)`` whatever the configured window (every
+stored timestamp stays readable by pandas and delta-rs). Without a configured window,
+:func:`main_span` gives the default one: the run of event days (gaps of at most
+``gap_days``) holding the most events, so a stray year cannot stretch it; :func:`reject_outside`
+turns the rest into ``ts_out_of_range`` rejects.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
 
+#: The range every stored timestamp lies in (``ts = 0``, 1970-01-01, is the usual placeholder of a
+#: missing time; pandas' nanosecond timestamps end in 2262).
+SUPPORTED_FROM = datetime(1971, 1, 1, tzinfo=UTC)
+SUPPORTED_UNTIL = datetime(2200, 1, 1, tzinfo=UTC)
+_EPOCH = date(1970, 1, 1)
+
 
 def _in_window(ts: Column, valid_from: datetime | None, valid_until: datetime | None) -> Column:
-    cond = F.lit(True)
-    if valid_from is not None:
-        cond = cond & (ts >= F.lit(valid_from))
-    if valid_until is not None:
-        cond = cond & (ts < F.lit(valid_until))
-    return cond
+    lo = SUPPORTED_FROM if valid_from is None else max(valid_from, SUPPORTED_FROM)
+    hi = SUPPORTED_UNTIL if valid_until is None else min(valid_until, SUPPORTED_UNTIL)
+    return (ts >= F.lit(lo)) & (ts < F.lit(hi))
+
+
+def event_days(validated: DataFrame) -> DataFrame:
+    """``(day, n)``: valid records per UTC day, ``day`` in days since 1970-01-01 (one row per day)."""
+    return (
+        validated.where(F.col(S.REASON).isNull())
+        .groupBy(F.unix_date(F.to_date(S.TS)).alias("day"))
+        .agg(F.count(F.lit(1)).alias("n"))
+    )
+
+
+def main_span(day_counts: Iterable[tuple[int, int]], *, gap_days: int) -> tuple[datetime, datetime] | None:
+    """The default valid window ``[first day, last day + 1)`` (UTC midnights): of the runs of event
+    days whose gaps are at most ``gap_days``, the one with the most events (the earlier on a tie).
+    None without days."""
+    days = sorted((int(d), int(n)) for d, n in day_counts)
+    if not days:
+        return None
+    best = cur = (days[0][0], days[0][0], days[0][1])  # first day, last day, events
+    for day, n in days[1:]:
+        cur = (cur[0], day, cur[2] + n) if day - cur[1] <= gap_days else (day, day, n)
+        if cur[2] > best[2]:
+            best = cur
+    first = datetime.combine(_EPOCH + timedelta(days=best[0]), datetime.min.time(), tzinfo=UTC)
+    last = datetime.combine(_EPOCH + timedelta(days=best[1] + 1), datetime.min.time(), tzinfo=UTC)
+    return first, last
+
+
+def reject_outside(validated: DataFrame, valid_from: datetime, valid_until: datetime) -> DataFrame:
+    """Valid records outside ``[valid_from, valid_until)`` become ``ts_out_of_range`` rejects."""
+    outside = F.col(S.REASON).isNull() & ~_in_window(F.col(S.TS), valid_from, valid_until)
+    span = f"{valid_from:%Y-%m-%d} to {valid_until:%Y-%m-%d} UTC"
+    detail = F.concat(
+        F.lit("ts="),
+        F.date_format(S.TS, "yyyy-MM-dd HH:mm:ss 'UTC'"),
+        F.lit(f" outside the input's main time span {span} (set ingest.valid_from/valid_until to keep it)"),
+    )
+    return validated.withColumns(
+        {
+            S.REASON: F.when(outside, F.lit(S.REJECT_TS_OUT_OF_RANGE)).otherwise(F.col(S.REASON)),
+            S.DETAIL: F.when(outside, detail).otherwise(F.col(S.DETAIL)),
+        }
+    )
 
 
 def validate(

@@ -24,7 +24,15 @@ from sampleimp_spark.config import Config
 from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import generator, read_source
-from sampleimp_spark.sources.validate import dedupe, to_events, to_rejects, validate
+from sampleimp_spark.sources.validate import (
+    dedupe,
+    event_days,
+    main_span,
+    reject_outside,
+    to_events,
+    to_rejects,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +84,19 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
         validated = validate(
             read_source(spark, cfg.input), source=source, valid_from=valid_from, valid_until=valid_until
         )
-        validated = validated.persist()
+        stored = validated = validated.persist()
+        if valid_from is None and valid_until is None:
+            span = main_span(
+                ((r["day"], r["n"]) for r in event_days(stored).collect()),  # one row per day
+                gap_days=cfg.ingest.span_gap_days,
+            )
+            if span is not None:
+                log.info("ingest: no valid window configured; the input's main time span is %s to %s", *span)
+                validated = reject_outside(validated, *span)
         try:
             report = _write(spark, cfg, validated, ctx=ctx, source=source)
         finally:
-            validated.unpersist()
+            stored.unpersist()
         info.rows_in = report.input_rows
         info.rows_out = {
             "events": report.events,

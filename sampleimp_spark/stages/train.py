@@ -24,7 +24,7 @@ from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.stages.features import source_of
-from sampleimp_spark.stages.weights import windows_to_weight
+from sampleimp_spark.stages.weights import label_column, windows_to_weight
 from sampleimp_spark.training.als import FittedALS
 from sampleimp_spark.training.gbt import resolve_features
 from sampleimp_spark.training.protocol import ExperimentPlan, ExperimentResult, origin_windows, run_experiment
@@ -130,7 +130,14 @@ def run(
         )
         try:
             cc = cfg.weights.combine
-            combine: dict[str, object] = {"a": cc.a, "b": cc.b, "c": cc.c, "clip_quantile": cc.clip_quantile}
+            combine: dict[str, object] = {
+                "a": cc.a,
+                "b": cc.b,
+                "c": cc.c,
+                "d": cc.d,
+                "clip_quantile": cc.clip_quantile,
+                "label_col": label_column(cfg.weights),
+            }
             plan = experiment_plan(tcfg, combine, resolve_features(tcfg.gbt.features, gold))
 
             def store(origin: str, variant: str, seed: int, als: FittedALS, gbt: PipelineModel) -> None:

@@ -32,6 +32,7 @@ from sampleimp_spark.weighting.combine import combine_weights, weight_diagnostic
 from sampleimp_spark.weighting.density_ratio import DensityRatioSettings, fit_density_ratio, score_density_ratio
 from sampleimp_spark.weighting.information_gain import IGResult, information_gain, with_ig_weight
 from sampleimp_spark.weighting.resample import resample
+from sampleimp_spark.weighting.time_decay import time_weights
 from sampleimp_spark.windows import Windows
 
 log = logging.getLogger(__name__)
@@ -210,9 +211,12 @@ def compute_weights(
         df = df.withColumn(S.W_RESAMPLE, F.lit(1.0))
     # Materialize the components once: the combination reads them three times (per-shard clip
     # quantiles, per-shard means, the final weight).
+    df = time_weights(df, half_life_days=cfg.half_life_days)
     components = checkpoint(df)
     cc = cfg.combine
-    weighted = combine_weights(components, a=cc.a, b=cc.b, c=cc.c, clip_quantile=cc.clip_quantile)
+    weighted = combine_weights(
+        components, a=cc.a, b=cc.b, c=cc.c, d=cc.d, clip_quantile=cc.clip_quantile, label_col=label
+    )
     weighted = weighted.withColumn(S.SHARD, F.col(_SHARD)).drop(_SHARD)
     weighted = weighted.withColumn(S.SHARD_BUCKET, lake.shard_bucket(F.col(S.SHARD), cfg.shard_buckets))
     return WeightsResult(

@@ -1,10 +1,11 @@
 """Weighted implicit-feedback ALS in Spark ML: ratings, fit and top-k recommendations.
 
 Spark's ALS has no weight column, so sample weights enter in one place, :func:`implicit_ratings`:
-one rating per (user, item), ``rating = w(u, i) · Σ strength(behavior)`` over the pair's events
-(``w = 1`` for a pair without a weight). ALS with ``implicitPrefs=True`` reads it as confidence
-``1 + alpha · rating`` with preference 1 (Hu, Koren & Volinsky 2008): a weight scales how much the
-pair's events count, and ``w → 0`` makes the pair look unobserved. :func:`fit_als` indexes the ids
+one rating per (user, item), ``rating = w(u, i) · Σ strength(behavior) · 2^(-age/h)`` over the
+pair's events (``w = 1`` for a pair without a weight; no decay without a half-life ``h``). ALS with
+``implicitPrefs=True`` reads it as confidence ``1 + alpha · rating`` with preference 1 (Hu, Koren &
+Volinsky 2008): a weight scales how much the pair's events count, and never removes an observed
+pair (it is floored at a tiny positive value). :func:`fit_als` indexes the ids
 (:func:`index_ids`: contiguous, a function of the set of ids alone) and fits; :func:`recommend`
 gives each known user's exact top ``k`` items, scored in float64 in blocks, ties by item index.
 With the same ratings, seed and ``num_blocks`` the factors do not depend on the ratings' order or
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,7 @@ from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
 from sampleimp_spark.frames import release
+from sampleimp_spark.weighting.time_decay import check_half_life, decay
 
 #: Hash buckets of :func:`index_ids` (the parallelism of the index; not a limit on ids).
 DEFAULT_INDEX_BUCKETS = 256
@@ -37,6 +40,8 @@ _USER_INDEX = "_als_user"
 _ITEM_INDEX = "_als_item"
 _PREDICTION = "_als_prediction"
 _STRENGTH = "_strength"
+#: The smallest weight a pair's evidence is scaled by: an observed pair stays a positive.
+MIN_PAIR_WEIGHT = 1e-6
 _W = "_w"
 _W_ROWS = "_w_rows"
 _BUCKET = "_bucket"
@@ -65,15 +70,19 @@ def implicit_ratings(
     weights: DataFrame | None = None,
     *,
     strengths: Mapping[str, float],
+    half_life_days: float | None = None,
+    t1: datetime | None = None,
     weight_col: str = S.WEIGHT,
     user_col: str = S.USER_ID,
     item_col: str = S.ITEM_ID,
     behavior_col: str = S.BEHAVIOR,
+    ts_col: str = S.TS,
     rating_col: str = S.RATING,
 ) -> DataFrame:
-    """Implicit ALS ratings: per (user, item), the weighted sum of its events' strengths.
+    """Implicit ALS ratings: per (user, item), the weighted, time-decayed sum of its events' strengths.
 
-    ``rating(u, i) = w(u, i) · Σ_{events of (u, i)} strengths[behavior]``. This is THE place
+    ``rating(u, i) = max(w(u, i), MIN_PAIR_WEIGHT) · Σ_{events e of (u, i)} strengths[e] · 2^(-age_e/h)``
+    (``age_e`` in days before ``t1``; no decay without a half-life). This is THE place
     where sample weights enter ALS: ALS (``implicitPrefs=True``) reads a rating ``r`` as
     confidence ``c = 1 + alpha · r`` that the user prefers the item (preference ``p = 1`` when
     ``r > 0``; Hu, Koren & Volinsky 2008). So the weight scales the extra confidence of the
@@ -85,11 +94,12 @@ def implicit_ratings(
       a separate observation, with its own confidence term), so the events are summed here.
     * A pair missing from ``weights`` gets weight 1 (e.g. no weights at all, or events of
       pairs that are not samples): it counts as an ordinary, unweighted observation.
-    * Pairs with rating 0 (only zero-strength behaviors such as ``remove_from_cart``, or
-      weight 0) are dropped. In implicit ALS, ``r = 0`` means confidence 1 with preference 0,
-      which is exactly how ALS treats every pair *without* a row; keeping the row would only
-      cost work (it does not count among Spark's positive ratings for the ALS-WR
-      regularisation either).
+    * Pairs whose events all have strength 0 (such as ``remove_from_cart``) are dropped: in
+      implicit ALS, ``r = 0`` means confidence 1 with preference 0, exactly how ALS treats
+      every pair *without* a row.
+    * A weight never removes an observed pair: a weight below :data:`MIN_PAIR_WEIGHT` (e.g. a
+      density ratio of 0) counts as that floor, so the pair keeps preference 1 with a
+      confidence just above 1, instead of turning into a negative.
     * Events with a null user, item or behavior are ignored; behaviors not in ``strengths``
       have strength 0.
 
@@ -98,6 +108,8 @@ def implicit_ratings(
         weights: per-(user, item) sample weights, one row per pair (e.g.
             ``gold.training_samples`` of one window), or None for unweighted ratings.
         strengths: behavior -> strength (finite, ≥ 0), e.g. ``ALSConfig.strengths``.
+        half_life_days: half-life of the evidence decay in days (> 0); None = no decay.
+        t1: end of the feature window, ages are measured to it (needed with a half-life).
         weight_col: weight column of ``weights``.
         user_col: user id column (events and weights).
         item_col: item id column (events and weights).
@@ -110,15 +122,22 @@ def implicit_ratings(
         with several rows in ``weights``, or a null, negative, NaN or infinite weight.
 
     Raises:
-        ValueError: a strength is negative or not finite, or no strength is positive.
+        ValueError: a strength is negative or not finite, no strength is positive, or the
+            half-life is not > 0 or comes without ``t1``.
     """
     _check_strengths(strengths)
+    check_half_life(half_life_days)
+    if half_life_days is not None and t1 is None:
+        raise ValueError("implicit_ratings: a half-life needs t1, the time ages are measured to")
     user, item, behavior = F.col(user_col), F.col(item_col), F.col(behavior_col)
     valid = user.isNotNull() & item.isNotNull() & behavior.isNotNull()
+    evidence = strength(behavior, strengths)
+    if half_life_days is not None and t1 is not None:
+        evidence = evidence * decay(ts_col, t1=t1, half_life_days=half_life_days)
     sums = (
         events.where(valid)
         .groupBy(user_col, item_col)
-        .agg(F.sum(strength(behavior, strengths)).alias(_STRENGTH))
+        .agg(F.sum(evidence).alias(_STRENGTH))
         .where(F.col(_STRENGTH) > 0)
     )
     if weights is None:
@@ -148,7 +167,7 @@ def implicit_ratings(
                 )
             ),
         )
-        .otherwise(w)
+        .otherwise(F.greatest(w, F.lit(MIN_PAIR_WEIGHT)))
     )
     return (
         sums.join(w_df, [user_col, item_col], "left")

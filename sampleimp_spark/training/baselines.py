@@ -22,18 +22,9 @@ from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
 from sampleimp_spark.training.als import strength
+from sampleimp_spark.weighting.time_decay import decay
 
 _POP = "_pop"
-
-
-def decay(ts_col: str, *, t1: datetime, half_life_days: float | None) -> F.Column:
-    """``2^(-age/h)`` with ``age`` the days from the event to ``t1``; 1 without a half-life."""
-    if half_life_days is None:
-        return F.lit(1.0)
-    if not half_life_days > 0:
-        raise ValueError(f"half_life_days must be > 0 (or None for no decay), got {half_life_days}")
-    age = (F.unix_micros(F.lit(t1)) - F.unix_micros(F.col(ts_col))) / 86_400_000_000.0
-    return F.pow(F.lit(2.0), -age / F.lit(float(half_life_days)))
 
 
 def history_scores(

@@ -38,11 +38,17 @@ from sampleimp_spark.training import baselines
 from sampleimp_spark.training.als import FittedALS, fit_als, implicit_ratings, recommend
 from sampleimp_spark.training.gbt import candidate_features, fit_gbt, predict_proba, rerank
 from sampleimp_spark.weighting.combine import combine_weights
+from sampleimp_spark.weighting.time_decay import time_weights
 from sampleimp_spark.windows import Windows
 
 log = logging.getLogger(__name__)
 
-_EXPONENTS = {"class": (1.0, 0.0, 0.0), "density_ratio": (0.0, 1.0, 0.0), "information_gain": (0.0, 0.0, 1.0)}
+_EXPONENTS = {
+    "class": (1.0, 0.0, 0.0, 0.0),
+    "density_ratio": (0.0, 1.0, 0.0, 0.0),
+    "information_gain": (0.0, 0.0, 1.0, 0.0),
+    N.TIME_VARIANT: (0.0, 0.0, 0.0, 1.0),
+}
 #: Called with ``(window_id, variant, seed, als, gbt)`` for every fitted pair of models.
 ModelSink = Callable[[str, str, int, FittedALS, PipelineModel], None]
 
@@ -70,7 +76,8 @@ class ExperimentPlan:
         als_reg_grid, als_alpha_grid: ALS hyperparameter grid (every variant).
         gbt_depth_grid: GBT depths (every variant), chosen by user-level cross-validation.
         cv_folds: folds of that cross-validation.
-        half_life_grid: the history baseline's half-lives in days (``None`` = no decay).
+        half_life_grid: half-lives in days (``None`` = no decay) of the history baseline; the
+            one validation chooses for it is also the ``time`` variant's.
         max_users: evaluated users per origin (a seeded sample).
         n_boot: bootstrap replicates.
         ci_level: coverage of the intervals (0.95).
@@ -225,21 +232,45 @@ def windows_needed(latest: Windows, *, origins: int | None) -> list[Windows]:
 # --- weights and ground truth ----------------------------------------------------------------------
 
 
-def variant_weights(samples: DataFrame, variant: str, *, combine: Mapping[str, Any]) -> DataFrame:
+def variant_weights(
+    samples: DataFrame, variant: str, *, combine: Mapping[str, Any], half_life_days: float | None = None
+) -> DataFrame:
     """``samples`` with ``weight`` recomputed for one variant from the stored components.
 
     Args:
         samples: gold rows with every weight component.
         variant: ``unweighted``, ``combined`` (the ``combine`` keywords as they are) or one
-            component alone (its exponent 1, the others 0, the same clipping).
+            component alone (its exponent 1, the others 0, the same clipping). ``time``
+            recomputes ``w_time`` with ``half_life_days`` (the validation's choice).
         combine: keywords of :func:`~sampleimp_spark.weighting.combine.combine_weights`.
+        half_life_days: the ``time`` variant's half-life (None = no decay).
     """
     if variant == N.REFERENCE_VARIANT:
         return samples.withColumn(S.WEIGHT, F.lit(1.0))
     kwargs = dict(combine)
     if variant != "combined":
-        kwargs["a"], kwargs["b"], kwargs["c"] = _EXPONENTS[variant]
+        kwargs["a"], kwargs["b"], kwargs["c"], kwargs["d"] = _EXPONENTS[variant]
+    if variant == N.TIME_VARIANT:
+        samples = time_weights(samples, half_life_days=half_life_days)
     return combine_weights(samples.drop(S.WEIGHT), **kwargs)
+
+
+def als_ratings(
+    feature_events: DataFrame,
+    weighted: DataFrame,
+    variant: str,
+    *,
+    strengths: Mapping[str, float],
+    half_life_days: float | None,
+    t1: datetime,
+) -> DataFrame:
+    """ALS ratings of one variant: unweighted sums; for ``time`` the per-event decayed sums
+    (the ALS form of ``w_time``); otherwise sums scaled by ``weighted``'s pair weights."""
+    if variant == N.REFERENCE_VARIANT:
+        return implicit_ratings(feature_events, None, strengths=strengths)
+    if variant == N.TIME_VARIANT:
+        return implicit_ratings(feature_events, None, strengths=strengths, half_life_days=half_life_days, t1=t1)
+    return implicit_ratings(feature_events, weighted.select(S.USER_ID, S.ITEM_ID, S.WEIGHT), strengths=strengths)
 
 
 def ground_truth(events: DataFrame, *, start: datetime, end: datetime) -> DataFrame:
@@ -362,7 +393,7 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
     feature_events = checkpoint(_between(events, w1.t0, w1.t1))
     held: list[DataFrame] = [users, truth_all, feature_events]
     try:
-        arms = [
+        history = [
             _Arm(
                 N.HISTORY,
                 str(h),
@@ -373,15 +404,20 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
             )
             for h in plan.half_life_grid
         ]
+        history_ndcg = _ndcg_by_arm(_ranking_rows(history, truth_all, k=plan.k, ndcg_gain=plan.ndcg_gain))
+        half_life = _best_key(history_ndcg, N.HISTORY, [(str(h), h) for h in plan.half_life_grid])
         w0_gold = gold.where(F.col(S.WINDOW_ID) == w0.window_id)
         ratings: dict[str, DataFrame] = {}
         for variant in plan.variants:
-            pair_w = variant_weights(w0_gold, variant, combine=plan.combine).select(S.USER_ID, S.ITEM_ID, S.WEIGHT)
+            weighted = variant_weights(w0_gold, variant, combine=plan.combine, half_life_days=half_life)
             ratings[variant] = checkpoint(
-                implicit_ratings(
+                als_ratings(
                     feature_events,
-                    None if variant == N.REFERENCE_VARIANT else pair_w,
+                    weighted,
+                    variant,
                     strengths=plan.strengths,
+                    half_life_days=half_life,
+                    t1=w1.t1,
                 )
             )
             held.append(ratings[variant])
@@ -393,6 +429,7 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
             return model, checkpoint(_als_recs(model, users, plan.k))
 
         fitted = _in_parallel(fit, grid, plan.parallelism)
+        arms: list[_Arm] = []
         for (variant, reg, alpha), (model, recs) in zip(grid, fitted, strict=True):
             model.unpersist()
             held.append(recs)
@@ -401,7 +438,6 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
     finally:
         release(*held)
 
-    half_life = _best_key(ndcg, N.HISTORY, [(str(h), h) for h in plan.half_life_grid])
     als_choice: dict[str, dict[str, float]] = {}
     for variant in plan.variants:
         options = [
@@ -410,7 +446,7 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
             for alpha in plan.als_alpha_grid
         ]
         als_choice[variant] = _best_key(ndcg, N.ALS, options)
-    depth, threshold = _tune_gbt(gold, w1, plan)
+    depth, threshold = _tune_gbt(gold, w1, plan, half_life)
     tuned = Tuned(als=als_choice, gbt_depth=depth, threshold=threshold, half_life=half_life)
     log.info("validation chose %s", tuned.as_dict())
     return tuned
@@ -430,7 +466,9 @@ def _best_key(ndcg: Mapping[tuple[str, str], float], model: str, options: Sequen
     return best
 
 
-def _tune_gbt(gold: DataFrame, w1: Windows, plan: ExperimentPlan) -> tuple[dict[str, int], dict[str, float]]:
+def _tune_gbt(
+    gold: DataFrame, w1: Windows, plan: ExperimentPlan, half_life: float | None
+) -> tuple[dict[str, int], dict[str, float]]:
     """Per variant: the depth with the best out-of-fold average precision on ``w1``'s sampled users,
     and the F1-best threshold of that depth's out-of-fold predictions."""
     samples = gold.where(F.col(S.WINDOW_ID) == w1.window_id)
@@ -443,7 +481,7 @@ def _tune_gbt(gold: DataFrame, w1: Windows, plan: ExperimentPlan) -> tuple[dict[
 
     def out_of_fold(task: tuple[str, int, int]) -> pd.DataFrame:
         variant, depth, f = task
-        weighted = variant_weights(data, variant, combine=plan.combine)
+        weighted = variant_weights(data, variant, combine=plan.combine, half_life_days=half_life)
         model = fit_gbt(
             negative_sample(weighted.where(F.col("_fold") != f), rate=plan.negative_rate, seed=plan.seed),
             plan.features,
@@ -528,13 +566,18 @@ def _evaluate_origin(
         held += [a.recs for a in arms]
         prepared: dict[str, tuple[DataFrame, DataFrame, tuple[float, float]]] = {}
         for variant in plan.variants:
-            weighted = checkpoint(variant_weights(t_samples, variant, combine=plan.combine))
+            weighted = checkpoint(
+                variant_weights(t_samples, variant, combine=plan.combine, half_life_days=tuned.half_life)
+            )
             reference = variant == N.REFERENCE_VARIANT
             ratings = checkpoint(
-                implicit_ratings(
+                als_ratings(
                     feature_events,
-                    None if reference else weighted.select(S.USER_ID, S.ITEM_ID, S.WEIGHT),
+                    weighted,
+                    variant,
                     strengths=plan.strengths,
+                    half_life_days=tuned.half_life,
+                    t1=e_win.t1,
                 )
             )
             fit_rows = checkpoint(negative_sample(weighted, rate=plan.negative_rate, seed=plan.seed))

@@ -1,12 +1,14 @@
-"""Combine the weight components, clip, self-normalize per shard, and describe the result.
+"""Combine the weight components, clip within each class, self-normalize per shard, and describe.
 
-:func:`combine_weights` adds ``w_raw = w_class^a · w_dr^b · w_ig^c · w_resample`` (a missing
-component counts as 1; ``w_resample`` always enters with exponent 1, as it compensates sampling),
-``w_clipped`` (above the shard's ``clip_quantile`` of ``w_raw``) and ``weight``: the clipped product
-divided by its shard mean, so every shard's weights average 1. :func:`weight_diagnostics`
-gives per shard the rows, effective sample size ``(Σw)² / Σw²`` and its ratio to rows, min / median
-/ max weight and the fraction clipped. Per-shard statistics come from small aggregates joined back
-by shard; no window function moves a whole shard into one task. Details: ``docs/weighting.md``.
+:func:`combine_weights` adds ``w_raw = w_class^a · w_dr^b · w_ig^c · w_time^d · w_resample`` (a
+missing component counts as 1; ``w_resample`` always enters with exponent 1, as it compensates
+sampling), ``w_clipped`` (above the ``clip_quantile`` of ``w_raw`` among the rows of the same shard
+*and class*: a cap never crosses classes, so a rare class's weight is not cut to a common class's
+level) and ``weight``: the clipped product divided by its shard mean, so every shard's weights
+average 1. :func:`weight_diagnostics` gives per shard the rows, effective sample size
+``(Σw)² / Σw²`` and its ratio to rows, min / median / max weight and the fraction clipped.
+Per-group statistics come from small aggregates joined back; no window function moves a whole
+shard into one task. Details: ``docs/weighting.md``.
 """
 
 from __future__ import annotations
@@ -23,21 +25,26 @@ def combine_weights(
     a: float = 1.0,
     b: float = 1.0,
     c: float = 1.0,
+    d: float = 0.0,
     clip_quantile: float | None = 0.99,
     shard_col: str = S.SHARD,
-    components: tuple[str, str, str, str] = (S.W_CLASS, S.W_DR, S.W_IG, S.W_RESAMPLE),
+    label_col: str = S.LABEL_PURCHASE,
+    components: tuple[str, ...] = (S.W_CLASS, S.W_DR, S.W_IG, S.W_TIME, S.W_RESAMPLE),
     weight_col: str = S.WEIGHT,
 ) -> DataFrame:
     """Add ``w_raw`` (the product), ``w_clipped`` (bool) and ``weight`` (clipped, mean 1 per shard).
 
-    Missing component columns count as 1. Every component must be finite and ≥ 0.
+    Missing component columns count as 1 (so does a missing ``label_col``: one class). Every
+    component must be finite and ≥ 0. ``components`` names ``w_class, w_dr, w_ig, w_time,
+    w_resample`` in that order.
     """
-    w_class, w_dr, w_ig, w_resample = (F.col(c) if c in samples.columns else F.lit(1.0) for c in components)
-    raw = F.pow(w_class, a) * F.pow(w_dr, b) * F.pow(w_ig, c) * w_resample
+    w_class, w_dr, w_ig, w_time, w_resample = (F.col(c) if c in samples.columns else F.lit(1.0) for c in components)
+    raw = F.pow(w_class, a) * F.pow(w_dr, b) * F.pow(w_ig, c) * F.pow(w_time, d) * w_resample
     df = samples.withColumn(S.RAW_WEIGHT, raw.cast("double"))
     if clip_quantile is not None and clip_quantile < 1:
-        caps = df.groupBy(shard_col).agg(F.percentile_approx(S.RAW_WEIGHT, clip_quantile, 10_000).alias("_cap"))
-        df = df.join(F.broadcast(caps), shard_col)
+        groups = [shard_col, label_col] if label_col in samples.columns else [shard_col]
+        caps = df.groupBy(*groups).agg(F.percentile_approx(S.RAW_WEIGHT, clip_quantile, 10_000).alias("_cap"))
+        df = df.join(F.broadcast(caps), groups)
         df = (
             df.withColumn(S.CLIPPED, F.col(S.RAW_WEIGHT) > F.col("_cap"))
             .withColumn("_w", F.least(F.col(S.RAW_WEIGHT), F.col("_cap")))
