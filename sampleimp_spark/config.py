@@ -480,8 +480,8 @@ class TrainConfig(_Strict):
     gbt: GBTConfig = Field(default_factory=GBTConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     #: ALS reg_param and alpha candidates: every variant picks its pair by NDCG@k on validation.
-    als_reg_grid: list[float] = Field(default_factory=lambda: [0.5, 4.0, 32.0], min_length=1)
-    als_alpha_grid: list[float] = Field(default_factory=lambda: [10.0, 80.0, 640.0], min_length=1)
+    als_reg_grid: list[float] = Field(default_factory=lambda: [4.0, 32.0, 128.0], min_length=1)
+    als_alpha_grid: list[float] = Field(default_factory=lambda: [80.0, 640.0, 2560.0], min_length=1)
     #: GBT depths: every variant picks by cross-validated average precision on validation.
     gbt_depth_grid: list[int] = Field(default_factory=lambda: [3, 5], min_length=1)
     #: Folds of the GBT's user-level cross-validation.

@@ -243,7 +243,7 @@ def test_implausible_timestamps_are_rejects_without_a_window(spark, tmp_path, la
     }
     lines = good + [f"2,{k},9,pv,{ts}" for k, ts in enumerate(strays)]
     path = write_text(tmp_path / "ub.csv", "\n".join(lines) + "\n")
-    report = _run(spark, _cfg(lakehouse, "taobao", [path]), "strays")
+    report = _run(spark, _cfg(lakehouse, "taobao", [path], "ingest.max_reject_rate=0.2"), "strays")
     assert report.events == 40 and report.input_rows == 45
     assert report.rejects == {"ts_out_of_range": 3, "bad_timestamp": 2}
     rejects = DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).to_pandas()

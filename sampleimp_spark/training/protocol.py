@@ -406,6 +406,7 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
         ]
         history_ndcg = _ndcg_by_arm(_ranking_rows(history, truth_all, k=plan.k, ndcg_gain=plan.ndcg_gain))
         half_life = _best_key(history_ndcg, N.HISTORY, [(str(h), h) for h in plan.half_life_grid])
+        log.info("validation: history half-life %s days (of %s)", half_life, list(plan.half_life_grid))
         w0_gold = gold.where(F.col(S.WINDOW_ID) == w0.window_id)
         ratings: dict[str, DataFrame] = {}
         for variant in plan.variants:
@@ -426,7 +427,9 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
         def fit(point: tuple[str, float, float]) -> tuple[FittedALS, DataFrame]:
             variant, reg, alpha = point
             model = fit_als(ratings[variant], **plan.als, reg_param=reg, alpha=alpha, seed=plan.seeds[0])
-            return model, checkpoint(_als_recs(model, users, plan.k))
+            recs = checkpoint(_als_recs(model, users, plan.k))
+            log.info("validation: ALS %s fitted (of %d grid points)", _grid_key(variant, reg, alpha), len(grid))
+            return model, recs
 
         fitted = _in_parallel(fit, grid, plan.parallelism)
         arms: list[_Arm] = []
