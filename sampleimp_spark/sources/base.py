@@ -7,7 +7,9 @@ a precise reject reason. Adapters never drop a record: every input line comes ou
 parsed record, so ingest can account for all of them.
 
 Parsing is strict and ANSI-safe: every conversion uses a ``try_*`` function or a guard, so one bad
-value makes one reject instead of failing the job.
+value makes one reject instead of failing the job. Text is read as bytes: a line that is not valid
+UTF-8 is flagged ``_invalid_utf8`` (validation rejects it) and its ``_raw`` repaired (bad bytes as
+U+FFFD), so every stored string is valid UTF-8.
 """
 
 from __future__ import annotations
@@ -30,10 +32,18 @@ _CORRUPT = "_corrupt_record"
 
 
 def read_lines(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
-    """Every physical line of ``paths`` as ``_raw`` with its file in ``_source_file``."""
-    return spark.read.text(list(paths)).select(
-        F.col("value").alias(S.RAW), F.col("_metadata.file_path").alias(S.SOURCE_FILE)
-    )
+    """Every physical line of ``paths`` as ``_raw`` with its file in ``_source_file``.
+
+    A line that is not valid UTF-8 gets ``_invalid_utf8`` and its bad bytes become U+FFFD in
+    ``_raw``.
+    """
+    value = F.col("value")
+    cols = [
+        F.make_valid_utf8(value).alias(S.RAW),
+        F.col("_metadata.file_path").alias(S.SOURCE_FILE),
+        (~F.is_valid_utf8(value)).alias(S.INVALID_UTF8),
+    ]
+    return spark.read.text(list(paths)).select(*cols)
 
 
 def split_csv(
@@ -54,9 +64,11 @@ def split_csv(
     opts = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT, **(options or {})}
     parsed = lines.withColumn("_csv", F.from_csv(F.col(S.RAW), ddl, opts))
     malformed = F.col(f"_csv.{_CORRUPT}").isNotNull() | (F.trim(F.col(S.RAW)) == "")
+    invalid_utf8 = F.col(S.INVALID_UTF8) if S.INVALID_UTF8 in lines.columns else F.lit(False)
     return parsed.select(
         S.RAW,
         S.SOURCE_FILE,
+        invalid_utf8.alias(S.INVALID_UTF8),
         *(F.col(f"_csv.`{f}`").alias(f) for f in fields),
         malformed.alias(S.MALFORMED),
     )
@@ -129,8 +141,10 @@ def parsed_records(df: DataFrame, columns: Mapping[str, Column]) -> DataFrame:
             col = columns[name]
         elif name in (S.RAW, S.SOURCE_FILE, S.MALFORMED):
             col = F.col(name)
+        elif name == S.INVALID_UTF8:
+            col = F.col(name) if name in df.columns else F.lit(False)
         else:
             col = F.lit(None)
-        dtype: DataType | str = _TYPES.get(name) or ("boolean" if name == S.MALFORMED else "string")
+        dtype: DataType | str = _TYPES.get(name) or ("boolean" if name in (S.MALFORMED, S.INVALID_UTF8) else "string")
         out.append(col.cast(dtype).alias(name))
     return df.select(*out)
