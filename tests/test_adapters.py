@@ -1,6 +1,7 @@
 """Input adapters on mixed and hostile files (issue #30): no silent corruption.
 
-Invalid UTF-8 is a reject in every text adapter, stored readable.
+Canonical CSV files are each read with their own header, quoted newlines are legal; invalid
+UTF-8 is a reject in every text adapter, stored readable.
 """
 
 from __future__ import annotations
@@ -18,6 +19,64 @@ from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import amazon, canonical, rees46, retailrocket, taobao, tianchi
 from sampleimp_spark.sources.validate import validate
 from sampleimp_spark.stages import ingest
+
+
+def _by_raw(df, *cols):
+    return {r[S.RAW]: tuple(r[c] for c in cols) for r in df.collect()}
+
+
+# --- canonical CSV ------------------------------------------------------------------------------
+
+
+def test_canonical_csv_reads_each_file_with_its_own_header(spark, tmp_path):
+    a = write_text(tmp_path / "a.csv", "user_id,item_id,category_id,behavior,ts\nu1,i1,c1,view,2024-03-01T10:00:00Z\n")
+    b = write_text(
+        tmp_path / "b.csv",
+        "item_id,user_id,behavior,category_id,ts,brand\n"
+        "i2,u2,cart,c2,2024-03-01T10:00:00Z,acme\ni3,u3,view,c3,2024-03-01T10:00:00Z,\n",
+    )
+    got = canonical.read(spark, [a, b])
+    rows = sorted(tuple(r) for r in got.select(S.USER_ID, S.ITEM_ID, S.CATEGORY_ID, S.BEHAVIOR, S.BRAND).collect())
+    assert rows == [
+        ("u1", "i1", "c1", "view", None),
+        ("u2", "i2", "c2", "cart", "acme"),
+        ("u3", "i3", "c3", "view", None),
+    ]
+    assert got.where(S.MALFORMED).count() == 0
+
+
+def test_canonical_csv_quoted_newline_is_one_record(spark, tmp_path):
+    two_lines = 'u1,i1,c1,view,2024-03-01T10:00:00Z,"Big ""red""\nmug"'
+    bad_behavior = 'u2,i2,c1,like,2024-03-01T10:00:00Z,"first\n\nthird, with a comma"'
+    inch = 'u3,i3,c1,view,2024-03-01T10:00:00Z,TV 55" wide'  # a literal quote opens nothing
+    path = write_text(
+        tmp_path / "e.csv",
+        "user_id,item_id,category_id,behavior,ts,item_text\n" + "\n".join([two_lines, bad_behavior, inch]) + "\n",
+    )
+    got = validate(canonical.read(spark, [path]), source="canonical")
+    assert _by_raw(got, S.USER_ID, S.ITEM_TEXT, S.REASON) == {
+        two_lines: ("u1", 'Big "red"\nmug', None),
+        bad_behavior: ("u2", "first\n\nthird, with a comma", "unknown_behavior"),  # raw = the record's text
+        inch: ("u3", 'TV 55" wide', None),
+    }
+
+
+def test_canonical_csv_unclosed_quote_swallows_no_records(spark, tmp_path):
+    """A quote left open until the end of a file joins nothing: each line stays a record (parsed
+    leniently, as a lone line always was), so no record is lost into one malformed reject."""
+    lines = [
+        "u1,i1,c1,view,2024-03-01T10:00:00Z,fine",
+        'u2,i2,c1,view,2024-03-01T10:00:00Z,"never closed',
+        "u3,i3,c1,view,2024-03-01T10:00:00Z,fine",
+    ]
+    path = write_text(tmp_path / "e.csv", "user_id,item_id,category_id,behavior,ts,item_text\n" + "\n".join(lines))
+    got = validate(canonical.read(spark, [path]), source="canonical")
+    assert {raw: v[0] for raw, v in _by_raw(got, S.REASON).items()} == {
+        lines[0]: None,
+        lines[1]: None,
+        lines[2]: None,
+    }
+
 
 # --- invalid UTF-8 ------------------------------------------------------------------------------
 

@@ -5,20 +5,29 @@ optional ``session_id, price, brand, rating, item_text, category_path``; other c
 ignored. ``behavior`` must be one of the canonical behaviors (case-insensitive). ``ts`` is
 ISO-8601 text (UTC unless it carries an offset) or, in Parquet, a timestamp. Paths that all
 end in ``.csv`` are read as CSV, anything else as Parquet.
+
+Every CSV file is read with its own columns (files are grouped by header line). CSV is RFC-4180
+(a quote in a quoted field is doubled; a quoted field may hold newlines, and the raw record is
+then its lines joined by ``\\n``). A file without a header or without a required column is a
+:class:`BadInputError` naming the file.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sampleimp_spark import schema as S
+from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.sources.base import (
     bad_value_flag,
     blank_to_null,
+    join_quoted_lines,
     local_time,
     map_values,
     parsed_records,
@@ -31,12 +40,13 @@ NAME = "canonical"
 TIMEZONE = "UTC"
 REQUIRED = (S.USER_ID, S.ITEM_ID, S.CATEGORY_ID, S.BEHAVIOR, S.TS)
 OPTIONAL = (S.SESSION_ID, S.PRICE, S.BRAND, S.RATING, S.ITEM_TEXT, S.CATEGORY_PATH)
+CSV_OPTIONS = {"quote": '"', "escape": '"'}
 
 
 def _check_columns(columns: Sequence[str], where: str) -> None:
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
-        raise ValueError(f"{where}: canonical input lacks required column(s) {missing}; it has {list(columns)}")
+        raise BadInputError(f"{where}: canonical input lacks required column(s) {missing}; it has {list(columns)}")
 
 
 def _records(df: DataFrame, ts: Column) -> DataFrame:
@@ -70,16 +80,42 @@ def _records(df: DataFrame, ts: Column) -> DataFrame:
     )
 
 
+def _where(files: Sequence[str]) -> str:
+    return files[0] + (f" (and {len(files) - 1} more file(s) like it)" if len(files) > 1 else "")
+
+
+def _csv_header(path: str) -> str:
+    """The first line of a CSV file, as Spark reads it (without its line break)."""
+    with open(path, "rb") as f:
+        line = f.readline().rstrip(b"\n").rstrip(b"\r")
+    if not line:
+        raise BadInputError(f"{path}: empty first line; canonical CSV needs a header line")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInputError(f"{path}: the header line is not UTF-8 ({e})") from None
+
+
+def _read_csv(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+    groups: dict[str, list[str]] = {}
+    for p in paths:
+        groups.setdefault(_csv_header(p), []).append(p)
+    frames = []
+    for header, files in groups.items():
+        fields = [f.strip() for f in next(csv.reader([header.removeprefix("\ufeff")]))]
+        _check_columns(fields, _where(files))
+        if len(set(fields)) < len(fields):
+            raise BadInputError(f"{_where(files)}: the CSV header repeats a column name: {fields}")
+        lines = join_quoted_lines(read_lines(spark, files, ordered=True))
+        df = split_csv(lines, fields, header=header, options=CSV_OPTIONS)
+        frames.append(_records(df, local_time(S.TS, fmt=None, tz="UTC")))
+    return reduce(DataFrame.unionByName, frames)
+
+
 def read(spark: SparkSession, paths: Sequence[str], item_paths: Sequence[str] = ()) -> DataFrame:
-    """Parsed records from canonical CSV (header required) or Parquet files."""
+    """Parsed records from canonical CSV (header required, each file its own) or Parquet files."""
     if all(p.lower().endswith(".csv") for p in paths):
-        header = spark.read.text(paths[0]).first()
-        if header is None:
-            raise ValueError(f"{paths[0]}: empty file; canonical CSV needs a header line")
-        fields = [f.strip() for f in header[0].split(",")]
-        _check_columns(fields, paths[0])
-        df = split_csv(read_lines(spark, paths), fields, header=header[0])
-        return _records(df, local_time(S.TS, fmt=None, tz="UTC"))
+        return _read_csv(spark, paths)
 
     raw = spark.read.parquet(*paths)
     _check_columns(raw.columns, ", ".join(paths))
