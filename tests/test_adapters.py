@@ -1,13 +1,17 @@
 """Input adapters on mixed and hostile files (issue #30): no silent corruption.
 
-Canonical CSV files are each read with their own header, quoted newlines are legal; invalid
-UTF-8 is a reject in every text adapter, stored readable.
+Canonical CSV files are each read with their own header, quoted newlines are legal; canonical
+Parquet files are each read with their own schema, a missing required column or a wrong type is
+an error naming the file; invalid UTF-8 is a reject in every text adapter, stored readable.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import write_text
 from deltalake import DeltaTable
@@ -15,10 +19,13 @@ from deltalake import DeltaTable
 from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import load_config
+from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import amazon, canonical, rees46, retailrocket, taobao, tianchi
 from sampleimp_spark.sources.validate import validate
 from sampleimp_spark.stages import ingest
+
+TS = dt.datetime(2024, 3, 1, 10, tzinfo=dt.UTC)
 
 
 def _by_raw(df, *cols):
@@ -76,6 +83,49 @@ def test_canonical_csv_unclosed_quote_swallows_no_records(spark, tmp_path):
         lines[1]: None,
         lines[2]: None,
     }
+
+
+# --- canonical Parquet --------------------------------------------------------------------------
+
+
+def _parquet(path, **columns):
+    n = len(next(iter(columns.values())))
+    base = {
+        "user_id": [f"u{i}" for i in range(n)],
+        "item_id": [f"i{i}" for i in range(n)],
+        "category_id": ["c1"] * n,
+        "behavior": ["view"] * n,
+        "ts": pa.array([TS] * n, pa.timestamp("us", tz="UTC")),
+    }
+    base.update(columns)
+    pq.write_table(pa.table({k: v for k, v in base.items() if v is not None}), path)
+    return str(path)
+
+
+def test_canonical_parquet_keeps_columns_a_first_file_lacks(spark, tmp_path):
+    a = _parquet(tmp_path / "a.parquet", user_id=["a0", "a1"])  # no brand, sorts first
+    b = _parquet(tmp_path / "b.parquet", user_id=["b0", "b1"], brand=["acme", None], price=[1.5, 2.0])
+    got = canonical.read(spark, [str(tmp_path)])
+    rows = sorted(tuple(r) for r in got.select(S.USER_ID, S.BRAND, S.PRICE).collect())
+    assert rows == [("a0", None, None), ("a1", None, None), ("b0", "acme", 1.5), ("b1", None, 2.0)]
+    assert canonical.read(spark, [b, a]).where(S.BRAND + " = 'acme'").count() == 1
+
+
+def test_canonical_parquet_missing_required_column_names_the_file(spark, tmp_path):
+    _parquet(tmp_path / "a.parquet", user_id=["a0"])
+    _parquet(tmp_path / "b.parquet", user_id=["b0"], category_id=None)
+    with pytest.raises(BadInputError, match=r"b\.parquet.*lacks required column.*category_id"):
+        canonical.read(spark, [str(tmp_path)])
+
+
+def test_canonical_parquet_wrong_type_names_the_file(spark, tmp_path):
+    _parquet(tmp_path / "a.parquet", user_id=["a0"])
+    _parquet(tmp_path / "b.parquet", user_id=["b0"], ts=pa.array([1_709_287_200], pa.int64()))
+    with pytest.raises(BadInputError, match=r"b\.parquet.*ts.*bigint"):
+        canonical.read(spark, [str(tmp_path)])
+    _parquet(tmp_path / "b.parquet", user_id=["b0"], price=pa.array([[1.0]], pa.list_(pa.float64())))
+    with pytest.raises(BadInputError, match=r"b\.parquet.*price.*array"):
+        canonical.read(spark, [str(tmp_path)])
 
 
 # --- invalid UTF-8 ------------------------------------------------------------------------------
