@@ -66,13 +66,15 @@ MALFORMED = "_malformed"  # true when the record could not be split into the exp
 BEHAVIOR_RAW = "_behavior_raw"  # the behavior as the source spells it, for the reject detail
 TS_RAW = "_ts_raw"  # the timestamp as the source spells it, for the reject detail
 BAD_VALUE = "_bad_value"  # name of an optional field that is present but unparsable, else null
-ADAPTER_COLUMNS: tuple[str, ...] = (RAW, SOURCE_FILE, MALFORMED, BEHAVIOR_RAW, TS_RAW, BAD_VALUE)
+INVALID_UTF8 = "_invalid_utf8"  # true when the record's bytes are not valid UTF-8 (``_raw`` is then repaired)
+ADAPTER_COLUMNS: tuple[str, ...] = (RAW, SOURCE_FILE, MALFORMED, BEHAVIOR_RAW, TS_RAW, BAD_VALUE, INVALID_UTF8)
 
 # --- rejects (bronze.rejects) --------------------------------------------------------------
 REASON = "reason"
 DETAIL = "detail"
 RUN_ID = "run_id"
 
+REJECT_INVALID_UTF8 = "invalid_utf8"  # bytes that are not UTF-8 (raw keeps them as U+FFFD)
 REJECT_MALFORMED = "malformed"  # unparsable line or wrong field count (also empty lines)
 REJECT_NULL_ID = "null_id"  # user, item or category id missing
 REJECT_UNKNOWN_BEHAVIOR = "unknown_behavior"
@@ -81,6 +83,7 @@ REJECT_TS_OUT_OF_RANGE = "ts_out_of_range"
 REJECT_NEGATIVE_PRICE = "negative_price"
 REJECT_BAD_VALUE = "bad_value"  # an optional field (price, rating) present but unparsable
 REJECT_REASONS: tuple[str, ...] = (
+    REJECT_INVALID_UTF8,
     REJECT_MALFORMED,
     REJECT_NULL_ID,
     REJECT_UNKNOWN_BEHAVIOR,

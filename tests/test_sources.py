@@ -225,8 +225,10 @@ def test_canonical_csv_and_parquet_agree(spark, tmp_path):
 def test_canonical_requires_its_columns(spark, tmp_path):
     import pytest
 
+    from sampleimp_spark.errors import BadInputError
+
     csv = write_text(tmp_path / "bad.csv", "user,item,ts\nu,i,2024-01-01\n")
-    with pytest.raises(ValueError, match="lacks required column"):
+    with pytest.raises(BadInputError, match="lacks required column"):
         canonical.read(spark, [csv])
 
 

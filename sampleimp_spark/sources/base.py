@@ -7,14 +7,16 @@ a precise reject reason. Adapters never drop a record: every input line comes ou
 parsed record, so ingest can account for all of them.
 
 Parsing is strict and ANSI-safe: every conversion uses a ``try_*`` function or a guard, so one bad
-value makes one reject instead of failing the job.
+value makes one reject instead of failing the job. Text is read as bytes: a line that is not valid
+UTF-8 is flagged ``_invalid_utf8`` (validation rejects it) and its ``_raw`` repaired (bad bytes as
+U+FFFD), so every stored string is valid UTF-8.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType
 
@@ -27,13 +29,74 @@ PARSED_COLUMNS: tuple[str, ...] = (
 )
 _TYPES = {f.name: f.dataType for f in S.EVENT_SCHEMA.fields}
 _CORRUPT = "_corrupt_record"
+_POS = "_pos"
 
 
-def read_lines(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
-    """Every physical line of ``paths`` as ``_raw`` with its file in ``_source_file``."""
-    return spark.read.text(list(paths)).select(
-        F.col("value").alias(S.RAW), F.col("_metadata.file_path").alias(S.SOURCE_FILE)
+def read_lines(spark: SparkSession, paths: Sequence[str], *, ordered: bool = False) -> DataFrame:
+    """Every physical line of ``paths`` as ``_raw`` with its file in ``_source_file``.
+
+    A line that is not valid UTF-8 gets ``_invalid_utf8`` and its bad bytes become U+FFFD in
+    ``_raw``. With ``ordered``, ``_pos`` orders the lines of each file (file block, then line).
+    """
+    value = F.col("value")
+    cols = [
+        F.make_valid_utf8(value).alias(S.RAW),
+        F.col("_metadata.file_path").alias(S.SOURCE_FILE),
+        (~F.is_valid_utf8(value)).alias(S.INVALID_UTF8),
+    ]
+    if ordered:  # lines of one block are read in order, and so numbered increasingly
+        pos = F.struct(F.col("_metadata.file_block_start").alias("block"), F.monotonically_increasing_id().alias("n"))
+        cols.append(pos.alias(_POS))
+    return spark.read.text(list(paths)).select(*cols)
+
+
+# RFC-4180 fields, as Java regexes: a closed quoted field, an unquoted one (a quote inside it is
+# text), and the text of a quoted field that is still open at the end of a line.
+_QUOTED = r'"(?:[^"]++|"")*+"'
+_UNQUOTED = r'(?:[^",][^,]*+)?'
+_OPEN_TAIL = r'"(?:[^"]++|"")*+$'
+#: From outside any field, the line ends inside an open quoted field.
+_OPENS = rf"^(?:(?:{_QUOTED}|{_UNQUOTED}),)*{_OPEN_TAIL}"
+#: From inside an open quoted field, the line ends inside one (the same, or a later field).
+_STAYS_OPEN = rf'^(?:[^"]++|"")*+(?:$|",(?:(?:{_QUOTED}|{_UNQUOTED}),)*{_OPEN_TAIL})'
+
+
+def join_quoted_lines(lines: DataFrame) -> DataFrame:
+    """Join the lines of each RFC-4180 record whose quoted field holds a newline (with ``\\n``).
+
+    ``lines`` come from :func:`read_lines` with ``ordered``; the result has one row per record
+    (``_raw``, ``_source_file``, ``_invalid_utf8``). Whether a line ends inside a quoted field
+    depends on whether it starts inside one, so each line is an identity (no quote), a toggle or
+    a constant; the state after a line follows from the last constant before it and the toggles
+    since. A quote still open at the end of its file joins nothing: those lines stay records of
+    their own, parsed as lone lines always were.
+    """
+    by_file = Window.partitionBy(S.SOURCE_FILE).orderBy(_POS)
+    upto = by_file.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    whole = by_file.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    from_out, from_in = F.col(S.RAW).rlike(_OPENS), F.col(S.RAW).rlike(_STAYS_OPEN)
+    toggles = F.sum((from_out & ~from_in).cast("int")).over(upto)
+    lines = lines.withColumns({"_toggles": toggles, "_const": F.when(from_out == from_in, from_out)})
+    last_const = F.last(F.when(F.col("_const").isNotNull(), F.struct("_const", "_toggles")), ignorenulls=True)
+    lines = lines.withColumn("_last", last_const.over(upto))
+    flips = F.col("_toggles") - F.coalesce(F.col("_last._toggles"), F.lit(0))
+    lines = lines.withColumn("_open", F.coalesce(F.col("_last._const"), F.lit(False)) != (flips % 2 == 1))
+    starts = ~F.coalesce(F.lag("_open").over(by_file), F.lit(False))
+    lines = lines.withColumns({"_starts": starts, "_record": F.sum(starts.cast("int")).over(upto)})
+    unclosed = F.last("_open").over(whole) & (F.col("_record") == F.max("_record").over(whole))
+    single = lines.withColumn("_single", (F.col("_starts") & ~F.col("_open")) | unclosed)
+
+    out = (S.RAW, S.SOURCE_FILE, S.INVALID_UTF8)
+    ordered = F.sort_array(F.collect_list(F.struct(_POS, S.RAW)))
+    joined = (
+        single.where(~F.col("_single"))
+        .groupBy(S.SOURCE_FILE, "_record")
+        .agg(
+            F.array_join(F.transform(ordered, lambda x: x[S.RAW]), "\n").alias(S.RAW),
+            F.bool_or(S.INVALID_UTF8).alias(S.INVALID_UTF8),
+        )
     )
+    return single.where("_single").select(*out).unionByName(joined.select(*out))
 
 
 def split_csv(
@@ -54,9 +117,11 @@ def split_csv(
     opts = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT, **(options or {})}
     parsed = lines.withColumn("_csv", F.from_csv(F.col(S.RAW), ddl, opts))
     malformed = F.col(f"_csv.{_CORRUPT}").isNotNull() | (F.trim(F.col(S.RAW)) == "")
+    invalid_utf8 = F.col(S.INVALID_UTF8) if S.INVALID_UTF8 in lines.columns else F.lit(False)
     return parsed.select(
         S.RAW,
         S.SOURCE_FILE,
+        invalid_utf8.alias(S.INVALID_UTF8),
         *(F.col(f"_csv.`{f}`").alias(f) for f in fields),
         malformed.alias(S.MALFORMED),
     )
@@ -129,8 +194,10 @@ def parsed_records(df: DataFrame, columns: Mapping[str, Column]) -> DataFrame:
             col = columns[name]
         elif name in (S.RAW, S.SOURCE_FILE, S.MALFORMED):
             col = F.col(name)
+        elif name == S.INVALID_UTF8:
+            col = F.col(name) if name in df.columns else F.lit(False)
         else:
             col = F.lit(None)
-        dtype: DataType | str = _TYPES.get(name) or ("boolean" if name == S.MALFORMED else "string")
+        dtype: DataType | str = _TYPES.get(name) or ("boolean" if name in (S.MALFORMED, S.INVALID_UTF8) else "string")
         out.append(col.cast(dtype).alias(name))
     return df.select(*out)

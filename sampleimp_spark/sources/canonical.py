@@ -4,21 +4,32 @@ Columns by name (any order): required ``user_id, item_id, category_id, behavior,
 optional ``session_id, price, brand, rating, item_text, category_path``; other columns are
 ignored. ``behavior`` must be one of the canonical behaviors (case-insensitive). ``ts`` is
 ISO-8601 text (UTC unless it carries an offset) or, in Parquet, a timestamp. Paths that all
-end in ``.csv`` are read as CSV, anything else as Parquet.
+end in ``.csv`` are read as CSV, anything else as Parquet (files or folders of files).
+
+Every file is read with its own columns: CSV files grouped by header line, Parquet files by
+schema. CSV is RFC-4180 (a quote in a quoted field is doubled; a quoted field may hold newlines,
+and the raw record is then its lines joined by ``\\n``). A file without a header or a required
+column, or with a column of an unusable type, is a :class:`BadInputError` naming the file.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
+from functools import reduce
+from pathlib import Path
 
+import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sampleimp_spark import schema as S
+from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.sources.base import (
     bad_value_flag,
     blank_to_null,
+    join_quoted_lines,
     local_time,
     map_values,
     parsed_records,
@@ -31,12 +42,26 @@ NAME = "canonical"
 TIMEZONE = "UTC"
 REQUIRED = (S.USER_ID, S.ITEM_ID, S.CATEGORY_ID, S.BEHAVIOR, S.TS)
 OPTIONAL = (S.SESSION_ID, S.PRICE, S.BRAND, S.RATING, S.ITEM_TEXT, S.CATEGORY_PATH)
+CSV_OPTIONS = {"quote": '"', "escape": '"'}
+
+_INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+#: Parquet types each canonical column may have, and how the error message names them.
+_PARQUET_TYPES: dict[str, tuple[tuple[type[T.DataType], ...], str]] = {
+    **{c: ((T.StringType, *_INTEGRAL), "string or integer") for c in (S.USER_ID, S.ITEM_ID, S.CATEGORY_ID)},
+    S.SESSION_ID: ((T.StringType, *_INTEGRAL), "string or integer"),
+    **{c: ((T.StringType,), "string") for c in (S.BEHAVIOR, S.BRAND, S.ITEM_TEXT, S.CATEGORY_PATH)},
+    **{
+        c: ((T.StringType, T.FloatType, T.DoubleType, T.DecimalType, *_INTEGRAL), "a number or numeric text")
+        for c in (S.PRICE, S.RATING)
+    },
+    S.TS: ((T.TimestampType, T.TimestampNTZType, T.StringType), "a timestamp or ISO-8601 text"),
+}
 
 
 def _check_columns(columns: Sequence[str], where: str) -> None:
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
-        raise ValueError(f"{where}: canonical input lacks required column(s) {missing}; it has {list(columns)}")
+        raise BadInputError(f"{where}: canonical input lacks required column(s) {missing}; it has {list(columns)}")
 
 
 def _records(df: DataFrame, ts: Column) -> DataFrame:
@@ -70,32 +95,93 @@ def _records(df: DataFrame, ts: Column) -> DataFrame:
     )
 
 
-def read(spark: SparkSession, paths: Sequence[str], item_paths: Sequence[str] = ()) -> DataFrame:
-    """Parsed records from canonical CSV (header required) or Parquet files."""
-    if all(p.lower().endswith(".csv") for p in paths):
-        header = spark.read.text(paths[0]).first()
-        if header is None:
-            raise ValueError(f"{paths[0]}: empty file; canonical CSV needs a header line")
-        fields = [f.strip() for f in header[0].split(",")]
-        _check_columns(fields, paths[0])
-        df = split_csv(read_lines(spark, paths), fields, header=header[0])
-        return _records(df, local_time(S.TS, fmt=None, tz="UTC"))
+def _where(files: Sequence[str]) -> str:
+    return files[0] + (f" (and {len(files) - 1} more file(s) like it)" if len(files) > 1 else "")
 
-    raw = spark.read.parquet(*paths)
-    _check_columns(raw.columns, ", ".join(paths))
-    ts_type = raw.schema[S.TS].dataType
-    if isinstance(ts_type, T.TimestampType | T.TimestampNTZType):
-        ts = F.col(S.TS).cast("timestamp")
-    elif isinstance(ts_type, T.StringType):
+
+def _csv_header(path: str) -> str:
+    """The first line of a CSV file, as Spark reads it (without its line break)."""
+    with open(path, "rb") as f:
+        line = f.readline().rstrip(b"\n").rstrip(b"\r")
+    if not line:
+        raise BadInputError(f"{path}: empty first line; canonical CSV needs a header line")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInputError(f"{path}: the header line is not UTF-8 ({e})") from None
+
+
+def _read_csv(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+    groups: dict[str, list[str]] = {}
+    for p in paths:
+        groups.setdefault(_csv_header(p), []).append(p)
+    frames = []
+    for header, files in groups.items():
+        fields = [f.strip() for f in next(csv.reader([header.removeprefix("\ufeff")]))]
+        _check_columns(fields, _where(files))
+        if len(set(fields)) < len(fields):
+            raise BadInputError(f"{_where(files)}: the CSV header repeats a column name: {fields}")
+        lines = join_quoted_lines(read_lines(spark, files, ordered=True))
+        df = split_csv(lines, fields, header=header, options=CSV_OPTIONS)
+        frames.append(_records(df, local_time(S.TS, fmt=None, tz="UTC")))
+    return reduce(DataFrame.unionByName, frames)
+
+
+def _parquet_files(paths: Sequence[str]) -> list[str]:
+    """The files of ``paths``: folders are searched recursively, hidden (``.``, ``_``) names skipped."""
+    files = []
+    for p in paths:
+        root = Path(p)
+        if not root.is_dir():
+            files.append(p)
+            continue
+        for f in sorted(root.rglob("*")):
+            if f.is_file() and not any(part.startswith((".", "_")) for part in f.relative_to(root).parts):
+                files.append(str(f))
+    return files
+
+
+def _parquet_schema(path: str) -> tuple[tuple[str, str], ...]:
+    try:
+        return tuple((f.name, str(f.type)) for f in pq.read_schema(path))
+    except Exception as e:  # not a Parquet file, or an unreadable one
+        raise BadInputError(f"{path}: not a readable Parquet file ({e})") from None
+
+
+def _read_parquet_group(spark: SparkSession, files: Sequence[str]) -> DataFrame:
+    raw = spark.read.parquet(*files)
+    _check_columns(raw.columns, _where(files))
+    for name, (types, spelled) in _PARQUET_TYPES.items():
+        if name in raw.columns and not isinstance(raw.schema[name].dataType, types):
+            got = raw.schema[name].dataType.simpleString()
+            raise BadInputError(f"{_where(files)}: canonical Parquet column {name} is {got}; it must be {spelled}")
+    if isinstance(raw.schema[S.TS].dataType, T.StringType):
         ts = local_time(S.TS, fmt=None, tz="UTC")
     else:
-        raise ValueError(f"canonical Parquet: ts must be a timestamp or ISO text, not {ts_type.simpleString()}")
+        ts = F.col(S.TS).cast("timestamp")
+    # Parquet strings are UTF-8 by contract, but a writer may break it: such rows are rejects too.
+    strings = [f.name for f in raw.schema.fields if isinstance(f.dataType, T.StringType)]
+    invalid = reduce(lambda a, b: a | b, (~F.coalesce(F.is_valid_utf8(c), F.lit(True)) for c in strings), F.lit(False))
     typed = [c for c in raw.columns if c != S.TS]
     df = raw.select(
-        F.to_json(F.struct(*raw.columns)).alias(S.RAW),
+        F.make_valid_utf8(F.to_json(F.struct(*raw.columns))).alias(S.RAW),
         F.col("_metadata.file_path").alias(S.SOURCE_FILE),
         F.lit(False).alias(S.MALFORMED),
+        invalid.alias(S.INVALID_UTF8),
         *(F.col(c).cast("string").alias(c) for c in typed),
         F.col(S.TS),
     )
     return _records(df, ts)
+
+
+def read(spark: SparkSession, paths: Sequence[str], item_paths: Sequence[str] = ()) -> DataFrame:
+    """Parsed records from canonical CSV (header required) or Parquet files, each file read with
+    its own header or schema."""
+    if all(p.lower().endswith(".csv") for p in paths):
+        return _read_csv(spark, paths)
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for f in _parquet_files(paths):
+        groups.setdefault(_parquet_schema(f), []).append(f)
+    if not groups:
+        raise BadInputError(f"{', '.join(paths)}: no Parquet files found")
+    return reduce(DataFrame.unionByName, (_read_parquet_group(spark, files) for files in groups.values()))

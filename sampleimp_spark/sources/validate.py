@@ -1,8 +1,8 @@
 """Validation of parsed records: reject reasons, canonical events, de-duplication.
 
 Pure transforms over the parsed records of :mod:`sampleimp_spark.sources`: :func:`validate` gives
-each record a reject reason (null when valid; the first failing check of malformed, null_id,
-unknown_behavior, bad_timestamp, ts_out_of_range, negative_price, bad_value), :func:`to_events`
+each record a reject reason (null when valid; the first failing check of invalid_utf8, malformed,
+null_id, unknown_behavior, bad_timestamp, ts_out_of_range, negative_price, bad_value), :func:`to_events`
 keeps the valid ones as canonical events, :func:`dedupe` drops exact duplicates (identical raw
 records) and :func:`to_rejects` shapes the rest for ``bronze.rejects``. So every record ends in
 exactly one place: an event, a reject, or the count of duplicates. The ingest stage
@@ -90,13 +90,18 @@ def validate(
 ) -> DataFrame:
     """Add ``source``, ``reason`` and ``detail`` to parsed records; ``reason`` is null for valid ones.
 
-    The first failing check gives the reason, in this order: malformed, null_id,
+    The first failing check gives the reason, in this order: invalid_utf8, malformed, null_id,
     unknown_behavior, bad_timestamp, ts_out_of_range, negative_price, bad_value.
     """
     null_ids = F.array_compact(
         F.array(*(F.when(F.col(c).isNull(), F.lit(c)) for c in (S.USER_ID, S.ITEM_ID, S.CATEGORY_ID)))
     )
     checks: list[tuple[Column, str, Column]] = [
+        (
+            F.col(S.INVALID_UTF8),
+            S.REJECT_INVALID_UTF8,
+            F.lit("bytes that are not UTF-8 (shown as U+FFFD in raw)"),
+        ),
         (
             F.col(S.MALFORMED),
             S.REJECT_MALFORMED,
