@@ -110,12 +110,43 @@ def cluster(tmp_path, spark):  # `spark` first: its start caches the Delta JARs 
                 proc.wait()
 
 
+#: Users of the real sample the cluster run keeps (of 815): the test's time budget.
+USERS = 250
+#: The sample's documented window (China days 2017-11-25 .. 12-03), in UTC.
+VALID = (pd.Timestamp("2017-11-24T16:00:00Z"), pd.Timestamp("2017-12-03T16:00:00Z"))
+
+
+def _subset(src: Path, dst: Path) -> int:
+    """The lines of the first ``USERS`` users of the real sample, and its truncated last line, as they
+    are; returns how many of them are valid events (five fields, inside the documented window)."""
+    lines = src.read_bytes().rstrip(b"\n").split(b"\n")
+    users: set[bytes] = set()
+    kept = []
+    for line in lines[:-1]:
+        user = line.split(b",", 1)[0]
+        if user in users or len(users) < USERS:
+            users.add(user)
+            kept.append(line)
+    kept.append(lines[-1])  # the truncated line: a reject
+    dst.write_bytes(b"\n".join(kept))
+    valid = 0
+    for line in kept:
+        fields = line.split(b",")
+        if len(fields) == 5 and fields[4].isdigit():
+            ts = pd.Timestamp(int(fields[4]), unit="s", tz="UTC")
+            valid += VALID[0] <= ts < VALID[1]
+    return valid
+
+
+@pytest.mark.timeout(1500)
 def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
     master, env = cluster
     jars = cached_delta_jars(SparkConfig())
     assert jars, "the suite's session caches the Delta JARs first"
     lakehouse = tmp_path / "lakehouse"
-    taobao = shared_data / "taobao_userbehavior" / "UserBehavior.csv"
+    taobao = tmp_path / "UserBehavior.csv"
+    n_valid = _subset(shared_data / "taobao_userbehavior" / "UserBehavior.csv", taobao)
+    assert 20_000 < n_valid < 40_000
     cmd = [
         str(SPARK_HOME / "bin" / "spark-submit"),
         "--master",
@@ -166,6 +197,14 @@ def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
         "--set",
         "train.half_life_grid=[null]",
         "--set",
+        "train.cv_folds=2",
+        "--set",
+        "train.als.rank=8",
+        "--set",
+        "train.als.max_iter=5",
+        "--set",
+        "train.gbt.max_iter=5",
+        "--set",
         "train.rerank=false",
         "--set",
         "train.evaluation.n_boot=100",
@@ -180,7 +219,7 @@ def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
     assert worker_apps, "no executor ran on the workers"
 
     events = DeltaTable(lake.table_path(str(lakehouse), S.BRONZE_EVENTS)).to_pyarrow_table()
-    assert events.num_rows == 84_476 - 36  # the truncated line and the 35 out-of-window rows rejected
+    assert events.num_rows == n_valid  # the truncated line and the out-of-window rows rejected
     gold = DeltaTable(lake.table_path(str(lakehouse), S.GOLD_TRAINING_SAMPLES)).to_pandas()
     silver = DeltaTable(lake.table_path(str(lakehouse), S.SILVER_SAMPLES)).to_pandas()
     # Three windows (one origin: validation W_0 -> W_1, evaluation on W_2), the same rows in silver

@@ -67,7 +67,14 @@ def _probs(model, grid) -> dict[tuple[float, float], float]:
 # --- config ----------------------------------------------------------------------------------
 def test_config_defaults_and_validation(train):
     cfg = GBTConfig()
-    assert (cfg.max_iter, cfg.max_depth, cfg.step_size, cfg.subsampling_rate, cfg.max_bins) == (30, 5, 0.1, 1.0, 32)
+    assert (cfg.max_iter, cfg.step_size, cfg.subsampling_rate, cfg.max_bins, cfg.negative_rate) == (
+        20,
+        0.1,
+        1.0,
+        32,
+        0.1,
+    )
+    assert not hasattr(cfg, "max_depth")  # tuned from train.gbt_depth_grid
     assert cfg.features is None
     assert G.resolve_features(cfg.features, train) == FEATURES  # all numeric feature columns
     assert G.resolve_features(GBTConfig(features=["user_n_events"]).features, train) == ["user_n_events"]

@@ -17,6 +17,7 @@ from sampleimp_spark.stages.weights import compute_weights, diagnostics_of
 
 FEATURES = ["user_n_events", "item_n_events", "cat_n_events", "pair_n_events", "pair_recency_any"]
 DR_FEATURES = ["user_n_events", "item_n_events", "pair_n_events"]
+WINDOW = "w"
 
 
 def _rows() -> list[tuple]:
@@ -69,25 +70,29 @@ CFG = WeightsConfig.model_validate(
 
 @pytest.fixture(scope="module")
 def inputs(spark):
-    samples = spark.createDataFrame(_rows(), DDL)
-    events = spark.createDataFrame([("big", "view")], "shard string, behavior string")
-    freqs = class_frequencies(samples, events, window_id="w", source="s")
+    samples = spark.createDataFrame(_rows(), DDL).withColumn(S.WINDOW_ID, F.lit(WINDOW))
+    events = spark.createDataFrame([(WINDOW, "big", "view")], "window_id string, shard string, behavior string")
+    freqs = class_frequencies(samples, events, source="s")
     return samples, freqs
+
+
+def _weigh(samples, freqs, *, cfg=CFG, feature_days=7.0):
+    return compute_weights(samples, freqs, cfg=cfg, window_ids=[WINDOW], feature_days=feature_days)
 
 
 @pytest.fixture(scope="module")
 def weighted(inputs):
     samples, freqs = inputs
-    result = compute_weights(samples, freqs, cfg=CFG, feature_days=7.0)
+    result = _weigh(samples, freqs)
     pdf = result.samples.select(
-        S.USER_ID, S.ITEM_ID, S.SHARD, S.IS_TARGET, S.W_CLASS, S.W_DR, S.W_IG, S.W_RESAMPLE, S.WEIGHT
+        S.USER_ID, S.ITEM_ID, S.SHARD, S.IS_TARGET, S.W_CLASS, S.W_DR, S.W_IG, S.W_TIME, S.W_RESAMPLE, S.WEIGHT
     ).toPandas()  # a few thousand rows
     return result, pdf
 
 
 def test_weights_are_finite_nonnegative_and_mean_one_per_shard(weighted):
     _, pdf = weighted
-    for col in (S.W_CLASS, S.W_DR, S.W_IG, S.W_RESAMPLE, S.WEIGHT):
+    for col in (S.W_CLASS, S.W_DR, S.W_IG, S.W_TIME, S.W_RESAMPLE, S.WEIGHT):
         assert pdf[col].map(math.isfinite).all() and (pdf[col] >= 0).all(), col
     means = pdf.groupby(S.SHARD)[S.WEIGHT].mean()
     assert means.to_numpy() == pytest.approx(1.0, abs=1e-9)
@@ -132,7 +137,7 @@ def test_class_weight_favours_the_rare_class(weighted, inputs):
 def test_same_seed_same_weights_whatever_the_partitioning(inputs, weighted):
     samples, freqs = inputs
     _, first = weighted
-    again = compute_weights(samples.repartition(7), freqs, cfg=CFG, feature_days=7.0).samples
+    again = _weigh(samples.repartition(7), freqs).samples
     second = again.select(S.USER_ID, S.ITEM_ID, S.WEIGHT).toPandas()
     merged = first.merge(second, on=[S.USER_ID, S.ITEM_ID], suffixes=("", "_2"))
     assert len(merged) == len(first)
@@ -144,9 +149,9 @@ def test_target_days_must_fit_the_window(inputs):
 
     samples, freqs = inputs
     with pytest.raises(BadInputError, match="target_days"):
-        compute_weights(samples, freqs, cfg=CFG, feature_days=0.5)
+        _weigh(samples, freqs, feature_days=0.5)
     with pytest.raises(BadInputError, match="not columns"):
-        compute_weights(samples, freqs, cfg=CFG.model_copy(update={"features": ["nope"]}), feature_days=7.0)
+        _weigh(samples, freqs, cfg=CFG.model_copy(update={"features": ["nope"]}))
 
 
 def test_importance_lists_features_per_shard(weighted):
@@ -159,7 +164,7 @@ def test_importance_lists_features_per_shard(weighted):
 def test_unpersist_releases_everything_the_computation_stored(spark, inputs):
     samples, freqs = inputs
     before = stored_rdds(spark)
-    result = compute_weights(samples, freqs, cfg=CFG, feature_days=7.0)
+    result = _weigh(samples, freqs)
     assert result.samples.count() == 3123
     cached = (result.ig.bin_scores, result.ig.edges_long)
     assert all(df.storageLevel.useMemory for df in cached)
