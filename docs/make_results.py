@@ -96,6 +96,10 @@ def _stage_lines(home: Path) -> list[str]:
     return [line.split("sampleimp_spark: ", 1)[1] for line in log.splitlines() if ": ok " in line and "stage " in line]
 
 
+def _segment(value: object) -> str:
+    return value if isinstance(value, str) else "all"
+
+
 def _findings(summary: pd.DataFrame) -> list[str]:
     """Per model: does any weighted variant differ from unweighted beyond its interval, and how do the
     ranking models compare with the history baseline (primary metric, estimator and segment)."""
@@ -144,7 +148,7 @@ def _findings(summary: pd.DataFrame) -> list[str]:
         worse_lower_better = summary[
             (summary["model"] == model) & (summary["metric"] == N.LOG_LOSS) & (summary["delta_ci_low"] > 0)
         ]
-        flagged = sorted({f"{r.variant} {r.metric} ({r.segment or 'all'})" for r in worse.itertuples()})
+        flagged = sorted({f"{r.variant} {r.metric} ({_segment(r.segment)})" for r in worse.itertuples()})
         flagged += sorted({f"{r.variant} log_loss" for r in worse_lower_better.itertuples()})
         if flagged:
             line += ". Significantly worse elsewhere: " + ", ".join(flagged)

@@ -174,6 +174,17 @@ def _ensure_table(spark: SparkSession, path: str, contract: S.TableContract) -> 
     )
 
 
+def _add_new_columns(spark: SparkSession, path: str, df: DataFrame) -> None:
+    """Add to an existing table the nullable columns ``df`` has and it lacks (a table written by an
+    older version, e.g. before ``w_time``); its older rows read them as null."""
+    have = set(spark.read.format("delta").load(path).columns)
+    new = [f for f in df.schema.fields if f.name not in have]
+    if new:
+        cols = ", ".join(f"{sql_identifier(f.name)} {f.dataType.simpleString()}" for f in new)
+        spark.sql(f"ALTER TABLE delta.{sql_identifier(path)} ADD COLUMNS ({cols})")
+        log.info("%s: added column(s) %s", path, [f.name for f in new])
+
+
 def _current_version(spark: SparkSession, path: str) -> int | None:
     from delta.tables import DeltaTable
 
@@ -218,6 +229,8 @@ def write_table(
     scope = hashlib.sha256("\x1f".join((what, ctx.config_hash, ctx.inputs)).encode()).hexdigest()[:16]
     app_id = f"sampleimp_spark/{ctx.stage}/{name}/{ctx.run_id}/{scope}"
     before = _current_version(spark, path)
+    if before is not None:
+        _add_new_columns(spark, path, df)
     writer = (
         df.write.format("delta")
         .option("userMetadata", ctx.user_metadata(name))

@@ -10,6 +10,7 @@ import json
 import pytest
 from conftest import write_text
 from deltalake import DeltaTable
+from pyspark.sql import functions as F
 
 from sampleimp_spark import lake
 from sampleimp_spark import schema as S
@@ -125,3 +126,22 @@ def test_conf_directory_and_lakehouse_file_are_config_errors(tmp_path, capsys):
     afile = write_text(tmp_path / "not-a-folder", "x")
     assert main(["ingest", *_args(afile, path)]) == EXIT_CONFIG
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_table_of_an_older_version_gains_the_new_columns(spark, tmp_path):
+    """gold.training_samples written before ``w_time`` existed: the next write adds the column
+    (older rows null) instead of failing on a schema mismatch."""
+    from datetime import date
+
+    lakehouse = tmp_path / "lh"
+    contract = S.CONTRACTS[S.GOLD_TRAINING_SAMPLES]
+    value = {"string": "x", "double": 1.0, "int": 1, "boolean": True, "bigint": 1, "date": date(2017, 12, 1)}
+    row = tuple(value[f.dataType.simpleString()] for f in contract.columns.fields)
+    full = spark.createDataFrame([row], contract.columns).withColumn("user_n_events", F.lit(2.0))
+    old = full.drop(S.W_TIME).withColumn(S.WINDOW_ID, F.lit("old"))
+    path = lake.table_path(lakehouse, S.GOLD_TRAINING_SAMPLES)
+    old.write.format("delta").partitionBy(*contract.partition_by).save(path)
+    ctx = lake.RunContext(run_id="new", config_hash="h", stage="weights")
+    lake.write_table(full, lakehouse, S.GOLD_TRAINING_SAMPLES, ctx=ctx, replace_where=f"{S.WINDOW_ID} = 'x'")
+    got = DeltaTable(path).to_pandas()
+    assert dict(zip(got[S.WINDOW_ID], got[S.W_TIME].isna(), strict=True)) == {"old": True, "x": False}
