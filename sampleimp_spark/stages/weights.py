@@ -32,7 +32,7 @@ from sampleimp_spark.weighting.combine import combine_weights, weight_diagnostic
 from sampleimp_spark.weighting.density_ratio import DensityRatioSettings, fit_density_ratio, score_density_ratio
 from sampleimp_spark.weighting.information_gain import IGResult, information_gain, with_ig_weight
 from sampleimp_spark.weighting.resample import resample
-from sampleimp_spark.weighting.time_decay import time_weights
+from sampleimp_spark.weighting.time_decay import RECENCY, time_weights
 from sampleimp_spark.windows import Windows
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def compute_weights(
         by_window = part if by_window is None else by_window.unionByName(part)
     assert by_window is not None
 
-    df = _per_window_shards(by_window).withColumn(S.IS_TARGET, F.col("pair_recency_any") < F.lit(cfg.target_days))
+    df = _per_window_shards(by_window).withColumn(S.IS_TARGET, F.col(RECENCY) < F.lit(cfg.target_days))
 
     # The density-ratio fit reads only features and is_target: fit it first, on the plain
     # samples, so its input does not drag the IG computation along (the fit is a pandas UDF
