@@ -490,6 +490,10 @@ class TrainConfig(_Strict):
     half_life_grid: list[float | None] = Field(default_factory=lambda: [0.5, 1.0, 2.0, None], min_length=1)
     rerank: bool = True
     save_models: bool = True
+    #: Write the weighting validation chose (``unweighted`` = 1 unless a variant beats it beyond
+    #: its paired interval) as ``weight`` of the run's window in ``gold.training_samples``, and
+    #: every candidate to ``gold.weight_selection``. false keeps ``weights.combine``'s product.
+    select_weight: bool = True
     #: Model fits submitted at once (threads, like Spark's ``CrossValidator(parallelism=...)``):
     #: small fits are bound by scheduling latency, not by the cores. 1 fits one at a time.
     parallelism: int = Field(3, ge=1, le=32)

@@ -179,6 +179,7 @@ GOLD_FEATURE_IMPORTANCE = "gold.feature_importance"
 GOLD_WEIGHT_DIAGNOSTICS = "gold.weight_diagnostics"
 GOLD_METRICS = "gold.metrics"
 GOLD_EXPERIMENT_RESULTS = "gold.experiment_results"
+GOLD_WEIGHT_SELECTION = "gold.weight_selection"
 
 
 def is_feature_column(name: str) -> bool:
@@ -295,6 +296,24 @@ EXPERIMENT_RESULTS_SCHEMA = _fields(
     ("vs_history_ci_high", _DBL, True),
 )
 
+#: ``gold.weight_selection``: every weighting candidate's validation evidence, and the one shipped.
+WEIGHT_SELECTION_SCHEMA = _fields(
+    *_RUN_KEYS,
+    ("family", _STR, False),
+    ("variant", _STR, False),
+    ("metric", _STR, False),
+    ("value", _DBL, True),
+    ("delta", _DBL, True),
+    ("delta_ci_low", _DBL, True),
+    ("delta_ci_high", _DBL, True),
+    ("p_value", _DBL, True),
+    ("mde", _DBL, True),
+    ("n_users", _LNG, True),
+    ("n_boot", _INT, True),
+    ("chosen", _BOOL, False),
+    ("reason", _STR, True),
+)
+
 _FEATURE_COLUMN_PREFIXES = tuple(f"{p}_" for p in FEATURE_PREFIXES)
 CONTRACTS: dict[str, TableContract] = {}
 
@@ -389,5 +408,6 @@ CONTRACTS.update(
         ),
         GOLD_METRICS: TableContract(METRICS_SCHEMA),
         GOLD_EXPERIMENT_RESULTS: TableContract(EXPERIMENT_RESULTS_SCHEMA),
+        GOLD_WEIGHT_SELECTION: TableContract(WEIGHT_SELECTION_SCHEMA),
     }
 )

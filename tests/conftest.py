@@ -34,6 +34,11 @@ def spark():
             "spark.driver.memory": "2g",
             "spark.databricks.delta.snapshotPartitions": "2",
             "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+            # Test data is tiny: generating and compiling code for every (wide) projection costs
+            # more than interpreting it. Spark's own suites run both modes; the cluster test keeps
+            # the production default (whole-stage code generation).
+            "spark.sql.codegen.wholeStage": "false",
+            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
         },
     )
     session = get_session(cfg)

@@ -35,6 +35,7 @@ def _by_raw(df, *cols):
 # --- canonical CSV ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_canonical_csv_reads_each_file_with_its_own_header(spark, tmp_path):
     a = write_text(tmp_path / "a.csv", "user_id,item_id,category_id,behavior,ts\nu1,i1,c1,view,2024-03-01T10:00:00Z\n")
     b = write_text(
@@ -153,6 +154,7 @@ def test_invalid_utf8_is_a_reject_in_every_text_adapter(spark, tmp_path, source)
     assert rows == [("", line), ("invalid_utf8", line.replace("U1", "U\ufffd1"))]
 
 
+@pytest.mark.slow
 def test_ids_differing_in_an_invalid_byte_are_rejects_not_merged(spark, tmp_path, lakehouse):
     header = b"user_id,item_id,category_id,behavior,ts\n"
     good = b"u1,i1,c1,view,2024-03-01T10:00:00Z\n"

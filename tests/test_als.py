@@ -248,6 +248,7 @@ def test_recommends_in_cluster_items(spark, cluster_model, cluster_events):
             assert unseen > max(scores[(f"{c}u{u}", f"{other}{i}")] for i in range(5)) + 0.3, (c, u)
 
 
+@pytest.mark.slow
 def test_same_seed_same_recommendations(spark, cluster_model, cluster_events):
     stored = stored_rdds(spark)
     again = A.fit_als(A.implicit_ratings(cluster_events, strengths=STRENGTHS), **CLUSTER_ALS, seed=3)
@@ -265,6 +266,7 @@ def test_same_seed_same_recommendations(spark, cluster_model, cluster_events):
     assert {k: v for k, v in stored_rdds(spark).items() if k not in stored} == {}  # indexes and factors freed
 
 
+@pytest.mark.slow
 def test_the_factors_depend_on_the_ratings_not_on_their_order(spark):
     """The same ratings in another order and partitioning fit the same factors to the last bit."""
     rng = np.random.default_rng(11)
@@ -291,6 +293,7 @@ def test_the_factors_depend_on_the_ratings_not_on_their_order(spark):
     assert factors[0] == factors[1]  # exactly
 
 
+@pytest.mark.slow
 def test_top_of_a_longer_list_is_the_shorter_list(cluster_model, cluster_events):
     # The experiment computes each user's list once, at the candidate count, and evaluates its
     # top k as ALS's list: the same lists and ranks as asking for k.
@@ -322,6 +325,7 @@ def test_block_top_k_orders_by_score_then_item_and_breaks_ties_at_the_kth_place(
     assert few[A._ITEM_INDEX].tolist() == [3, 7]
 
 
+@pytest.mark.slow
 def test_recommend_is_the_exact_top_k_whatever_the_blocks(spark):
     """Lists of many blocks merged equal the lists of one block and a brute-force ranking of every
     item by its float64 score (ties by item index), computed here from the model's factors."""
@@ -337,19 +341,20 @@ def test_recommend_is_the_exact_top_k_whatever_the_blocks(spark):
         item_f = {r.id: np.array(r.features, dtype=np.float64) for r in model.model.itemFactors.collect()}
         user_ix = {r.user_id: r[A._USER_INDEX] for r in model.user_index.collect()}
         item_of = {r[A._ITEM_INDEX]: r.item_id for r in model.item_index.collect()}
-        for k in (3, 40):  # 40: more than the 25 items
-            expected = {}
-            for u in range(0, 30, 2):
-                x = user_f[user_ix[f"u{u}"]]
-                ranked = sorted(item_f, key=lambda i, x=x: (-float(x @ item_f[i]), i))
-                expected[f"u{u}"] = [item_of[i] for i in ranked[:k]]
-            for blocks in (
-                {},
-                {"user_block": 4, "item_block": 6},
-                {"user_block": 16, "item_block": 1},
-                {"user_block": 1, "item_block": 25},
-            ):
-                assert _lists(A.recommend(model, users, k, **blocks)) == expected, (k, blocks)
+        ranked = {}
+        for u in range(0, 30, 2):
+            x = user_f[user_ix[f"u{u}"]]
+            ranked[f"u{u}"] = [item_of[i] for i in sorted(item_f, key=lambda i, x=x: (-float(x @ item_f[i]), i))]
+        # k = 40: more than the 25 items
+        for k, blocks in (
+            (3, {}),
+            (40, {}),
+            (3, {"user_block": 4, "item_block": 6}),
+            (40, {"user_block": 16, "item_block": 1}),
+            (3, {"user_block": 1, "item_block": 25}),
+        ):
+            expected = {u: items[:k] for u, items in ranked.items()}
+            assert _lists(A.recommend(model, users, k, **blocks)) == expected, (k, blocks)
         # Each pair of blocks is a partition (a task, an Arrow batch) of its own.
         n_users, n_items = model.user_index.count(), model.item_index.count()
         for user_block, item_block in ((4, 6), (16, 1)):

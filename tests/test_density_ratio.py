@@ -194,6 +194,7 @@ def test_config_rejects_bad_values_naming_the_key():
 # --- known ratio: ranking and mean shift (Spark end to end) ---------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_weights_rank_like_the_true_ratio_and_move_the_mean(fitted, samples_pdf, method):
     params, scored = fitted(method)

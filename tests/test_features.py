@@ -179,6 +179,7 @@ def test_profiles_use_the_source_local_time(spark):
     assert tuple(row) == (1.0, 1.0, 0.0, 1.0)
 
 
+@pytest.mark.slow
 def test_no_leakage_label_window_events_change_no_feature(spark, samples):
     """Adding, removing or changing label-window events (incl. at t1) leaves every feature as it was."""
     changed = [

@@ -57,6 +57,8 @@ SELECT {keys},
   (count(*) FILTER (((lt // 86400) + 4) % 7 + 1 = 7)) / count(*) AS dow_7
 FROM ev GROUP BY {keys}
 """
+pytestmark = pytest.mark.slow  # the real sample through Spark and DuckDB
+
 COLUMNS = [
     "n_events",
     "n_view",

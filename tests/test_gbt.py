@@ -118,6 +118,7 @@ def _tree_text(model) -> str:
     return model.stages[-1].toDebugString.split("\n", 1)[1]
 
 
+@pytest.mark.slow
 def test_the_model_depends_on_the_rows_not_on_their_order(spark):
     """The same rows, given in another order and partitioning, fit the same trees to the last bit.
 
@@ -132,6 +133,7 @@ def test_the_model_depends_on_the_rows_not_on_their_order(spark):
     _assert_same_models(given, other)
 
 
+@pytest.mark.slow
 def test_a_last_bit_difference_in_a_weight_or_feature_fits_the_same_model(spark):
     """Inputs one ulp apart (an upstream sum added in another order) fit the same trees.
 

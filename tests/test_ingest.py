@@ -74,6 +74,7 @@ def test_each_reject_reason(spark, tmp_path):
     assert reasons[lines["bad_value"]][1] == "unparsable price"
 
 
+@pytest.mark.slow
 def test_every_row_is_accounted_for_on_real_taobao(spark, shared_data, lakehouse):
     """The prefix file and the time slice share 88 identical rows; the prefix has a truncated
     last line and 35 rows before the dataset's window."""
@@ -104,6 +105,7 @@ def test_every_row_is_accounted_for_on_real_taobao(spark, shared_data, lakehouse
     assert "100370,1968385,1875258,pv" in set(rejects["raw"])
 
 
+@pytest.mark.slow
 def test_rerun_is_idempotent_and_stamped(spark, tmp_path, lakehouse):
     rows = [*GOOD, GOOD[0], "u9,,c1,view,2024-03-01T10:00:00Z,"]
     path = write_text(tmp_path / "e.csv", HEADER + "\n".join(rows) + "\n")
@@ -140,6 +142,7 @@ def test_rerun_is_idempotent_and_stamped(spark, tmp_path, lakehouse):
     assert types[S.PRICE] == "double" and types[S.USER_ID] in ("string", "large_string", "string_view")
 
 
+@pytest.mark.slow
 def test_rerun_replaces_only_its_source_and_dates(spark, tmp_path, lakehouse):
     a = write_text(tmp_path / "a.csv", HEADER + "\n".join(GOOD) + "\n")
     b = write_text(tmp_path / "b" / "ub.csv", "7,70,700,pv,1709287200\n")  # 2024-03-01 10:00 UTC
@@ -157,6 +160,7 @@ def test_rerun_replaces_only_its_source_and_dates(spark, tmp_path, lakehouse):
     ]
 
 
+@pytest.mark.slow
 def test_retried_run_id_skips_committed_writes(spark, tmp_path, lakehouse):
     path = write_text(tmp_path / "e.csv", HEADER + "\n".join(GOOD) + "\n")
     cfg = _cfg(lakehouse, "canonical", [path])

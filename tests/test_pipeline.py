@@ -25,6 +25,8 @@ from sampleimp_spark.config import load_config
 from sampleimp_spark.stages.pipeline import run_stages
 from sampleimp_spark.windows import Windows
 
+pytestmark = pytest.mark.slow  # the whole pipeline, then reruns and experiments on its tables
+
 TRAIN = [
     "train.variants=[unweighted, time, combined]",
     "train.seeds=[1]",
@@ -172,6 +174,42 @@ def test_models_are_saved_with_the_table_version(first, lakehouse):
             assert (folder / f"{variant}-seed1" / part).is_dir()
 
 
+def test_the_weighting_chosen_on_validation_is_what_gold_ships(spark, cfg, first, lakehouse):
+    from sampleimp_spark.stages.weights import label_column
+    from sampleimp_spark.training.protocol import variant_weights
+
+    selection = DeltaTable(lake.table_path(lakehouse, S.GOLD_WEIGHT_SELECTION)).to_pandas()
+    assert set(selection["run_id"]) == {"pipeline-1"} and set(selection[S.WINDOW_ID]) == {first.window_id}
+    pairs = set(zip(selection["family"], selection["variant"], strict=True))
+    assert pairs == {(f, v) for f in ("als", "gbt") for v in ("unweighted", "time", "combined")}
+    chosen = first.result.tuned.selection.chosen
+    assert set(selection.loc[selection["chosen"], "variant"]) == {chosen}
+    weighted = selection[selection["variant"] != "unweighted"]
+    assert weighted[["delta", "delta_ci_low", "delta_ci_high", "mde"]].notna().all().all()
+    if chosen != "unweighted":  # shipped only when its ALS interval lies above 0
+        assert (weighted.loc[(weighted["variant"] == chosen) & (weighted["family"] == "als"), "delta_ci_low"] > 0).all()
+    props = lake.table_properties(spark, lakehouse, S.GOLD_TRAINING_SAMPLES)
+    assert json.loads(props["sampleimp.weight_selection"])["chosen"] == chosen
+    # The run's window carries the chosen weighting, recomputed from the components it was trained
+    # on; every component column and every older window is as the weights stage wrote it.
+    keys = [S.WINDOW_ID, S.USER_ID, S.ITEM_ID]
+    trained = lake.read_table(spark, lakehouse, S.GOLD_TRAINING_SAMPLES, version=first.training_version)
+    cc = cfg.weights.combine
+    combine = {"a": cc.a, "b": cc.b, "c": cc.c, "d": cc.d, "clip_quantile": cc.clip_quantile}
+    combine["label_col"] = label_column(cfg.weights)
+    latest = trained.where(F.col(S.WINDOW_ID) == first.window_id)
+    expected = variant_weights(latest, chosen, combine=combine, half_life_days=first.result.tuned.half_life)
+    expected = expected.select(*keys, S.WEIGHT).toPandas().set_index(keys)[S.WEIGHT].sort_index()
+    before = trained.toPandas().set_index(keys).sort_index()
+    now = DeltaTable(lake.table_path(lakehouse, S.GOLD_TRAINING_SAMPLES)).to_pandas().set_index(keys).sort_index()
+    assert now.index.equals(before.index)
+    in_window = now.index.get_level_values(S.WINDOW_ID) == first.window_id
+    assert now.loc[in_window, S.WEIGHT].to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-12)
+    assert now.loc[~in_window, S.WEIGHT].to_numpy() == pytest.approx(before.loc[~in_window, S.WEIGHT].to_numpy())
+    components = [S.W_CLASS, S.W_DR, S.W_IG, S.W_TIME, S.W_RESAMPLE, S.LABEL_PURCHASE]
+    assert now[components].equals(before[components])
+
+
 def _model_outputs(spark, lakehouse, windows, *, events=None, gold=None):
     """Run the experiment on the stored tables (or on replacements) and return the tuned
     hyperparameters and what the models of the latest origin predict: each variant's ALS lists and
@@ -198,6 +236,8 @@ def _model_outputs(spark, lakehouse, windows, *, events=None, gold=None):
         half_life_grid=(1.0, None),
         n_boot=100,
         negative_rate=0.5,
+        rerank=False,  # the re-ranker adds no model: the captured ALS and GBT are the whole output
+        parallelism=3,
     )
     probe = gold.where(F.col(S.WINDOW_ID) == windows[-2].window_id)
     users = probe.select(S.USER_ID).distinct()
@@ -212,7 +252,6 @@ def _model_outputs(spark, lakehouse, windows, *, events=None, gold=None):
     return result.tuned.as_dict(), out
 
 
-@pytest.mark.slow
 def test_no_evaluation_event_reaches_training_or_tuning(spark, lakehouse, first, monkeypatch):
     """The models and every tuned hyperparameter stay the same when the evaluation period's events
     and labels are scrambled; a protocol whose training events reach into the label period would

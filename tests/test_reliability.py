@@ -102,6 +102,7 @@ def test_ingest_alone_on_a_new_lakehouse_exits_0(tmp_path, capsys):
     assert len(DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas()) == 30
 
 
+@pytest.mark.slow
 def test_same_id_retry_after_bad_input_keeps_no_stale_rejects(tmp_path, capsys):
     """Defect: after exit 3, a retry with the same run id and a corrected file skipped the
     rejects write (same transaction id), leaving the old rejects and printing "0 rejects"."""

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from sampleimp_spark.config import SparkConfig
 from sampleimp_spark.session import cached_delta_jars
 
@@ -38,6 +40,7 @@ def _run_offline(jars_cache_dir: str, table: str) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.slow
 def test_later_sessions_start_offline_from_the_cached_jars(spark, tmp_path):
     cfg = SparkConfig()  # the suite's session resolved (or reused) the default cache
     jars = cached_delta_jars(cfg)

@@ -241,6 +241,7 @@ def test_tfidf_vector_round_trip_and_storable_table(spark, tmp_path):
         assert np.allclose(vec.values, b[key].values[b[key].values != 0])
 
 
+@pytest.mark.slow
 def test_tfidf_real_titles_sharing_category_tokens_are_nearer(amazon_items, categories):
     full = X.item_tfidf(amazon_items).toPandas()
     titles_only = X.item_tfidf(amazon_items, path_col=None).toPandas()
@@ -259,6 +260,7 @@ def test_tfidf_real_titles_sharing_category_tokens_are_nearer(amazon_items, cate
 # --- embeddings -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_embeddings_real_titles_of_a_category_are_nearer(amazon_embeddings, categories):
     emb = amazon_embeddings
     assert len(emb) == 1_635 and emb[S.ITEM_ID].is_unique

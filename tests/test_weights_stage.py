@@ -134,6 +134,7 @@ def test_class_weight_favours_the_rare_class(weighted, inputs):
     )
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_whatever_the_partitioning(inputs, weighted):
     samples, freqs = inputs
     _, first = weighted

@@ -279,6 +279,15 @@ def write_report(spark: SparkSession, cfg: Config, result: RunResult) -> Path:
             "the minimum detectable effect at 80 % power; 'vs history' compares with the history baseline.\n\n"
             + experiment_tables(summary)
         )
+    selection = small(S.GOLD_WEIGHT_SELECTION)
+    if not selection.empty:
+        reason = str(selection["reason"].iloc[0])
+        cols = ["family", "variant", "metric", "value", "delta", "delta_ci_low", "delta_ci_high", "mde", "chosen"]
+        parts.append(
+            "## Weight shipped\n\nEvery weighting compared with unweighted on the validation window (paired "
+            f"intervals); `weight` of the run's window is the chosen one. {reason}.\n\n"
+            + _md_table(selection.sort_values(["family", "variant"])[cols])
+        )
     for title, img in images:
         parts.append(f"## {title}\n\n![{title}]({img})\n")
     path = out / "report.md"

@@ -10,6 +10,7 @@ their lineage (``training.json``) are stored through :mod:`sampleimp_spark.lake`
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -27,7 +28,14 @@ from sampleimp_spark.stages.features import source_of
 from sampleimp_spark.stages.weights import label_column, windows_to_weight
 from sampleimp_spark.training.als import FittedALS
 from sampleimp_spark.training.gbt import resolve_features
-from sampleimp_spark.training.protocol import ExperimentPlan, ExperimentResult, origin_windows, run_experiment
+from sampleimp_spark.training.protocol import (
+    ExperimentPlan,
+    ExperimentResult,
+    origin_windows,
+    run_experiment,
+    variant_weights,
+)
+from sampleimp_spark.training.selection import Selection
 from sampleimp_spark.windows import Windows
 
 log = logging.getLogger(__name__)
@@ -42,7 +50,10 @@ class TrainingReport:
     result: ExperimentResult
 
     def lines(self) -> list[str]:
-        return [f"window {self.window_id}, gold.training_samples version {self.training_version}", *self.result.lines()]
+        out = [f"window {self.window_id}, gold.training_samples version {self.training_version}", *self.result.lines()]
+        if self.result.tuned.selection is not None:
+            out.append(f"weighting chosen on validation: {self.result.tuned.selection.reason}")
+        return out
 
 
 def experiment_plan(tcfg: TrainConfig, combine: dict[str, object], features: list[str]) -> ExperimentPlan:
@@ -167,6 +178,9 @@ def run(
             )
         report = TrainingReport(window_id=latest_id, training_version=version, result=result)
         _write_metrics(spark, cfg, report, source=source, ctx=ctx)
+        selection = result.tuned.selection
+        if tcfg.select_weight and selection is not None:
+            _ship_weight(spark, cfg, report, selection, combine=combine, source=source, ctx=ctx)
         info.rows_out = {"metric_rows": len(result.per_origin), "comparisons": len(result.summary)}
         for line in report.lines():
             log.info("%s", line)
@@ -188,3 +202,65 @@ def _write_metrics(
         records = [{**common, **r} for r in rows]
         frame = spark.createDataFrame([tuple(r.get(f.name) for f in schema.fields) for r in records], schema)
         lake.write_table(frame, cfg.lakehouse, name, ctx=ctx, replace_where=replace)
+
+
+def _ship_weight(
+    spark: SparkSession,
+    cfg: Config,
+    report: TrainingReport,
+    selection: Selection,
+    *,
+    combine: dict[str, object],
+    source: str,
+    ctx: lake.RunContext,
+) -> None:
+    """Record every candidate in ``gold.weight_selection`` and write the chosen weighting as
+    ``weight`` of the run's window (its other columns as stored), one commit each."""
+    common = {
+        S.RUN_ID: ctx.run_id,
+        S.WINDOW_ID: report.window_id,
+        S.SOURCE: source,
+        "training_version": report.training_version,
+        "reason": selection.reason,
+    }
+    schema = S.CONTRACTS[S.GOLD_WEIGHT_SELECTION].columns
+    rows = [tuple({**common, **r}.get(f.name) for f in schema.fields) for r in selection.candidates]
+    lake.write_table(
+        spark.createDataFrame(rows, schema),
+        cfg.lakehouse,
+        S.GOLD_WEIGHT_SELECTION,
+        ctx=ctx,
+        replace_where=lake.rows_where(source=source, window_id=report.window_id),
+    )
+    window = lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES, version=report.training_version).where(
+        (F.col(S.SOURCE) == source) & (F.col(S.WINDOW_ID) == report.window_id)
+    )
+    stored = checkpoint(window)
+    try:
+        # Only ``weight`` changes: every component keeps its stored column (the time variant
+        # recomputes w_time with the half-life validation chose, for the weight alone).
+        kept = [c for c in stored.columns if c != S.WEIGHT]
+        chosen = variant_weights(
+            stored.select(*kept, *(F.col(c).alias(f"_stored_{c}") for c in kept)),
+            selection.chosen,
+            combine=combine,
+            half_life_days=report.result.tuned.half_life,
+        ).select(*(F.col(f"_stored_{c}").alias(c) if c != S.WEIGHT else F.col(S.WEIGHT) for c in stored.columns))
+        props = ctx.with_properties(
+            {
+                "sampleimp.weight_selection": json.dumps(
+                    {"window_id": report.window_id, "chosen": selection.chosen, "reason": selection.reason},
+                    sort_keys=True,
+                )
+            }
+        )
+        lake.write_table(
+            lake.gold_layout(chosen),
+            cfg.lakehouse,
+            S.GOLD_TRAINING_SAMPLES,
+            ctx=props,
+            replace_where=lake.rows_where(source=source, window_id=report.window_id),
+        )
+    finally:
+        release(stored)
+    log.info("window %s ships weight %s: %s", report.window_id, selection.chosen, selection.reason)

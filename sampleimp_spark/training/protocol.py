@@ -37,6 +37,7 @@ from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.training import baselines
 from sampleimp_spark.training.als import FittedALS, fit_als, implicit_ratings, recommend
 from sampleimp_spark.training.gbt import candidate_features, fit_gbt, predict_proba, rerank
+from sampleimp_spark.training.selection import Selection, select_weighting
 from sampleimp_spark.weighting.combine import combine_weights
 from sampleimp_spark.weighting.time_decay import time_weights
 from sampleimp_spark.windows import Windows
@@ -128,12 +129,14 @@ class ExperimentPlan:
 @dataclass(frozen=True)
 class Tuned:
     """What validation chose: per variant ALS ``(reg_param, alpha)``, GBT depth and F1 threshold,
-    and the history baseline's half-life (``None`` = no decay)."""
+    the history baseline's half-life (``None`` = no decay), and the weighting to ship."""
 
     als: dict[str, dict[str, float]]
     gbt_depth: dict[str, int]
     threshold: dict[str, float]
     half_life: float | None
+    #: The weighting to ship, chosen on the same validation data (:mod:`.selection`).
+    selection: Selection | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -141,6 +144,7 @@ class Tuned:
             "gbt_depth": self.gbt_depth,
             "threshold": self.threshold,
             "history_half_life_days": self.half_life,
+            "weighting": None if self.selection is None else self.selection.chosen,
         }
 
 
@@ -437,7 +441,8 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
             model.unpersist()
             held.append(recs)
             arms.append(_Arm(N.ALS, _grid_key(variant, reg, alpha), None, recs))
-        ndcg = _ndcg_by_arm(_ranking_rows(arms, truth_all, k=plan.k, ndcg_gain=plan.ndcg_gain))
+        als_rows = _ranking_rows(arms, truth_all, k=plan.k, ndcg_gain=plan.ndcg_gain)
+        ndcg = _ndcg_by_arm(als_rows)
     finally:
         release(*held)
 
@@ -449,10 +454,23 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
             for alpha in plan.als_alpha_grid
         ]
         als_choice[variant] = _best_key(ndcg, N.ALS, options)
-    depth, threshold = _tune_gbt(gold, w1, plan, half_life)
-    tuned = Tuned(als=als_choice, gbt_depth=depth, threshold=threshold, half_life=half_life)
+    depth, threshold, oof = _tune_gbt(gold, w1, plan, half_life)
+    tuned_rows = als_rows[als_rows["segment"] == N.ALL_ITEMS]
+    per_user = {
+        variant: tuned_rows[tuned_rows["variant"] == _grid_key(variant, **_grid_point(choice))].set_index(S.USER_ID)[
+            N.NDCG_AT_K
+        ]
+        for variant, choice in als_choice.items()
+    }
+    selection = select_weighting(per_user, oof, n_boot=plan.n_boot, seed=plan.seed, alpha=plan.alpha, power=plan.power)
+    tuned = Tuned(als=als_choice, gbt_depth=depth, threshold=threshold, half_life=half_life, selection=selection)
     log.info("validation chose %s", tuned.as_dict())
+    log.info("weight to ship: %s", selection.reason)
     return tuned
+
+
+def _grid_point(choice: Mapping[str, float]) -> dict[str, float]:
+    return {"reg": choice["reg_param"], "alpha": choice["alpha"]}
 
 
 def _grid_key(variant: str, reg: float, alpha: float) -> str:
@@ -471,15 +489,16 @@ def _best_key(ndcg: Mapping[tuple[str, str], float], model: str, options: Sequen
 
 def _tune_gbt(
     gold: DataFrame, w1: Windows, plan: ExperimentPlan, half_life: float | None
-) -> tuple[dict[str, int], dict[str, float]]:
+) -> tuple[dict[str, int], dict[str, float], dict[str, pd.DataFrame]]:
     """Per variant: the depth with the best out-of-fold average precision on ``w1``'s sampled users,
-    and the F1-best threshold of that depth's out-of-fold predictions."""
+    the F1-best threshold of that depth's out-of-fold predictions, and those predictions."""
     samples = gold.where(F.col(S.WINDOW_ID) == w1.window_id)
     users = sample_users(samples, max_users=plan.max_users, seed=plan.seed)
     fold = (hashing.uniform(plan.seed, F.col(S.USER_ID), salt=_CV_SALT) * plan.cv_folds).cast("int")
     data = checkpoint(samples.join(users, S.USER_ID, "left_semi").withColumn("_fold", fold))
     depths: dict[str, int] = {}
     thresholds: dict[str, float] = {}
+    best_oof: dict[str, pd.DataFrame] = {}
     tasks = [(v, d, f) for v in plan.variants for d in plan.gbt_depth_grid for f in range(plan.cv_folds)]
 
     def out_of_fold(task: tuple[str, int, int]) -> pd.DataFrame:
@@ -494,7 +513,8 @@ def _tune_gbt(
             weight_col=None if variant == N.REFERENCE_VARIANT else S.WEIGHT,
         )
         held_out = predict_proba(model, weighted.where(F.col("_fold") == f))
-        return held_out.select(S.LABEL_PURCHASE, S.PROBABILITY).toPandas()  # bounded: the sampled users
+        # bounded: the sampled users
+        return held_out.select(S.USER_ID, S.ITEM_ID, S.LABEL_PURCHASE, S.PROBABILITY).toPandas()
 
     try:
         parts = dict(zip(tasks, _in_parallel(out_of_fold, tasks, plan.parallelism), strict=True))
@@ -510,7 +530,8 @@ def _tune_gbt(
             if np.isfinite(ap) and ap > best[0]:
                 best = (ap, depth, float(C.best_f1_threshold(y, p)))
         depths[variant], thresholds[variant] = best[1], best[2]
-    return depths, thresholds
+        best_oof[variant] = pd.concat([parts[(variant, best[1], f)] for f in range(plan.cv_folds)])
+    return depths, thresholds, best_oof
 
 
 # --- one origin --------------------------------------------------------------------------------
