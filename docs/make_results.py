@@ -156,6 +156,34 @@ def _findings(summary: pd.DataFrame) -> list[str]:
     return out
 
 
+def _selection_lines(lakehouse: Path, run_id: str) -> list[str]:
+    """The weighting validation chose to ship, and every candidate's paired evidence."""
+    if not (lakehouse / S.table_folder(S.GOLD_WEIGHT_SELECTION)).exists():
+        return []
+    sel = table(lakehouse, S.GOLD_WEIGHT_SELECTION)
+    sel = sel[sel[S.RUN_ID] == run_id].sort_values(["family", "variant"])
+    if sel.empty:
+        return []
+    out = [
+        "### The weight that ships",
+        "",
+        f"`weight` of the run's window `{sel[S.WINDOW_ID].iloc[0]}`, chosen on the validation windows (before "
+        f"every evaluation period): {sel['reason'].iloc[0]}.",
+        "",
+        "| family | variant | metric | validation value | Δ | 95 % interval | MDE | chosen |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sel.itertuples():
+        delta = "" if pd.isna(r.delta) else f"{r.delta:+.4f}"
+        ci = "" if pd.isna(r.delta_ci_low) else f"[{r.delta_ci_low:+.4f}, {r.delta_ci_high:+.4f}]"
+        mde = "" if pd.isna(r.mde) else f"{r.mde:.4f}"
+        out.append(
+            f"| {r.family} | `{r.variant}` | {r.metric} | {r.value:.4f} | {delta} | {ci} | {mde} | "
+            f"{'yes' if r.chosen else ''} |"
+        )
+    return [*out, ""]
+
+
 def render(name: str, sample: Sample, workdir: Path) -> str:
     home = workdir / name
     lakehouse = home / "lakehouse"
@@ -192,6 +220,7 @@ def render(name: str, sample: Sample, workdir: Path) -> str:
         "",
         *_findings(summary),
         "",
+        *_selection_lines(lakehouse, run_id),
         experiment_tables(summary),
         "",
     ]

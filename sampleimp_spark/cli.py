@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from sampleimp_spark import errors
-from sampleimp_spark.config import ConfigError, check_run_id, load_config
+from sampleimp_spark.config import Config, ConfigError, check_run_id, load_config
 from sampleimp_spark.stages.pipeline import STAGES, run_stages
 
 log = logging.getLogger("sampleimp_spark")
@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="weighted vs unweighted ALS / GBT -> models, gold.metrics, gold.experiment_results",
     )
+    sub.add_parser(
+        "maintain",
+        parents=[common],
+        help="compact every table (OPTIMIZE, Z-order) and VACUUM files older than maintenance.retention_hours",
+    )
     return parser
 
 
@@ -77,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sampleimp: {exc}", file=sys.stderr)
         return errors.EXIT_CONFIG
+    if args.command == "maintain":
+        return _maintain(cfg)
     stages = STAGES if args.command == "run" else (args.command,)
     try:
         from sampleimp_spark.session import get_session
@@ -97,4 +104,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(report, "lines"):
             print(f"[{name}]")
             print("\n".join(report.lines()))
+    return errors.EXIT_OK
+
+
+def _maintain(cfg: Config) -> int:
+    try:
+        from sampleimp_spark.session import get_session
+        from sampleimp_spark.stages import maintain
+
+        report = maintain.run(get_session(cfg.spark), cfg)
+    except Exception as exc:
+        code = errors.exit_code(exc)
+        if code == errors.EXIT_RUNTIME:
+            log.exception("maintenance failed")
+        print(f"sampleimp: {errors.describe(exc)}", file=sys.stderr)
+        return code
+    print("maintenance finished\n" + "\n".join(report.lines()))
     return errors.EXIT_OK

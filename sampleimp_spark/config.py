@@ -533,6 +533,46 @@ def check_run_id(run_id: str, *, origin: str = "--run-id") -> str:
     return run_id
 
 
+class MaintenanceConfig(_Strict):
+    """Table upkeep by ``sampleimp maintain``: compaction (OPTIMIZE, Z-order) and VACUUM."""
+
+    #: VACUUM deletes files no version of the last ``retention_hours`` needs.
+    retention_hours: float = Field(168.0, ge=0)
+    #: The longest a reader may keep a table version pinned (hours): a retention below it is
+    #: refused (Delta's own check stops at 7 days).
+    reader_pin_hours: float = Field(168.0, ge=0)
+    #: Columns each table is Z-ordered by within its partitions (the ones readers filter by); the
+    #: other tables are compacted only. One column keeps files sorted by it.
+    zorder: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "bronze.events": ["user_id"],
+            "silver.samples": ["shard"],
+            "gold.training_samples": ["shard"],
+        }
+    )
+
+    @field_validator("zorder")
+    @classmethod
+    def _known_columns(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for table, columns in value.items():
+            contract = S.CONTRACTS.get(table)
+            if contract is None:
+                raise ValueError(f"unknown table {table!r} (one of {sorted(S.CONTRACTS)})")
+            for col in columns:
+                if col not in contract.columns.fieldNames() or col in contract.partition_by:
+                    raise ValueError(f"{table}: {col!r} is not a non-partition column of the table")
+        return value
+
+    @model_validator(mode="after")
+    def _retention_covers_readers(self) -> MaintenanceConfig:
+        if self.retention_hours < self.reader_pin_hours:
+            raise ValueError(
+                f"maintenance.retention_hours ({self.retention_hours:g}) is below maintenance.reader_pin_hours "
+                f"({self.reader_pin_hours:g}): VACUUM would delete files a pinned reader may still need"
+            )
+        return self
+
+
 class RunConfig(_Strict):
     """Identity of one run: used in commit metadata and Delta transaction identifiers."""
 
@@ -554,10 +594,11 @@ class Config(_Strict):
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     weights: WeightsConfig = Field(default_factory=WeightsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
 
     def hash(self) -> str:
         """A stable hash of everything that changes results (the run id excluded)."""
-        data = self.model_dump(mode="json", exclude={"run": {"run_id"}})
+        data = self.model_dump(mode="json", exclude={"run": {"run_id"}, "maintenance": True})
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

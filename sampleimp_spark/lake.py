@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -221,7 +223,7 @@ def write_table(
     spark = df.sparkSession
     path = table_path(lakehouse, name)
     if not contract.features:
-        _ensure_table(spark, path, contract)
+        _commit_with_retries(lambda: _ensure_table(spark, path, contract), name)
     # One transaction id per (stage, table, run, rows replaced, config, inputs): a run writing two
     # windows of a table makes two writes, and a retry of the run skips a write it already
     # committed only if it read the same inputs with the same config.
@@ -246,7 +248,7 @@ def write_table(
         writer = writer.mode("append")
     if contract.partition_by:
         writer = writer.partitionBy(*contract.partition_by)
-    writer.save(path)
+    _commit_with_retries(lambda: writer.save(path), name)
     skipped = before is not None and _current_version(spark, path) == before
     # Also after a skipped write: a crash between the data commit and this one left the
     # properties unset, and the retry heals them.
@@ -255,6 +257,56 @@ def write_table(
         log.warning("%s: run %s already committed this write; skipped (retried run)", name, ctx.run_id)
         return None
     return last_commit_metrics(spark, lakehouse, name, operation_of_run=ctx.run_id)
+
+
+#: Attempts of one write when another writer commits to the same table first (Delta's optimistic
+#: concurrency); each retry re-reads the table, and waits ``COMMIT_BACKOFF_S · 2^k`` (plus jitter).
+COMMIT_ATTEMPTS = 5
+COMMIT_BACKOFF_S = 0.5
+#: How Delta names a lost race: conflicting commits, and a table another run is creating.
+_CONFLICTS = (
+    "ConcurrentAppendException",
+    "ConcurrentDeleteReadException",
+    "ConcurrentDeleteDeleteException",
+    "ConcurrentTransactionException",
+    "MetadataChangedException",
+    "ProtocolChangedException",
+    "DELTA_CONCURRENT_",
+    "DELTA_METADATA_CHANGED",
+    "DELTA_PROTOCOL_CHANGED",
+    "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION",
+    "is not empty and also not a Delta table",
+)
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(marker in text for marker in _CONFLICTS)
+
+
+def _commit_with_retries(commit: Callable[[], object], name: str) -> None:
+    """Run ``commit``; on a lost race with a concurrent writer, retry with exponential backoff."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            commit()
+            return
+        except Exception as exc:
+            if not _is_conflict(exc):
+                raise
+            if attempt == COMMIT_ATTEMPTS:
+                raise RuntimeError(
+                    f"{name}: another writer kept committing to the table; gave up after {attempt} attempts "
+                    f"(nothing of this write is visible): {str(exc).strip().splitlines()[0]}"
+                ) from exc
+            wait = COMMIT_BACKOFF_S * 2 ** (attempt - 1) * (1 + random.random())
+            log.warning(
+                "%s: a concurrent commit won (attempt %d of %d); retrying in %.1f s",
+                name,
+                attempt,
+                COMMIT_ATTEMPTS,
+                wait,
+            )
+            time.sleep(wait)
 
 
 def set_properties(spark: SparkSession, lakehouse: str | Path, name: str, ctx: RunContext) -> None:
@@ -271,7 +323,8 @@ def set_properties(spark: SparkSession, lakehouse: str | Path, name: str, ctx: R
     if all(current.get(k) == v for k, v in props.items()):
         return
     assignments = ", ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in props.items())
-    spark.sql(f"ALTER TABLE delta.{sql_identifier(table_path(lakehouse, name))} SET TBLPROPERTIES ({assignments})")
+    sql = f"ALTER TABLE delta.{sql_identifier(table_path(lakehouse, name))} SET TBLPROPERTIES ({assignments})"
+    _commit_with_retries(lambda: spark.sql(sql), name)
 
 
 def table_properties(spark: SparkSession, lakehouse: str | Path, name: str) -> dict[str, str]:
@@ -311,6 +364,59 @@ def files_fingerprint(paths: list[str]) -> str:
                 continue
             entries.append(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+
+
+# --- upkeep ----------------------------------------------------------------------------------
+
+
+def storage_files(spark: SparkSession, path: str) -> int:
+    """Data files on storage under a table's folder (live or not; the Delta log excluded)."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(hpath):
+        return 0
+    files = fs.listFiles(hpath, True)
+    n = 0
+    while files.hasNext():
+        name = files.next().getPath()
+        if name.getName().endswith(".parquet") and "/_delta_log/" not in name.toUri().getPath():
+            n += 1
+    return n
+
+
+def live_files(spark: SparkSession, lakehouse: str | Path, name: str) -> int:
+    """Files of the table's current version."""
+    from delta.tables import DeltaTable
+
+    return int(one_row(DeltaTable.forPath(spark, table_path(lakehouse, name)).detail())["numFiles"])
+
+
+def optimize(spark: SparkSession, lakehouse: str | Path, name: str, zorder: Sequence[str] = ()) -> None:
+    """Compact a table's small files (one commit; readers see the same rows), Z-ordered by ``zorder``."""
+    sql = f"OPTIMIZE delta.{sql_identifier(table_path(lakehouse, name))}"
+    if zorder:
+        sql += " ZORDER BY (" + ", ".join(sql_identifier(c) for c in zorder) + ")"
+    spark.sql(sql).collect()  # one row of metrics
+
+
+def vacuum(spark: SparkSession, lakehouse: str | Path, name: str, *, retention_hours: float) -> None:
+    """Delete files no table version of the last ``retention_hours`` needs.
+
+    The caller checks the retention against its readers (``MaintenanceConfig``); Delta's own
+    7-day check is lifted for this call only when the retention is shorter.
+    """
+    key = "spark.databricks.delta.retentionDurationCheck.enabled"
+    before = spark.conf.get(key, "true")
+    if retention_hours < 168:
+        spark.conf.set(key, "false")
+    try:
+        spark.sql(
+            f"VACUUM delta.{sql_identifier(table_path(lakehouse, name))} RETAIN {float(retention_hours):g} HOURS"
+        ).collect()
+    finally:
+        spark.conf.set(key, before or "true")
 
 
 def table_version_or_none(spark: SparkSession, lakehouse: str | Path, name: str) -> int | None:

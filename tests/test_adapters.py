@@ -53,6 +53,7 @@ def test_canonical_csv_reads_each_file_with_its_own_header(spark, tmp_path):
     assert got.where(S.MALFORMED).count() == 0
 
 
+@pytest.mark.slow
 def test_canonical_csv_quoted_newline_is_one_record(spark, tmp_path):
     two_lines = 'u1,i1,c1,view,2024-03-01T10:00:00Z,"Big ""red""\nmug"'
     bad_behavior = 'u2,i2,c1,like,2024-03-01T10:00:00Z,"first\n\nthird, with a comma"'

@@ -218,6 +218,7 @@ def test_weights_rank_like_the_true_ratio_and_move_the_mean(fitted, samples_pdf,
         assert gap_after < GAP_BOUND[method] * gap_before, (method, shard, gap_after)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_weights_are_finite_non_negative_and_one_on_fallback(fitted, samples_pdf, method):
     params, scored = fitted(method)

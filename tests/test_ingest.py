@@ -171,6 +171,7 @@ def test_retried_run_id_skips_committed_writes(spark, tmp_path, lakehouse):
     assert DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).version() == version
 
 
+@pytest.mark.slow
 def test_reject_rate_over_threshold_writes_rejects_then_fails(spark, tmp_path, lakehouse):
     path = write_text(tmp_path / "e.csv", HEADER + "\n".join([GOOD[0], "x,y", "a,b,c,d,e,f,g"]) + "\n")
     cfg = _cfg(lakehouse, "canonical", [path], "ingest.max_reject_rate=0.5")

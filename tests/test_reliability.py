@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from conftest import write_text
 from deltalake import DeltaTable
@@ -146,3 +147,71 @@ def test_a_table_of_an_older_version_gains_the_new_columns(spark, tmp_path):
     lake.write_table(full, lakehouse, S.GOLD_TRAINING_SAMPLES, ctx=ctx, replace_where=f"{S.WINDOW_ID} = 'x'")
     got = DeltaTable(path).to_pandas()
     assert dict(zip(got[S.WINDOW_ID], got[S.W_TIME].isna(), strict=True)) == {"old": True, "x": False}
+
+
+def _race(spark, lakehouse, tmp_path):
+    """Ingest-like writes of two sources to ``bronze.rejects`` (unpartitioned, replaced per source on
+    a data column) whose commits race: the first one's job waits, inside a task, until the second
+    has committed. Returns the first one's error, or None."""
+    import threading
+    import time
+
+    from pyspark.sql.functions import pandas_udf
+
+    started, go = tmp_path / "started", tmp_path / "go"
+    started.unlink(missing_ok=True)
+    go.unlink(missing_ok=True)
+
+    @pandas_udf("string")
+    def held(raw: pd.Series) -> pd.Series:
+        started.touch()
+        deadline = time.monotonic() + 120
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return raw
+
+    def rows(source: str) -> object:
+        data = [(source, f"{source}.csv", f"line {i}", "malformed", None, f"run-{source}") for i in range(3)]
+        return spark.createDataFrame(data, S.REJECT_SCHEMA).coalesce(1)
+
+    def ctx(source: str) -> lake.RunContext:
+        return lake.RunContext(run_id=f"run-{source}", config_hash="h", stage="ingest")
+
+    lake.write_table(rows("a"), lakehouse, S.BRONZE_REJECTS, ctx=ctx("a0"), replace_where=lake.rows_where(source="a"))
+    errors: list[BaseException] = []
+
+    def slow() -> None:
+        try:
+            frame = rows("a").withColumn("raw", held("raw"))
+            where = lake.rows_where(source="a")
+            lake.write_table(frame, lakehouse, S.BRONZE_REJECTS, ctx=ctx("a"), replace_where=where)
+        except BaseException as exc:  # reported to the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lake.write_table(rows("b"), lakehouse, S.BRONZE_REJECTS, ctx=ctx("b"), replace_where=lake.rows_where(source="b"))
+    go.touch()
+    thread.join(timeout=300)
+    return errors[0] if errors else None
+
+
+@pytest.mark.slow
+def test_a_write_that_loses_a_commit_race_is_retried_and_both_runs_keep_their_rows(spark, tmp_path, monkeypatch):
+    """Defect 9: concurrent ingests of different sources both write ``bronze.rejects``; the one whose
+    commit lost Delta's optimistic race died with DELTA_CONCURRENT_APPEND. Now it is retried on the new
+    snapshot. With a single attempt the same race still fails: proof that the race happens here."""
+    monkeypatch.setattr(lake, "COMMIT_ATTEMPTS", 1)
+    lost = _race(spark, str(tmp_path / "no-retry"), tmp_path)
+    assert lost is not None and "another writer kept committing" in str(lost)
+    assert "ConcurrentAppend" in str(lost) or "DELTA_CONCURRENT" in str(lost)
+
+    monkeypatch.setattr(lake, "COMMIT_ATTEMPTS", 5)
+    monkeypatch.setattr(lake, "COMMIT_BACKOFF_S", 0.05)
+    lakehouse = str(tmp_path / "retry")
+    assert _race(spark, lakehouse, tmp_path) is None
+    rejects = DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).to_pandas()
+    assert rejects.groupby(["source", "run_id"]).size().to_dict() == {("a", "run-a"): 3, ("b", "run-b"): 3}

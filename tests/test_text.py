@@ -282,6 +282,7 @@ def test_embeddings_real_titles_of_a_category_are_nearer(amazon_embeddings, cate
     # share "Print Magazine" boilerplate, which lifts every raw cosine; centring removes it.
 
 
+@pytest.mark.slow
 def test_projection_same_seed_same_result_any_partitioning(spark, amazon_embeddings):
     emb = spark.createDataFrame(amazon_embeddings[[S.ITEM_ID, S.EMBEDDING]], "item_id string, embedding array<float>")
 
