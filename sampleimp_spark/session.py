@@ -56,7 +56,7 @@ QUIET_LOGGERS: dict[str, str] = {
     # GBT's task binaries (its trees) are broadcast; the size warning is expected.
     "org.apache.spark.scheduler.DAGScheduler": "ERROR",
     # Wide plans (one column per feature) are abbreviated in logs; the note about it is noise.
-    "org.apache.spark.sql.catalyst.util.SparkStringUtils": "ERROR",
+    "org.apache.spark.util.SparkStringUtils": "ERROR",
 }
 
 
