@@ -241,6 +241,7 @@ def test_weights_are_finite_non_negative_and_one_on_fallback(fitted, samples_pdf
         assert _rows(scored, shard)[S.W_DR].std() > 0.1  # fitted shards do get varying weights
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_spark_scoring_equals_the_numpy_mirror(fitted, method):
     params, scored = fitted(method)

@@ -208,6 +208,15 @@ def test_the_weighting_chosen_on_validation_is_what_gold_ships(spark, cfg, first
     assert now.loc[~in_window, S.WEIGHT].to_numpy() == pytest.approx(before.loc[~in_window, S.WEIGHT].to_numpy())
     components = [S.W_CLASS, S.W_DR, S.W_IG, S.W_TIME, S.W_RESAMPLE, S.LABEL_PURCHASE]
     assert now[components].equals(before[components])
+    if chosen == "unweighted":  # weight 1: no product, nothing clipped
+        assert (now.loc[in_window, S.RAW_WEIGHT] == 1.0).all() and not now.loc[in_window, S.CLIPPED].any()
+    # The window's diagnostics describe the weight it ships.
+    diag = DeltaTable(lake.table_path(lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS)).to_pandas()
+    diag = diag[diag[S.WINDOW_ID] == first.window_id].set_index(S.SHARD).sort_index()
+    shipped = now.loc[in_window].groupby(S.SHARD)[S.WEIGHT].agg(["size", "min", "max"]).sort_index()
+    assert diag["rows"].tolist() == shipped["size"].tolist()
+    assert diag["w_min"].to_numpy() == pytest.approx(shipped["min"].to_numpy())
+    assert diag["w_max"].to_numpy() == pytest.approx(shipped["max"].to_numpy())
 
 
 def _model_outputs(spark, lakehouse, windows, *, events=None, gold=None):

@@ -300,6 +300,7 @@ def test_projection_same_seed_same_result_any_partitioning(spark, amazon_embeddi
 
 
 # Last, so that the Python workers already hold the model (they are reused across jobs).
+@pytest.mark.slow
 def test_item_embeddings_literal(spark):
     events = spark.createDataFrame(
         [("A", "Cooking Light"), ("B", "Food Network Magazine"), ("C", "Car and Driver"), ("D", None), ("E", "  ")],

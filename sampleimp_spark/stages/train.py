@@ -22,6 +22,7 @@ from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import Config, TrainConfig
 from sampleimp_spark.errors import BadInputError
+from sampleimp_spark.evaluation import names as N
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.stages.features import source_of
@@ -36,6 +37,7 @@ from sampleimp_spark.training.protocol import (
     variant_weights,
 )
 from sampleimp_spark.training.selection import Selection
+from sampleimp_spark.weighting.combine import weight_diagnostics
 from sampleimp_spark.windows import Windows
 
 log = logging.getLogger(__name__)
@@ -214,8 +216,9 @@ def _ship_weight(
     source: str,
     ctx: lake.RunContext,
 ) -> None:
-    """Record every candidate in ``gold.weight_selection`` and write the chosen weighting as
-    ``weight`` of the run's window (its other columns as stored), one commit each."""
+    """Record every candidate in ``gold.weight_selection``, write the chosen weighting as ``weight``
+    of the run's window (with its ``w_raw`` and ``w_clipped``; every component as stored), and the
+    window's weight statistics in ``gold.weight_diagnostics``: one commit each."""
     common = {
         S.RUN_ID: ctx.run_id,
         S.WINDOW_ID: report.window_id,
@@ -237,15 +240,19 @@ def _ship_weight(
     )
     stored = checkpoint(window)
     try:
-        # Only ``weight`` changes: every component keeps its stored column (the time variant
-        # recomputes w_time with the half-life validation chose, for the weight alone).
-        kept = [c for c in stored.columns if c != S.WEIGHT]
-        chosen = variant_weights(
+        # The weight and how it was made change; every component keeps its stored column (the
+        # time variant recomputes w_time with the half-life validation chose, for the weight alone).
+        made = (S.WEIGHT, S.RAW_WEIGHT, S.CLIPPED)
+        kept = [c for c in stored.columns if c not in made]
+        recomputed = variant_weights(
             stored.select(*kept, *(F.col(c).alias(f"_stored_{c}") for c in kept)),
             selection.chosen,
             combine=combine,
             half_life_days=report.result.tuned.half_life,
-        ).select(*(F.col(f"_stored_{c}").alias(c) if c != S.WEIGHT else F.col(S.WEIGHT) for c in stored.columns))
+        )
+        if selection.chosen == N.REFERENCE_VARIANT:  # weight 1: no product, nothing clipped
+            recomputed = recomputed.withColumns({S.RAW_WEIGHT: F.lit(1.0), S.CLIPPED: F.lit(False)})
+        chosen = recomputed.select(*(F.col(c) if c in made else F.col(f"_stored_{c}").alias(c) for c in stored.columns))
         props = ctx.with_properties(
             {
                 "sampleimp.weight_selection": json.dumps(
@@ -263,4 +270,22 @@ def _ship_weight(
         )
     finally:
         release(stored)
+    _refresh_diagnostics(spark, cfg, report.window_id, source=source, ctx=ctx)
     log.info("window %s ships weight %s: %s", report.window_id, selection.chosen, selection.reason)
+
+
+def _refresh_diagnostics(
+    spark: SparkSession, cfg: Config, window_id: str, *, source: str, ctx: lake.RunContext
+) -> None:
+    """``gold.weight_diagnostics`` of one window recomputed from the weight it now ships (the
+    density-ratio fit columns as the weights stage stored them)."""
+    this = (F.col(S.SOURCE) == source) & (F.col(S.WINDOW_ID) == window_id)
+    stored = lake.read_table(spark, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS).where(this)
+    stats = weight_diagnostics(lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES).where(this))
+    kept = [c for c in stored.columns if c == S.SHARD or c not in stats.columns]
+    fresh = checkpoint(stored.select(*kept).join(stats, S.SHARD, "inner").select(*stored.columns))
+    try:
+        where = lake.rows_where(source=source, window_id=window_id)
+        lake.write_table(fresh, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS, ctx=ctx, replace_where=where)
+    finally:
+        release(fresh)
