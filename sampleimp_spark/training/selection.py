@@ -36,7 +36,7 @@ def _ap_replicates(oof: pd.DataFrame, mult: np.ndarray, index: Mapping[str, int]
     rows = oof.sort_values([S.USER_ID, S.ITEM_ID])
     y = rows[S.LABEL_PURCHASE].to_numpy(dtype=np.float64)
     p = rows[S.PROBABILITY].to_numpy(dtype=np.float64)
-    units = rows[S.USER_ID].map(index).to_numpy()
+    units = np.array([index[u] for u in rows[S.USER_ID].astype(str)], dtype=np.int64)
     base = np.ones(len(y))
     point = float(C.average_precision(y, p, base))
     reps = [
@@ -70,20 +70,24 @@ def select_weighting(
     ref = N.REFERENCE_VARIANT
     if ref not in als_ndcg:
         raise ValueError(f"the selection needs the {ref!r} variant, got {sorted(als_ndcg)}")
-    users = set(als_ndcg[ref].index.astype(str))
+    users: set[str] = set()
+    for per_user in als_ndcg.values():
+        users |= set(per_user.index.astype(str))
     for oof in gbt_oof.values():
         users |= set(oof[S.USER_ID].astype(str))
     mult, index = B.multiplicities(sorted(users), n_boot, seed)
 
     values: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
+    n_users: dict[str, int] = {}
     for variant, per_user in als_ndcg.items():
         v = per_user.sort_index()
-        values[(N.ALS, variant)] = B.weighted_mean_replicates(
-            v.to_numpy(dtype=np.float64), v.index.astype(str).map(index).to_numpy(), mult
-        )
+        units = np.array([index[u] for u in v.index.astype(str)], dtype=np.int64)
+        values[(N.ALS, variant)] = B.weighted_mean_replicates(v.to_numpy(dtype=np.float64), units, mult)
+        n_users[N.ALS] = len(v)
     if ref in gbt_oof:
         for variant, oof in gbt_oof.items():
             values[(N.GBT, variant)] = _ap_replicates(oof, mult, index)
+            n_users[N.GBT] = int(oof[S.USER_ID].nunique())
 
     candidates: list[dict[str, object]] = []
     verdict: dict[tuple[str, str], tuple[float, float]] = {}
@@ -93,7 +97,7 @@ def select_weighting(
             "variant": variant,
             "metric": N.NDCG_AT_K if family == N.ALS else N.AVERAGE_PRECISION,
             "value": point,
-            "n_users": len(users),
+            "n_users": n_users[family],
             "n_boot": n_boot,
         }
         if variant != ref:
