@@ -356,3 +356,18 @@ def test_downstream_notebook_runs_headless_against_the_lakehouse(first_run, lake
     assert "gold.training_samples version" in outputs
     last = nb.cells[-1]["outputs"][0]["data"]["text/plain"]
     assert "unweighted" in last and "weighted" in last
+
+
+def test_the_weights_stage_alone_ships_the_configured_product_and_says_so(spark, cfg, first, lakehouse):
+    """After a weights run without training, ``weight`` is the configured product again (as the first
+    run's weights stage wrote it) and the table property no longer names the last selection. Last in
+    the module: it changes gold."""
+    run_stages(spark, cfg, ("weights",), run_id="pipeline-3")
+    props = lake.table_properties(spark, lakehouse, S.GOLD_TRAINING_SAMPLES)
+    assert json.loads(props["sampleimp.weight_selection"])["chosen"] is None
+    keys = [S.WINDOW_ID, S.USER_ID, S.ITEM_ID]
+    path = lake.table_path(lakehouse, S.GOLD_TRAINING_SAMPLES)
+    configured = DeltaTable(path, version=first.training_version).to_pandas().set_index(keys).sort_index()
+    now = DeltaTable(path).to_pandas().set_index(keys).sort_index()
+    assert now.index.equals(configured.index)
+    assert now[S.WEIGHT].to_numpy() == pytest.approx(configured[S.WEIGHT].to_numpy(), rel=1e-9)

@@ -292,7 +292,14 @@ def run(
             gold = lake.gold_layout(result.samples.select(*gold_columns(features)))
             replace = lake.rows_where(source=source) + " AND " + lake.value_in(S.WINDOW_ID, ids)
             props = ctx.with_properties(
-                {"sampleimp.weights_config": json.dumps(wcfg.model_dump(mode="json"), sort_keys=True)}
+                {
+                    "sampleimp.weights_config": json.dumps(wcfg.model_dump(mode="json"), sort_keys=True),
+                    # `weight` is the configured product again until a train run selects one.
+                    "sampleimp.weight_selection": json.dumps(
+                        {"window_id": ids[-1], "chosen": None, "reason": "weights.combine product, not selected"},
+                        sort_keys=True,
+                    ),
+                }
             )
             lake.write_table(gold, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES, ctx=props, replace_where=replace)
             importance = result.importance.withColumn(S.SOURCE, F.lit(source))
