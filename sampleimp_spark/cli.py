@@ -94,11 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         report_path = write_report(spark, cfg, result)
     except Exception as exc:
-        code = errors.exit_code(exc)
-        if code == errors.EXIT_RUNTIME:
-            log.exception("run failed")
-        print(f"sampleimp: {errors.describe(exc)}", file=sys.stderr)
-        return code
+        return _failed(exc, "run")
     print(f"run {result.run_id} finished\n{result.progress.summary()}\nreport: {report_path}")
     for name, report in result.reports.items():
         if hasattr(report, "lines"):
@@ -114,10 +110,15 @@ def _maintain(cfg: Config) -> int:
 
         report = maintain.run(get_session(cfg.spark), cfg)
     except Exception as exc:
-        code = errors.exit_code(exc)
-        if code == errors.EXIT_RUNTIME:
-            log.exception("maintenance failed")
-        print(f"sampleimp: {errors.describe(exc)}", file=sys.stderr)
-        return code
+        return _failed(exc, "maintenance")
     print("maintenance finished\n" + "\n".join(report.lines()))
     return errors.EXIT_OK
+
+
+def _failed(exc: Exception, what: str) -> int:
+    """Report a failure (the traceback only for unexpected ones) and return its exit code."""
+    code = errors.exit_code(exc)
+    if code == errors.EXIT_RUNTIME:
+        log.exception("%s failed", what)
+    print(f"sampleimp: {errors.describe(exc)}", file=sys.stderr)
+    return code

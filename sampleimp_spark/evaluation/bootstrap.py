@@ -107,6 +107,18 @@ class Comparison:
     rel_mde: float | None
     n_boot: int
 
+    def delta_columns(self) -> dict[str, float | None]:
+        """The comparison as the ``delta*``, ``p_value`` and ``mde`` columns of a results table."""
+        return {
+            "delta": self.delta,
+            "rel_delta": self.rel_delta,
+            "delta_ci_low": self.ci_low,
+            "delta_ci_high": self.ci_high,
+            "p_value": self.p_value,
+            "mde": self.mde,
+            "rel_mde": self.rel_mde,
+        }
+
 
 def _check_alpha_power(alpha: float, power: float) -> None:
     if not 0.0 < alpha < 1.0:

@@ -549,6 +549,19 @@ def replicate_row_weights(
         yield rows
 
 
+def replicate_metric(
+    fn: Callable[..., Any], y: np.ndarray, s: np.ndarray, mult: np.ndarray, units: np.ndarray, base: np.ndarray
+) -> Any:
+    """``fn(y, s, W)`` over every bootstrap replicate (row weights = unit multiplicity × ``base``),
+    computed in chunks of :func:`replicate_row_weights`; tuple results are concatenated element-wise."""
+    out: list[Any] = []
+    for w in replicate_row_weights(mult, units, base, chunk=max(1, 2_000_000 // max(len(y), 1))):
+        out.append(fn(y, s, w))
+    if isinstance(out[0], tuple):
+        return tuple(np.concatenate([o[i] for o in out]) for i in range(len(out[0])))
+    return np.concatenate(out)
+
+
 def _check_replicate_inputs(
     mult: np.ndarray, unit_index: np.ndarray, base: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

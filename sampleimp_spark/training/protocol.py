@@ -457,9 +457,9 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
     depth, threshold, oof = _tune_gbt(gold, w1, plan, half_life)
     tuned_rows = als_rows[als_rows["segment"] == N.ALL_ITEMS]
     per_user = {
-        variant: tuned_rows[tuned_rows["variant"] == _grid_key(variant, **_grid_point(choice))].set_index(S.USER_ID)[
-            N.NDCG_AT_K
-        ]
+        variant: tuned_rows[
+            tuned_rows["variant"] == _grid_key(variant, choice["reg_param"], choice["alpha"])
+        ].set_index(S.USER_ID)[N.NDCG_AT_K]
         for variant, choice in als_choice.items()
     }
     selection = select_weighting(per_user, oof, n_boot=plan.n_boot, seed=plan.seed, alpha=plan.alpha, power=plan.power)
@@ -467,10 +467,6 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
     log.info("validation chose %s", tuned.as_dict())
     log.info("weight to ship: %s", selection.reason)
     return tuned
-
-
-def _grid_point(choice: Mapping[str, float]) -> dict[str, float]:
-    return {"reg": choice["reg_param"], "alpha": choice["alpha"]}
 
 
 def _grid_key(variant: str, reg: float, alpha: float) -> str:
@@ -744,19 +740,6 @@ def run_experiment(
 # --- inference on the driver -----------------------------------------------------------------------
 
 
-def _replicates(
-    fn: Callable[..., Any], y: np.ndarray, s: np.ndarray, mult: np.ndarray, units: np.ndarray, base: np.ndarray
-) -> Any:
-    """``fn(y, s, W)`` over every bootstrap replicate (row weights = user multiplicity × base),
-    computed in chunks; tuple results are concatenated element-wise."""
-    out: list[Any] = []
-    for w in C.replicate_row_weights(mult, units, base, chunk=max(1, 2_000_000 // max(len(y), 1))):
-        out.append(fn(y, s, w))
-    if isinstance(out[0], tuple):
-        return tuple(np.concatenate([o[i] for o in out]) for i in range(len(out[0])))
-    return np.concatenate(out)
-
-
 def _classification_metrics(
     part: pd.DataFrame, *, plan: ExperimentPlan, threshold: float, mult: np.ndarray, index: dict[str, int]
 ) -> dict[tuple[str, str], tuple[float, np.ndarray]]:
@@ -788,7 +771,7 @@ def _classification_metrics(
         ]
         for names, fn, scores in metrics:
             point = fn(y, scores, base)
-            reps = _replicates(fn, y, scores, mult, units, base)
+            reps = C.replicate_metric(fn, y, scores, mult, units, base)
             if len(names) == 1:
                 point, reps = (point,), (reps,)
             for name, pt, rp in zip(names, point, reps, strict=True):
@@ -871,16 +854,7 @@ def _summary_rows(
         }
         ref = values.get((model, N.REFERENCE_VARIANT, metric, estimator, segment))
         if variant not in (N.REFERENCE_VARIANT, N.NO_VARIANT) and ref is not None:
-            cmp = B.compare(point, ref[0], reps, ref[1], alpha=plan.alpha, power=plan.power)
-            row.update(
-                delta=cmp.delta,
-                rel_delta=cmp.rel_delta,
-                delta_ci_low=cmp.ci_low,
-                delta_ci_high=cmp.ci_high,
-                p_value=cmp.p_value,
-                mde=cmp.mde,
-                rel_mde=cmp.rel_mde,
-            )
+            row.update(B.compare(point, ref[0], reps, ref[1], alpha=plan.alpha, power=plan.power).delta_columns())
         hist = values.get((N.HISTORY, N.NO_VARIANT, metric, estimator, segment))
         if segment is not None and model != N.HISTORY and hist is not None:
             cmp = B.compare(point, hist[0], reps, hist[1], alpha=plan.alpha, power=plan.power)

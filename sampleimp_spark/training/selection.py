@@ -38,12 +38,7 @@ def _ap_replicates(oof: pd.DataFrame, mult: np.ndarray, index: Mapping[str, int]
     p = rows[S.PROBABILITY].to_numpy(dtype=np.float64)
     units = np.array([index[u] for u in rows[S.USER_ID].astype(str)], dtype=np.int64)
     base = np.ones(len(y))
-    point = float(C.average_precision(y, p, base))
-    reps = [
-        C.average_precision(y, p, w)
-        for w in C.replicate_row_weights(mult, units, base, chunk=max(1, 2_000_000 // max(len(y), 1)))
-    ]
-    return point, np.concatenate([np.atleast_1d(r) for r in reps]) if reps else np.empty(0)
+    return float(C.average_precision(y, p, base)), C.replicate_metric(C.average_precision, y, p, mult, units, base)
 
 
 def select_weighting(
@@ -103,13 +98,7 @@ def select_weighting(
         if variant != ref:
             ref_point, ref_reps = values[(family, ref)]
             cmp = B.compare(point, ref_point, reps, ref_reps, alpha=alpha, power=power)
-            row.update(
-                delta=cmp.delta,
-                delta_ci_low=cmp.ci_low,
-                delta_ci_high=cmp.ci_high,
-                p_value=cmp.p_value,
-                mde=cmp.mde,
-            )
+            row.update(cmp.delta_columns())
             verdict[(family, variant)] = (cmp.ci_low, cmp.ci_high)
         candidates.append(row)
 
