@@ -31,7 +31,7 @@ def spark():
             "spark.ui.enabled": "false",
             "spark.sql.adaptive.coalescePartitions.initialPartitionNum": "2",
             "spark.default.parallelism": "2",
-            "spark.driver.memory": "2g",
+            "spark.driver.memory": "4g",
             "spark.databricks.delta.snapshotPartitions": "2",
             "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
             # Test data is tiny: generating and compiling code for every (wide) projection costs
