@@ -118,7 +118,7 @@ def _maintain(cfg: Config) -> int:
 def _failed(exc: Exception, what: str) -> int:
     """Report a failure (the traceback only for unexpected ones) and return its exit code."""
     code = errors.exit_code(exc)
-    if code == errors.EXIT_RUNTIME:
+    if code == errors.EXIT_RUNTIME and not isinstance(exc, errors.RunConflictError):
         log.exception("%s failed", what)
     print(f"sampleimp: {errors.describe(exc)}", file=sys.stderr)
     return code

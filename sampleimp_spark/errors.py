@@ -16,6 +16,10 @@ class BadInputError(RuntimeError):
     """The input cannot be processed as configured (e.g. the reject rate is over threshold)."""
 
 
+class RunConflictError(RuntimeError):
+    """Another run holds a lease this run needs (exit 1: retry once that run has finished)."""
+
+
 def describe(exc: BaseException) -> str:
     """A message whose first line says what went wrong.
 

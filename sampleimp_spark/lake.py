@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 from sampleimp_spark import __version__
 from sampleimp_spark import schema as S
 from sampleimp_spark.frames import one_row
+from sampleimp_spark.leases import Leases
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
@@ -59,6 +60,13 @@ class RunContext:
     #: A fingerprint of what the stage read (input files, table versions): a retry of the same
     #: run id skips a committed write only when it read the same inputs with the same config.
     inputs: str = ""
+    #: The run's leases (None: a stage called directly, e.g. by a test, takes none).
+    leases: Leases | None = field(default=None, compare=False)
+
+    def claim(self, *keys: str) -> None:
+        """Take the leases on what the stage is about to write (see :mod:`sampleimp_spark.leases`)."""
+        if self.leases is not None:
+            self.leases.acquire(*keys)
 
     def with_properties(self, props: Mapping[str, str]) -> RunContext:
         """The same context with more table properties to set."""

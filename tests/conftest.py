@@ -35,8 +35,8 @@ def spark():
             "spark.databricks.delta.snapshotPartitions": "2",
             "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
             # Test data is tiny: generating and compiling code for every (wide) projection costs
-            # more than interpreting it. Spark's own suites run both modes; the cluster test keeps
-            # the production default (whole-stage code generation).
+            # more than interpreting it (the cluster test interprets too). Production keeps Spark's
+            # default, whole-stage code generation: `make demo` and benchmarks/ run with it.
             "spark.sql.codegen.wholeStage": "false",
             "spark.sql.codegen.factoryMode": "NO_CODEGEN",
         },

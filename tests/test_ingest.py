@@ -198,6 +198,7 @@ def test_reject_rate_over_threshold_writes_rejects_then_fails(spark, tmp_path, l
     assert code == EXIT_BAD_INPUT
 
 
+@pytest.mark.slow  # a whole ingest stage
 def test_generator_runs_through_ingest(spark, lakehouse):
     cfg = load_config(
         None,

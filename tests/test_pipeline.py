@@ -19,7 +19,7 @@ from conftest import stored_rdds
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from sampleimp_spark import lake
+from sampleimp_spark import lake, leases
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import load_config
 from sampleimp_spark.stages.pipeline import run_stages
@@ -28,7 +28,7 @@ from sampleimp_spark.windows import Windows
 pytestmark = pytest.mark.slow  # the whole pipeline, then reruns and experiments on its tables
 
 TRAIN = [
-    "train.variants=[unweighted, time, combined]",
+    "train.variants=[unweighted, combined]",
     "train.seeds=[1]",
     "train.origins=1",
     "train.als_reg_grid=[0.1]",
@@ -37,9 +37,9 @@ TRAIN = [
     "train.cv_folds=2",
     "train.half_life_grid=[1.0, null]",
     "train.als.rank=8",
-    "train.als.max_iter=5",
+    "train.als.max_iter=3",
     "train.als.candidates=20",
-    "train.gbt.max_iter=5",
+    "train.gbt.max_iter=3",
     "train.gbt.negative_rate=0.5",
     "train.evaluation.n_boot=200",
     "train.evaluation.k=5",
@@ -79,7 +79,7 @@ def first(first_run):
     return first_run.reports["train"]
 
 
-def test_every_stage_reports(first_run):
+def test_every_stage_reports(first_run, lakehouse):
     assert [s.name for s in first_run.progress.stages] == ["ingest", "features", "weights", "train"]
     assert all(s.status == "ok" for s in first_run.progress.stages)
     ingest, features, weights = (first_run.reports[k] for k in ("ingest", "features", "weights"))
@@ -97,6 +97,11 @@ def test_every_stage_reports(first_run):
     for built, weighted in zip(features.windows, weights.windows, strict=True):
         assert weighted.rows == built.samples > 1000
         assert weighted.shards == built.shards >= 2
+    # Every window and month it wrote was leased (released since: the files stay, unlocked).
+    keys = [leases.window_key("generator", w) for w in features.window_ids]
+    keys += leases.month_keys("generator", ingest.first_date, ingest.last_date)
+    stored = {p.name for p in (Path(lakehouse) / leases.FOLDER).iterdir()}
+    assert {leases.file_name(k) for k in [*keys, leases.UPKEEP]} <= stored
 
 
 def test_gold_reads_without_spark_at_a_pinned_version(first_run, lakehouse):
@@ -134,7 +139,7 @@ def test_metrics_cover_every_arm_with_paired_comparisons(first, lakehouse):
     assert set(metrics["origin"]) == {first.window_id}
     models = {"als", "als+gbt", "gbt", "history", "popularity", "category_popularity"}
     assert set(metrics["model"]) == models
-    assert set(metrics.loc[metrics["model"] == "als", "variant"]) == {"unweighted", "time", "combined"}
+    assert set(metrics.loc[metrics["model"] == "als", "variant"]) == {"unweighted", "combined"}
     assert set(metrics.loc[metrics["model"] == "history", "variant"]) == {"-"}
     assert metrics["value"].between(0, 1).all()
     summary = DeltaTable(lake.table_path(lakehouse, S.GOLD_EXPERIMENT_RESULTS)).to_pandas()
@@ -169,7 +174,7 @@ def test_models_are_saved_with_the_table_version(first, lakehouse):
     meta = json.loads((folder / "training.json").read_text())
     assert meta["version"] == first.training_version and meta["table"] == S.GOLD_TRAINING_SAMPLES
     assert meta["windows"] == first.result.windows
-    for variant in ("unweighted", "time", "combined"):
+    for variant in ("unweighted", "combined"):
         for part in ("als", "gbt", "als_user_index"):
             assert (folder / f"{variant}-seed1" / part).is_dir()
 
@@ -181,7 +186,7 @@ def test_the_weighting_chosen_on_validation_is_what_gold_ships(spark, cfg, first
     selection = DeltaTable(lake.table_path(lakehouse, S.GOLD_WEIGHT_SELECTION)).to_pandas()
     assert set(selection["run_id"]) == {"pipeline-1"} and set(selection[S.WINDOW_ID]) == {first.window_id}
     pairs = set(zip(selection["family"], selection["variant"], strict=True))
-    assert pairs == {(f, v) for f in ("als", "gbt") for v in ("unweighted", "time", "combined")}
+    assert pairs == {(f, v) for f in ("als", "gbt") for v in ("unweighted", "combined")}
     chosen = first.result.tuned.selection.chosen
     assert set(selection.loc[selection["chosen"], "variant"]) == {chosen}
     weighted = selection[selection["variant"] != "unweighted"]

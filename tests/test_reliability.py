@@ -92,6 +92,7 @@ def test_properties_are_healed_by_a_retry(spark, tmp_path):
     assert lake.table_properties(spark, lakehouse, S.BRONZE_REJECTS)["sampleimp.run_id"] == "r-1"
 
 
+@pytest.mark.slow  # a whole ingest stage
 def test_ingest_alone_on_a_new_lakehouse_exits_0(tmp_path, capsys):
     """Defect: the run report indexed the missing ``silver.class_frequencies``, so ``sampleimp
     ingest`` on a new lakehouse exited 1 after its data committed, and every retry too."""

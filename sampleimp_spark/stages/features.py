@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sampleimp_spark import lake
+from sampleimp_spark import lake, leases
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import Config
 from sampleimp_spark.errors import BadInputError
@@ -127,6 +127,7 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
         wanted = windows_needed(latest, origins=experiment_origins(cfg, events, latest, tz=tz))
         for windows in wanted:
             log.info("features %s: %s (window_id %s)", source, windows.describe(), windows.window_id)
+        ctx.claim(*(leases.window_key(source, w.window_id) for w in wanted))
         reports = _build(spark, cfg, events, windows=wanted, source=source, tz=tz, ctx=ctx)
         report = FeaturesReport(source, reports)
         info.rows_out = {"samples": report.latest.samples, "positives": report.latest.label_counts.get("1", 0)}

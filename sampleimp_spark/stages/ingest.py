@@ -18,7 +18,7 @@ from datetime import date
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sampleimp_spark import lake
+from sampleimp_spark import lake, leases
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import Config
 from sampleimp_spark.errors import BadInputError
@@ -144,6 +144,7 @@ def _write(
         last_date=hi,
     )
 
+    ctx.claim(*([] if lo is None or hi is None else leases.month_keys(source, lo, hi)))
     lake.write_table(
         to_rejects(validated, run_id=ctx.run_id),
         cfg.lakehouse,

@@ -17,6 +17,7 @@ from pyspark.sql import SparkSession
 from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import Config
+from sampleimp_spark.leases import UPKEEP, Leases
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,17 @@ class MaintenanceReport:
 
 
 def run(spark: SparkSession, cfg: Config) -> MaintenanceReport:
-    """Compact and vacuum every table that exists under ``cfg.lakehouse``, in contract order."""
+    """Compact and vacuum every table that exists under ``cfg.lakehouse``, in contract order.
+
+    Raises:
+        RunConflictError: a run is using the lakehouse (upkeep waits for a quiet hour).
+    """
+    with Leases(cfg.lakehouse, "maintain") as held:
+        held.acquire(UPKEEP)
+        return _run(spark, cfg)
+
+
+def _run(spark: SparkSession, cfg: Config) -> MaintenanceReport:
     mcfg = cfg.maintenance
     report = MaintenanceReport(mcfg.retention_hours)
     names = [n for n in S.CONTRACTS if lake.is_delta_table(spark, lake.table_path(cfg.lakehouse, n))]

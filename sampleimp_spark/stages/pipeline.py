@@ -16,6 +16,7 @@ from pyspark.sql import SparkSession
 from sampleimp_spark import lake
 from sampleimp_spark.config import Config, check_run_id
 from sampleimp_spark.errors import ConfigError
+from sampleimp_spark.leases import UPKEEP, Leases
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.stages import features, ingest, train, weights
 
@@ -76,21 +77,23 @@ def run_stages(
         config_hash,
         Path(cfg.lakehouse).expanduser().resolve(),
     )
-    for name in STAGES:
-        if name not in stages:
-            continue
-        ctx = lake.RunContext(run_id=run_id, config_hash=config_hash, stage=name)
-        if name == "ingest":
-            result.reports[name] = ingest.run(spark, cfg, ctx=ctx, progress=progress)
-        elif name == "features":
-            result.reports[name] = features.run(spark, cfg, ctx=ctx, progress=progress)
-        elif name == "weights":
-            built = result.reports.get("features")
-            window_ids = built.window_ids if built is not None else None
-            result.reports[name] = weights.run(spark, cfg, ctx=ctx, progress=progress, window_ids=window_ids)
-        elif name == "train":
-            weighted = result.reports.get("weights")
-            window_id = weighted.window_id if weighted is not None else None
-            result.reports[name] = train.run(spark, cfg, ctx=ctx, progress=progress, window_id=window_id)
+    with Leases(cfg.lakehouse, run_id) as held:
+        held.acquire(UPKEEP, shared=True)  # `sampleimp maintain` waits for no run
+        for name in STAGES:
+            if name not in stages:
+                continue
+            ctx = lake.RunContext(run_id=run_id, config_hash=config_hash, stage=name, leases=held)
+            if name == "ingest":
+                result.reports[name] = ingest.run(spark, cfg, ctx=ctx, progress=progress)
+            elif name == "features":
+                result.reports[name] = features.run(spark, cfg, ctx=ctx, progress=progress)
+            elif name == "weights":
+                built = result.reports.get("features")
+                window_ids = built.window_ids if built is not None else None
+                result.reports[name] = weights.run(spark, cfg, ctx=ctx, progress=progress, window_ids=window_ids)
+            elif name == "train":
+                weighted = result.reports.get("weights")
+                window_id = weighted.window_id if weighted is not None else None
+                result.reports[name] = train.run(spark, cfg, ctx=ctx, progress=progress, window_id=window_id)
     log.info("run %s summary:\n%s", run_id, progress.summary())
     return result

@@ -18,7 +18,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from sampleimp_spark import lake
+from sampleimp_spark import lake, leases
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import Config, TrainConfig
 from sampleimp_spark.errors import BadInputError
@@ -119,6 +119,7 @@ def run(
     with progress.stage(spark, "train", f"weighted vs unweighted ALS / GBT on {source}") as info:
         latest_id = windows_to_weight(spark, cfg, source, [window_id] if window_id else None)[-1]
         latest = Windows.from_id(latest_id)
+        ctx.claim(leases.window_key(source, latest_id))
         version = lake.table_version(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES)
         ctx = ctx.with_inputs(S.GOLD_TRAINING_SAMPLES, version)
         gold_all = lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES, version=version).where(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sampleimp_spark import lake
+from sampleimp_spark import lake, leases
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import DEFAULT_DR_FEATURES, Config, WeightsConfig
 from sampleimp_spark.errors import BadInputError
@@ -280,6 +280,7 @@ def run(
     with progress.stage(spark, "weights", f"sample-importance weights of {source}") as info:
         ctx = ctx.with_inputs(S.SILVER_SAMPLES, lake.table_version(spark, cfg.lakehouse, S.SILVER_SAMPLES))
         ids = windows_to_weight(spark, cfg, source, window_ids)
+        ctx.claim(*(leases.window_key(source, w) for w in ids))
         where = (F.col(S.SOURCE) == source) & F.col(S.WINDOW_ID).isin(ids)
         samples = lake.read_table(spark, cfg.lakehouse, S.SILVER_SAMPLES).where(where)
         freqs = lake.read_table(spark, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES).where(where)
