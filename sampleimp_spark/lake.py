@@ -29,11 +29,11 @@ from pyspark.sql import functions as F
 from sampleimp_spark import __version__
 from sampleimp_spark import schema as S
 from sampleimp_spark.frames import one_row
-from sampleimp_spark.leases import Leases
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
 
+    from sampleimp_spark.leases import Leases
     from sampleimp_spark.training.als import FittedALS
 
 log = logging.getLogger(__name__)

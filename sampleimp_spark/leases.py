@@ -86,11 +86,13 @@ class Leases:
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
-            what = "the lakehouse" if key == UPKEEP else key
-            raise RunConflictError(
-                f"{what} is in use by {holder}: wait for it to finish, then run again "
-                "(runs of one source may share a lakehouse only when their dates and windows differ)"
-            ) from None
+            what, rule = (
+                ("the lakehouse", "maintenance and runs exclude each other")
+                if key == UPKEEP
+                else (key, "runs of one source may share a lakehouse when their months and windows differ")
+            )
+            message = f"{what} is in use by {holder}: wait for it to finish, then run again ({rule})"
+            raise RunConflictError(message) from None
         if not shared:  # who holds it, for the message of a run that is refused
             stamp = {"holder": self._holder, "pid": os.getpid(), "host": socket.gethostname()}
             stamp["since"] = datetime.now(UTC).isoformat(timespec="seconds")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -63,6 +64,19 @@ def write_text(path: Path, text: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return str(path)
+
+
+def canonical_args(lakehouse, path, *extra: str) -> list[str]:
+    """``sampleimp`` options that ingest one canonical file into ``lakehouse``, then ``extra``."""
+    return [
+        "--set",
+        f"lakehouse={lakehouse}",
+        "--set",
+        "input.source=canonical",
+        "--set",
+        f"input.paths={json.dumps([str(path)])}",
+        *extra,
+    ]
 
 
 def stored_rdds(spark) -> dict[int, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import write_text
+from conftest import canonical_args, write_text
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
@@ -185,14 +185,7 @@ def test_reject_rate_over_threshold_writes_rejects_then_fails(spark, tmp_path, l
     code = main(
         [
             "ingest",
-            "--set",
-            f"lakehouse={lakehouse}",
-            "--set",
-            "input.source=canonical",
-            "--set",
-            f"input.paths=[{path}]",
-            "--set",
-            "ingest.max_reject_rate=0.5",
+            *canonical_args(lakehouse, path, "--set", "ingest.max_reject_rate=0.5"),
         ]
     )
     assert code == EXIT_BAD_INPUT

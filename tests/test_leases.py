@@ -11,7 +11,7 @@ import time
 from datetime import date
 
 import pytest
-from conftest import write_text
+from conftest import canonical_args, write_text
 from deltalake import DeltaTable
 
 from sampleimp_spark import lake
@@ -94,19 +94,8 @@ def test_a_run_on_a_month_another_run_ingests_exits_1_naming_it_and_writes_nothi
     """Defect: two runs of one source and the same dates or window ran at once, and the tables could
     end with stages of either; the later run now fails fast, and its retry succeeds."""
     lakehouse = tmp_path / "lakehouse"
-    args = [
-        "ingest",
-        "--set",
-        f"lakehouse={lakehouse}",
-        "--set",
-        "input.source=canonical",
-        "--set",
-        f"input.paths=[{_canonical(tmp_path)}]",
-        "--set",
-        f"run.runs_dir={tmp_path / 'runs'}",
-        "--run-id",
-        "late-run",
-    ]
+    runs = f"run.runs_dir={tmp_path / 'runs'}"
+    args = ["ingest", *canonical_args(lakehouse, _canonical(tmp_path), "--set", runs), "--run-id", "late-run"]
     other = Leases(str(lakehouse), "nightly-2024-03-05")
     other.acquire(*month_keys("canonical", date(2024, 3, 5), date(2024, 3, 5)))
     try:

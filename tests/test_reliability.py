@@ -9,7 +9,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import write_text
+from conftest import canonical_args, write_text
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
@@ -27,25 +27,13 @@ def _good_lines(n: int) -> str:
     return "".join(f"u{i % 50},i{i % 70},c{i % 5},view,2024-03-0{1 + i % 5}T10:{i % 60:02d}:00Z\n" for i in range(n))
 
 
-def _args(lakehouse, path, *extra: str) -> list[str]:
-    return [
-        "--set",
-        f"lakehouse={lakehouse}",
-        "--set",
-        "input.source=canonical",
-        "--set",
-        f"input.paths={json.dumps([str(path)])}",
-        *extra,
-    ]
-
-
 @pytest.mark.parametrize("bad", [HOSTILE, "../../x", "/abs/dir", "it's", "a" * 300, "", ".hidden", "a b"])
 def test_hostile_run_ids_exit_2_before_any_write(tmp_path, capsys, bad):
     """Defect: ``--run-id`` bypassed the run-id pattern; the SQL injection made bronze append-only,
     ``../../x`` wrote the report outside ``run.runs_dir``, a long id failed after its commit."""
     path = write_text(tmp_path / "e.csv", HEADER + _good_lines(20))
     lakehouse = tmp_path / "lakehouse"
-    assert main(["ingest", *_args(lakehouse, path), "--run-id", bad]) == EXIT_CONFIG
+    assert main(["ingest", *canonical_args(lakehouse, path), "--run-id", bad]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert "invalid run id" in err and "at most 128 characters" in err
     assert not lakehouse.exists()
@@ -99,7 +87,8 @@ def test_ingest_alone_on_a_new_lakehouse_exits_0(tmp_path, capsys):
     path = write_text(tmp_path / "e.csv", HEADER + _good_lines(30))
     lakehouse = tmp_path / "lakehouse"
     runs = tmp_path / "runs"
-    assert main(["ingest", *_args(lakehouse, path, "--set", f"run.runs_dir={runs}"), "--run-id", "i-1"]) == EXIT_OK
+    args = ["ingest", *canonical_args(lakehouse, path, "--set", f"run.runs_dir={runs}"), "--run-id", "i-1"]
+    assert main(args) == EXIT_OK
     assert (runs / "i-1" / "report.md").is_file()
     assert len(DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas()) == 30
 
@@ -111,7 +100,7 @@ def test_same_id_retry_after_bad_input_keeps_no_stale_rejects(tmp_path, capsys):
     path = tmp_path / "e.csv"
     write_text(path, HEADER + "".join(f"u{i},i{i},c1,like,2024-03-01T10:00:00Z\n" for i in range(40)))
     lakehouse = tmp_path / "lakehouse"
-    args = ["ingest", *_args(lakehouse, path, "--set", f"run.runs_dir={tmp_path / 'runs'}"), "--run-id", "r-1"]
+    args = ["ingest", *canonical_args(lakehouse, path, "--set", f"run.runs_dir={tmp_path / 'runs'}"), "--run-id", "r-1"]
     assert main(args) == EXIT_BAD_INPUT
     rejects = DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).to_pandas()
     assert len(rejects) == 40 and set(rejects[S.REASON]) == {S.REJECT_UNKNOWN_BEHAVIOR}
@@ -127,7 +116,7 @@ def test_conf_directory_and_lakehouse_file_are_config_errors(tmp_path, capsys):
     assert "is a directory" in capsys.readouterr().err
     path = write_text(tmp_path / "e.csv", HEADER + _good_lines(5))
     afile = write_text(tmp_path / "not-a-folder", "x")
-    assert main(["ingest", *_args(afile, path)]) == EXIT_CONFIG
+    assert main(["ingest", *canonical_args(afile, path)]) == EXIT_CONFIG
     assert "is a file, not a folder" in capsys.readouterr().err
 
 
