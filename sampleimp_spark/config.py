@@ -105,6 +105,8 @@ class IngestConfig(_Strict):
     span_gap_days: int = Field(7, ge=1)
     #: The job fails (after writing the rejects) when rejects / input rows exceeds this.
     max_reject_rate: float = Field(0.05, ge=0.0, le=1.0)
+    #: A reject's raw record longer than this is stored cut, ending in "…[cut: N characters]".
+    max_raw_chars: int = Field(4096, ge=16)
 
     @field_validator("valid_from", "valid_until")
     @classmethod

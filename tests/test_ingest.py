@@ -16,7 +16,7 @@ from sampleimp_spark.config import Config, load_config
 from sampleimp_spark.errors import EXIT_BAD_INPUT, BadInputError
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import canonical
-from sampleimp_spark.sources.validate import validate
+from sampleimp_spark.sources.validate import to_rejects, validate
 from sampleimp_spark.stages import ingest
 
 HEADER = "user_id,item_id,category_id,behavior,ts,price\n"
@@ -72,6 +72,17 @@ def test_each_reject_reason(spark, tmp_path):
     assert reasons[lines["bad_timestamp"]][1] == "ts=yesterday"
     assert reasons[lines["negative_price"]][1] == "price=-2.0"
     assert reasons[lines["bad_value"]][1] == "unparsable price"
+
+
+def test_a_long_raw_record_is_stored_cut_with_a_marker(spark, tmp_path):
+    """A 1 MB field must not land whole in bronze.rejects: past ``max_raw_chars`` the raw text is
+    cut and says how much was cut; a short reject stays verbatim."""
+    long_line = "u1,i1,c1,like,2024-03-01T10:00:00Z," + "9" * 1_000_000
+    short_line = "u2,i2,c1,like,2024-03-01T10:00:00Z,1"
+    path = write_text(tmp_path / "e.csv", HEADER + long_line + "\n" + short_line + "\n")
+    validated = validate(canonical.read(spark, [path]), source="canonical", valid_from=None, valid_until=None)
+    raws = sorted(r["raw"] for r in to_rejects(validated, run_id="r", max_raw_chars=100).collect())
+    assert raws == sorted([long_line[:100] + f"…[cut: {len(long_line) - 100} characters]", short_line])
 
 
 @pytest.mark.slow

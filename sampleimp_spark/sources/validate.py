@@ -149,12 +149,19 @@ def dedupe(validated: DataFrame) -> DataFrame:
     return validated.dropDuplicates([S.RAW])
 
 
-def to_rejects(validated: DataFrame, *, run_id: str) -> DataFrame:
-    """Rejected records with their raw text, file and reason."""
+def cut_text(text: Column, max_chars: int) -> Column:
+    """``text`` with everything past ``max_chars`` characters replaced by "…[cut: N characters]"."""
+    extra = F.length(text) - F.lit(max_chars)
+    marker = F.concat(F.lit("…[cut: "), extra.cast("string"), F.lit(" characters]"))
+    return F.when(extra > 0, F.concat(F.substring(text, 1, max_chars), marker)).otherwise(text)
+
+
+def to_rejects(validated: DataFrame, *, run_id: str, max_raw_chars: int) -> DataFrame:
+    """Rejected records with their raw text (cut past ``max_raw_chars``), file and reason."""
     return validated.where(F.col(S.REASON).isNotNull()).select(
         F.col(S.SOURCE),
         F.col(S.SOURCE_FILE).alias("source_file"),
-        F.col(S.RAW).alias("raw"),
+        cut_text(F.col(S.RAW), max_raw_chars).alias("raw"),
         F.col(S.REASON),
         F.col(S.DETAIL),
         F.lit(run_id).alias(S.RUN_ID),

@@ -146,7 +146,7 @@ def _write(
 
     ctx.claim(*([] if lo is None or hi is None else leases.month_keys(source, lo, hi)))
     lake.write_table(
-        to_rejects(validated, run_id=ctx.run_id),
+        to_rejects(validated, run_id=ctx.run_id, max_raw_chars=cfg.ingest.max_raw_chars),
         cfg.lakehouse,
         S.BRONZE_REJECTS,
         ctx=ctx,
