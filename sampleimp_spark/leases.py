@@ -67,7 +67,7 @@ class Leases:
             for key in sorted(set(keys) - self._held.keys()):
                 self._held[key] = self._lock(key, shared)
                 taken.append(key)
-        except RunConflictError:
+        except BaseException:  # refused, or the lease file cannot be written (a full disk)
             for key in taken:
                 os.close(self._held.pop(key))
             raise
@@ -96,8 +96,12 @@ class Leases:
         if not shared:  # who holds it, for the message of a run that is refused
             stamp = {"holder": self._holder, "pid": os.getpid(), "host": socket.gethostname()}
             stamp["since"] = datetime.now(UTC).isoformat(timespec="seconds")
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(stamp).encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(stamp).encode(), 0)
+            except OSError:
+                os.close(fd)
+                raise
         return fd
 
 

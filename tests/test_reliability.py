@@ -5,7 +5,10 @@ Each test names the defect it guards against; each failed on the code before its
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,7 +20,7 @@ from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.cli import main
 from sampleimp_spark.config import ConfigError, check_run_id, load_config
-from sampleimp_spark.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_OK
+from sampleimp_spark.errors import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 
 HEADER = "user_id,item_id,category_id,behavior,ts\n"
 HOSTILE = "x', 'delta.appendOnly' = 'true"
@@ -205,3 +208,56 @@ def test_a_write_that_loses_a_commit_race_is_retried_and_both_runs_keep_their_ro
     assert _race(spark, lakehouse, tmp_path) is None
     rejects = DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).to_pandas()
     assert rejects.groupby(["source", "run_id"]).size().to_dict() == {("a", "run-a"): 3, ("b", "run-b"): 3}
+
+
+@pytest.fixture
+def small_mount(tmp_path):
+    """Mount a 1 MiB tmpfs (options given by the test); skipped where mounting is not allowed."""
+    mounted: list[str] = []
+
+    def mount(options: str) -> Path:
+        point = tmp_path / f"mnt{len(mounted)}"
+        point.mkdir()
+        command = ["mount", "-t", "tmpfs", "-o", f"size=1m,{options}", "tmpfs", str(point)]
+        done = subprocess.run(command, capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(str(point))
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", point], check=False)
+
+
+def test_a_read_only_lakehouse_is_a_config_error_naming_it(tmp_path, capsys, small_mount):
+    """A read-only lakehouse (a read-only file system: even root cannot write it) exits 2 before
+    any Spark work, and the message names the folder."""
+    path = write_text(tmp_path / "e.csv", HEADER + _good_lines(5))
+    lakehouse = small_mount("ro")
+    assert main(["ingest", *canonical_args(lakehouse, path)]) == EXIT_CONFIG
+    err = capsys.readouterr().err.splitlines()[0]
+    assert str(lakehouse) in err and "not writable" in err
+
+
+@pytest.mark.slow
+def test_a_full_lakehouse_exits_1_saying_so_and_leaves_no_partial_table(tmp_path, capsys, small_mount):
+    """A lakehouse on a full file system: exit 1 (a scheduler may retry once space is freed), the
+    first line says the disk is full, and no table shows a partial write; after space is freed,
+    the same command succeeds."""
+    path = write_text(tmp_path / "e.csv", HEADER + _good_lines(400))
+    mount = small_mount("rw")
+    lakehouse = mount / "lakehouse"
+    filler = mount / "filler"
+    with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):  # fill it to the last block
+        while True:
+            f.write(b"\0" * 4096)
+    args = ["ingest", *canonical_args(lakehouse, path, "--set", f"run.runs_dir={tmp_path / 'runs'}")]
+    assert main(args) == EXIT_RUNTIME
+    assert "no space left on device" in capsys.readouterr().err.splitlines()[0]
+    for name in (S.BRONZE_EVENTS, S.BRONZE_REJECTS):
+        table = Path(lake.table_path(lakehouse, name))
+        assert not (table / "_delta_log").exists() or len(DeltaTable(str(table)).to_pandas()) == 0
+    filler.unlink()
+    assert main(args) == EXIT_OK
+    assert len(DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas()) == 400
