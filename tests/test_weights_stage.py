@@ -10,10 +10,12 @@ import pytest
 from conftest import stored_rdds
 from pyspark.sql import functions as F
 
+from sampleimp_spark import lake
 from sampleimp_spark import schema as S
-from sampleimp_spark.config import WeightsConfig
+from sampleimp_spark.config import WeightsConfig, load_config
 from sampleimp_spark.features.frequencies import class_frequencies
-from sampleimp_spark.stages.weights import compute_weights, diagnostics_of
+from sampleimp_spark.stages.weights import compute_weights, diagnostics_of, windows_to_weight
+from sampleimp_spark.windows import Windows
 
 FEATURES = ["user_n_events", "item_n_events", "cat_n_events", "pair_n_events", "pair_recency_any"]
 DR_FEATURES = ["user_n_events", "item_n_events", "pair_n_events"]
@@ -177,3 +179,23 @@ def test_unpersist_releases_everything_the_computation_stored(spark, inputs):
     # left checkpointed, they would hold executor memory for the rest of the session.
     assert not any(df.storageLevel.useMemory or df.storageLevel.useDisk for df in cached)
     assert stored_rdds(spark).keys() - before.keys() == set()
+
+
+def test_a_weights_run_alone_weights_the_windows_the_experiment_needs(spark, tmp_path):
+    """Defect: ``sampleimp weights`` alone weighted only the latest window, so a scheduler running
+    features, weights and train as separate tasks always failed at train ("lacks window(s)")."""
+    latest = Windows.from_id("20171128T160000Z_20171202T160000Z_20171203T160000Z")
+    step = latest.t2 - latest.t1
+    stored = [latest.shifted(-k * step).window_id for k in range(5)]  # five consecutive windows
+    rows = [("generator", w) for w in stored] + [("other", latest.shifted(step).window_id)]
+    lakehouse = str(tmp_path / "lakehouse")
+    frame = spark.createDataFrame(rows, f"{S.SOURCE} string, {S.WINDOW_ID} string")
+    frame.write.format("delta").save(lake.table_path(lakehouse, S.SILVER_SAMPLES))
+
+    def weighted(*overrides: str) -> list[str]:
+        return windows_to_weight(spark, load_config(None, [f"lakehouse={lakehouse}", *overrides]), "generator", None)
+
+    assert weighted("train.origins=1") == stored[2::-1]  # origins + 2 windows, oldest first
+    assert weighted() == stored[::-1]  # train.origins null: as many as are stored
+    assert weighted("train.enabled=false") == [latest.window_id]
+    assert weighted("weights.window_id=" + stored[3]) == [stored[3]]

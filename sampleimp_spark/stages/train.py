@@ -34,6 +34,7 @@ from sampleimp_spark.training.protocol import (
     ExperimentResult,
     origin_windows,
     run_experiment,
+    stored_origins,
     variant_weights,
 )
 from sampleimp_spark.training.selection import Selection
@@ -94,17 +95,6 @@ def experiment_plan(tcfg: TrainConfig, combine: dict[str, object], features: lis
     )
 
 
-def _origins(present: set[str], latest: Windows, configured: int | None) -> int:
-    """``configured``, else how many origins the stored consecutive windows before ``latest`` allow."""
-    if configured is not None:
-        return configured
-    step = latest.t2 - latest.t1
-    n = 0
-    while latest.shifted(-(n + 1) * step).window_id in present:
-        n += 1
-    return n - 1
-
-
 def run(
     spark: SparkSession,
     cfg: Config,
@@ -126,7 +116,7 @@ def run(
             F.col(S.SOURCE) == source
         )
         present = {r[0] for r in gold_all.select(S.WINDOW_ID).distinct().collect()}  # one row per window
-        origins = _origins(present, latest, tcfg.origins)
+        origins = stored_origins(present, latest, tcfg.origins)
         if origins < 1:
             raise BadInputError(
                 f"gold.training_samples holds too few windows before {latest_id} for an experiment: run the "

@@ -24,9 +24,10 @@ from sampleimp_spark import schema as S
 from sampleimp_spark.config import DEFAULT_DR_FEATURES, Config, WeightsConfig
 from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.features.behavior import feature_columns, shared_feature_groups
-from sampleimp_spark.frames import checkpoint, one_row, release
+from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.stages.features import source_of
+from sampleimp_spark.training.protocol import origin_windows, stored_origins
 from sampleimp_spark.weighting.class_balance import class_weights, with_class_weight
 from sampleimp_spark.weighting.combine import combine_weights, weight_diagnostics
 from sampleimp_spark.weighting.density_ratio import DensityRatioSettings, fit_density_ratio, score_density_ratio
@@ -252,18 +253,22 @@ def gold_columns(features: Sequence[str]) -> list[str]:
 
 
 def windows_to_weight(spark: SparkSession, cfg: Config, source: str, window_ids: Sequence[str] | None) -> list[str]:
-    """The windows a weights run weights: this run's features windows, else the configured one,
-    else the source's latest window of ``silver.samples``."""
+    """The windows a weights run weights, oldest first: this run's features windows, else the
+    configured one, else the source's latest window of ``silver.samples`` with the earlier windows
+    its experiment needs (when training is on) that ``silver.samples`` holds."""
     if window_ids:
         return list(window_ids)
     if cfg.weights.window_id:
         return [cfg.weights.window_id]
-    latest = one_row(
-        lake.read_table(spark, cfg.lakehouse, S.SILVER_SAMPLES).where(F.col(S.SOURCE) == source).agg(F.max(S.WINDOW_ID))
-    )[0]
-    if latest is None:
+    samples = lake.read_table(spark, cfg.lakehouse, S.SILVER_SAMPLES).where(F.col(S.SOURCE) == source)
+    present = {r[0] for r in samples.select(S.WINDOW_ID).distinct().collect()}  # one row per window
+    if not present:
         raise BadInputError(f"silver.samples has no window for source {source}; run the features stage first")
-    return [latest]
+    latest = Windows.from_id(max(present))
+    origins = stored_origins(present, latest, cfg.train.origins) if cfg.train.enabled else 0
+    if origins < 1:
+        return [latest.window_id]
+    return [w.window_id for w in origin_windows(latest, origins=origins) if w.window_id in present]
 
 
 def run(

@@ -14,7 +14,7 @@ Per-user values come to the driver (bounded by the sample) and are bootstrapped 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -215,6 +215,18 @@ def origin_windows(latest: Windows, *, origins: int) -> list[Windows]:
         raise ValueError(f"origins must be at least 1, got {origins}")
     step = latest.t2 - latest.t1
     return [latest.shifted(-(origins + 1 - i) * step) for i in range(origins + 2)]
+
+
+def stored_origins(present: Collection[str], latest: Windows, configured: int | None) -> int:
+    """``configured``, else how many origins the stored consecutive windows (ids in ``present``)
+    before ``latest`` allow (0 or less: none)."""
+    if configured is not None:
+        return configured
+    step = latest.t2 - latest.t1
+    n = 0
+    while latest.shifted(-(n + 1) * step).window_id in present:
+        n += 1
+    return n - 1
 
 
 def max_origins(latest: Windows, first_event: datetime) -> int:
