@@ -70,6 +70,17 @@ def test_canonical_csv_quoted_newline_is_one_record(spark, tmp_path):
     }
 
 
+def test_an_empty_canonical_csv_file_holds_no_records(spark, tmp_path):
+    """Defect: a 0-byte file among the inputs failed the whole ingest ("empty first line")."""
+    good = write_text(
+        tmp_path / "a.csv", "user_id,item_id,category_id,behavior,ts\nu1,i1,c1,view,2024-03-01T10:00:00Z\n"
+    )
+    empty = write_text(tmp_path / "b.csv", "")
+    assert canonical.read(spark, [good, empty]).count() == 1
+    with pytest.raises(BadInputError, match="every file is empty"):
+        canonical.read(spark, [empty])
+
+
 def test_canonical_csv_unclosed_quote_swallows_no_records(spark, tmp_path):
     """A quote left open until the end of a file joins nothing: each line stays a record (parsed
     leniently, as a lone line always was), so no record is lost into one malformed reject."""

@@ -80,3 +80,24 @@ def test_config_hash_ignores_run_id_but_not_settings():
     base = load_config(None)
     assert base.hash() == load_config(None, ["run.run_id=abc"]).hash()
     assert base.hash() != load_config(None, ["ingest.max_reject_rate=0.5"]).hash()
+
+
+@pytest.mark.parametrize(
+    "tagged",
+    [
+        "!!python/object/apply:os.system ['touch {marker}']",
+        "!!python/object/new:subprocess.Popen [['touch', '{marker}']]",
+        "!!python/name:os.system",
+    ],
+)
+def test_yaml_tags_that_construct_objects_are_refused_not_run(tmp_path, tagged):
+    """A profile or an override with a Python tag is a config error (exit 2); nothing executes."""
+    marker = tmp_path / "executed"
+    value = tagged.format(marker=marker)
+    profile = tmp_path / "hostile.yaml"
+    profile.write_text(f"lakehouse: {value}\n")
+    with pytest.raises(ConfigError):
+        load_config(str(profile))
+    with pytest.raises(ConfigError):
+        load_config(None, [f"lakehouse={value}"])
+    assert not marker.exists()

@@ -18,16 +18,25 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from conftest import write_text
+from deltalake import DeltaTable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sampleimp_spark import lake
 from sampleimp_spark import schema as S
+from sampleimp_spark.config import load_config
+from sampleimp_spark.errors import BadInputError
+from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import amazon, canonical, rees46, retailrocket, taobao, tianchi
 from sampleimp_spark.sources.validate import validate
+from sampleimp_spark.stages import ingest
 
 EXAMPLES = int(os.environ.get("SAMPLEIMP_FUZZ_EXAMPLES", "4"))
-LINES = 250
+LINES = int(os.environ.get("SAMPLEIMP_FUZZ_LINES", "250"))
+MAX_RAW = 2000  # ingest.max_raw_chars of the whole-ingest test
 
 #: adapter -> (reader, header or "", a valid line, index of its timestamp field)
 ADAPTERS = {
@@ -96,7 +105,7 @@ def _file(draw, source: str) -> bytes:
 
 def _records(data: bytes, header: str) -> list[bytes]:
     """The records an adapter must return for ``data``: its physical lines but the headers."""
-    lines = re.split(rb"\r\n|\r|\n", data)
+    lines = re.split(rb"\r\n|\r|\n", data) if data else []  # an empty file has no lines
     if data.endswith((b"\n", b"\r")):
         lines.pop()
     return [line for line in lines if not header or line != header.encode()]
@@ -137,6 +146,62 @@ def test_every_fuzzed_line_is_one_event_or_one_reject(spark, source):
     check()
     assert checked["lines"] > 0 and checked["events"] > 0
     print(f"{source}: {checked['lines']} lines, {checked['events']} events")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", sorted(ADAPTERS))
+def test_every_fuzzed_line_ends_in_events_rejects_or_duplicates_through_ingest(spark, tmp_path, source):
+    """The whole ingest on a folder of fuzzed files (``SAMPLEIMP_FUZZ_EXAMPLES`` x 2 drawn files,
+    concatenated into at most 8, and an empty one), read back with deltalake: events + rejects +
+    duplicates = the oracle's records, long rejects cut with a marker, every stored timestamp in
+    the window; then the same input with a zero reject tolerance fails as bad input (exit 3) with
+    its rejects written and no events."""
+    header = ADAPTERS[source][1]
+    drawn: list[bytes] = []
+
+    @settings(
+        max_examples=2 * EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
+    @given(data=_file(source))
+    def draw(data: bytes) -> None:
+        drawn.append(data)
+
+    draw()
+    files = [b"".join(drawn[i::8]) for i in range(min(8, len(drawn)))] + [b""]  # and an empty file
+    paths = [tmp_path / f"e{i}.{'csv' if source == 'canonical' else 'txt'}" for i in range(len(files))]
+    for path, data in zip(paths, files, strict=True):
+        path.write_bytes(data)
+    meta = write_text(tmp_path / "meta.jsonl", '{"parent_asin": "A1", "categories": []}\n')
+    base = [
+        f"input.source={source}",
+        f"input.paths={[str(p) for p in paths]}",
+        f"input.item_paths={[meta] if source == 'amazon' else []}",
+        "ingest.valid_from=2024-01-01T00:00:00Z",
+        "ingest.valid_until=2025-01-01T00:00:00Z",
+        f"ingest.max_raw_chars={MAX_RAW}",
+    ]
+    cfg = load_config(None, [*base, f"lakehouse={tmp_path / 'lakehouse'}", "ingest.max_reject_rate=1.0"])
+    ctx = lake.RunContext(run_id="fuzz", config_hash=cfg.hash(), stage="ingest")
+    report = ingest.run(spark, cfg, ctx=ctx, progress=RunProgress("fuzz"))
+    events = DeltaTable(lake.table_path(cfg.lakehouse, S.BRONZE_EVENTS)).to_pandas()
+    rejects = DeltaTable(lake.table_path(cfg.lakehouse, S.BRONZE_REJECTS)).to_pandas()
+    records = sum(len(_records(data, header)) for data in files)
+    print(f"{source}: {records} lines -> {len(events)} events, {len(rejects)} rejects, {report.duplicates} duplicates")
+    assert len(events) + len(rejects) + report.duplicates == records
+    assert (rejects["raw"].str.len() <= MAX_RAW + len("…[cut: 1048576 characters]")).all()
+    window = pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2025-01-01", tz="UTC")
+    assert events[S.TS].between(*window, inclusive="left").all()
+
+    strict = load_config(None, [*base, f"lakehouse={tmp_path / 'strict'}", "ingest.max_reject_rate=0"])
+    ctx = lake.RunContext(run_id="strict", config_hash=strict.hash(), stage="ingest")
+    with pytest.raises(BadInputError, match=r"over ingest\.max_reject_rate"):
+        ingest.run(spark, strict, ctx=ctx, progress=RunProgress("strict"))
+    assert len(DeltaTable(lake.table_path(strict.lakehouse, S.BRONZE_REJECTS)).to_pandas()) == len(rejects)
+    assert not Path(lake.table_path(strict.lakehouse, S.BRONZE_EVENTS)).exists()
 
 
 def _utf8(line: bytes) -> bool:

@@ -8,13 +8,15 @@ end in ``.csv`` are read as CSV, anything else as Parquet (files or folders of f
 
 Every file is read with its own columns: CSV files grouped by header line, Parquet files by
 schema. CSV is RFC-4180 (a quote in a quoted field is doubled; a quoted field may hold newlines,
-and the raw record is then its lines joined by ``\\n``). A file without a header or a required
-column, or with a column of an unusable type, is a :class:`BadInputError` naming the file.
+and the raw record is then its lines joined by ``\\n``); an empty file holds no records. A file
+without a header or a required column, or with a column of an unusable type, is a
+:class:`BadInputError` naming the file.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
 from functools import reduce
 from pathlib import Path
@@ -114,7 +116,10 @@ def _csv_header(path: str) -> str:
 def _read_csv(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
     groups: dict[str, list[str]] = {}
     for p in paths:
-        groups.setdefault(_csv_header(p), []).append(p)
+        if os.path.getsize(p) > 0:  # an empty file holds no records (and no header)
+            groups.setdefault(_csv_header(p), []).append(p)
+    if not groups:
+        raise BadInputError(f"{', '.join(paths)}: every file is empty")
     frames = []
     for header, files in groups.items():
         fields = [f.strip() for f in next(csv.reader([header.removeprefix("\ufeff")]))]
