@@ -70,6 +70,15 @@ def test_canonical_csv_quoted_newline_is_one_record(spark, tmp_path):
     }
 
 
+def test_a_canonical_csv_opening_with_a_bom_keeps_its_header_out_of_the_records(spark, tmp_path):
+    """Defect (found by the fuzz campaign): Spark drops a file's opening byte-order mark but the
+    header was kept with it, so the header line became a reject."""
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbfuser_id,item_id,category_id,behavior,ts\nu1,i1,c1,view,2024-03-01T10:00:00Z\n")
+    got = validate(canonical.read(spark, [str(path)]), source="canonical")
+    assert [(r[S.USER_ID], r[S.REASON]) for r in got.collect()] == [("u1", None)]
+
+
 def test_an_empty_canonical_csv_file_holds_no_records(spark, tmp_path):
     """Defect: a 0-byte file among the inputs failed the whole ingest ("empty first line")."""
     good = write_text(
@@ -122,6 +131,30 @@ def test_canonical_parquet_keeps_columns_a_first_file_lacks(spark, tmp_path):
     rows = sorted(tuple(r) for r in got.select(S.USER_ID, S.BRAND, S.PRICE).collect())
     assert rows == [("a0", None, None), ("a1", None, None), ("b0", "acme", 1.5), ("b1", None, 2.0)]
     assert canonical.read(spark, [b, a]).where(S.BRAND + " = 'acme'").count() == 1
+
+
+def test_a_canonical_folder_of_csv_and_parquet_files_reads_every_file_as_what_it_is(spark, tmp_path):
+    """Defect: a folder of CSV files was read as Parquet (and failed); files in a subfolder were
+    skipped without a word. Hidden files (``.x``, ``_SUCCESS``) are not input."""
+    header = "user_id,item_id,category_id,behavior,ts\n"
+    write_text(tmp_path / "in" / "a.csv", header + "c0,i1,c1,view,2024-03-01T10:00:00Z\n")
+    write_text(tmp_path / "in" / "2024-03" / "b.CSV", header + "c1,i1,c1,view,2024-03-01T10:00:00Z\n")
+    _parquet(tmp_path / "in" / "2024-03" / "c.parquet", user_id=["p0", "p1"])
+    write_text(tmp_path / "in" / "_SUCCESS", "")
+    write_text(tmp_path / "in" / ".a.csv.crc", "junk")
+    got = canonical.read(spark, [str(tmp_path / "in")])
+    assert sorted(r[0] for r in got.select(S.USER_ID).collect()) == ["c0", "c1", "p0", "p1"]
+
+
+def test_text_adapters_read_subfolders_and_name_a_missing_path(spark, tmp_path):
+    write_text(tmp_path / "in" / "day1.csv", "1,10,100,pv,1709287200\n")
+    write_text(tmp_path / "in" / "2024" / "day2.csv", "2,10,100,pv,1709287200\n")
+    assert sorted(r[0] for r in taobao.read(spark, [str(tmp_path / "in")]).select(S.USER_ID).collect()) == ["1", "2"]
+    with pytest.raises(BadInputError, match=r"input path .*missing\.csv does not exist"):
+        taobao.read(spark, [str(tmp_path / "in"), str(tmp_path / "missing.csv")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInputError, match=r"empty holds no files"):
+        taobao.read(spark, [str(tmp_path / "empty")])
 
 
 def test_canonical_parquet_missing_required_column_names_the_file(spark, tmp_path):

@@ -14,13 +14,16 @@ U+FFFD), so every stored string is valid UTF-8.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType
 
 from sampleimp_spark import schema as S
+from sampleimp_spark.errors import BadInputError
 
 #: Parsed-record columns, in order: what every adapter returns.
 PARSED_COLUMNS: tuple[str, ...] = (
@@ -32,8 +35,41 @@ _CORRUPT = "_corrupt_record"
 _POS = "_pos"
 
 
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def input_files(paths: Sequence[str]) -> list[str]:
+    """The files of ``paths``: local folders searched recursively, hidden names (``.x``, ``_x``)
+    skipped; URIs of other file systems passed on for Spark to list (recursively).
+
+    Raises:
+        BadInputError: a local path does not exist, or a folder holds no files.
+    """
+    files: list[str] = []
+    for p in paths:
+        if _URI.match(p) and not p.startswith("file:"):
+            files.append(p)
+            continue
+        root = Path(p.removeprefix("file://"))
+        if not root.exists():
+            raise BadInputError(f"input path {p} does not exist: fix input.paths")
+        if not root.is_dir():
+            files.append(str(root))
+            continue
+        found = [
+            str(f)
+            for f in sorted(root.rglob("*"))
+            if f.is_file() and not any(part.startswith((".", "_")) for part in f.relative_to(root).parts)
+        ]
+        if not found:
+            raise BadInputError(f"input folder {p} holds no files")
+        files.extend(found)
+    return files
+
+
 def read_lines(spark: SparkSession, paths: Sequence[str], *, ordered: bool = False) -> DataFrame:
-    """Every physical line of ``paths`` as ``_raw`` with its file in ``_source_file``.
+    """Every physical line of the files of ``paths`` (:func:`input_files`) as ``_raw`` with its
+    file in ``_source_file``.
 
     A line that is not valid UTF-8 gets ``_invalid_utf8`` and its bad bytes become U+FFFD in
     ``_raw``. With ``ordered``, ``_pos`` orders the lines of each file (file block, then line).
@@ -47,7 +83,7 @@ def read_lines(spark: SparkSession, paths: Sequence[str], *, ordered: bool = Fal
     if ordered:  # lines of one block are read in order, and so numbered increasingly
         pos = F.struct(F.col("_metadata.file_block_start").alias("block"), F.monotonically_increasing_id().alias("n"))
         cols.append(pos.alias(_POS))
-    return spark.read.text(list(paths)).select(*cols)
+    return spark.read.option("recursiveFileLookup", "true").text(input_files(paths)).select(*cols)
 
 
 # RFC-4180 fields, as Java regexes: a closed quoted field, an unquoted one (a quote inside it is

@@ -3,8 +3,9 @@
 Columns by name (any order): required ``user_id, item_id, category_id, behavior, ts``;
 optional ``session_id, price, brand, rating, item_text, category_path``; other columns are
 ignored. ``behavior`` must be one of the canonical behaviors (case-insensitive). ``ts`` is
-ISO-8601 text (UTC unless it carries an offset) or, in Parquet, a timestamp. Paths that all
-end in ``.csv`` are read as CSV, anything else as Parquet (files or folders of files).
+ISO-8601 text (UTC unless it carries an offset) or, in Parquet, a timestamp. Files whose name
+ends in ``.csv`` (any case) are read as CSV, the others as Parquet; folders are searched
+recursively.
 
 Every file is read with its own columns: CSV files grouped by header line, Parquet files by
 schema. CSV is RFC-4180 (a quote in a quoted field is doubled; a quoted field may hold newlines,
@@ -19,7 +20,6 @@ import csv
 import os
 from collections.abc import Sequence
 from functools import reduce
-from pathlib import Path
 
 import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -31,6 +31,7 @@ from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.sources.base import (
     bad_value_flag,
     blank_to_null,
+    input_files,
     join_quoted_lines,
     local_time,
     map_values,
@@ -102,27 +103,28 @@ def _where(files: Sequence[str]) -> str:
 
 
 def _csv_header(path: str) -> str:
-    """The first line of a CSV file, as Spark reads it (without its line break)."""
+    """The first line of a CSV file, as Spark reads it (without its line break and an opening
+    byte-order mark)."""
     with open(path, "rb") as f:
         line = f.readline().rstrip(b"\n").rstrip(b"\r")
     if not line:
         raise BadInputError(f"{path}: empty first line; canonical CSV needs a header line")
     try:
-        return line.decode("utf-8")
+        return line.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         raise BadInputError(f"{path}: the header line is not UTF-8 ({e})") from None
 
 
-def _read_csv(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+def _read_csv(spark: SparkSession, paths: Sequence[str]) -> DataFrame | None:
     groups: dict[str, list[str]] = {}
     for p in paths:
         if os.path.getsize(p) > 0:  # an empty file holds no records (and no header)
             groups.setdefault(_csv_header(p), []).append(p)
     if not groups:
-        raise BadInputError(f"{', '.join(paths)}: every file is empty")
+        return None
     frames = []
     for header, files in groups.items():
-        fields = [f.strip() for f in next(csv.reader([header.removeprefix("\ufeff")]))]
+        fields = [f.strip() for f in next(csv.reader([header]))]
         _check_columns(fields, _where(files))
         if len(set(fields)) < len(fields):
             raise BadInputError(f"{_where(files)}: the CSV header repeats a column name: {fields}")
@@ -130,20 +132,6 @@ def _read_csv(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
         df = split_csv(lines, fields, header=header, options=CSV_OPTIONS)
         frames.append(_records(df, local_time(S.TS, fmt=None, tz="UTC")))
     return reduce(DataFrame.unionByName, frames)
-
-
-def _parquet_files(paths: Sequence[str]) -> list[str]:
-    """The files of ``paths``: folders are searched recursively, hidden (``.``, ``_``) names skipped."""
-    files = []
-    for p in paths:
-        root = Path(p)
-        if not root.is_dir():
-            files.append(p)
-            continue
-        for f in sorted(root.rglob("*")):
-            if f.is_file() and not any(part.startswith((".", "_")) for part in f.relative_to(root).parts):
-                files.append(str(f))
-    return files
 
 
 def _parquet_schema(path: str) -> tuple[tuple[str, str], ...]:
@@ -180,13 +168,16 @@ def _read_parquet_group(spark: SparkSession, files: Sequence[str]) -> DataFrame:
 
 
 def read(spark: SparkSession, paths: Sequence[str], item_paths: Sequence[str] = ()) -> DataFrame:
-    """Parsed records from canonical CSV (header required) or Parquet files, each file read with
-    its own header or schema."""
-    if all(p.lower().endswith(".csv") for p in paths):
-        return _read_csv(spark, paths)
+    """Parsed records from canonical CSV (header required) and Parquet files, each file read with
+    its own header or schema; folders are searched recursively (:func:`input_files`)."""
+    files = input_files(paths)
+    csv_files = [f for f in files if f.lower().endswith(".csv")]
     groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
-    for f in _parquet_files(paths):
+    for f in sorted(set(files) - set(csv_files)):
         groups.setdefault(_parquet_schema(f), []).append(f)
-    if not groups:
-        raise BadInputError(f"{', '.join(paths)}: no Parquet files found")
-    return reduce(DataFrame.unionByName, (_read_parquet_group(spark, files) for files in groups.values()))
+    frames = [_read_parquet_group(spark, group) for group in groups.values()]
+    csv_frame = _read_csv(spark, csv_files) if csv_files else None
+    frames += [csv_frame] if csv_frame is not None else []
+    if not frames:
+        raise BadInputError(f"{', '.join(paths)}: every file is empty")
+    return reduce(DataFrame.unionByName, frames)
