@@ -23,6 +23,10 @@ def test_the_checksum_ignores_order_and_run_stamps_but_not_rows():
     assert cc.content(pd.concat([ROWS, ROWS.iloc[:1]])) != cc.content(ROWS)  # a duplicated row
     assert cc.content(ROWS.iloc[1:]) != cc.content(ROWS)  # a lost row
     assert cc.content(ROWS.assign(weight=[0.5, 1.25, 2.01])) != cc.content(ROWS)  # a changed value
+    # A table keyed by run id: two complete runs hold one content; a run missing a row, two.
+    two = pd.concat([ROWS, ROWS.assign(run_id="b")])
+    assert cc.states("gold/metrics", two) == {cc.content(ROWS)}
+    assert len(cc.states("gold/metrics", two.iloc[:-1])) == 2
 
 
 def test_the_reader_flags_a_state_the_clean_run_never_had(tmp_path):
