@@ -36,6 +36,13 @@ from sampleimp_spark.stages import ingest
 
 EXAMPLES = int(os.environ.get("SAMPLEIMP_FUZZ_EXAMPLES", "4"))
 LINES = int(os.environ.get("SAMPLEIMP_FUZZ_LINES", "250"))
+#: Hypothesis settings of both tests: reproducible runs, no deadline, large examples allowed.
+_SETTINGS: dict = {
+    "deadline": None,
+    "derandomize": True,
+    "database": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+}
 MAX_RAW = 2000  # ingest.max_raw_chars of the whole-ingest test
 
 #: adapter -> (reader, header or "", a valid line, index of its timestamp field)
@@ -122,10 +129,7 @@ def test_every_fuzzed_line_is_one_event_or_one_reject(spark, source):
 
     @settings(
         max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+        **_SETTINGS,
     )
     @given(data=_file(source))
     def check(data: bytes) -> None:
@@ -164,10 +168,7 @@ def test_every_fuzzed_line_ends_in_events_rejects_or_duplicates_through_ingest(s
 
     @settings(
         max_examples=2 * EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+        **_SETTINGS,
     )
     @given(data=_file(source))
     def draw(data: bytes) -> None:
