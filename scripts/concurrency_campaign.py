@@ -14,17 +14,13 @@ exits 1 if any pair failed.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from crash_campaign import SETTINGS, state
-
-SAMPLEIMP = str(Path(sys.executable).with_name("sampleimp"))
+from crash_campaign import SETTINGS, overrides, start, state
 
 
 def _canonical(path: Path, month: int, rows: int = 2000) -> Path:
@@ -51,10 +47,10 @@ def pairs(work: Path) -> list[Pair]:
     march, april = _canonical(work / "march.csv", 3), _canonical(work / "april.csv", 4)
 
     def canonical(path: Path) -> list[str]:
-        return ["ingest", "--set", "input.source=canonical", "--set", f"input.paths=['{path}']"]
+        return ["ingest", *overrides(["input.source=canonical", f"input.paths=['{path}']"])]
 
-    generator = ["ingest", *(a for s in SETTINGS for a in ("--set", s))]
-    features = ["features", *(a for s in SETTINGS for a in ("--set", s))]
+    generator = ["ingest", *overrides(SETTINGS)]
+    features = ["features", *overrides(SETTINGS)]
     return [
         Pair("different sources (generator, canonical)", True, generator, canonical(march)),
         Pair("one source, different months", True, canonical(march), canonical(april)),
@@ -65,11 +61,8 @@ def pairs(work: Path) -> list[Pair]:
 
 
 def _start(command: list[str], lakehouse: Path, work: Path, run_id: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    argv = [SAMPLEIMP, *command, "--set", f"lakehouse={lakehouse}", "--set", f"run.runs_dir={work / 'runs'}"]
-    if command[0] != "maintain":
-        argv += ["--run-id", run_id]
-    return subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    with log.open("w") as out:  # the child keeps its own copy of the descriptor
+        return start(command, lakehouse, work, None if command[0] == "maintain" else run_id, out)
 
 
 def _refusal(log: Path) -> str:

@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 from deltalake import DeltaTable
@@ -187,17 +188,26 @@ class Outcome:
         return self.killed.startswith("killed") and self.exits == [0, 0] and not self.diffs and not self.partial
 
 
+def overrides(settings: list[str]) -> list[str]:
+    """``settings`` as ``sampleimp`` options (``--set`` each)."""
+    return [a for s in settings for a in ("--set", s)]
+
+
+def start(args: list[str], lakehouse: Path, work: Path, run_id: str | None, out: IO[str]) -> subprocess.Popen:
+    """Start ``sampleimp <args>`` on ``lakehouse`` (runs folder under ``work``) in its own session."""
+    argv = [str(Path(sys.executable).with_name("sampleimp")), *args]
+    argv += overrides([f"lakehouse={lakehouse}", f"run.runs_dir={work / 'runs'}"])
+    argv += ["--run-id", run_id] if run_id else []
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
 def run_stage(
     stage: str, lakehouse: Path, work: Path, run_id: str, kill: Point | None = None, log: Path | None = None
 ) -> tuple[int, str]:
     """Run ``sampleimp <stage>``; with ``kill``, SIGKILL its driver and JVM when it is reached."""
-    sets = [f"lakehouse={lakehouse}", f"run.runs_dir={work / 'runs'}", *SETTINGS]
-    argv = [str(Path(sys.executable).with_name("sampleimp")), stage, *(a for s in sets for a in ("--set", s))]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     with open(log or os.devnull, "w") as out:
-        proc = subprocess.Popen(
-            [*argv, "--run-id", run_id], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        proc = start([stage, *overrides(SETTINGS)], lakehouse, work, run_id, out)
         started, what = time.monotonic(), ""
         while proc.poll() is None:
             if kill is not None and not what and kill.reached(lakehouse, started):
