@@ -10,10 +10,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import date
 from typing import NoReturn
 
-from sampleimp_spark import errors
+from pyspark.sql import SparkSession
+
+from sampleimp_spark import errors, lake
 from sampleimp_spark.config import Config, ConfigError, check_run_id, load_config
+from sampleimp_spark.stages import daily
 from sampleimp_spark.stages.pipeline import STAGES, run_stages
 
 log = logging.getLogger("sampleimp_spark")
@@ -44,26 +48,45 @@ def build_parser() -> argparse.ArgumentParser:
         "skips writes it already committed (default: run.run_id, else a fresh id)",
     )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    dated = _Parser(add_help=False)
+    dated.add_argument(
+        "--date",
+        metavar="YYYY-MM-DD",
+        help="process one day (in the source's time zone): its input ({date} in input.paths), and the window "
+        "ending with it; a day already done with the same config is a no-op",
+    )
 
     parser = _Parser(prog="sampleimp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("run", parents=[common], help="run the whole pipeline: " + ", ".join(STAGES))
-    sub.add_parser("ingest", parents=[common], help="raw input -> bronze.events and bronze.rejects")
-    sub.add_parser("features", parents=[common], help="bronze.events -> silver.samples, shard_map, class_frequencies")
+    sub.add_parser("run", parents=[common, dated], help="run the whole pipeline: " + ", ".join(STAGES))
+    sub.add_parser("ingest", parents=[common, dated], help="raw input -> bronze.events and bronze.rejects")
+    sub.add_parser(
+        "features", parents=[common, dated], help="bronze.events -> silver.samples, shard_map, class_frequencies"
+    )
     sub.add_parser(
         "weights",
-        parents=[common],
+        parents=[common, dated],
         help="silver.samples -> gold.training_samples, feature_importance, weight_diagnostics",
     )
     sub.add_parser(
         "train",
-        parents=[common],
+        parents=[common, dated],
         help="weighted vs unweighted ALS / GBT -> models, gold.metrics, gold.experiment_results",
     )
     sub.add_parser(
         "maintain",
         parents=[common],
         help="compact every table (OPTIMIZE, Z-order) and VACUUM files older than maintenance.retention_hours",
+    )
+    backfill = sub.add_parser(
+        "backfill",
+        parents=[common],
+        help="`run --date` for every day from --from to --to in order; a rerun resumes at the first day not done",
+    )
+    backfill.add_argument("--from", dest="first", metavar="YYYY-MM-DD", required=True)
+    backfill.add_argument("--to", dest="last", metavar="YYYY-MM-DD", required=True)
+    backfill.add_argument(
+        "--stages", default=",".join(STAGES), help=f"the stages run for each day (default {','.join(STAGES)})"
     )
     return parser
 
@@ -79,20 +102,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.conf, args.overrides)
         if args.run_id is not None:
             check_run_id(args.run_id)
+        day = daily.parse_day(args.date) if getattr(args, "date", None) else None
+        if args.command == "backfill":
+            first, last = daily.parse_day(args.first, option="--from"), daily.parse_day(args.last, option="--to")
+            daily.days(first, last)
+            chosen = [s.strip() for s in args.stages.split(",") if s.strip()]
+            if not chosen or set(chosen) - set(STAGES):
+                raise ConfigError(f"--stages must name stages of {','.join(STAGES)}, got {args.stages!r}")
     except ConfigError as exc:
         print(f"sampleimp: {exc}", file=sys.stderr)
         return errors.EXIT_CONFIG
     if args.command == "maintain":
         return _maintain(cfg)
-    stages = STAGES if args.command == "run" else (args.command,)
+    stages: Sequence[str] = STAGES if args.command == "run" else (args.command,)
+    if args.command == "backfill":
+        stages = [s for s in STAGES if s in chosen]
     try:
         from sampleimp_spark.session import get_session
 
         spark = get_session(cfg.spark)
-        result = run_stages(spark, cfg, stages, run_id=args.run_id)
+    except Exception as exc:
+        return _failed(exc, "run")
+    if args.command == "backfill":
+        return daily.backfill(
+            lambda d, run_id: _run(spark, cfg, stages, run_id, d), first, last, run_id=args.run_id, echo=print
+        )
+    return _run(spark, cfg, stages, args.run_id, day)
+
+
+def _run(spark: SparkSession, cfg: Config, stages: Sequence[str], run_id: str | None, day: date | None) -> int:
+    """Run ``stages`` (for ``day``, unless that day is done with this config); the exit code."""
+    try:
+        config_hash = cfg.hash()
+        wanted = [s for s in stages if s != "train" or cfg.train.enabled or len(stages) == 1]
+        if day is not None:
+            cfg = daily.for_day(cfg, day)
+            done = daily.completed(spark, cfg, day, config_hash)
+            if done is not None and set(wanted) <= set(done.stages):
+                print(
+                    f"nothing to do: {day} ({', '.join(wanted)}) was done by run {done.run_id} "
+                    f"with config {config_hash}"
+                )
+                return errors.EXIT_OK
+        result = run_stages(spark, cfg, stages, run_id=run_id)
         from sampleimp_spark.stages.report import write_report
 
         report_path = write_report(spark, cfg, result)
+        if day is not None:
+            ctx = lake.RunContext(run_id=result.run_id, config_hash=config_hash, stage="status")
+            daily.mark_done(spark, cfg, day, config_hash, wanted, ctx=ctx)
     except Exception as exc:
         return _failed(exc, "run")
     print(f"run {result.run_id} finished\n{result.progress.summary()}\nreport: {report_path}")

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import re
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -575,6 +575,24 @@ class MaintenanceConfig(_Strict):
         return self
 
 
+class TrackingConfig(_Strict):
+    """MLflow tracking of training runs (``pip install 'sampleimp_spark[mlflow]'``)."""
+
+    enabled: bool = False
+    #: null = the local folder ``mlruns`` (a SQLite store and its artifacts); a path without a
+    #: scheme = such a folder there; else any MLflow tracking URI (``http://host:5000``, ...).
+    uri: str | None = None
+    experiment: str = Field("sampleimp_spark", min_length=1)
+    #: Log the latest origin's ALS and GBT of every variant and seed as MLflow Spark models.
+    log_models: bool = True
+    #: Where Spark writes a model before MLflow copies it; on a cluster a path every node sees.
+    dfs_tmpdir: str | None = None
+
+
+#: ``run.date``'s type (a field named ``date`` cannot be annotated ``date`` in its own class).
+Day = date
+
+
 class RunConfig(_Strict):
     """Identity of one run: used in commit metadata and Delta transaction identifiers."""
 
@@ -583,6 +601,8 @@ class RunConfig(_Strict):
     run_id: str | None = Field(None, pattern=RUN_ID_PATTERN)
     #: Where run reports go (one sub-folder per run).
     runs_dir: str = "runs"
+    #: The day a dated run processes (``--date``; see :mod:`sampleimp_spark.stages.daily`).
+    date: Day | None = None
 
 
 class Config(_Strict):
@@ -597,10 +617,11 @@ class Config(_Strict):
     weights: WeightsConfig = Field(default_factory=WeightsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     def hash(self) -> str:
         """A stable hash of everything that changes results (the run id excluded)."""
-        data = self.model_dump(mode="json", exclude={"run": {"run_id"}, "maintenance": True})
+        data = self.model_dump(mode="json", exclude={"run": {"run_id", "date"}, "maintenance": True, "tracking": True})
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +125,15 @@ def date_between(column: str, lo: date, hi: date) -> str:
     """
     col = sql_identifier(column)
     return f"{col} >= DATE{sql_string(lo.isoformat())} AND {col} <= DATE{sql_string(hi.isoformat())}"
+
+
+def time_between(column: str, start: datetime, end: datetime) -> str:
+    """A predicate ``start <= column < end`` on a timestamp column (UTC instants; the session's
+    time zone is UTC)."""
+    col = sql_identifier(column)
+    fmt = "%Y-%m-%d %H:%M:%S.%f"
+    lo, hi = (t.astimezone(UTC).strftime(fmt) for t in (start, end))
+    return f"{col} >= TIMESTAMP{sql_string(lo)} AND {col} < TIMESTAMP{sql_string(hi)}"
 
 
 # --- tables -----------------------------------------------------------------------------------

@@ -73,6 +73,12 @@ ADAPTER_COLUMNS: tuple[str, ...] = (RAW, SOURCE_FILE, MALFORMED, BEHAVIOR_RAW, T
 REASON = "reason"
 DETAIL = "detail"
 RUN_ID = "run_id"
+# silver.window_status
+DAY = "day"
+CONFIG_HASH = "config_hash"
+STAGES = "stages"
+STATUS = "status"
+UPDATED_AT = "updated_at"
 
 REJECT_INVALID_UTF8 = "invalid_utf8"  # bytes that are not UTF-8 (raw keeps them as U+FFFD)
 REJECT_MALFORMED = "malformed"  # unparsable line or wrong field count (also empty lines)
@@ -174,6 +180,8 @@ SILVER_SHARD_MAP = "silver.shard_map"
 SILVER_CLASS_FREQUENCIES = "silver.class_frequencies"
 SILVER_ITEM_TEXT = "silver.item_text"
 SILVER_ITEM_EMBEDDINGS = "silver.item_embeddings"
+#: Days a dated run completed, per source and config hash (``--date``, ``sampleimp backfill``).
+SILVER_WINDOW_STATUS = "silver.window_status"
 GOLD_TRAINING_SAMPLES = "gold.training_samples"
 GOLD_FEATURE_IMPORTANCE = "gold.feature_importance"
 GOLD_WEIGHT_DIAGNOSTICS = "gold.weight_diagnostics"
@@ -409,5 +417,16 @@ CONTRACTS.update(
         GOLD_METRICS: TableContract(METRICS_SCHEMA),
         GOLD_EXPERIMENT_RESULTS: TableContract(EXPERIMENT_RESULTS_SCHEMA),
         GOLD_WEIGHT_SELECTION: TableContract(WEIGHT_SELECTION_SCHEMA),
+        SILVER_WINDOW_STATUS: TableContract(
+            _fields(
+                (SOURCE, _STR, False),
+                (DAY, T.DateType(), False),
+                (CONFIG_HASH, _STR, False),
+                (STAGES, _STR, False),
+                (STATUS, _STR, False),
+                (RUN_ID, _STR, False),
+                (UPDATED_AT, T.TimestampType(), False),
+            )
+        ),
     }
 )

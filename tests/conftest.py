@@ -16,6 +16,8 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 # Spark's own test mode (stricter internal checks); set before the JVM starts.
 os.environ.setdefault("SPARK_TESTING", "1")
+# MLflow's download progress bars are noise in a test log.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @pytest.fixture(scope="session")

@@ -64,6 +64,8 @@ def cfg(lakehouse):
             "features.min_shard_rows=200",
             "weights.density_ratio.min_rows=20",
             "weights.density_ratio.cv_folds=3",
+            "tracking.enabled=true",
+            f"tracking.uri={Path(lakehouse).parent / 'mlruns'}",
             *TRAIN,
         ],
     )
@@ -177,6 +179,74 @@ def test_models_are_saved_with_the_table_version(first, lakehouse):
     for variant in ("unweighted", "combined"):
         for part in ("als", "gbt", "als_user_index"):
             assert (folder / f"{variant}-seed1" / part).is_dir()
+
+
+def test_the_training_run_is_tracked_in_mlflow(spark, cfg, first, lakehouse, monkeypatch):
+    """Config, tuned hyperparameters, every pooled value and Δ interval, and the models: loaded back
+    from the MLflow store, they predict what the models stored in the lakehouse predict."""
+    import mlflow
+    from mlflow import MlflowClient
+    from pyspark.ml import PipelineModel
+
+    from sampleimp_spark.stages import tracking
+    from sampleimp_spark.training.gbt import predict_proba
+
+    uri, _ = tracking.store_uris(cfg.tracking)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("sampleimp_spark")
+    (run,) = client.search_runs([exp.experiment_id], filter_string="tags.`sampleimp.run_id` = 'pipeline-1'")
+    assert run.info.run_id == first.tracking_run and run.info.status == "FINISHED"
+    assert run.data.tags["sampleimp.training_version"] == str(first.training_version)
+    assert run.data.params["train.als.rank"] == "8"
+    assert json.loads(run.data.params["train.variants"]) == ["unweighted", "combined"]
+    assert json.loads(run.data.params["tuned.gbt_depth.combined"]) == first.result.tuned.gbt_depth["combined"]
+    # Every pooled value, interval and paired Δ of gold.experiment_results, under a readable key.
+    logged = 0
+    for r in first.result.summary:
+        stem = "/".join(str(r.get(k) or "all") for k in ("model", "variant", "segment", "metric", "estimator"))
+        for col in ("value", "ci_low", "delta", "delta_ci_low", "delta_ci_high", "p_holm"):
+            if r.get(col) is not None and np.isfinite(r[col]):
+                assert run.data.metrics[stem.replace("+", "_") + "/" + col] == pytest.approx(r[col]), (stem, col)
+                logged += 1
+    assert logged > 100 and "als/combined/all/ndcg_at_k/unweighted/delta_ci_low" in run.data.metrics
+    # The models, with signatures, load back and predict what the lakehouse's copies predict.
+    models = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/models.json")
+    assert set(models) == {f"{k}-{v}-seed1" for k in ("als", "gbt") for v in ("unweighted", "combined")}
+    saved = lake.models_dir(lakehouse, first.window_id, "pipeline-1") / "combined-seed1"
+    probe = lake.read_table(spark, lakehouse, S.GOLD_TRAINING_SAMPLES).where(
+        F.col(S.WINDOW_ID) == first.result.windows[-2]
+    )
+    probe = probe.orderBy(S.USER_ID, S.ITEM_ID).limit(200)
+    gbt = mlflow.spark.load_model(models["gbt-combined-seed1"])
+    signature = mlflow.models.get_model_info(models["gbt-combined-seed1"]).signature
+    features = signature.inputs.input_names()
+    assert features == [c for c in probe.columns if S.is_feature_column(c)]
+
+    def predictions(scored, keys, column="prediction"):
+        return sorted(map(tuple, scored.select(*keys, column).collect()))
+
+    keys = [S.USER_ID, S.ITEM_ID]
+    signed = probe.select(*keys, *features)  # what the signature names is all the model needs
+    assert predictions(predict_proba(gbt, signed), keys, S.PROBABILITY) == predictions(
+        predict_proba(PipelineModel.load(str(saved / "gbt")), probe), keys, S.PROBABILITY
+    )
+    assert signature.outputs.input_names() == ["_gbt_prediction"]
+    als = mlflow.spark.load_model(models["als-combined-seed1"])
+    pairs = (
+        spark.read.parquet(str(saved / "als_user_index"))
+        .limit(20)
+        .crossJoin(spark.read.parquet(str(saved / "als_item_index")).limit(20))
+    )
+    idx = [c for c in pairs.columns if c.startswith("_als_")]
+    from pyspark.ml.recommendation import ALSModel
+
+    stored = ALSModel.load(str(saved / "als"))
+    scored = stored.getPredictionCol()
+    assert predictions(als.transform(pairs), idx, scored) == predictions(stored.transform(pairs), idx, scored)
+    signature = mlflow.models.get_model_info(models["als-combined-seed1"]).signature
+    assert signature.inputs.input_names() == ["_als_user", "_als_item"]
+    assert signature.outputs.input_names() == [scored]
 
 
 def test_the_weighting_chosen_on_validation_is_what_gold_ships(spark, cfg, first, lakehouse):
@@ -348,6 +418,14 @@ def test_run_report_has_tables_and_plots(spark, cfg, first_run, tmp_path):
         assert section in text, section
     for png in ("class_frequencies.png", "information_gain.png", "weights.png", "metrics.png"):
         assert f"]({png})" in text and (path.parent / png).stat().st_size > 10_000, png
+    # The report and its plots are artifacts of the run's MLflow run too.
+    from mlflow import MlflowClient
+
+    from sampleimp_spark.stages.tracking import store_uris
+
+    client = MlflowClient(tracking_uri=store_uris(cfg.tracking)[0])
+    logged = {Path(a.path).name for a in client.list_artifacts(first_run.reports["train"].tracking_run, "report")}
+    assert {"report.md", "metrics.png", "weights.png"} <= logged
 
 
 def test_downstream_notebook_runs_headless_against_the_lakehouse(first_run, lakehouse, monkeypatch):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -33,13 +33,14 @@ from sampleimp_spark.sources.validate import (
     to_rejects,
     validate,
 )
+from sampleimp_spark.stages.daily import day_bounds
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class IngestReport:
-    """Counts of one ingest run. ``input_rows == events + sum(rejects) + duplicates``."""
+    """Counts of one ingest run. ``input_rows == events + sum(rejects) + duplicates + other_days``."""
 
     source: str
     input_rows: int
@@ -50,6 +51,8 @@ class IngestReport:
     first_date: date | None = None
     last_date: date | None = None
     skipped: bool = False  # Delta skipped the writes: this run id had committed them already
+    #: Valid events of other days than a dated run's (``--date``): left to those days' runs.
+    other_days: int = 0
 
     @property
     def reject_rate(self) -> float:
@@ -60,6 +63,7 @@ class IngestReport:
             f"source {self.source}: {self.input_rows:,} input rows -> {self.events:,} events, "
             f"{sum(self.rejects.values()):,} rejects ({self.reject_rate:.2%}), "
             f"{self.duplicates:,} exact duplicates dropped"
+            + (f", {self.other_days:,} events of other days left to their runs" if self.other_days else "")
         ]
         out += [f"  rejected {reason}: {n:,}" for reason, n in sorted(self.rejects.items())]
         if self.first_date:
@@ -93,8 +97,12 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
             if span is not None:
                 log.info("ingest: no valid window configured; the input's main time span is %s to %s", *span)
                 validated = reject_outside(validated, *span)
+        day = None if cfg.run.date is None else day_bounds(cfg.run.date, source)
+        if day is not None:
+            in_day = (F.col(S.TS) >= F.lit(day[0])) & (F.col(S.TS) < F.lit(day[1]))
+            validated = validated.withColumn(_OTHER_DAY, F.col(S.REASON).isNull() & ~in_day)
         try:
-            report = _write(spark, cfg, validated, ctx=ctx, source=source)
+            report = _write(spark, cfg, validated, ctx=ctx, source=source, day=day)
         finally:
             stored.unpersist()
         info.rows_in = report.input_rows
@@ -108,23 +116,36 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
     return report
 
 
+#: A dated run's marker of valid events outside its day.
+_OTHER_DAY = "_other_day"
+
+
 def _write(
-    spark: SparkSession, cfg: Config, validated: DataFrame, *, ctx: lake.RunContext, source: str
+    spark: SparkSession,
+    cfg: Config,
+    validated: DataFrame,
+    *,
+    ctx: lake.RunContext,
+    source: str,
+    day: tuple[datetime, datetime] | None = None,
 ) -> IngestReport:
     # One pass over the input for all the counts: per file and reason, and the date range.
+    other = F.col(_OTHER_DAY) if day is not None else F.lit(False)
     stats = (
-        validated.groupBy(S.SOURCE_FILE, S.REASON)
+        validated.groupBy(S.SOURCE_FILE, S.REASON, other.alias(_OTHER_DAY))
         .agg(F.count(F.lit(1)).alias("n"), F.min(F.to_date(S.TS)).alias("lo"), F.max(F.to_date(S.TS)).alias("hi"))
         .collect()
     )
     rows_by_file: dict[str, int] = {}
     rejects: dict[str, int] = {}
-    valid = 0
+    valid = other_days = 0
     lo: date | None = None
     hi: date | None = None
     for r in stats:
         rows_by_file[r[S.SOURCE_FILE]] = rows_by_file.get(r[S.SOURCE_FILE], 0) + r["n"]
-        if r[S.REASON] is None:
+        if r[_OTHER_DAY]:
+            other_days += r["n"]
+        elif r[S.REASON] is None:
             valid += r["n"]
             lo = r["lo"] if lo is None else min(lo, r["lo"])
             hi = r["hi"] if hi is None else max(hi, r["hi"])
@@ -133,6 +154,11 @@ def _write(
     input_rows = sum(rows_by_file.values())
     if input_rows == 0:
         raise BadInputError(f"source {source}: the input has no rows ({cfg.input.paths or 'generator'})")
+    if day is not None and valid == 0:
+        raise BadInputError(
+            f"source {source}: the input holds no valid event of {cfg.run.date} "
+            f"({cfg.input.paths or 'generator'}); nothing was written"
+        )
     report = IngestReport(
         source=source,
         input_rows=input_rows,
@@ -142,6 +168,7 @@ def _write(
         rows_by_file=rows_by_file,
         first_date=lo,
         last_date=hi,
+        other_days=other_days,
     )
 
     ctx.claim(*([] if lo is None or hi is None else leases.month_keys(source, lo, hi)))
@@ -163,22 +190,27 @@ def _write(
     if valid == 0:
         return report
     assert lo is not None and hi is not None  # valid events have dates
+    events = validated.where(F.col(S.REASON).isNull() & ~other)
+    replace = lake.rows_where(source=source) + " AND " + lake.date_between(S.EVENT_DATE, lo, hi)
+    if day is not None:  # exactly the day: a local day spans two UTC dates shared with its neighbours
+        replace += " AND " + lake.time_between(S.TS, *day)
     written = lake.write_table(
-        to_events(dedupe(validated.where(F.col(S.REASON).isNull()))),
-        cfg.lakehouse,
-        S.BRONZE_EVENTS,
-        ctx=ctx,
-        replace_where=lake.rows_where(source=source) + " AND " + lake.date_between(S.EVENT_DATE, lo, hi),
+        to_events(dedupe(events)), cfg.lakehouse, S.BRONZE_EVENTS, ctx=ctx, replace_where=replace
     )
     if written is None:  # a retried run whose events had committed already: recount them
         report.skipped = True
-        report.events = _count_run_rows(spark, cfg, source, lo, hi)
+        report.events = _count_run_rows(spark, cfg, source, lo, hi, day)
     else:
         report.events = written.get(lake.OUTPUT_ROWS, 0)
     report.duplicates = valid - report.events
     return report
 
 
-def _count_run_rows(spark: SparkSession, cfg: Config, source: str, lo: date, hi: date) -> int:
+def _count_run_rows(
+    spark: SparkSession, cfg: Config, source: str, lo: date, hi: date, day: tuple[datetime, datetime] | None
+) -> int:
     events = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS)
-    return events.where((F.col(S.SOURCE) == source) & F.col(S.EVENT_DATE).between(lo, hi)).count()
+    mine = (F.col(S.SOURCE) == source) & F.col(S.EVENT_DATE).between(lo, hi)
+    if day is not None:
+        mine &= (F.col(S.TS) >= F.lit(day[0])) & (F.col(S.TS) < F.lit(day[1]))
+    return events.where(mine).count()

@@ -91,6 +91,8 @@ def run_stages(
                 built = result.reports.get("features")
                 window_ids = built.window_ids if built is not None else None
                 result.reports[name] = weights.run(spark, cfg, ctx=ctx, progress=progress, window_ids=window_ids)
+            elif name == "train" and not cfg.train.enabled and len(stages) > 1:
+                log.info("train: skipped (train.enabled: false)")
             elif name == "train":
                 weighted = result.reports.get("weights")
                 window_id = weighted.window_id if weighted is not None else None

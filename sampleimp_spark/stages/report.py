@@ -293,4 +293,9 @@ def write_report(spark: SparkSession, cfg: Config, result: RunResult) -> Path:
     path = out / "report.md"
     path.write_text("\n".join(parts))
     log.info("report: %s (%d plots)", path, len(images))
+    tracked = getattr(result.reports.get("train"), "tracking_run", None)
+    if tracked is not None:
+        from sampleimp_spark.stages.tracking import log_report
+
+        log_report(cfg, tracked, out)
     return path

@@ -26,6 +26,7 @@ from sampleimp_spark.evaluation import names as N
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.stages.features import source_of
+from sampleimp_spark.stages.tracking import Tracker
 from sampleimp_spark.stages.weights import label_column, windows_to_weight
 from sampleimp_spark.training.als import FittedALS
 from sampleimp_spark.training.gbt import resolve_features
@@ -51,6 +52,8 @@ class TrainingReport:
     window_id: str
     training_version: int
     result: ExperimentResult
+    #: The MLflow run the training was logged to (``tracking.enabled``), else None.
+    tracking_run: str | None = None
 
     def lines(self) -> list[str]:
         out = [f"window {self.window_id}, gold.training_samples version {self.training_version}", *self.result.lines()]
@@ -132,6 +135,11 @@ def run(
                 & (F.col(S.TS) < F.lit(windows[-1].t2))
             )
         )
+        tracker = Tracker.open(
+            cfg,
+            ctx.run_id,
+            {"sampleimp.window_id": latest_id, "sampleimp.training_version": str(version), "sampleimp.source": source},
+        )
         try:
             cc = cfg.weights.combine
             combine: dict[str, object] = {
@@ -145,31 +153,43 @@ def run(
             plan = experiment_plan(tcfg, combine, resolve_features(tcfg.gbt.features, gold))
 
             def store(origin: str, variant: str, seed: int, als: FittedALS, gbt: PipelineModel) -> None:
-                if origin == latest_id:  # the models of the latest origin are the ones worth keeping
+                if origin != latest_id:  # the models of the latest origin are the ones worth keeping
+                    return
+                if tcfg.save_models:
                     lake.save_models(cfg.lakehouse, latest_id, ctx.run_id, f"{variant}-seed{seed}", als=als, gbt=gbt)
+                if tracker is not None:
+                    tracker.log_models(variant, seed, als, gbt, gold.schema, list(plan.features))
 
-            result = run_experiment(events, gold, windows, plan=plan, on_models=store if tcfg.save_models else None)
+            keep = tcfg.save_models or tracker is not None
+            result = run_experiment(events, gold, windows, plan=plan, on_models=store if keep else None)
+            lineage = {
+                "table": S.GOLD_TRAINING_SAMPLES,
+                "version": version,
+                "window_id": latest_id,
+                "training_window": ids[-2],
+                "windows": ids,
+                "source": source,
+                "tuned": result.tuned.as_dict(),
+                "run_id": ctx.run_id,
+                "variants": list(tcfg.variants),
+                "seeds": list(tcfg.seeds),
+            }
+            if tracker is not None:
+                tracker.log_results(result, lineage)
+        except BaseException:
+            if tracker is not None:
+                tracker.finish(ok=False)
+            raise
         finally:
             release(events, gold)
         if tcfg.save_models:
-            lake.write_model_lineage(
-                cfg.lakehouse,
-                latest_id,
-                ctx.run_id,
-                {
-                    "table": S.GOLD_TRAINING_SAMPLES,
-                    "version": version,
-                    "window_id": latest_id,
-                    "training_window": ids[-2],
-                    "windows": ids,
-                    "source": source,
-                    "tuned": result.tuned.as_dict(),
-                    "run_id": ctx.run_id,
-                    "variants": list(tcfg.variants),
-                    "seeds": list(tcfg.seeds),
-                },
-            )
-        report = TrainingReport(window_id=latest_id, training_version=version, result=result)
+            lake.write_model_lineage(cfg.lakehouse, latest_id, ctx.run_id, lineage)
+        report = TrainingReport(
+            window_id=latest_id,
+            training_version=version,
+            result=result,
+            tracking_run=None if tracker is None else tracker.run_id,
+        )
         _write_metrics(spark, cfg, report, source=source, ctx=ctx)
         selection = result.tuned.selection
         if tcfg.select_weight and selection is not None:
@@ -177,6 +197,8 @@ def run(
         info.rows_out = {"metric_rows": len(result.per_origin), "comparisons": len(result.summary)}
         for line in report.lines():
             log.info("%s", line)
+        if tracker is not None:
+            tracker.finish(ok=True)
     return report
 
 

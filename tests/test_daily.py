@@ -1,0 +1,163 @@
+"""Runs by date and backfills: the day's bounds and config, a dated ingest that replaces exactly
+its day (a China-time day shares its UTC dates with its neighbours), a rerun that does nothing,
+a missing day's input, and a backfill that resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from deltalake import DeltaTable
+
+from sampleimp_spark import lake
+from sampleimp_spark import schema as S
+from sampleimp_spark.cli import main
+from sampleimp_spark.config import ConfigError, load_config
+from sampleimp_spark.errors import EXIT_BAD_INPUT, EXIT_OK
+from sampleimp_spark.stages import daily
+from sampleimp_spark.windows import Windows
+
+#: The Taobao sample's documented days (China time).
+FIRST, LAST = date(2017, 11, 25), date(2017, 12, 3)
+
+
+def test_a_day_is_a_calendar_day_of_the_source_time_zone():
+    assert daily.day_bounds(date(2017, 12, 1), "taobao") == (
+        datetime(2017, 11, 30, 16, tzinfo=UTC),
+        datetime(2017, 12, 1, 16, tzinfo=UTC),
+    )
+    assert daily.day_bounds(date(2019, 10, 1), "rees46")[0] == datetime(2019, 10, 1, tzinfo=UTC)
+    assert lake.time_between("ts", *daily.day_bounds(date(2017, 12, 1), "taobao")) == (
+        "`ts` >= TIMESTAMP'2017-11-30 16:00:00.000000' AND `ts` < TIMESTAMP'2017-12-01 16:00:00.000000'"
+    )
+
+
+def test_the_day_fills_the_input_paths_and_leaves_the_config_hash_alone():
+    cfg = load_config(None, ["input.source=taobao", "input.paths=['/raw/{date}/events.csv', /raw/fixed.csv]"])
+    dated = daily.for_day(cfg, date(2017, 12, 1))
+    assert dated.input.paths == ["/raw/2017-12-01/events.csv", "/raw/fixed.csv"]
+    assert dated.run.date == date(2017, 12, 1) and cfg.run.date is None
+    assert load_config(None, ["run.date=2017-12-01"]).hash() == load_config(None, []).hash()
+    with pytest.raises(ConfigError, match=r"unset features\.t2"):
+        daily.for_day(load_config(None, ["features.t2=2017-12-01T00:00:00Z"]), date(2017, 12, 1))
+    first = date(2017, 11, 30)
+    assert daily.days(first, date(2017, 12, 2)) == [first + timedelta(days=i) for i in range(3)]
+    with pytest.raises(ConfigError, match="before --from"):
+        daily.days(date(2017, 12, 2), date(2017, 12, 1))
+
+
+def test_a_backfill_stops_at_the_first_failed_day_and_names_it():
+    ran, said = [], []
+
+    def run_day(day, run_id):
+        ran.append((day, run_id))
+        return 3 if day == date(2017, 12, 2) else 0
+
+    code = daily.backfill(run_day, date(2017, 12, 1), date(2017, 12, 3), run_id=None, echo=said.append)
+    assert code == 3 and ran == [(date(2017, 12, 1), "backfill-2017-12-01"), (date(2017, 12, 2), "backfill-2017-12-02")]
+    assert said[0] == "backfill [1/3] 2017-12-01: run backfill-2017-12-01"
+    assert "stopped at 2017-12-02 (exit 3)" in said[-1]
+
+
+def _split_by_day(src: Path, folder: Path) -> None:
+    """The real sample's lines, as they are, in one file per China-time day (``<day>.csv``); lines
+    without a timestamp go to the first day's file."""
+    lines = src.read_text().rstrip("\n").split("\n")
+    files: dict[str, list[str]] = {}
+    for line in lines:
+        fields = line.split(",")
+        ok = len(fields) == 5 and fields[4].isdigit()
+        day = pd.Timestamp(int(fields[4]), unit="s", tz="Asia/Shanghai").date() if ok else FIRST
+        files.setdefault(str(day), []).append(line)
+    folder.mkdir()
+    for day, kept in files.items():
+        (folder / f"{day}.csv").write_text("\n".join(kept) + "\n")
+
+
+def _taobao(lakehouse: str, paths: str) -> list[str]:
+    return [
+        "--set",
+        f"lakehouse={lakehouse}",
+        "--set",
+        "input.source=taobao",
+        "--set",
+        f"input.paths={json.dumps([paths])}",  # quoted: YAML reads a bare {date} as a mapping
+        "--set",
+        "ingest.valid_from=2017-11-25T00:00:00+08:00",
+        "--set",
+        "ingest.valid_until=2017-12-04T00:00:00+08:00",
+        "--set",
+        "ingest.max_reject_rate=0.01",
+    ]
+
+
+def _events_by_day(lakehouse: str) -> dict[date, int]:
+    events = DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas(columns=[S.TS])
+    local = pd.to_datetime(events[S.TS], utc=True).dt.tz_convert("Asia/Shanghai").dt.date
+    return local.value_counts().to_dict()
+
+
+@pytest.mark.slow
+def test_dated_runs_ingest_their_day_once_and_a_backfill_resumes(spark, shared_data, tmp_path, capsys):
+    src = shared_data / "taobao_userbehavior" / "UserBehavior.csv"
+    _split_by_day(src, tmp_path / "days")
+    # The oracle: the whole input ingested at once (tests/test_ingest.py checks it against the file).
+    full = str(tmp_path / "full")
+    assert main(["ingest", *_taobao(full, str(src))]) == EXIT_OK
+    per_day = _events_by_day(full)
+    assert set(per_day) == {FIRST + timedelta(days=i) for i in range(9)}
+    lakehouse = str(tmp_path / "lakehouse")
+    dated = _taobao(lakehouse, f"{tmp_path}/days/{{date}}.csv")
+
+    # Two neighbouring China-time days share the UTC date 2017-11-30: each keeps the other's rows.
+    assert main(["ingest", "--date", "2017-11-30", "--run-id", "d1", *dated]) == EXIT_OK
+    assert main(["ingest", "--date", "2017-12-01", "--run-id", "d2", *dated]) == EXIT_OK
+    assert _events_by_day(lakehouse) == {d: per_day[d] for d in (date(2017, 11, 30), date(2017, 12, 1))}
+    # The same day again with the same config: nothing to do, nothing written.
+    version = DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).version()
+    capsys.readouterr()
+    assert main(["ingest", "--date", "2017-12-01", *dated]) == EXIT_OK
+    assert "nothing to do: 2017-12-01 (ingest) was done by run d2" in capsys.readouterr().out
+    assert DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).version() == version
+    # A day whose input is missing: exit 3, naming it, and no table touched.
+    rejects = DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).version()
+    assert main(["ingest", "--date", "2017-12-09", *dated]) == EXIT_BAD_INPUT
+    assert "2017-12-09.csv" in capsys.readouterr().err
+    assert DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).version() == version
+    assert DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).version() == rejects
+
+    # A backfill over three days whose second file is broken stops there; fixed, it resumes.
+    broken = tmp_path / "days" / "2017-12-02.csv"
+    good = broken.read_bytes()
+    broken.write_bytes(b"not,a,taobao,row\n" * 500 + good)
+    backfill = ["backfill", "--from", "2017-12-01", "--to", "2017-12-03", "--stages", "ingest", *dated]
+    assert main(backfill) == EXIT_BAD_INPUT
+    out = capsys.readouterr().out
+    assert "backfill [2/3] 2017-12-02" in out and "stopped at 2017-12-02 (exit 3)" in out
+    assert date(2017, 12, 2) not in _events_by_day(lakehouse)
+    broken.write_bytes(good)
+    assert main(backfill) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "nothing to do: 2017-12-01 (ingest)" in out and "3 day(s) done" in out
+    assert _events_by_day(lakehouse) == {d: per_day[d] for d in per_day if date(2017, 11, 30) <= d <= LAST}
+
+    # The remaining days: day by day, the same events as the whole input at once.
+    assert main(["backfill", "--from", str(FIRST), "--to", "2017-11-29", "--stages", "ingest", *dated]) == EXIT_OK
+    key = [S.USER_ID, S.ITEM_ID, S.TS, S.BEHAVIOR, S.CATEGORY_ID]
+    by_day = DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas(columns=key)
+    whole = DeltaTable(lake.table_path(full, S.BRONZE_EVENTS)).to_pandas(columns=key)
+    pd.testing.assert_frame_equal(
+        by_day.sort_values(key).reset_index(drop=True), whole.sort_values(key).reset_index(drop=True)
+    )
+
+    # The features and weights of a day: the window whose label day is that day.
+    window = ["--set", "train.enabled=false"]
+    assert main(["features", "--date", "2017-12-02", *dated, *window]) == EXIT_OK
+    assert main(["weights", "--date", "2017-12-02", *dated, *window]) == EXIT_OK
+    gold = DeltaTable(lake.table_path(lakehouse, S.GOLD_TRAINING_SAMPLES)).to_pandas(columns=[S.WINDOW_ID])
+    (window_id,) = set(gold[S.WINDOW_ID])
+    w = Windows.from_id(window_id)
+    assert (w.t1, w.t2) == daily.day_bounds(date(2017, 12, 2), "taobao") and w.feature_days == 4.0
