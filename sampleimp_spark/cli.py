@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="process one day (in the source's time zone): its input ({date} in input.paths), and the window "
         "ending with it; a day already done with the same config is a no-op",
     )
+    dated.add_argument("--force", action="store_true", help="with --date: run the day even if it is done")
 
     parser = _Parser(prog="sampleimp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -102,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.conf, args.overrides)
         if args.run_id is not None:
             check_run_id(args.run_id)
-        day = daily.parse_day(args.date) if getattr(args, "date", None) else None
+        day = daily.parse_day(args.date) if getattr(args, "date", None) else cfg.run.date
         if args.command == "backfill":
             first, last = daily.parse_day(args.first, option="--from"), daily.parse_day(args.last, option="--to")
             daily.days(first, last)
@@ -127,18 +128,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return daily.backfill(
             lambda d, run_id: _run(spark, cfg, stages, run_id, d), first, last, run_id=args.run_id, echo=print
         )
-    return _run(spark, cfg, stages, args.run_id, day)
+    return _run(spark, cfg, stages, args.run_id, day, force=getattr(args, "force", False))
 
 
-def _run(spark: SparkSession, cfg: Config, stages: Sequence[str], run_id: str | None, day: date | None) -> int:
+def _run(
+    spark: SparkSession,
+    cfg: Config,
+    stages: Sequence[str],
+    run_id: str | None,
+    day: date | None,
+    *,
+    force: bool = False,
+) -> int:
     """Run ``stages`` (for ``day``, unless that day is done with this config); the exit code."""
     try:
-        config_hash = cfg.hash()
+        config_hash = cfg.hash()  # of the undated config (run.date is not part of a hash)
         wanted = [s for s in stages if s != "train" or cfg.train.enabled or len(stages) == 1]
         if day is not None:
             cfg = daily.for_day(cfg, day)
             done = daily.completed(spark, cfg, day, config_hash)
-            if done is not None and set(wanted) <= set(done.stages):
+            if done is not None and set(wanted) <= set(done.stages) and not force:
                 print(
                     f"nothing to do: {day} ({', '.join(wanted)}) was done by run {done.run_id} "
                     f"with config {config_hash}"

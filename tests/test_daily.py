@@ -91,6 +91,8 @@ def _taobao(lakehouse: str, paths: str) -> list[str]:
         "ingest.valid_until=2017-12-04T00:00:00+08:00",
         "--set",
         "ingest.max_reject_rate=0.01",
+        "--set",
+        "train.enabled=false",  # days of features and weights, no experiment
     ]
 
 
@@ -122,6 +124,10 @@ def test_dated_runs_ingest_their_day_once_and_a_backfill_resumes(spark, shared_d
     assert main(["ingest", "--date", "2017-12-01", *dated]) == EXIT_OK
     assert "nothing to do: 2017-12-01 (ingest) was done by run d2" in capsys.readouterr().out
     assert DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).version() == version
+    # --force runs it anyway (a corrected file), replacing the day with the same rows.
+    assert main(["ingest", "--date", "2017-12-01", "--force", *dated]) == EXIT_OK
+    version = DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).version()
+    assert _events_by_day(lakehouse) == {d: per_day[d] for d in (date(2017, 11, 30), date(2017, 12, 1))}
     # A day whose input is missing: exit 3, naming it, and no table touched.
     rejects = DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).version()
     assert main(["ingest", "--date", "2017-12-09", *dated]) == EXIT_BAD_INPUT
@@ -153,10 +159,16 @@ def test_dated_runs_ingest_their_day_once_and_a_backfill_resumes(spark, shared_d
         by_day.sort_values(key).reset_index(drop=True), whole.sort_values(key).reset_index(drop=True)
     )
 
-    # The features and weights of a day: the window whose label day is that day.
-    window = ["--set", "train.enabled=false"]
-    assert main(["features", "--date", "2017-12-02", *dated, *window]) == EXIT_OK
-    assert main(["weights", "--date", "2017-12-02", *dated, *window]) == EXIT_OK
+    # The features and weights of a day (the window whose label day is that day), as a scheduler
+    # with one fixed run id per day runs them: each stage is recorded, then the day is done.
+    day_run = ["--date", "2017-12-02", "--run-id", "backfill-2017-12-02", *dated]
+    assert main(["features", *day_run]) == EXIT_OK
+    assert main(["weights", *day_run]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["run", *day_run]) == EXIT_OK
+    assert "nothing to do: 2017-12-02 (ingest, features, weights) was done by run backfill-2017-12-02" in (
+        capsys.readouterr().out
+    )
     gold = DeltaTable(lake.table_path(lakehouse, S.GOLD_TRAINING_SAMPLES)).to_pandas(columns=[S.WINDOW_ID])
     (window_id,) = set(gold[S.WINDOW_ID])
     w = Windows.from_id(window_id)

@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 from sampleimp_spark.config import ConfigError, load_config
 from sampleimp_spark.stages import tracking
+from sampleimp_spark.stages.pipeline import STAGES, run_stages
 
 
 def _cfg(*settings: str):
@@ -46,6 +47,9 @@ def test_a_retried_run_id_resumes_its_unfinished_run_and_leaves_a_finished_one(t
     assert tracking.Tracker.open(cfg, "nightly-1", {}) is None  # done: nothing logged twice
     other = tracking.Tracker.open(cfg, "nightly-2", {})
     assert other is not None and other.run_id != first.run_id
+    # The same run id with another config (a scheduler's fixed id after a config change): a new run.
+    changed = tracking.Tracker.open(_cfg(f"tracking.uri={tmp_path / 'mlruns'}", "train.seeds=[1, 2]"), "nightly-1", {})
+    assert changed is not None and changed.run_id not in (first.run_id, other.run_id)
     run = client.get_run(first.run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "nightly-1"
     assert run.data.tags["sampleimp.window_id"] == "w" and run.data.params["train.seeds"] == "[1]"
@@ -62,7 +66,7 @@ def test_metric_keys_name_the_arm_and_skip_missing_values():
     }
 
 
-def test_without_mlflow_installed_the_error_says_what_to_install(monkeypatch):
+def test_without_mlflow_installed_the_error_says_what_to_install_before_any_stage(monkeypatch, tmp_path):
     real = builtins.__import__
 
     def no_mlflow(name, *args, **kwargs):
@@ -73,3 +77,9 @@ def test_without_mlflow_installed_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_mlflow)
     with pytest.raises(ConfigError, match=r"pip install 'sampleimp_spark\[mlflow\]'"):
         tracking.Tracker.open(_cfg(), "r1", {})
+    # A run that would train stops before its first stage (no Spark needed to get there).
+    lakehouse = tmp_path / "lakehouse"
+    with pytest.raises(ConfigError, match="MLflow is not installed"):
+        run_stages(None, _cfg(f"lakehouse={lakehouse}"), STAGES, run_id="r1")
+    assert not any(lakehouse.glob("*/*/_delta_log"))
+    run_stages(None, _cfg(f"lakehouse={lakehouse}"), (), run_id="r2")  # no training: no MLflow needed

@@ -25,6 +25,7 @@ from sampleimp_spark import schema as S
 from sampleimp_spark.config import Config
 from sampleimp_spark.errors import ConfigError
 from sampleimp_spark.sources import SOURCE_TIMEZONES
+from sampleimp_spark.windows import Windows
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +117,20 @@ def mark_done(
             lake.date_between(S.DAY, day, day),
         )
     )
+    # Keyed by the stages too: a run id that recorded "ingest" and now records more (a fixed
+    # scheduler id) must not have its write skipped as already committed.
+    ctx = ctx.with_inputs(",".join(done))
     lake.write_table(frame, cfg.lakehouse, S.SILVER_WINDOW_STATUS, ctx=ctx, replace_where=where)
 
 
 _STAGE_ORDER = ("ingest", "features", "weights", "train")
+
+
+def day_window(cfg: Config, day: date, source: str) -> Windows:
+    """The window of the run for ``day``: its label period ends with the day."""
+    t2 = day_bounds(day, source)[1]
+    t1 = t2 - timedelta(days=cfg.features.label_days)
+    return Windows(t1 - timedelta(days=cfg.features.feature_days), t1, t2)
 
 
 def days(first: date, last: date) -> list[date]:

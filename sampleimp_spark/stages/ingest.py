@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -110,6 +110,7 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
             "events": report.events,
             "rejects": sum(report.rejects.values()),
             "duplicates": report.duplicates,
+            **({"other_days": report.other_days} if report.other_days else {}),
         }
         for line in report.lines():
             log.info("%s", line)
@@ -191,8 +192,10 @@ def _write(
         return report
     assert lo is not None and hi is not None  # valid events have dates
     events = validated.where(F.col(S.REASON).isNull() & ~other)
-    replace = lake.rows_where(source=source) + " AND " + lake.date_between(S.EVENT_DATE, lo, hi)
     if day is not None:  # exactly the day: a local day spans two UTC dates shared with its neighbours
+        lo, hi = day[0].date(), (day[1] - timedelta(microseconds=1)).date()
+    replace = lake.rows_where(source=source) + " AND " + lake.date_between(S.EVENT_DATE, lo, hi)
+    if day is not None:
         replace += " AND " + lake.time_between(S.TS, *day)
     written = lake.write_table(
         to_events(dedupe(events)), cfg.lakehouse, S.BRONZE_EVENTS, ctx=ctx, replace_where=replace

@@ -18,7 +18,7 @@ from sampleimp_spark.config import Config, check_run_id
 from sampleimp_spark.errors import ConfigError
 from sampleimp_spark.leases import UPKEEP, Leases
 from sampleimp_spark.progress import RunProgress
-from sampleimp_spark.stages import features, ingest, train, weights
+from sampleimp_spark.stages import features, ingest, tracking, train, weights
 
 log = logging.getLogger("sampleimp_spark")
 
@@ -67,6 +67,8 @@ def run_stages(
         raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
     run_id = check_run_id(run_id) if run_id else cfg.run.run_id or new_run_id()
     check_lakehouse(cfg.lakehouse)
+    if "train" in stages:
+        tracking.require(cfg)
     progress = RunProgress(run_id)
     result = RunResult(run_id, progress)
     config_hash = cfg.hash()

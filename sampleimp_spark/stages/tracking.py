@@ -11,7 +11,8 @@ SQLite store with its artifacts beside it). The run holds:
   and its plots (``report/``), and the latest origin's ALS and GBT of every variant and seed as
   MLflow Spark models with signatures (``models/<als|gbt>-<variant>-seed<s>``).
 
-A retried run id resumes its unfinished MLflow run; a finished one is left as it is.
+A retried run id (same config hash) resumes its unfinished MLflow run; a finished one is left as it
+is; a failure anywhere in the train stage marks the MLflow run FAILED.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import pyspark
 from pyspark.ml import PipelineModel
 from pyspark.sql import types as T
 
-from sampleimp_spark import __version__
 from sampleimp_spark.config import Config, TrackingConfig
 from sampleimp_spark.errors import ConfigError
 
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 DEFAULT_FOLDER = "mlruns"
 #: Tag naming the sampleimp run an MLflow run belongs to.
 RUN_TAG = "sampleimp.run_id"
+#: Tag holding the config hash: a run id reused with another config is another MLflow run.
+HASH_TAG = "sampleimp.config_hash"
 #: ``gold.experiment_results`` columns logged as metrics.
 METRIC_COLUMNS = ("value", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high", "p_holm")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
@@ -68,6 +70,16 @@ def _mlflow() -> Any:
             "tracking.enabled is true but MLflow is not installed: pip install 'sampleimp_spark[mlflow]'"
         ) from exc
     return mlflow
+
+
+def require(cfg: Config) -> None:
+    """Fail before any stage runs when tracking is on and MLflow is missing.
+
+    Raises:
+        ConfigError: ``tracking.enabled`` without the ``mlflow`` extra installed.
+    """
+    if cfg.tracking.enabled:
+        _mlflow()
 
 
 def store_uris(tcfg: TrackingConfig) -> tuple[str, str | None]:
@@ -144,8 +156,9 @@ class Tracker:
 
     @classmethod
     def open(cls, cfg: Config, run_id: str, tags: Mapping[str, str]) -> Tracker | None:
-        """The MLflow run of ``run_id`` (created, or resumed when a retry finds it unfinished);
-        None when tracking is off or the run id is already tracked to the end."""
+        """The MLflow run of ``run_id`` with this config (created, or resumed when a retry finds it
+        unfinished); None when tracking is off or that run is already tracked to the end. A run id
+        reused with another config (a scheduler's fixed ids) gets a run of its own."""
         if not cfg.tracking.enabled:
             return None
         mlflow = _mlflow()
@@ -156,7 +169,10 @@ class Tracker:
             exp_id = client.create_experiment(cfg.tracking.experiment, artifact_location=artifacts)
         else:
             exp_id = experiment.experiment_id
-        found = client.search_runs([exp_id], filter_string=f"tags.`{RUN_TAG}` = '{run_id}'", max_results=1)
+        config_hash = cfg.hash()
+        # Both values are safe inside quotes: a run id follows RUN_ID_PATTERN, a hash is hex.
+        query = f"tags.`{RUN_TAG}` = '{run_id}' AND tags.`{HASH_TAG}` = '{config_hash}'"
+        found = client.search_runs([exp_id], filter_string=query, max_results=1)
         if found and found[0].info.status == "FINISHED":
             log.info("run %s is already tracked as MLflow run %s: nothing logged", run_id, found[0].info.run_id)
             return None
@@ -164,12 +180,18 @@ class Tracker:
             mlflow_run_id = found[0].info.run_id
             client.update_run(mlflow_run_id, status="RUNNING")
         else:
-            mlflow_run_id = client.create_run(exp_id, run_name=run_id, tags={RUN_TAG: run_id}).info.run_id
-        for key, value in tags.items():
-            client.set_tag(mlflow_run_id, key, value)
+            mlflow_run_id = client.create_run(
+                exp_id, run_name=run_id, tags={RUN_TAG: run_id, HASH_TAG: config_hash}
+            ).info.run_id
         tracker = cls(cfg, mlflow, client, mlflow_run_id, uri)
-        tracker._log_params(dict(flatten(cfg.model_dump(mode="json"))))
-        client.log_dict(mlflow_run_id, cfg.model_dump(mode="json"), "config.json")
+        try:
+            for key, value in tags.items():
+                client.set_tag(mlflow_run_id, key, value)
+            tracker._log_params(dict(flatten(cfg.model_dump(mode="json"))))
+            client.log_dict(mlflow_run_id, cfg.model_dump(mode="json"), "config.json")
+        except BaseException:
+            tracker.finish(ok=False)
+            raise
         log.info("tracking run %s as MLflow run %s at %s", run_id, mlflow_run_id, uri)
         return tracker
 
@@ -199,7 +221,7 @@ class Tracker:
                     signature=signature,
                     dfs_tmpdir=self.cfg.tracking.dfs_tmpdir,
                     # Given, not inferred: inference loads each model again in a new process.
-                    pip_requirements=[f"pyspark=={pyspark.__version__}", f"sampleimp_spark=={__version__}"],
+                    pip_requirements=[f"pyspark=={pyspark.__version__}"],
                 )
                 self.client.log_artifacts(self.run_id, str(local), f"models/{name}")
                 self.models[name] = f"runs:/{self.run_id}/models/{name}"

@@ -127,76 +127,78 @@ def run(
             )
         windows = origin_windows(latest, origins=origins)
         ids = [w.window_id for w in windows]
-        gold = checkpoint(gold_all.where(F.col(S.WINDOW_ID).isin(ids)))
-        events = checkpoint(
-            lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(
-                (F.col(S.SOURCE) == source)
-                & (F.col(S.TS) >= F.lit(windows[0].t0))
-                & (F.col(S.TS) < F.lit(windows[-1].t2))
-            )
-        )
         tracker = Tracker.open(
             cfg,
             ctx.run_id,
             {"sampleimp.window_id": latest_id, "sampleimp.training_version": str(version), "sampleimp.source": source},
         )
-        try:
-            cc = cfg.weights.combine
-            combine: dict[str, object] = {
-                "a": cc.a,
-                "b": cc.b,
-                "c": cc.c,
-                "d": cc.d,
-                "clip_quantile": cc.clip_quantile,
-                "label_col": label_column(cfg.weights),
-            }
-            plan = experiment_plan(tcfg, combine, resolve_features(tcfg.gbt.features, gold))
+        try:  # a failure anywhere from here marks the MLflow run FAILED
+            gold = checkpoint(gold_all.where(F.col(S.WINDOW_ID).isin(ids)))
+            events = checkpoint(
+                lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(
+                    (F.col(S.SOURCE) == source)
+                    & (F.col(S.TS) >= F.lit(windows[0].t0))
+                    & (F.col(S.TS) < F.lit(windows[-1].t2))
+                )
+            )
+            try:
+                cc = cfg.weights.combine
+                combine: dict[str, object] = {
+                    "a": cc.a,
+                    "b": cc.b,
+                    "c": cc.c,
+                    "d": cc.d,
+                    "clip_quantile": cc.clip_quantile,
+                    "label_col": label_column(cfg.weights),
+                }
+                plan = experiment_plan(tcfg, combine, resolve_features(tcfg.gbt.features, gold))
 
-            def store(origin: str, variant: str, seed: int, als: FittedALS, gbt: PipelineModel) -> None:
-                if origin != latest_id:  # the models of the latest origin are the ones worth keeping
-                    return
-                if tcfg.save_models:
-                    lake.save_models(cfg.lakehouse, latest_id, ctx.run_id, f"{variant}-seed{seed}", als=als, gbt=gbt)
+                def store(origin: str, variant: str, seed: int, als: FittedALS, gbt: PipelineModel) -> None:
+                    if origin != latest_id:  # the models of the latest origin are the ones worth keeping
+                        return
+                    if tcfg.save_models:
+                        name = f"{variant}-seed{seed}"
+                        lake.save_models(cfg.lakehouse, latest_id, ctx.run_id, name, als=als, gbt=gbt)
+                    if tracker is not None:
+                        tracker.log_models(variant, seed, als, gbt, gold.schema, list(plan.features))
+
+                keep = tcfg.save_models or tracker is not None
+                result = run_experiment(events, gold, windows, plan=plan, on_models=store if keep else None)
+                lineage = {
+                    "table": S.GOLD_TRAINING_SAMPLES,
+                    "version": version,
+                    "window_id": latest_id,
+                    "training_window": ids[-2],
+                    "windows": ids,
+                    "source": source,
+                    "tuned": result.tuned.as_dict(),
+                    "run_id": ctx.run_id,
+                    "variants": list(tcfg.variants),
+                    "seeds": list(tcfg.seeds),
+                }
                 if tracker is not None:
-                    tracker.log_models(variant, seed, als, gbt, gold.schema, list(plan.features))
-
-            keep = tcfg.save_models or tracker is not None
-            result = run_experiment(events, gold, windows, plan=plan, on_models=store if keep else None)
-            lineage = {
-                "table": S.GOLD_TRAINING_SAMPLES,
-                "version": version,
-                "window_id": latest_id,
-                "training_window": ids[-2],
-                "windows": ids,
-                "source": source,
-                "tuned": result.tuned.as_dict(),
-                "run_id": ctx.run_id,
-                "variants": list(tcfg.variants),
-                "seeds": list(tcfg.seeds),
-            }
-            if tracker is not None:
-                tracker.log_results(result, lineage)
+                    tracker.log_results(result, lineage)
+            finally:
+                release(events, gold)
+            if tcfg.save_models:
+                lake.write_model_lineage(cfg.lakehouse, latest_id, ctx.run_id, lineage)
+            report = TrainingReport(
+                window_id=latest_id,
+                training_version=version,
+                result=result,
+                tracking_run=None if tracker is None else tracker.run_id,
+            )
+            _write_metrics(spark, cfg, report, source=source, ctx=ctx)
+            selection = result.tuned.selection
+            if tcfg.select_weight and selection is not None:
+                _ship_weight(spark, cfg, report, selection, combine=combine, source=source, ctx=ctx)
+            info.rows_out = {"metric_rows": len(result.per_origin), "comparisons": len(result.summary)}
+            for line in report.lines():
+                log.info("%s", line)
         except BaseException:
             if tracker is not None:
                 tracker.finish(ok=False)
             raise
-        finally:
-            release(events, gold)
-        if tcfg.save_models:
-            lake.write_model_lineage(cfg.lakehouse, latest_id, ctx.run_id, lineage)
-        report = TrainingReport(
-            window_id=latest_id,
-            training_version=version,
-            result=result,
-            tracking_run=None if tracker is None else tracker.run_id,
-        )
-        _write_metrics(spark, cfg, report, source=source, ctx=ctx)
-        selection = result.tuned.selection
-        if tcfg.select_weight and selection is not None:
-            _ship_weight(spark, cfg, report, selection, combine=combine, source=source, ctx=ctx)
-        info.rows_out = {"metric_rows": len(result.per_origin), "comparisons": len(result.summary)}
-        for line in report.lines():
-            log.info("%s", line)
         if tracker is not None:
             tracker.finish(ok=True)
     return report

@@ -26,7 +26,7 @@ from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.features.behavior import feature_columns, shared_feature_groups
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
-from sampleimp_spark.stages.daily import day_bounds
+from sampleimp_spark.stages.daily import day_window
 from sampleimp_spark.stages.features import source_of
 from sampleimp_spark.training.protocol import origin_windows, stored_origins
 from sampleimp_spark.weighting.class_balance import class_weights, with_class_weight
@@ -268,14 +268,12 @@ def windows_to_weight(spark: SparkSession, cfg: Config, source: str, window_ids:
     if cfg.run.date is None:
         latest = Windows.from_id(max(present))
     else:
-        end = day_bounds(cfg.run.date, source)[1]
-        ending = [w for w in present if Windows.from_id(w).t2 == end]
-        if not ending:
+        latest = day_window(cfg, cfg.run.date, source)
+        if latest.window_id not in present:
             raise BadInputError(
-                f"silver.samples has no window of source {source} ending with {cfg.run.date}: "
-                "run the features stage for that date first"
+                f"silver.samples has no window {latest.window_id} of source {source} (the one ending with "
+                f"{cfg.run.date}): run the features stage for that date first"
             )
-        latest = Windows.from_id(max(ending))
     origins = stored_origins(present, latest, cfg.train.origins) if cfg.train.enabled else 0
     if origins < 1:
         return [latest.window_id]
