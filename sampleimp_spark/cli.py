@@ -159,7 +159,7 @@ def _run(
         report_path = write_report(spark, cfg, result)
         if day is not None:
             ctx = lake.RunContext(run_id=result.run_id, config_hash=config_hash, stage="status")
-            daily.mark_done(spark, cfg, day, config_hash, wanted, ctx=ctx)
+            daily.mark_done(spark, cfg, day, config_hash, wanted, order=STAGES, ctx=ctx)
     except Exception as exc:
         return _failed(exc, "run")
     print(f"run {result.run_id} finished\n{result.progress.summary()}\nreport: {report_path}")

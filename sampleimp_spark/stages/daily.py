@@ -95,11 +95,20 @@ def completed(spark: SparkSession, cfg: Config, day: date, config_hash: str) -> 
 
 
 def mark_done(
-    spark: SparkSession, cfg: Config, day: date, config_hash: str, stages: Sequence[str], *, ctx: lake.RunContext
+    spark: SparkSession,
+    cfg: Config,
+    day: date,
+    config_hash: str,
+    stages: Sequence[str],
+    *,
+    order: Sequence[str],
+    ctx: lake.RunContext,
 ) -> None:
-    """Record ``stages`` of ``day`` as done (with those an earlier run of the day completed)."""
+    """Record ``stages`` of ``day`` as done, with those an earlier run of the day completed, in
+    ``order`` (the pipeline's)."""
     earlier = completed(spark, cfg, day, config_hash)
-    done = sorted(set(stages) | set(earlier.stages if earlier else ()), key=_STAGE_ORDER.index)
+    recorded = set(stages) | set(earlier.stages if earlier else ())
+    done = [s for s in order if s in recorded]
     schema = S.CONTRACTS[S.SILVER_WINDOW_STATUS].columns
     row = {
         S.SOURCE: cfg.input.source,
@@ -121,9 +130,6 @@ def mark_done(
     # scheduler id) must not have its write skipped as already committed.
     ctx = ctx.with_inputs(",".join(done))
     lake.write_table(frame, cfg.lakehouse, S.SILVER_WINDOW_STATUS, ctx=ctx, replace_where=where)
-
-
-_STAGE_ORDER = ("ingest", "features", "weights", "train")
 
 
 def day_window(cfg: Config, day: date, source: str) -> Windows:

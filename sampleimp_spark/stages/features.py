@@ -27,7 +27,7 @@ from sampleimp_spark.features.shards import shard_map
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import SOURCE_TIMEZONES
-from sampleimp_spark.stages.daily import day_bounds
+from sampleimp_spark.stages.daily import day_window
 from sampleimp_spark.training.protocol import max_origins, windows_needed
 from sampleimp_spark.windows import Windows, data_start, resolve_windows
 
@@ -116,12 +116,15 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
         events = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS, version=version).where(
             F.col(S.SOURCE) == source
         )
-        t2 = fcfg.t2 if cfg.run.date is None else day_bounds(cfg.run.date, source)[1]
+        bounds = (fcfg.t0, fcfg.t1, fcfg.t2)
+        if cfg.run.date is not None:  # for_day refuses fixed bounds: the day's window, as weights finds it
+            day = day_window(cfg, cfg.run.date, source)
+            bounds = (day.t0, day.t1, day.t2)
         latest = resolve_windows(
             events,
-            t0=fcfg.t0,
-            t1=fcfg.t1,
-            t2=t2,
+            t0=bounds[0],
+            t1=bounds[1],
+            t2=bounds[2],
             label_days=fcfg.label_days,
             feature_days=fcfg.feature_days,
             tz=tz,
