@@ -98,9 +98,6 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
                 log.info("ingest: no valid window configured; the input's main time span is %s to %s", *span)
                 validated = reject_outside(validated, *span)
         day = None if cfg.run.date is None else day_bounds(cfg.run.date, source)
-        if day is not None:
-            in_day = (F.col(S.TS) >= F.lit(day[0])) & (F.col(S.TS) < F.lit(day[1]))
-            validated = validated.withColumn(_OTHER_DAY, F.col(S.REASON).isNull() & ~in_day)
         try:
             report = _write(spark, cfg, validated, ctx=ctx, source=source, day=day)
         finally:
@@ -117,7 +114,7 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
     return report
 
 
-#: A dated run's marker of valid events outside its day.
+#: The stats column counting a dated run's valid events outside its day.
 _OTHER_DAY = "_other_day"
 
 
@@ -131,7 +128,9 @@ def _write(
     day: tuple[datetime, datetime] | None = None,
 ) -> IngestReport:
     # One pass over the input for all the counts: per file and reason, and the date range.
-    other = F.col(_OTHER_DAY) if day is not None else F.lit(False)
+    other = F.lit(False)  # a dated run's valid events outside its day
+    if day is not None:
+        other = F.col(S.REASON).isNull() & ~((F.col(S.TS) >= F.lit(day[0])) & (F.col(S.TS) < F.lit(day[1])))
     stats = (
         validated.groupBy(S.SOURCE_FILE, S.REASON, other.alias(_OTHER_DAY))
         .agg(F.count(F.lit(1)).alias("n"), F.min(F.to_date(S.TS)).alias("lo"), F.max(F.to_date(S.TS)).alias("hi"))
