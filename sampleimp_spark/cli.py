@@ -147,6 +147,14 @@ def _run(
         if day is not None:
             cfg = daily.for_day(cfg, day)
             done = daily.completed(spark, cfg, day, config_hash)
+            if done is not None and not force and done.status == daily.STALE:
+                # A day its windows read changed: rebuild them. The day's own events stay as ingested
+                # (a re-ingest would replace late events that other days' files added to it).
+                rebuild = [s for s in wanted if s != "ingest" or s not in done.stages]
+                if rebuild:
+                    print(f"{day} is stale (a day its windows read changed): rebuilding {', '.join(rebuild)}")
+                    stages = wanted = rebuild
+                    done = None
             if done is not None and set(wanted) <= set(done.stages) and not force:
                 print(
                     f"nothing to do: {day} ({', '.join(wanted)}) was done by run {done.run_id} "
@@ -159,7 +167,9 @@ def _run(
         report_path = write_report(spark, cfg, result)
         if day is not None:
             ctx = lake.RunContext(run_id=result.run_id, config_hash=config_hash, stage="status")
-            daily.mark_done(spark, cfg, day, config_hash, wanted, order=STAGES, ctx=ctx)
+            built = result.reports.get("features")
+            first = daily.first_day_read(cfg, day, built.windows if built is not None else None, wanted)
+            daily.mark_done(spark, cfg, day, config_hash, wanted, order=STAGES, first_day=first, ctx=ctx)
     except Exception as exc:
         return _failed(exc, "run")
     print(f"run {result.run_id} finished\n{result.progress.summary()}\nreport: {report_path}")

@@ -39,6 +39,15 @@ BEHAVIORS: tuple[str, ...] = ("view", "click", "fav", "cart", "purchase")
 REMOVE_FROM_CART = "remove_from_cart"
 ALL_BEHAVIORS: tuple[str, ...] = (*BEHAVIORS, REMOVE_FROM_CART)
 INTENT_LEVEL: dict[str, int] = {b: i for i, b in enumerate(BEHAVIORS)}
+HOUR_BUCKETS = 6  # 4-hour buckets of local time: 0 = 00-04h, ..., 5 = 20-24h
+#: What the behavior features count per entity (behaviors, hour buckets, days of week) and the
+#: times whose maximum gives the recencies.
+ENTITY_COUNT_COLUMNS: tuple[str, ...] = (
+    *(f"n_{b}" for b in ALL_BEHAVIORS),
+    *(f"_hour_{h}" for h in range(HOUR_BUCKETS)),
+    *(f"_dow_{d}" for d in range(1, 8)),
+)
+ENTITY_LAST_COLUMNS: tuple[str, ...] = ("_last_any", *(f"_last_{b}" for b in ALL_BEHAVIORS))
 
 EVENT_SCHEMA = T.StructType(
     [
@@ -75,6 +84,9 @@ DETAIL = "detail"
 RUN_ID = "run_id"
 # silver.window_status
 DAY = "day"
+FIRST_DAY = "first_day"
+ENTITY = "entity"
+SESSION_KEY = "session"
 CONFIG_HASH = "config_hash"
 STAGES = "stages"
 STATUS = "status"
@@ -182,6 +194,12 @@ SILVER_ITEM_TEXT = "silver.item_text"
 SILVER_ITEM_EMBEDDINGS = "silver.item_embeddings"
 #: Days a dated run completed, per source and config hash (``--date``, ``sampleimp backfill``).
 SILVER_WINDOW_STATUS = "silver.window_status"
+#: Per-day partial aggregates of the behavior features (``features.daily``), their session
+#: pieces that may cross midnight, the entities those pieces touch, and which days are built.
+SILVER_DAILY_ENTITIES = "silver.daily_entities"
+SILVER_DAILY_SESSIONS = "silver.daily_sessions"
+SILVER_DAILY_SESSION_ENTITIES = "silver.daily_session_entities"
+SILVER_DAILY_STATUS = "silver.daily_status"
 GOLD_TRAINING_SAMPLES = "gold.training_samples"
 GOLD_FEATURE_IMPORTANCE = "gold.feature_importance"
 GOLD_WEIGHT_DIAGNOSTICS = "gold.weight_diagnostics"
@@ -423,6 +441,61 @@ CONTRACTS.update(
                 (DAY, T.DateType(), False),
                 (CONFIG_HASH, _STR, False),
                 (STAGES, _STR, False),
+                (STATUS, _STR, False),
+                (RUN_ID, _STR, False),
+                (UPDATED_AT, T.TimestampType(), False),
+                (FIRST_DAY, T.DateType(), False),
+            )
+        ),
+        SILVER_DAILY_ENTITIES: TableContract(
+            _fields(
+                (SOURCE, _STR, False),
+                (DAY, T.DateType(), False),
+                (ENTITY, _STR, False),
+                (USER_ID, _STR, True),
+                (ITEM_ID, _STR, True),
+                (CATEGORY_ID, _STR, True),
+                (CATEGORY_PATH, _STR, True),
+                ("n_events", _LNG, False),
+                *((c, _LNG, True) for c in ENTITY_COUNT_COLUMNS),
+                ("price_sum", T.DecimalType(38, 9), True),
+                ("price_n", _LNG, True),
+                ("sessions", _LNG, True),
+                ("session_micros", _LNG, True),
+                *((c, T.TimestampType(), True) for c in ENTITY_LAST_COLUMNS),
+            ),
+            partition_by=(DAY,),
+        ),
+        SILVER_DAILY_SESSIONS: TableContract(
+            _fields(
+                (SOURCE, _STR, False),
+                (DAY, T.DateType(), False),
+                (SESSION_KEY, _STR, False),
+                (USER_ID, _STR, True),
+                ("_order", T.TimestampType(), True),
+                ("_first_ts", T.TimestampType(), True),
+                ("_last_ts", T.TimestampType(), True),
+                ("_continues", _BOOL, True),
+            ),
+            partition_by=(DAY,),
+        ),
+        SILVER_DAILY_SESSION_ENTITIES: TableContract(
+            _fields(
+                (SOURCE, _STR, False),
+                (DAY, T.DateType(), False),
+                (SESSION_KEY, _STR, False),
+                (ENTITY, _STR, False),
+                (USER_ID, _STR, True),
+                (ITEM_ID, _STR, True),
+                (CATEGORY_ID, _STR, True),
+            ),
+            partition_by=(DAY,),
+        ),
+        SILVER_DAILY_STATUS: TableContract(
+            _fields(
+                (SOURCE, _STR, False),
+                (DAY, T.DateType(), False),
+                (CONFIG_HASH, _STR, False),
                 (STATUS, _STR, False),
                 (RUN_ID, _STR, False),
                 (UPDATED_AT, T.TimestampType(), False),

@@ -1,6 +1,7 @@
 """Runs by date and backfills: the day's bounds and config, a dated ingest that replaces exactly
 its day (a China-time day shares its UTC dates with its neighbours), a rerun that does nothing,
-a missing day's input, and a backfill that resumes where it stopped."""
+a missing day's input, a backfill that resumes where it stopped, features from per-day partials
+equal to a full run, and a late event that makes exactly the windows reading its day stale."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
@@ -173,3 +175,55 @@ def test_dated_runs_ingest_their_day_once_and_a_backfill_resumes(spark, shared_d
     (window_id,) = set(gold[S.WINDOW_ID])
     w = Windows.from_id(window_id)
     assert (w.t1, w.t2) == daily.day_bounds(date(2017, 12, 2), "taobao") and w.feature_days == 4.0
+
+    # Built from per-day partials, the day's window equals the same window built from the events of
+    # the whole input at once: every feature and every weight.
+    bounds = [f"features.{k}={t.isoformat()}" for k, t in zip(("t0", "t1", "t2"), (w.t0, w.t1, w.t2), strict=True)]
+    fixed = [x for b in bounds for x in ("--set", b)]
+    assert main(["features", *fixed, *_taobao(full, str(src))]) == EXIT_OK
+    assert main(["weights", *fixed, *_taobao(full, str(src))]) == EXIT_OK
+    for table in (S.SILVER_SAMPLES, S.GOLD_TRAINING_SAMPLES):
+        _assert_same_rows(_rows(lakehouse, table, window_id), _rows(full, table, window_id), table)
+
+    # A late event: the 2017-12-03 file also holds an event of 2017-12-01 (a new user). It is added
+    # to its day; the window of 2017-12-02 (features of 11-28 .. 12-01) goes stale, that of
+    # 2017-11-30 (11-26 .. 11-29) and the ingest-only days do not.
+    assert main(["features", "--date", "2017-11-30", "--run-id", "backfill-2017-11-30", *dated]) == EXIT_OK
+    late_dir = tmp_path / "late"
+    late_dir.mkdir()
+    one = next(x for x in (tmp_path / "days" / "2017-12-01.csv").read_text().split("\n") if x.count(",") == 4)
+    late_line = ",".join(["999999999", *one.split(",")[1:]])
+    (late_dir / "2017-12-03.csv").write_text((tmp_path / "days" / "2017-12-03.csv").read_text() + late_line + "\n")
+    late = _taobao(lakehouse, f"{late_dir}/{{date}}.csv")
+    capsys.readouterr()
+    assert main(["ingest", "--date", "2017-12-03", *late]) == EXIT_OK
+    assert "1 late events of earlier days (1 new)" in capsys.readouterr().out
+    status = DeltaTable(lake.table_path(lakehouse, S.SILVER_WINDOW_STATUS)).to_pandas()
+    stale = set(status.loc[status[S.STATUS] == daily.STALE, S.DAY])
+    assert stale == {date(2017, 12, 2)}, status
+    assert main(["run", "--date", "2017-12-02", "--run-id", "backfill-2017-12-02", *dated]) == EXIT_OK
+    assert "2017-12-02 is stale (a day its windows read changed): rebuilding features, weights" in (
+        capsys.readouterr().out
+    )
+    users = _rows(lakehouse, S.SILVER_SAMPLES, window_id)[S.USER_ID]
+    assert (users == "999999999").sum() == 1
+    assert main(["ingest", "--date", "2017-12-03", *late]) == EXIT_OK  # done: the late event is not added twice
+    assert _events_by_day(lakehouse)[date(2017, 12, 1)] == per_day[date(2017, 12, 1)] + 1
+    assert main(["run", "--date", "2017-12-02", *dated]) == EXIT_OK
+    assert "nothing to do: 2017-12-02" in capsys.readouterr().out
+
+
+def _rows(lakehouse: str, table: str, window_id: str) -> pd.DataFrame:
+    return DeltaTable(lake.table_path(lakehouse, table)).to_pandas(filters=[(S.WINDOW_ID, "=", window_id)])
+
+
+def _assert_same_rows(got: pd.DataFrame, expected: pd.DataFrame, table: str) -> None:
+    keys = [S.USER_ID, S.ITEM_ID]
+    assert sorted(got.columns) == sorted(expected.columns) and len(got) == len(expected) > 0, table
+    got = got.sort_values(keys).reset_index(drop=True)[expected.columns]
+    expected = expected.sort_values(keys).reset_index(drop=True)
+    for c in expected.columns:
+        if expected[c].dtype.kind == "f":
+            np.testing.assert_allclose(got[c], expected[c], rtol=1e-9, atol=1e-12, err_msg=f"{table}.{c}")
+        else:
+            pd.testing.assert_series_equal(got[c], expected[c], check_dtype=False, obj=f"{table}.{c}")

@@ -19,13 +19,16 @@ from pyspark.sql import functions as F
 from sampleimp_spark import schema as S
 from sampleimp_spark.features.behavior import (
     COUNTED_BEHAVIORS,
-    entity_features,
+    category_counts,
+    entity_aggregates,
+    entity_columns,
     equal_feature_days,
     feature_columns,
     item_categories,
     neutral_value,
     prepare_events,
     price_features,
+    price_sums,
 )
 from sampleimp_spark.features.frequencies import EVENT_COUNT, class_frequencies
 from sampleimp_spark.features.samples import with_labels
@@ -39,6 +42,36 @@ LABEL_COLUMNS = (S.LABEL_PURCHASE, S.LABEL_INTENT)
 
 def _as_list(windows: Windows | Sequence[Windows]) -> list[Windows]:
     return [windows] if isinstance(windows, Windows) else list(windows)
+
+
+@dataclass
+class EntityAggregates:
+    """A window's behavior aggregates, from events (:func:`entity_aggregates_of`) or from per-day
+    partials (:func:`sampleimp_spark.features.daily.window_aggregates`): per entity
+    (:data:`~sampleimp_spark.features.behavior.ENTITY_PREFIXES`) the columns of
+    :func:`~sampleimp_spark.features.behavior.entity_aggregates`, plus the item-category counts
+    and price sums."""
+
+    entities: dict[str, DataFrame]
+    category_counts: DataFrame
+    price_sums: DataFrame
+
+
+ENTITY_KEYS: dict[str, tuple[str, ...]] = {
+    "user": (S.USER_ID,),
+    "item": (S.ITEM_ID,),
+    "cat": (S.CATEGORY_ID,),
+    "pair": (S.USER_ID, S.ITEM_ID),
+}
+
+
+def entity_aggregates_of(fe: DataFrame, *, feature_days: float) -> EntityAggregates:
+    """The aggregates of prepared feature-window events."""
+    return EntityAggregates(
+        {e: entity_aggregates(fe, keys, feature_days=feature_days) for e, keys in ENTITY_KEYS.items()},
+        category_counts(fe),
+        price_sums(fe),
+    )
 
 
 def build_samples(
@@ -67,35 +100,39 @@ def build_samples(
     # lineage here keeps the query plans of the many joins small (analysis time grows fast
     # with repeated self-joins of a deep plan).
     fe = checkpoint(prepare_events(events, windows=wins, tz=tz, session_gap_minutes=session_gap_minutes))
+    samples = samples_of(entity_aggregates_of(fe, feature_days=feature_days), events, windows=wins)
+    return samples, fe
+
+
+def samples_of(aggs: EntityAggregates, events: DataFrame, *, windows: Sequence[Windows]) -> DataFrame:
+    """Samples with labels (from ``events``' label windows) and every feature, from a window's aggregates."""
+    feature_days = equal_feature_days(windows)
     w = S.WINDOW_ID
-    items = item_categories(fe)
-    item_prices, user_prices, cat_prices = price_features(fe, items)
-    pairs = entity_features(fe, [S.USER_ID, S.ITEM_ID], "pair", feature_days=feature_days)
-    users = entity_features(fe, [S.USER_ID], "user", feature_days=feature_days).join(
-        user_prices, [w, S.USER_ID], "left"
-    )
-    item_feats = items.join(entity_features(fe, [S.ITEM_ID], "item", feature_days=feature_days), [w, S.ITEM_ID]).join(
-        item_prices, [w, S.ITEM_ID], "left"
-    )
-    cats = entity_features(fe, [S.CATEGORY_ID], "cat", feature_days=feature_days).join(
-        cat_prices, [w, S.CATEGORY_ID], "left"
-    )
+
+    def columns(entity: str) -> DataFrame:
+        return entity_columns(aggs.entities[entity], ENTITY_KEYS[entity], entity, feature_days=feature_days)
+
+    items = item_categories(aggs.category_counts)
+    pair_events = aggs.entities["pair"].select(w, S.USER_ID, S.ITEM_ID, "n_events")
+    item_prices, user_prices, cat_prices = price_features(items, aggs.price_sums, pair_events)
+    users = columns("user").join(user_prices, [w, S.USER_ID], "left")
+    item_feats = items.join(columns("item"), [w, S.ITEM_ID]).join(item_prices, [w, S.ITEM_ID], "left")
+    cats = columns("cat").join(cat_prices, [w, S.CATEGORY_ID], "left")
     # The pair rows are the big side: the join order moves them as little as possible. The
     # labels are keyed like the pairs (no shuffle of the pairs), then one shuffle by item for
     # the item-level columns, the categories broadcast (one row per window and category), one
     # shuffle by user.
     samples = (
-        with_labels(pairs, events, windows=wins)
+        with_labels(columns("pair"), events, windows=windows)
         .join(item_feats, [w, S.ITEM_ID])
         .join(F.broadcast(cats), [w, S.CATEGORY_ID], "left")
         .join(users, [w, S.USER_ID])
         .withColumn("pair_price_rel", F.col("item_price_rel"))
     )
     # A category seen only through other items' events has no own row: neutral values.
-    samples = samples.fillna(
+    return samples.fillna(
         {c: neutral_value(c, feature_days=feature_days) for c in samples.columns if c.startswith("cat_")}
     )
-    return samples, fe
 
 
 @dataclass

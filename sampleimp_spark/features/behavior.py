@@ -1,9 +1,10 @@
 """Behavior features of users, items, categories and (user, item) pairs over the feature window.
 
 :func:`prepare_events` keeps the feature window's events and adds their local date, 4-hour bucket,
-day of week and session; :func:`entity_features` computes per entity (columns ``user_*``,
-``item_*``, ``cat_*``, ``pair_*``) counts per behavior, conversion ratios, recencies, active days,
-hour and day-of-week shares and sessions; :func:`price_features` the price levels. Native Spark
+day of week and session; :func:`entity_aggregates` sums them per entity and :func:`entity_columns`
+turns the sums into features (columns ``user_*``, ``item_*``, ``cat_*``, ``pair_*``): counts per
+behavior, conversion ratios, recencies, active days, hour and day-of-week shares and sessions;
+:func:`price_features` the price levels. Native Spark
 functions only, everything relative to ``t1``; no label-window event is read.
 
 Guarantee: every feature is a non-null double. An undefined value takes one neutral value
@@ -24,7 +25,7 @@ from pyspark.sql import functions as F
 from sampleimp_spark import schema as S
 from sampleimp_spark.windows import Windows
 
-HOUR_BUCKETS = 6  # 4-hour buckets: 0 = 00-04h, ..., 5 = 20-24h local time
+HOUR_BUCKETS = S.HOUR_BUCKETS
 COUNTED_BEHAVIORS: tuple[str, ...] = S.ALL_BEHAVIORS
 RATIOS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "cart_per_view": (("cart",), ("view", "click")),
@@ -42,7 +43,7 @@ LOCAL_DATE = "_local_date"
 HOUR_BUCKET = "_hour_bucket"
 DOW = "_dow"
 SESSION = "_session"
-SESSION_MINUTES = "_session_minutes"
+SESSION_MICROS = "_session_micros"  # the session's length, first to last event
 DAY = "_day"  # local days since the local date of t0 (0, 1, ...)
 T1 = "_t1"  # the end of the event's feature window (an event belongs to every window it falls in)
 T0_DATE = "_t0_date"  # the local date of the window's t0
@@ -74,13 +75,18 @@ def equal_feature_days(windows: Sequence[Windows]) -> float:
     return windows[0].feature_days
 
 
-def prepare_events(events: DataFrame, *, windows: Sequence[Windows], tz: str, session_gap_minutes: float) -> DataFrame:
-    """Feature-window events of every window (an event once per window it falls in, with its
-    ``window_id``), with local date (and day number), hour bucket, day of week, a session key and
-    the session's length in minutes."""
+def window_events(events: DataFrame, windows: Sequence[Windows], *, tz: str = "UTC") -> DataFrame:
+    """Feature-window events of every window: an event once per window it falls in, with its
+    ``window_id``, ``_t1`` and the local date of the window's ``t0``."""
     table = window_table(events.sparkSession, windows, tz=tz)
     inside = (F.col(S.TS) >= F.col("_t0")) & (F.col(S.TS) < F.col(T1))
-    fe = events.join(F.broadcast(table), inside).drop("_t0", "_t2")
+    return events.join(F.broadcast(table), inside).drop("_t0", "_t2")
+
+
+def prepare_events(events: DataFrame, *, windows: Sequence[Windows], tz: str, session_gap_minutes: float) -> DataFrame:
+    """:func:`window_events` with local date (and day number), hour bucket, day of week, a session
+    key and the session's length in microseconds."""
+    fe = window_events(events, windows, tz=tz)
     local = F.from_utc_timestamp(F.col(S.TS), tz)
     fe = fe.withColumns(
         {
@@ -100,8 +106,8 @@ def prepare_events(events: DataFrame, *, windows: Sequence[Windows], tz: str, se
     fe = fe.withColumn(SESSION, F.coalesce(own, F.col("_gap_session"))).drop("_gap_session")
     # Every event carries its session's length (first to last event), for the session features.
     span = Window.partitionBy(S.WINDOW_ID, SESSION)
-    minutes = (F.unix_micros(F.max(S.TS).over(span)) - F.unix_micros(F.min(S.TS).over(span))) / 60_000_000.0
-    return fe.withColumn(SESSION_MINUTES, minutes)
+    micros = F.unix_micros(F.max(S.TS).over(span)) - F.unix_micros(F.min(S.TS).over(span))
+    return fe.withColumn(SESSION_MICROS, micros)
 
 
 def _safe_ratio(num: Column, den: Column) -> Column:
@@ -113,22 +119,37 @@ def _days_before(t1: Column, ts: Column, default: float) -> Column:
     return F.coalesce(days, F.lit(float(default)))
 
 
-def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, feature_days: float) -> DataFrame:
-    """Counts, ratios, recency, active days, time profiles and sessions per window and ``keys``
-    (columns ``prefix_*``).
+def event_counts() -> dict[str, Column]:
+    """The per-event conditions counted per entity: behaviors, hour buckets, days of week."""
+    b = F.col(S.BEHAVIOR)
+    counts: dict[str, Column] = {f"n_{name}": b == name for name in COUNTED_BEHAVIORS}
+    counts |= {f"_hour_{h}": F.col(HOUR_BUCKET) == h for h in range(HOUR_BUCKETS)}
+    counts |= {f"_dow_{d}": F.col(DOW) == d for d in range(1, 8)}
+    assert tuple(counts) == S.ENTITY_COUNT_COLUMNS
+    return counts
+
+
+def event_lasts() -> dict[str, Column]:
+    """The per-event times whose maximum per entity gives the recencies."""
+    b = F.col(S.BEHAVIOR)
+    lasts: dict[str, Column] = {"_last_any": F.col(S.TS)}
+    lasts |= {f"_last_{name}": F.when(b == name, F.col(S.TS)) for name in COUNTED_BEHAVIORS}
+    assert tuple(lasts) == S.ENTITY_LAST_COLUMNS
+    return lasts
+
+
+def entity_aggregates(fe: DataFrame, keys: Sequence[str], *, feature_days: float) -> DataFrame:
+    """Per window and ``keys``: ``_t1``, ``n_events``, the :func:`event_counts`, the
+    :func:`event_lasts`, ``_active_days``, ``_sessions`` and ``_session_minutes`` (the mean length
+    of the sessions touching the entity).
 
     Two aggregations, no join: per (``keys``, session), then per ``keys``. The second counts the
     sessions touching the entity and averages their lengths on the way, and the active days are
     the set bits of a per-entity mask of local days (``bit_or``), so neither needs a
     count-distinct (Spark plans each as an extra aggregation and shuffle).
     """
-    b = F.col(S.BEHAVIOR)
-    counts: dict[str, Column] = {f"n_{name}": b == name for name in COUNTED_BEHAVIORS}
-    counts |= {f"_hour_{h}": F.col(HOUR_BUCKET) == h for h in range(HOUR_BUCKETS)}
-    counts |= {f"_dow_{d}": F.col(DOW) == d for d in range(1, 8)}
+    counts, lasts = event_counts(), event_lasts()
     keys = [S.WINDOW_ID, *keys]
-    lasts: dict[str, Column] = {"_last_any": F.col(S.TS)}
-    lasts |= {f"_last_{name}": F.when(b == name, F.col(S.TS)) for name in COUNTED_BEHAVIORS}
     bit = F.expr(f"shiftleft(1L, pmod({DAY}, {_DAY_BITS}))")
     masks = {f"_days_{w}": F.when(F.floor(F.col(DAY) / _DAY_BITS) == w, bit) for w in range(_day_words(feature_days))}
     per_session = fe.groupBy(*keys, SESSION).agg(
@@ -137,7 +158,7 @@ def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, feature_
         *(F.count_if(c).alias(k) for k, c in counts.items()),
         *(F.max(c).alias(k) for k, c in lasts.items()),
         *(F.bit_or(c).alias(k) for k, c in masks.items()),
-        F.max(SESSION_MINUTES).alias("_minutes"),
+        F.max(SESSION_MICROS).alias("_micros"),
     )
     agg = per_session.groupBy(*keys).agg(
         F.max(T1).alias(T1),
@@ -145,10 +166,23 @@ def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, feature_
         *(F.max(k).alias(k) for k in lasts),
         *(F.bit_or(k).alias(k) for k in masks),
         F.count(F.lit(1)).alias("_sessions"),
-        F.avg("_minutes").alias("_session_minutes"),
+        F.sum("_micros").alias("_micros"),
     )
+    agg = agg.withColumn("_session_minutes", mean_minutes(F.col("_micros"), F.col("_sessions"))).drop("_micros")
     active_days = sum((F.bit_count(F.coalesce(F.col(k), F.lit(0).cast("long"))) for k in masks), F.lit(0))
+    return agg.withColumn("_active_days", active_days).drop(*masks)
 
+
+def mean_minutes(micros: Column, sessions: Column) -> Column:
+    """The mean session length in minutes from the sessions' total microseconds (a long: exact in
+    any order of summation, so every way of computing it gives the same double)."""
+    return micros / 60_000_000.0 / sessions
+
+
+def entity_columns(agg: DataFrame, keys: Sequence[str], prefix: str, *, feature_days: float) -> DataFrame:
+    """The ``prefix_*`` feature columns of :func:`entity_aggregates` (or of the same aggregates
+    assembled from per-day partials)."""
+    keys = [S.WINDOW_ID, *keys]
     t1 = F.col(T1)
     n = F.col("n_events")
     out: list[Column] = [F.col(k) for k in keys]
@@ -162,7 +196,7 @@ def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, feature_
     out += [
         _days_before(t1, F.col(f"_last_{name}"), feature_days).alias(f"{prefix}_recency_{name}") for name in S.BEHAVIORS
     ]
-    out.append(active_days.cast("double").alias(f"{prefix}_active_days"))
+    out.append(F.col("_active_days").cast("double").alias(f"{prefix}_active_days"))
     out += [_safe_ratio(F.col(f"_hour_{h}"), n).alias(f"{prefix}_hour_{h}") for h in range(HOUR_BUCKETS)]
     out += [_safe_ratio(F.col(f"_dow_{d}"), n).alias(f"{prefix}_dow_{d}") for d in range(1, 8)]
     out.append(F.col("_sessions").cast("double").alias(f"{prefix}_sessions"))
@@ -170,16 +204,21 @@ def entity_features(fe: DataFrame, keys: Sequence[str], prefix: str, *, feature_
     return agg.select(*out)
 
 
-def item_categories(fe: DataFrame) -> DataFrame:
-    """``(item_id, category_id, category_path)``: each item's most frequent category in the window.
+def category_counts(fe: DataFrame) -> DataFrame:
+    """``(window_id, item_id, category_id, n, category_path)``: events per item and category."""
+    return fe.groupBy(S.WINDOW_ID, S.ITEM_ID, S.CATEGORY_ID).agg(
+        F.count(F.lit(1)).alias("n"), F.max(S.CATEGORY_PATH).alias(S.CATEGORY_PATH)
+    )
+
+
+def item_categories(counts: DataFrame) -> DataFrame:
+    """``(window_id, item_id, category_id, category_path)``: each item's most frequent category in
+    the window, from :func:`category_counts`.
 
     Items normally have one category; where the log disagrees with itself, the most frequent
     category wins and ties go to the larger id, so the choice is deterministic.
     """
-    per = fe.groupBy(S.WINDOW_ID, S.ITEM_ID, S.CATEGORY_ID).agg(
-        F.count(F.lit(1)).alias("n"), F.max(S.CATEGORY_PATH).alias(S.CATEGORY_PATH)
-    )
-    best = per.groupBy(S.WINDOW_ID, S.ITEM_ID).agg(F.max(F.struct("n", S.CATEGORY_ID, S.CATEGORY_PATH)).alias("b"))
+    best = counts.groupBy(S.WINDOW_ID, S.ITEM_ID).agg(F.max(F.struct("n", S.CATEGORY_ID, S.CATEGORY_PATH)).alias("b"))
     return best.select(
         S.WINDOW_ID,
         S.ITEM_ID,
@@ -188,18 +227,35 @@ def item_categories(fe: DataFrame) -> DataFrame:
     )
 
 
-def price_features(fe: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
+#: Prices are summed as decimals: exact in any order, so an item's mean price is the same double
+#: however its events are grouped (by window, or by day and then window).
+PRICE_SUM_TYPE = "decimal(38,9)"
+
+
+def price_sums(fe: DataFrame) -> DataFrame:
+    """``(window_id, item_id, price_sum, price_n)`` over the events that carry a price."""
+    priced = fe.where(F.col(S.PRICE).isNotNull())
+    return priced.groupBy(S.WINDOW_ID, S.ITEM_ID).agg(
+        F.sum(F.col(S.PRICE).cast(PRICE_SUM_TYPE)).alias("price_sum"), F.count(F.lit(1)).alias("price_n")
+    )
+
+
+def price_features(
+    items: DataFrame, prices: DataFrame, pair_events: DataFrame
+) -> tuple[DataFrame, DataFrame, DataFrame]:
     """Item, user and category price levels per window (see the module docstring for the null rule).
 
     Args:
-        fe: prepared feature-window events.
-        items: ``item_categories(fe)``.
+        items: :func:`item_categories`.
+        prices: :func:`price_sums`.
+        pair_events: ``(window_id, user_id, item_id, n_events)``: a user's price level is the mean
+            relative price of the items of her events.
 
     Returns:
         ``(item_prices, user_prices, category_prices)`` keyed by window and item, user, category.
     """
     w, item, user, cat = S.WINDOW_ID, S.ITEM_ID, S.USER_ID, S.CATEGORY_ID
-    item_price = fe.where(F.col(S.PRICE).isNotNull()).groupBy(w, item).agg(F.avg(S.PRICE).alias("item_price"))
+    item_price = prices.select(w, item, (F.col("price_sum").cast("double") / F.col("price_n")).alias("item_price"))
     priced = items.join(item_price, [w, item])
     medians = priced.groupBy(w, cat).agg(F.percentile_approx("item_price", 0.5).alias("cat_median_price"))
     item_rel = priced.join(medians, [w, cat]).select(
@@ -216,13 +272,13 @@ def price_features(fe: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFram
             F.col("item_price").isNotNull().cast("double").alias("item_has_price"),
         )
     )
+    n = F.col("n_events")
     user_rel = (
-        fe.select(w, user, item)
-        .join(item_rel, [w, item])
+        pair_events.join(item_rel, [w, item])
         .groupBy(w, user)
-        .agg(F.avg("item_price_rel").alias("user_price_rel"))
+        .agg((F.sum(n * F.col("item_price_rel")) / F.sum(n)).alias("user_price_rel"))
     )
-    users_out = fe.select(w, user).distinct().join(user_rel, [w, user], "left").fillna(1.0, ["user_price_rel"])
+    users_out = pair_events.select(w, user).distinct().join(user_rel, [w, user], "left").fillna(1.0, ["user_price_rel"])
     cats_out = items.select(w, cat).distinct().join(medians, [w, cat], "left").fillna(0.0, ["cat_median_price"])
     return items_out, users_out, cats_out
 

@@ -4,9 +4,12 @@ A run for day D (a calendar day in the source's time zone) reads the input with 
 ``input.paths`` replaced by ``YYYY-MM-DD``, ingests that day's events only (replacing exactly
 that day's rows of ``bronze.events``; events of other days are counted as such and left to their
 own runs), and builds features, weights and (with ``train.enabled``) the experiment for the
-window whose label period ends at the day's end. A completed day is recorded in
-``silver.window_status`` under the hash of the undated config: running it again with the same
-config does nothing and says so; a backfill resumes at the first day not completed.
+window whose label period ends at the day's end, its features assembled from per-day partials
+(``silver.daily_*``, built once per day). A completed day is recorded in
+``silver.window_status`` under the hash of the undated config with the first day its windows
+read: running it again with the same config does nothing and says so; a backfill resumes at the
+first day not completed. Events arriving for an earlier day mark that day's partials and every
+window reading it stale (:func:`mark_stale`): the next run for such a day rebuilds them.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
 from sampleimp_spark import lake
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 #: Written in ``input.paths``, replaced by the run's day (``YYYY-MM-DD``).
 DATE_PLACEHOLDER = "{date}"
 DONE = "done"
+STALE = "stale"
+BUILT = "built"
 
 
 def parse_day(text: str, *, option: str = "--date") -> date:
@@ -72,26 +78,24 @@ def for_day(cfg: Config, day: date) -> Config:
 class DayStatus:
     stages: tuple[str, ...]
     run_id: str
+    status: str  # DONE, or STALE: a day its windows read changed since
 
 
 def completed(spark: SparkSession, cfg: Config, day: date, config_hash: str) -> DayStatus | None:
-    """What ``silver.window_status`` records as done for ``day`` with this config, if anything."""
+    """What ``silver.window_status`` records for ``day`` with this config, if anything."""
     if lake.table_version_or_none(spark, cfg.lakehouse, S.SILVER_WINDOW_STATUS) is None:
         return None
     rows = (
         lake.read_table(spark, cfg.lakehouse, S.SILVER_WINDOW_STATUS)
         .where(
-            (F.col(S.SOURCE) == cfg.input.source)
-            & (F.col(S.DAY) == F.lit(day))
-            & (F.col(S.CONFIG_HASH) == config_hash)
-            & (F.col(S.STATUS) == DONE)
+            (F.col(S.SOURCE) == cfg.input.source) & (F.col(S.DAY) == F.lit(day)) & (F.col(S.CONFIG_HASH) == config_hash)
         )
-        .select(S.STAGES, S.RUN_ID)
+        .select(S.STAGES, S.RUN_ID, S.STATUS)
         .collect()  # at most one row: the table is keyed by (source, day, config hash)
     )
     if not rows:
         return None
-    return DayStatus(tuple(rows[0][S.STAGES].split(",")), rows[0][S.RUN_ID])
+    return DayStatus(tuple(rows[0][S.STAGES].split(",")), rows[0][S.RUN_ID], rows[0][S.STATUS])
 
 
 def mark_done(
@@ -102,10 +106,11 @@ def mark_done(
     stages: Sequence[str],
     *,
     order: Sequence[str],
+    first_day: date,
     ctx: lake.RunContext,
 ) -> None:
     """Record ``stages`` of ``day`` as done, with those an earlier run of the day completed, in
-    ``order`` (the pipeline's)."""
+    ``order`` (the pipeline's); ``first_day`` is the first day any of its windows read."""
     earlier = completed(spark, cfg, day, config_hash)
     recorded = set(stages) | set(earlier.stages if earlier else ())
     done = [s for s in order if s in recorded]
@@ -118,6 +123,7 @@ def mark_done(
         S.STATUS: DONE,
         S.RUN_ID: ctx.run_id,
         S.UPDATED_AT: datetime.now(UTC).replace(tzinfo=None),
+        S.FIRST_DAY: min(first_day, day),
     }
     frame = spark.createDataFrame([tuple(row[f.name] for f in schema.fields)], schema)
     where = " AND ".join(
@@ -128,8 +134,88 @@ def mark_done(
     )
     # Keyed by the stages too: a run id that recorded "ingest" and now records more (a fixed
     # scheduler id) must not have its write skipped as already committed.
-    ctx = ctx.with_inputs(",".join(done))
+    ctx = ctx.with_inputs(",".join(done), row[S.UPDATED_AT])  # a stale day redone under its id too
     lake.write_table(frame, cfg.lakehouse, S.SILVER_WINDOW_STATUS, ctx=ctx, replace_where=where)
+
+
+def local_day(instant: datetime, source: str) -> date:
+    """The day of the source's time zone that ``instant`` falls in."""
+    return instant.astimezone(ZoneInfo(SOURCE_TIMEZONES[source])).date()
+
+
+def days_in(column: str, values: Sequence[date]) -> str:
+    """A predicate ``column IN (days...)`` on a date column."""
+    if not values:
+        raise ValueError("days_in needs at least one day")
+    return " OR ".join(f"({lake.date_between(column, d, d)})" for d in sorted(set(values)))
+
+
+def partials_built(spark: SparkSession, lakehouse: str, source: str, key: str) -> set[date]:
+    """The days whose partials ``silver.daily_status`` records as built with ``key``."""
+    if lake.table_version_or_none(spark, lakehouse, S.SILVER_DAILY_STATUS) is None:
+        return set()
+    rows = (
+        lake.read_table(spark, lakehouse, S.SILVER_DAILY_STATUS)
+        .where((F.col(S.SOURCE) == source) & (F.col(S.CONFIG_HASH) == key) & (F.col(S.STATUS) == BUILT))
+        .select(S.DAY)
+        .collect()  # one row per day
+    )
+    return {r[S.DAY] for r in rows}
+
+
+def mark_partials(
+    spark: SparkSession, lakehouse: str, source: str, built: Sequence[date], key: str, *, ctx: lake.RunContext
+) -> None:
+    """Record the partials of ``built`` days as built with ``key`` (replacing their earlier rows)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    schema = S.CONTRACTS[S.SILVER_DAILY_STATUS].columns
+    rows = [(source, d, key, BUILT, ctx.run_id, now) for d in sorted(built)]
+    where = f"{lake.rows_where(source=source)} AND ({days_in(S.DAY, built)})"
+    lake.write_table(
+        spark.createDataFrame(rows, schema), lakehouse, S.SILVER_DAILY_STATUS, ctx=ctx, replace_where=where
+    )
+
+
+def mark_stale(
+    spark: SparkSession, lakehouse: str, source: str, changed: Sequence[date], *, ctx: lake.RunContext
+) -> int:
+    """Events of ``changed`` days were written: mark those days' partials and the next days'
+    (their first session may continue the day before) stale, and every completed day whose
+    windows read a changed day. Returns the number of completed days marked stale."""
+    if not changed:
+        return 0
+    affected = sorted({d + timedelta(days=k) for d in changed for k in (0, 1)})
+    where = f"{lake.rows_where(source=source)} AND ({days_in(S.DAY, affected)})"
+    _restamp(spark, lakehouse, S.SILVER_DAILY_STATUS, where, F.lit(True), ctx=ctx)
+    reads = F.lit(False)  # an ingest-only day read nothing but its own file
+    for d in set(changed):
+        reads |= (F.col(S.FIRST_DAY) <= F.lit(d)) & (F.col(S.DAY) >= F.lit(d)) & (F.col(S.STAGES) != "ingest")
+    return _restamp(spark, lakehouse, S.SILVER_WINDOW_STATUS, lake.rows_where(source=source), reads, ctx=ctx)
+
+
+def _restamp(spark: SparkSession, lakehouse: str, name: str, where: str, stale: Column, *, ctx: lake.RunContext) -> int:
+    """Set ``status`` to stale on the rows of ``name`` matching ``where`` and ``stale``, in one commit."""
+    if lake.table_version_or_none(spark, lakehouse, name) is None:
+        return 0
+    rows = lake.read_table(spark, lakehouse, name).where(F.expr(where))
+    hit = stale & (F.col(S.STATUS) != STALE)
+    n = rows.where(hit).count()  # the status tables hold a row per day
+    if n:
+        out = rows.withColumn(S.STATUS, F.when(hit, F.lit(STALE)).otherwise(F.col(S.STATUS))).localCheckpoint()
+        lake.write_table(out, lakehouse, name, ctx=ctx.with_inputs(name, where, n), replace_where=where)
+    return n
+
+
+def first_day_read(cfg: Config, day: date, built: Sequence[Any] | None, stages: Sequence[str]) -> date:
+    """The first day the run for ``day`` read: the earliest feature day of the windows its
+    features stage built (``built``: its window reports), else of the day's window when a later
+    stage ran, else the day itself (ingest reads only its day)."""
+    source = cfg.features.source or cfg.input.source
+    if built:
+        return min(local_day(w.windows.t0, source) for w in built)
+    if set(stages) - {"ingest"}:
+        return local_day(day_window(cfg, day, source).t0, source)
+    return day
 
 
 def day_window(cfg: Config, day: date, source: str) -> Windows:

@@ -3,15 +3,20 @@
 source has item text).
 
 It builds the run's window and, when training is enabled, the earlier windows the experiment
-needs (:func:`sampleimp_spark.training.protocol.windows_needed`), each with
-:func:`sampleimp_spark.features.assemble.build_window`. A rerun replaces the rows of the same
-source and ``window_id`` in every table.
+needs (:func:`sampleimp_spark.training.protocol.windows_needed`). An undated run computes them
+from the events; a dated run (``--date``) from per-day partials (``silver.daily_*``, see
+:mod:`sampleimp_spark.features.daily`), building only the days not built yet: the run's own day
+and any missing or stale day its windows read. A rerun replaces the rows of the same source and
+``window_id`` in every table.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -21,13 +26,14 @@ from sampleimp_spark import schema as S
 from sampleimp_spark.config import Config
 from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.features import text
-from sampleimp_spark.features.assemble import build_samples, with_shards
-from sampleimp_spark.features.behavior import feature_columns
+from sampleimp_spark.features.assemble import build_samples, samples_of, with_shards
+from sampleimp_spark.features.behavior import feature_columns, window_events
+from sampleimp_spark.features.daily import DayPartials, day_partials, feature_days_of, window_aggregates
 from sampleimp_spark.features.shards import shard_map
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import SOURCE_TIMEZONES
-from sampleimp_spark.stages.daily import day_window
+from sampleimp_spark.stages import daily
 from sampleimp_spark.training.protocol import max_origins, windows_needed
 from sampleimp_spark.windows import Windows, data_start, resolve_windows
 
@@ -118,7 +124,7 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
         )
         bounds = (fcfg.t0, fcfg.t1, fcfg.t2)
         if cfg.run.date is not None:  # for_day refuses fixed bounds: the day's window, as weights finds it
-            day = day_window(cfg, cfg.run.date, source)
+            day = daily.day_window(cfg, cfg.run.date, source)
             bounds = (day.t0, day.t1, day.t2)
         latest = resolve_windows(
             events,
@@ -153,10 +159,18 @@ def _build(
     ctx: lake.RunContext,
 ) -> list[WindowReport]:
     """Every window's samples in one pass, written in one commit per table."""
-    samples, fe = build_samples(events, windows=windows, tz=tz, session_gap_minutes=cfg.features.session_gap_minutes)
+    gap = cfg.features.session_gap_minutes
+    fe: DataFrame | None
+    if cfg.run.date is None:
+        samples, fe = build_samples(events, windows=windows, tz=tz, session_gap_minutes=gap)
+    else:
+        partials = _partials(spark, cfg, events, windows=windows, source=source, tz=tz, ctx=ctx)
+        samples = samples_of(window_aggregates(partials, windows=windows, tz=tz), events, windows=windows)
+        fe = checkpoint(window_events(events, windows)) if _has_text(cfg, source) else None
     emb = None
     try:
-        samples, emb = _with_text(cfg, samples, fe, source=source, windows=windows, ctx=ctx)
+        if fe is not None:
+            samples, emb = _with_text(cfg, samples, fe, source=source, windows=windows, ctx=ctx)
         samples = checkpoint(samples)  # read by the shard map, frequencies and the write
     finally:
         release(fe, emb)
@@ -164,6 +178,69 @@ def _build(
         return _write(spark, cfg, samples, source=source, windows=windows, ctx=ctx)
     finally:
         release(samples)
+
+
+#: Bump when the partials' definition changes: every day's partials are rebuilt.
+PARTIALS_VERSION = 1
+_PARTIAL_TABLES = {
+    "entities": S.SILVER_DAILY_ENTITIES,
+    "pieces": S.SILVER_DAILY_SESSIONS,
+    "touches": S.SILVER_DAILY_SESSION_ENTITIES,
+}
+
+
+def partials_key(cfg: Config, source: str) -> str:
+    """What the partials of a day depend on besides its events: their version, the time zone and
+    the session gap."""
+    spec = {"version": PARTIALS_VERSION, "tz": SOURCE_TIMEZONES[source], "gap": cfg.features.session_gap_minutes}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _partials(
+    spark: SparkSession,
+    cfg: Config,
+    events: DataFrame,
+    *,
+    windows: list[Windows],
+    source: str,
+    tz: str,
+    ctx: lake.RunContext,
+) -> DayPartials:
+    """The partials of every feature day of ``windows``, building the days not built yet (and the
+    run's own day, which tomorrow's window reads)."""
+    assert cfg.run.date is not None
+    needed = sorted({d for w in windows for d in feature_days_of(w, tz)} | {cfg.run.date})
+    key = partials_key(cfg, source)
+    missing = sorted(set(needed) - daily.partials_built(spark, cfg.lakehouse, source, key))
+    log.info(
+        "features %s: partials of %d day(s) needed, %d to build%s",
+        source,
+        len(needed),
+        len(missing),
+        f" ({missing[0]} .. {missing[-1]})" if missing else "",
+    )
+    if missing:
+        # The days' UTC dates and the one before (a day's first session may start the day before).
+        near = F.col(S.EVENT_DATE).between(missing[0] - timedelta(days=2), missing[-1] + timedelta(days=1))
+        built = day_partials(
+            events.where(near), days=missing, tz=tz, session_gap_minutes=cfg.features.session_gap_minutes
+        )
+        where = f"{lake.rows_where(source=source)} AND ({daily.days_in(S.DAY, missing)})"
+        for part, name in _PARTIAL_TABLES.items():
+            frame = getattr(built, part).withColumn(S.SOURCE, F.lit(source))
+            lake.write_table(frame, cfg.lakehouse, name, ctx=ctx.with_inputs(ctx.inputs, key), replace_where=where)
+        daily.mark_partials(spark, cfg.lakehouse, source, missing, key, ctx=ctx.with_inputs(ctx.inputs, key))
+    return DayPartials(*(_read_days(spark, cfg, name, source, needed) for name in _PARTIAL_TABLES.values()))
+
+
+def _read_days(spark: SparkSession, cfg: Config, name: str, source: str, days: list[date]) -> DataFrame:
+    table = lake.read_table(spark, cfg.lakehouse, name)
+    return table.where((F.col(S.SOURCE) == source) & F.col(S.DAY).isin(days)).drop(S.SOURCE)
+
+
+def _has_text(cfg: Config, source: str) -> bool:
+    tcfg = cfg.features.text
+    return (tcfg.tfidf_enabled and source in TFIDF_SOURCES) or (tcfg.embeddings_enabled and source in EMBEDDING_SOURCES)
 
 
 def _rows_of(source: str, windows: list[Windows]) -> str:

@@ -22,8 +22,9 @@ from sampleimp_spark import lake, leases
 from sampleimp_spark import schema as S
 from sampleimp_spark.config import Config
 from sampleimp_spark.errors import BadInputError
+from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
-from sampleimp_spark.sources import generator, read_source
+from sampleimp_spark.sources import SOURCE_TIMEZONES, generator, read_source
 from sampleimp_spark.sources.validate import (
     dedupe,
     event_days,
@@ -33,14 +34,14 @@ from sampleimp_spark.sources.validate import (
     to_rejects,
     validate,
 )
-from sampleimp_spark.stages.daily import day_bounds
+from sampleimp_spark.stages.daily import day_bounds, local_day, mark_stale
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class IngestReport:
-    """Counts of one ingest run. ``input_rows == events + sum(rejects) + duplicates + other_days``."""
+    """Counts of one ingest run. ``input_rows == events + sum(rejects) + duplicates + late + other_days``."""
 
     source: str
     input_rows: int
@@ -51,8 +52,14 @@ class IngestReport:
     first_date: date | None = None
     last_date: date | None = None
     skipped: bool = False  # Delta skipped the writes: this run id had committed them already
-    #: Valid events of other days than a dated run's (``--date``): left to those days' runs.
+    #: A dated run's (``--date``) valid events of earlier days (late arrivals), and how many of
+    #: them bronze did not hold yet (added to their days, whose partials and windows go stale).
+    late: int = 0
+    late_added: int = 0
+    #: A dated run's valid events of later days: left to those days' runs.
     other_days: int = 0
+    #: Completed days whose windows read a day this run wrote: marked stale.
+    stale_days: int = 0
 
     @property
     def reject_rate(self) -> float:
@@ -63,8 +70,11 @@ class IngestReport:
             f"source {self.source}: {self.input_rows:,} input rows -> {self.events:,} events, "
             f"{sum(self.rejects.values()):,} rejects ({self.reject_rate:.2%}), "
             f"{self.duplicates:,} exact duplicates dropped"
-            + (f", {self.other_days:,} events of other days left to their runs" if self.other_days else "")
+            + (f", {self.late:,} late events of earlier days ({self.late_added:,} new)" if self.late else "")
+            + (f", {self.other_days:,} events of later days left to their runs" if self.other_days else "")
         ]
+        if self.stale_days:
+            out.append(f"  {self.stale_days:,} completed day(s) read a changed day: marked stale")
         out += [f"  rejected {reason}: {n:,}" for reason, n in sorted(self.rejects.items())]
         if self.first_date:
             out.append(f"  event dates {self.first_date} .. {self.last_date}")
@@ -107,6 +117,7 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
             "events": report.events,
             "rejects": sum(report.rejects.values()),
             "duplicates": report.duplicates,
+            **({"late": report.late} if report.late else {}),
             **({"other_days": report.other_days} if report.other_days else {}),
         }
         for line in report.lines():
@@ -114,8 +125,9 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
     return report
 
 
-#: The stats column counting a dated run's valid events outside its day.
-_OTHER_DAY = "_other_day"
+#: The stats column telling a dated run's valid events before its day (late) and after it.
+_WHEN = "_when"
+_LATE, _LATER = "late", "later"
 
 
 def _write(
@@ -128,22 +140,27 @@ def _write(
     day: tuple[datetime, datetime] | None = None,
 ) -> IngestReport:
     # One pass over the input for all the counts: per file and reason, and the date range.
-    other = F.lit(False)  # a dated run's valid events outside its day
+    when = F.lit(None).cast("string")  # a dated run's valid events before or after its day
     if day is not None:
-        other = F.col(S.REASON).isNull() & ~((F.col(S.TS) >= F.lit(day[0])) & (F.col(S.TS) < F.lit(day[1])))
+        valid_row = F.col(S.REASON).isNull()
+        when = F.when(valid_row & (F.col(S.TS) < F.lit(day[0])), _LATE).when(
+            valid_row & (F.col(S.TS) >= F.lit(day[1])), _LATER
+        )
     stats = (
-        validated.groupBy(S.SOURCE_FILE, S.REASON, other.alias(_OTHER_DAY))
+        validated.groupBy(S.SOURCE_FILE, S.REASON, when.alias(_WHEN))
         .agg(F.count(F.lit(1)).alias("n"), F.min(F.to_date(S.TS)).alias("lo"), F.max(F.to_date(S.TS)).alias("hi"))
         .collect()
     )
     rows_by_file: dict[str, int] = {}
     rejects: dict[str, int] = {}
-    valid = other_days = 0
+    valid = late = other_days = 0
     lo: date | None = None
     hi: date | None = None
     for r in stats:
         rows_by_file[r[S.SOURCE_FILE]] = rows_by_file.get(r[S.SOURCE_FILE], 0) + r["n"]
-        if r[_OTHER_DAY]:
+        if r[_WHEN] == _LATE:
+            late += r["n"]
+        elif r[_WHEN] == _LATER:
             other_days += r["n"]
         elif r[S.REASON] is None:
             valid += r["n"]
@@ -168,6 +185,7 @@ def _write(
         rows_by_file=rows_by_file,
         first_date=lo,
         last_date=hi,
+        late=late,
         other_days=other_days,
     )
 
@@ -190,7 +208,7 @@ def _write(
     if valid == 0:
         return report
     assert lo is not None and hi is not None  # valid events have dates
-    events = validated.where(F.col(S.REASON).isNull() & ~other)
+    events = validated.where(F.col(S.REASON).isNull() & when.isNull())
     if day is not None:  # exactly the day: a local day spans two UTC dates shared with its neighbours
         lo, hi = day[0].date(), (day[1] - timedelta(microseconds=1)).date()
     replace = lake.rows_where(source=source) + " AND " + lake.date_between(S.EVENT_DATE, lo, hi)
@@ -205,7 +223,42 @@ def _write(
     else:
         report.events = written.get(lake.OUTPUT_ROWS, 0)
     report.duplicates = valid - report.events
+    changed = _days_of(lo, hi, source) if day is None else [local_day(day[0], source)]
+    if day is not None and late:
+        added, late_days = _add_late(spark, cfg, validated.where(when == _LATE), source=source, before=day[0], ctx=ctx)
+        report.late_added = added
+        changed += late_days
+    report.stale_days = mark_stale(spark, cfg.lakehouse, source, changed, ctx=ctx)
     return report
+
+
+def _days_of(lo: date, hi: date, source: str) -> list[date]:
+    """The source's local days that may hold events of UTC dates ``lo .. hi``."""
+    return [lo - timedelta(days=1) + timedelta(days=i) for i in range((hi - lo).days + 3)]
+
+
+def _add_late(
+    spark: SparkSession, cfg: Config, late: DataFrame, *, source: str, before: datetime, ctx: lake.RunContext
+) -> tuple[int, list[date]]:
+    """Append the late events bronze does not hold yet (as many copies as are missing) to their
+    days; returns how many were added and their local days."""
+    events = to_events(dedupe(late))
+    bounds = events.agg(F.min(S.EVENT_DATE), F.max(S.EVENT_DATE)).first()  # one row
+    assert bounds is not None and bounds[0] is not None
+    held = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(
+        (F.col(S.SOURCE) == source) & F.col(S.EVENT_DATE).between(bounds[0], bounds[1]) & (F.col(S.TS) < F.lit(before))
+    )
+    new = checkpoint(events.exceptAll(held.select(*events.columns)))
+    try:
+        tz = SOURCE_TIMEZONES[source]
+        days = [r[0] for r in new.select(F.to_date(F.from_utc_timestamp(S.TS, tz))).distinct().collect()]  # days
+        added = new.count()
+        if added:
+            lake.write_table(new, cfg.lakehouse, S.BRONZE_EVENTS, ctx=ctx.with_inputs(ctx.inputs, "late"))
+    finally:
+        release(new)
+    log.info("ingest: %d late event(s) added to %s", added, ", ".join(str(d) for d in sorted(days)) or "no day")
+    return added, days
 
 
 def _count_run_rows(
