@@ -182,6 +182,10 @@ class FeaturesConfig(_Strict):
     min_shard_rows: int = Field(200, ge=1)
     #: Where the source has no sessions, a gap longer than this starts a new one.
     session_gap_minutes: float = Field(30.0, gt=0)
+    #: Dated runs (``--date``) assemble their windows from per-day partial aggregates
+    #: (``silver.daily_*``) instead of the events. Equal results; off by default because at 10M
+    #: generated events it is not yet faster than the full computation (benchmarks/README.md).
+    incremental: bool = False
     #: Item-text features (sources with item text or a taxonomy: amazon, rees46, canonical).
     text: TextConfig = Field(default_factory=TextConfig)
 

@@ -464,7 +464,7 @@ CONTRACTS.update(
                 ("session_micros", _LNG, True),
                 *((c, T.TimestampType(), True) for c in ENTITY_LAST_COLUMNS),
             ),
-            partition_by=(DAY,),
+            partition_by=(DAY, ENTITY),  # a window reads each entity's rows of its days alone
         ),
         SILVER_DAILY_SESSIONS: TableContract(
             _fields(

@@ -95,6 +95,8 @@ def _taobao(lakehouse: str, paths: str) -> list[str]:
         "ingest.max_reject_rate=0.01",
         "--set",
         "train.enabled=false",  # days of features and weights, no experiment
+        "--set",
+        "features.incremental=true",  # dated runs from per-day partials; the whole-input oracle from events
     ]
 
 

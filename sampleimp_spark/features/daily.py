@@ -67,7 +67,14 @@ def _day_table(events: DataFrame, days: Sequence[date], tz: str, tail: timedelta
 
 
 def day_partials(events: DataFrame, *, days: Sequence[date], tz: str, session_gap_minutes: float) -> DayPartials:
-    """The partials of ``days`` (local days of ``tz``) from canonical events of one source.
+    """The partials of ``days`` (local days of ``tz``) from canonical events of one source:
+    :func:`partials_of` :func:`day_events` (materialize the latter when the partials are written)."""
+    return partials_of(day_events(events, days=days, tz=tz, session_gap_minutes=session_gap_minutes))
+
+
+def day_events(events: DataFrame, *, days: Sequence[date], tz: str, session_gap_minutes: float) -> DataFrame:
+    """The events of ``days`` with their day, hour bucket, day of week, session key, whether
+    their session piece may cross a midnight, and its length.
 
     Reads each day's events and the last ``session_gap_minutes`` before it (to know whether the
     day's first session continues one of the day before). A day without events has no rows.
@@ -93,21 +100,32 @@ def day_partials(events: DataFrame, *, days: Sequence[date], tz: str, session_ga
     ev = ev.withColumns({"_new": (first_in | ~close).cast("int"), "_continues": first_in & close})
     ev = ev.withColumn("_piece", F.sum("_new").over(order.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
     ev = ev.where("_in").drop("_in")
-    piece_key = F.concat(F.lit("g:"), F.col(S.USER_ID), F.lit("#"), F.col("_piece").cast("string"))
-    ev = ev.withColumns({"_piece": piece_key, SESSION_KEY: F.coalesce(F.concat(F.lit("s:"), S.SESSION_ID), piece_key)})
     # A piece may cross a midnight when it continues the day before or ends within a gap of the
-    # day's end; sessions with their own id are joined by id across days, so all of them may.
-    piece = Window.partitionBy(S.DAY, "_piece")
-    may_cross = F.max("_continues").over(piece) | (
-        F.unix_seconds(F.max(S.TS).over(piece)) >= F.unix_seconds(F.col("_end")) - gap_s
-    )
-    key = Window.partitionBy(S.DAY, SESSION_KEY)
-    ev = ev.withColumn("_may_cross", may_cross).withColumns(
+    # day's end. Pieces are a user's: their window needs no shuffle after the one by user.
+    piece = Window.partitionBy(S.DAY, S.USER_ID, "_piece")
+    own = F.col(S.SESSION_ID).isNotNull()
+    gap_ts = F.when(~own, F.col(S.TS))
+    ev = ev.withColumns(
         {
-            "_crossing": F.col(S.SESSION_ID).isNotNull() | F.col("_may_cross"),
-            "_micros": F.unix_micros(F.max(S.TS).over(key)) - F.unix_micros(F.min(S.TS).over(key)),
+            "_may_cross": F.max("_continues").over(piece)
+            | (F.unix_seconds(F.max(S.TS).over(piece)) >= F.unix_seconds(F.col("_end")) - gap_s),
+            "_micros": F.unix_micros(F.max(gap_ts).over(piece)) - F.unix_micros(F.min(gap_ts).over(piece)),
         }
     )
+    piece_key = F.concat(F.lit("g:"), F.col(S.USER_ID), F.lit("#"), F.col("_piece").cast("string"))
+    ev = ev.withColumns({"_piece": piece_key, SESSION_KEY: F.coalesce(F.concat(F.lit("s:"), S.SESSION_ID), piece_key)})
+    # Sessions with their own id span users and are joined by id across days: all may cross, and
+    # only their events need the shuffle by session id for their day's length.
+    key = Window.partitionBy(S.DAY, SESSION_KEY)
+    own_rows = ev.where(own).withColumn(
+        "_micros", F.unix_micros(F.max(S.TS).over(key)) - F.unix_micros(F.min(S.TS).over(key))
+    )
+    ev = ev.where(~own).unionByName(own_rows)
+    return ev.withColumn("_crossing", own | F.col("_may_cross"))
+
+
+def partials_of(ev: DataFrame) -> DayPartials:
+    """The partials of :func:`day_events`."""
     return DayPartials(_entities(ev), _pieces(ev), _touches(ev))
 
 

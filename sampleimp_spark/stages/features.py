@@ -3,8 +3,8 @@
 source has item text).
 
 It builds the run's window and, when training is enabled, the earlier windows the experiment
-needs (:func:`sampleimp_spark.training.protocol.windows_needed`). An undated run computes them
-from the events; a dated run (``--date``) from per-day partials (``silver.daily_*``, see
+needs (:func:`sampleimp_spark.training.protocol.windows_needed`), from the events or, in a dated
+run (``--date``) with ``features.incremental``, from per-day partials (``silver.daily_*``, see
 :mod:`sampleimp_spark.features.daily`), building only the days not built yet: the run's own day
 and any missing or stale day its windows read. A rerun replaces the rows of the same source and
 ``window_id`` in every table.
@@ -28,7 +28,7 @@ from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.features import text
 from sampleimp_spark.features.assemble import build_samples, samples_of, with_shards
 from sampleimp_spark.features.behavior import feature_columns, window_events
-from sampleimp_spark.features.daily import DayPartials, day_partials, feature_days_of, window_aggregates
+from sampleimp_spark.features.daily import DayPartials, day_events, feature_days_of, partials_of, window_aggregates
 from sampleimp_spark.features.shards import shard_map
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
@@ -161,7 +161,7 @@ def _build(
     """Every window's samples in one pass, written in one commit per table."""
     gap = cfg.features.session_gap_minutes
     fe: DataFrame | None
-    if cfg.run.date is None:
+    if cfg.run.date is None or not cfg.features.incremental:
         samples, fe = build_samples(events, windows=windows, tz=tz, session_gap_minutes=gap)
     else:
         partials = _partials(spark, cfg, events, windows=windows, source=source, tz=tz, ctx=ctx)
@@ -222,13 +222,16 @@ def _partials(
     if missing:
         # The days' UTC dates and the one before (a day's first session may start the day before).
         near = F.col(S.EVENT_DATE).between(missing[0] - timedelta(days=2), missing[-1] + timedelta(days=1))
-        built = day_partials(
-            events.where(near), days=missing, tz=tz, session_gap_minutes=cfg.features.session_gap_minutes
-        )
-        where = f"{lake.rows_where(source=source)} AND ({daily.days_in(S.DAY, missing)})"
-        for part, name in _PARTIAL_TABLES.items():
-            frame = getattr(built, part).withColumn(S.SOURCE, F.lit(source))
-            lake.write_table(frame, cfg.lakehouse, name, ctx=ctx.with_inputs(ctx.inputs, key), replace_where=where)
+        gap = cfg.features.session_gap_minutes
+        ev = checkpoint(day_events(events.where(near), days=missing, tz=tz, session_gap_minutes=gap))
+        try:
+            built = partials_of(ev)
+            where = f"{lake.rows_where(source=source)} AND ({daily.days_in(S.DAY, missing)})"
+            for part, name in _PARTIAL_TABLES.items():
+                frame = getattr(built, part).withColumn(S.SOURCE, F.lit(source))
+                lake.write_table(frame, cfg.lakehouse, name, ctx=ctx.with_inputs(ctx.inputs, key), replace_where=where)
+        finally:
+            release(ev)
         daily.mark_partials(spark, cfg.lakehouse, source, missing, key, ctx=ctx.with_inputs(ctx.inputs, key))
     return DayPartials(*(_read_days(spark, cfg, name, source, needed) for name in _PARTIAL_TABLES.values()))
 

@@ -223,7 +223,7 @@ def _write(
     else:
         report.events = written.get(lake.OUTPUT_ROWS, 0)
     report.duplicates = valid - report.events
-    changed = _days_of(lo, hi, source) if day is None else [local_day(day[0], source)]
+    changed = _days_of(lo, hi) if day is None else [local_day(day[0], source)]
     if day is not None and late:
         added, late_days = _add_late(spark, cfg, validated.where(when == _LATE), source=source, before=day[0], ctx=ctx)
         report.late_added = added
@@ -232,7 +232,7 @@ def _write(
     return report
 
 
-def _days_of(lo: date, hi: date, source: str) -> list[date]:
+def _days_of(lo: date, hi: date) -> list[date]:
     """The source's local days that may hold events of UTC dates ``lo .. hi``."""
     return [lo - timedelta(days=1) + timedelta(days=i) for i in range((hi - lo).days + 3)]
 
@@ -245,6 +245,7 @@ def _add_late(
     events = to_events(dedupe(late))
     bounds = events.agg(F.min(S.EVENT_DATE), F.max(S.EVENT_DATE)).first()  # one row
     assert bounds is not None and bounds[0] is not None
+    ctx.claim(*leases.month_keys(source, bounds[0], bounds[1]))
     held = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(
         (F.col(S.SOURCE) == source) & F.col(S.EVENT_DATE).between(bounds[0], bounds[1]) & (F.col(S.TS) < F.lit(before))
     )
