@@ -195,8 +195,7 @@ def _pieces(ev: DataFrame) -> DataFrame:
 def _touches(ev: DataFrame) -> DataFrame:
     crossing = ev.where("_crossing")
     frames = [
-        crossing.select(S.DAY, SESSION_KEY, *keys).distinct().transform(lambda d, e=entity: _with_ids(d, e))
-        for entity, keys in ENTITY_KEYS.items()
+        _with_ids(crossing.select(S.DAY, SESSION_KEY, *keys).distinct(), entity) for entity, keys in ENTITY_KEYS.items()
     ]
     out = frames[0]
     for f in frames[1:]:

@@ -132,9 +132,9 @@ def mark_done(
             lake.date_between(S.DAY, day, day),
         )
     )
-    # Keyed by the stages too: a run id that recorded "ingest" and now records more (a fixed
-    # scheduler id) must not have its write skipped as already committed.
-    ctx = ctx.with_inputs(",".join(done), row[S.UPDATED_AT])  # a stale day redone under its id too
+    # Keyed by the stages and the time: a fixed scheduler run id that recorded "ingest" and now
+    # records more, or redoes a stale day, must not have its write skipped as already committed.
+    ctx = ctx.with_inputs(",".join(done), row[S.UPDATED_AT])
     lake.write_table(frame, cfg.lakehouse, S.SILVER_WINDOW_STATUS, ctx=ctx, replace_where=where)
 
 
