@@ -10,9 +10,10 @@ transfer to the Python workers and back is the same for every revision.
 
 With ``--compare-to REV``, ``information_gain.py`` of git revision ``REV`` builds its own model
 from the same fit and scores the same batches, alternating (``REV`` first); the largest absolute
-difference of ``g`` and ``w`` between the two is recorded.
+difference of ``g`` and ``w`` between the two is recorded. ``REV`` must score cross-fitted models
+(``pointwise_scores(shard, fold, values, model, lam)``).
 
-    .venv/bin/python benchmarks/bench_ig_scoring.py --events 1e6 --compare-to e8d560c
+    .venv/bin/python benchmarks/bench_ig_scoring.py --events 1e6 --compare-to HEAD~1
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ def main() -> None:
     # function for it.
     models = {name: module._scoring_model(result) for name, module in impls}
     fit_s = time.perf_counter() - t
-    rows = samples.select(F.col(S.SHARD).cast("string"), *[F.col(f).cast("double") for f in features])
+    rows = samples.select(
+        F.col(S.SHARD).cast("string"), result.fold().alias("fold"), *[F.col(f).cast("double") for f in features]
+    )
     local = rows.limit(args.rows).toPandas()
-    shard, values = local.iloc[:, 0], local.iloc[:, 1:].to_numpy(dtype=float)
+    shard, fold, values = local.iloc[:, 0], local.iloc[:, 1].to_numpy(), local.iloc[:, 2:].to_numpy(dtype=float)
     batches = [slice(a, a + args.batch) for a in range(0, len(local), args.batch)]
     shards_per_batch = [shard[b].nunique() for b in batches]
     print(
@@ -67,7 +70,7 @@ def main() -> None:
     for _ in range(args.reps):
         for name, module in impls:
             t = time.perf_counter()
-            parts = [module.pointwise_scores(shard[b], values[b], models[name], cfg.lam) for b in batches]
+            parts = [module.pointwise_scores(shard[b], fold[b], values[b], models[name], cfg.lam) for b in batches]
             seconds[name].append(round(time.perf_counter() - t, 2))
             out[name] = pd.concat(parts, ignore_index=True)
             print(f"{name}: {seconds[name][-1]:.2f} s", flush=True)

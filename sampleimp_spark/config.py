@@ -225,13 +225,20 @@ class InformationGainConfig(_Strict):
 
     Attributes:
         n_bins: quantile bins per feature and shard (fewer when values tie); NaN adds its own bin.
-        smoothing: Laplace pseudo-count ``α`` added to every (bin, class) cell; 0 = plug-in MLE.
+        smoothing: prior strength ``m`` of the m-estimates: a bin's class distribution is shrunk
+            toward the shard's with ``m`` pseudo-samples, the shard's toward the window's; 0 =
+            plug-in estimates.
+        null_alpha: a feature keeps its IG in a shard only when a G-test of independence
+            (Holm-adjusted over the shard's features) rejects at this level; 1 keeps every feature.
+        folds: cross-fitting folds (by user): a sample's weight comes from the fit on the others.
         miller_madow: subtract the Miller–Madow bias estimate from the per-shard IG.
         lam: ``λ`` in ``w_ig = 1 + λ · g / mean_s(g)``; 0 turns the weight off (``w_ig = 1``).
     """
 
     n_bins: int = Field(10, ge=2, le=100)
-    smoothing: float = Field(1.0, ge=0.0, allow_inf_nan=False)
+    smoothing: float = Field(10.0, ge=0.0, allow_inf_nan=False)
+    null_alpha: float = Field(0.05, gt=0.0, le=1.0)
+    folds: int = Field(5, ge=2, le=20)
     miller_madow: bool = False
     lam: float = Field(1.0, ge=0.0, allow_inf_nan=False)
 

@@ -407,6 +407,7 @@ CONTRACTS.update(
                 (SHARD, _STR, False),
                 (FEATURE, _STR, False),
                 ("ig", _DBL, False),
+                ("p_value", _DBL, True),
                 ("rank", _INT, False),
                 ("n", _LNG, False),
             )

@@ -187,8 +187,11 @@ def compute_weights(
         features,
         n_bins=igc.n_bins,
         smoothing=igc.smoothing,
+        null_alpha=igc.null_alpha,
+        folds=igc.folds,
         miller_madow=igc.miller_madow,
         label_col=label,
+        scope_col=S.WINDOW_ID,  # a shard's prior is shrunk toward its window's
         groups=groups,
     )
     try:

@@ -1,15 +1,15 @@
-"""Information gain of features about the label, per shard, and the pointwise IG sample weight ``w_ig``.
+"""Information gain of features about the label, per shard, and the cross-fitted IG sample weight ``w_ig``.
 
 :func:`information_gain` bins each feature at per-shard quantile edges (from a bounded hash sample
-of the shard; NaN and null get their own bin), counts (shard, feature, bin, label) in native Spark,
-and runs :func:`shard_information_gain` per shard in a grouped pandas UDF over the contingency
-table. Its :class:`IGResult` holds small tables: ``importance`` (``gold.feature_importance``: IG and
-rank per shard and feature) and ``bin_scores`` (per shard, feature and bin: the KL divergence of the
-bin's label distribution from the shard's, the feature's IG, the bin's term ``contrib`` of ``g`` and
-``g_mean``). :func:`with_ig_weight` adds ``g``, the IG-weighted mean KL of a sample's bins, and
-``w_ig = 1 + λ · g / mean_s(g)``, whose mean over a shard is exactly ``1 + λ`` (1 where no feature
-informs). Python only sees bounded inputs, and the result does not depend on partitioning.
-Formulas and conventions: ``docs/weighting.md``.
+of the shard; NaN and null get their own bin), counts (shard, fold, feature, bin, label) in native
+Spark, and runs :func:`shard_information_gain` per shard in a grouped pandas UDF over the
+contingency table: m-estimates shrunk toward the shard's prior (itself shrunk toward the global
+one), and a G-test per feature (Holm over the shard's features) that zeroes a feature the data
+cannot tell from noise. ``importance`` (``gold.feature_importance``) is the fit on every sample;
+:func:`with_ig_weight` scores each sample with the fit on the other folds (cross-fitting, so a
+weight never reads its own label): ``g``, the IG-weighted mean KL of its bins, and
+``w_ig = 1 + λ · g / mean(g)``, mean ``1 + λ`` over each shard (1 where no feature informs).
+Python only sees bounded inputs; nothing depends on partitioning. Formulas: ``docs/weighting.md``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from scipy import stats
 
 from sampleimp_spark import hashing
 from sampleimp_spark import schema as S
+from sampleimp_spark.evaluation.bootstrap import holm
 
 #: Bin of NaN and null values (its own bin; ``±inf`` are clamped to the outer finite bins).
 NAN_BIN = -1
@@ -40,22 +42,29 @@ _FEATURE = "feature"
 _BIN = "bin"
 _LABEL = "label"
 _COUNT = "count"
+_FOLD = "fold"
+
+#: The ``fold`` of the fit on every sample of a shard (the importance); fold ``k >= 0`` is the fit on
+#: the samples of the other folds, which scores fold ``k``'s samples.
+ALL_FOLDS = -1
 
 #: Columns of :attr:`IGResult.importance` (``gold.feature_importance`` without window metadata).
-IMPORTANCE_COLUMNS: tuple[str, ...] = (_SHARD, _FEATURE, "ig", "rank", "n")
+IMPORTANCE_COLUMNS: tuple[str, ...] = (_SHARD, _FEATURE, "ig", "p_value", "rank", "n")
 
 _BIN_SCORES_SCHEMA = T.StructType(
     [
         T.StructField(_SHARD, T.StringType(), False),
+        T.StructField(_FOLD, T.IntegerType(), False),  # the fit: ALL_FOLDS, or the samples not in fold k
         T.StructField(_FEATURE, T.StringType(), False),
         T.StructField(_BIN, T.IntegerType(), False),
-        T.StructField("n_bin", T.LongType(), False),  # samples of the shard in this bin
-        T.StructField("kl", T.DoubleType(), False),  # KL(p(Y|x) || p(Y))
-        T.StructField("ig", T.DoubleType(), False),  # the feature's IG in the shard
+        T.StructField("n_bin", T.LongType(), False),  # samples of the fit in this bin
+        T.StructField("kl", T.DoubleType(), False),  # KL(p(Y|x) || p(Y)), both m-estimates
+        T.StructField("ig", T.DoubleType(), False),  # the feature's IG in the fit (0 unless it passes the null test)
+        T.StructField("p_value", T.DoubleType(), False),  # G-test of independence, Holm-adjusted over features
         T.StructField("rank", T.IntegerType(), False),  # 1 = most informative in the shard
         T.StructField("n", T.LongType(), False),  # samples in the shard
         T.StructField("contrib", T.DoubleType(), False),  # IG_j / Σ IG · kl: this bin's share of g
-        T.StructField("g_mean", T.DoubleType(), False),  # mean of g over the shard's samples
+        T.StructField("g_mean", T.DoubleType(), False),  # mean of g over the samples the fit scores
     ]
 )
 _BIN_SCORES_COLUMNS: tuple[str, ...] = tuple(f.name for f in _BIN_SCORES_SCHEMA.fields)
@@ -96,13 +105,17 @@ class IGResult:
 
     Attributes:
         features: the feature columns, in the order given.
-        importance: ``shard, feature, ig, rank, n`` — the rows of ``gold.feature_importance``.
-        bin_scores: per ``shard, feature, bin``: ``n_bin, kl, ig, rank, n, contrib, g_mean``
-            (see the module docstring; ``contrib`` is the bin's term of ``g``).
+        importance: ``shard, feature, ig, p_value, rank, n`` — the rows of ``gold.feature_importance``
+            (the fit on every sample).
+        bin_scores: per ``shard, fold, feature, bin``: ``n_bin, kl, ig, p_value, rank, n, contrib,
+            g_mean`` (see the module docstring; ``contrib`` is the bin's term of ``g``).
         edges: ``shard, feature, edges`` (``array<double>``, sorted and distinct).
         edges_long: the same keyed by the internal shard column and feature position (for joins).
         n_bins: the configured number of bins (``edges`` has at most ``n_bins - 1`` entries).
         shard_col: the shard column of ``importance`` and ``bin_scores``.
+        folds: the cross-fitting folds.
+        fold_cols: the columns a sample's fold is hashed from.
+        seed: the seed of the folds (and of the edge sample).
     """
 
     features: tuple[str, ...]
@@ -112,6 +125,13 @@ class IGResult:
     edges_long: DataFrame
     n_bins: int
     shard_col: str
+    folds: int
+    fold_cols: tuple[str, ...]
+    seed: int
+
+    def fold(self) -> Column:
+        """Each sample's cross-fitting fold, as the fit assigned it."""
+        return fold_of([_col(k) for k in self.fold_cols], folds=self.folds, seed=self.seed)
 
     def unpersist(self) -> None:
         """Release the cached small tables."""
@@ -130,94 +150,166 @@ def _xlogy_ratio(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out
 
 
-def _feature_scores(n_xy: np.ndarray, *, alpha: float, miller_madow: bool) -> tuple[float, np.ndarray]:
-    """IG of one feature and the KL of each bin, from its ``bins × classes`` count matrix."""
-    k_x, k_y = n_xy.shape
-    n = float(n_xy.sum())
-    if k_y <= 1 or n <= 0:
-        # One class: p(y|x) = p(y) = 1 for every bin, so both are exactly 0.
-        return 0.0, np.zeros(k_x)
-    denom = n + alpha * k_x * k_y
+class _Fit(NamedTuple):
+    """One fit of a shard's features: per feature its (gated) IG and Holm-adjusted p-value, per
+    (feature, bin) row its KL."""
+
+    ig: np.ndarray
+    p_value: np.ndarray
+    kl: np.ndarray
+
+
+def _g_test_p(n_xy: np.ndarray, n_x: np.ndarray, n_y: np.ndarray, n: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per feature, the p-value of the G-test of independence of bin and class (plug-in counts),
+    with Williams' correction ``q = 1 + (N Σ_x 1/n_x - 1)(N Σ_y 1/n_y - 1) / (6 N df)``."""
+    rows = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(n_x)]))
+    n_y_row = n_y[rows]
+    expected = n_x[:, None] * n_y_row / n[rows][:, None]
+    g = 2.0 * np.add.reduceat(_xlogy_ratio(n_xy, np.where(expected > 0, expected, 1.0)).sum(axis=1), starts)
+    m_x = np.add.reduceat((n_x > 0).astype(float), starts)
+    m_y = (n_y > 0).sum(axis=1)
+    df = (m_x - 1) * (m_y - 1)
+    inv_x = np.add.reduceat(np.where(n_x > 0, 1.0 / np.where(n_x > 0, n_x, 1.0), 0.0), starts)
+    inv_y = np.where(n_y > 0, 1.0 / np.where(n_y > 0, n_y, 1.0), 0.0).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = 1.0 + (n * inv_x - 1.0) * (n * inv_y - 1.0) / (6.0 * n * df)
+        p = np.where(df > 0, stats.chi2.sf(np.maximum(g, 0.0) / q, np.maximum(df, 1)), 1.0)
+    return np.asarray(p, dtype=float)
+
+
+def _fit(
+    n_xy: np.ndarray, starts: np.ndarray, prior: np.ndarray, *, smoothing: float, null_alpha: float, miller_madow: bool
+) -> _Fit:
+    """IG, p-values and per-bin KL of every feature of one shard from its ``(feature, bin) × class``
+    counts (rows of a feature contiguous from ``starts``); ``prior`` the global class counts the
+    shard's prior is shrunk toward. Formulas: ``docs/weighting.md``."""
+    n_features = len(starts)
     n_x = n_xy.sum(axis=1)
-    n_y = n_xy.sum(axis=0)
-    p_xy = (n_xy + alpha) / denom
-    # Marginals in closed form (not by summing p_xy), so a marginal that is 1 is exactly 1.
-    p_x = (n_x + alpha * k_y) / denom
-    p_y = (n_y + alpha * k_x) / denom
-    ig = float(_xlogy_ratio(p_xy, np.outer(p_x, p_y)).sum())
+    n_y = np.add.reduceat(n_xy, starts, axis=0)  # (features, classes)
+    n = n_y.sum(axis=1)  # every sample counts once per feature
+    none = _Fit(np.zeros(n_features), np.ones(n_features), np.zeros(len(n_x)))
+    if n_features == 0 or n[0] <= 0 or int((n_y[0] > 0).sum()) <= 1:
+        return none  # one class (or none): p(y|x) = p(y), nothing to learn
+    rows = np.repeat(np.arange(n_features), np.diff(np.r_[starts, len(n_x)]))
+    total = prior.sum()
+    global_prior = prior / total if total > 0 else n_y[0] / n[0]
+    m = smoothing
+    shard_prior = (n_y + m * global_prior) / (n + m)[:, None]  # shrunk toward the global table
+    prior_row = shard_prior[rows]
+    denom = (n_x + m)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_y_x = np.where(denom > 0, (n_xy + m * prior_row) / denom, prior_row)  # toward the shard prior
+    kl = np.maximum(_xlogy_ratio(p_y_x, np.where(prior_row > 0, prior_row, 1.0)).sum(axis=1), 0.0)
+    ig = np.add.reduceat(n_x * kl, starts) / n
     if miller_madow:
-        m_xy = int((n_xy > 0).sum())
-        m_x = int((n_x > 0).sum())
-        m_y = int((n_y > 0).sum())
-        ig -= (m_xy - m_x - m_y + 1) / (2.0 * n)
-    p_y_given_x = p_xy / p_x[:, None]
-    kl = _xlogy_ratio(p_y_given_x, np.broadcast_to(p_y, p_y_given_x.shape)).sum(axis=1)
-    # Both are non-negative in exact arithmetic; clip rounding noise so weights stay >= 1.
-    return max(ig, 0.0), np.maximum(kl, 0.0)
+        m_xy = np.add.reduceat((n_xy > 0).sum(axis=1).astype(float), starts)
+        m_x = np.add.reduceat((n_x > 0).astype(float), starts)
+        ig = ig - (m_xy - m_x - (n_y > 0).sum(axis=1) + 1) / (2.0 * n)
+    p_value = holm(list(_g_test_p(n_xy, n_x, n_y, n, starts)))
+    ig = np.where(p_value <= null_alpha, np.maximum(ig, 0.0), 0.0)
+    return _Fit(ig, p_value, kl)
 
 
-def shard_information_gain(counts: pd.DataFrame, *, alpha: float = 1.0, miller_madow: bool = False) -> pd.DataFrame:
-    """Per-feature IG and per-bin KL scores of one shard, from its contingency table.
+def shard_information_gain(
+    counts: pd.DataFrame,
+    *,
+    smoothing: float = 0.0,
+    null_alpha: float = 1.0,
+    miller_madow: bool = False,
+    prior: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Per-feature IG and per-bin KL scores of one shard, from its contingency table, for every
+    cross-fitting fold.
 
     Plain pandas/numpy, called per shard through ``groupBy(shard).applyInPandas``; testable
-    without Spark. The input is bounded by ``features × bins × classes`` rows.
+    without Spark. The input is bounded by ``folds × features × bins × classes`` rows.
 
     Args:
         counts: one shard's contingency table with columns ``shard, feature, bin, label, count``
-            (one row per observed (feature, bin, label); missing combinations count 0).
-        alpha: Laplace pseudo-count ``α`` (0 = plug-in estimate, equal to scikit-learn's
+            and optionally ``fold`` (one row per observed combination; missing ones count 0).
+        smoothing: prior strength ``m`` of the m-estimates: a bin's class distribution is shrunk
+            toward the shard's prior with ``m`` pseudo-samples, and the shard's prior toward the
+            global one with ``m`` pseudo-samples (0 = plug-in estimates, equal to scikit-learn's
             ``mutual_info_score`` on the binned data).
+        null_alpha: a feature keeps its IG only when the G-test of independence (Williams'
+            correction, Holm-adjusted over the shard's features) rejects at this level; 1 keeps all.
         miller_madow: subtract the Miller–Madow bias estimate ``(m_XY - m_X - m_Y + 1) / 2N``.
+        prior: the global class counts ``fold, label, count`` (over every shard of the scope) the
+            shard's prior is shrunk toward; None uses the shard's own.
 
     Returns:
-        One row per (feature, observed bin) with the columns of the bin-scores table:
-        ``shard, feature, bin, n_bin, kl, ig, rank, n, contrib, g_mean`` (see the module docstring).
+        Per fit and (feature, bin) the columns of the bin-scores table. Fold ``-1``
+        (:data:`ALL_FOLDS`) is the fit on every sample (the importance); fold ``k`` the fit on the
+        samples of every other fold, whose terms score fold ``k``'s samples (cross-fitting).
     """
     columns = list(_BIN_SCORES_COLUMNS)
     if counts.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    if _FOLD not in counts.columns:
+        counts = counts.assign(**{_FOLD: ALL_FOLDS})
     counts = counts.assign(**{_LABEL: counts[_LABEL].astype(str)})
     shard = counts[_SHARD].iloc[0]
-    # One (feature, bin) × class matrix for the whole shard (a pivot per feature cost ~50×
-    # more); its rows are sorted by feature, then bin, so each feature is a contiguous block.
+    prior_counts = prior if prior is not None else counts.iloc[0:0]
+    classes = sorted(set(counts[_LABEL]) | set(prior_counts[_LABEL].astype(str)))
+    # One (feature, bin) × (fold, class) matrix for the whole shard; its rows are sorted by
+    # feature, then bin, so each feature is a contiguous block.
     table = counts.pivot_table(
-        index=[_FEATURE, _BIN], columns=_LABEL, values=_COUNT, aggfunc="sum", fill_value=0
+        index=[_FEATURE, _BIN], columns=[_FOLD, _LABEL], values=_COUNT, aggfunc="sum", fill_value=0
     ).sort_index()
-    n_xy_all = table.to_numpy(dtype=float)
+    folds = sorted(int(f) for f in table.columns.get_level_values(0).unique())
+    by_fold = {f: pd.DataFrame(table[f]).reindex(columns=classes, fill_value=0).to_numpy(dtype=float) for f in folds}
+    full = np.sum(list(by_fold.values()), axis=0)
     feature_of_row = table.index.get_level_values(0).astype(str).to_numpy()
+    bin_of_row = table.index.get_level_values(1).to_numpy().astype("int32")
     starts = np.flatnonzero(np.r_[True, feature_of_row[1:] != feature_of_row[:-1]])
-    ends = np.r_[starts[1:], len(feature_of_row)]
     names = [feature_of_row[i] for i in starts]
-    blocks = zip(starts, ends, strict=True)
-    scores = [_feature_scores(n_xy_all[a:b], alpha=alpha, miller_madow=miller_madow) for a, b in blocks]
-    igs = np.array([ig for ig, _ in scores])
-    kl = np.concatenate([k for _, k in scores])
-    n_bin = n_xy_all.sum(axis=1)
-    n = float(n_bin[starts[0] : ends[0]].sum())  # every sample counts once per feature
-    total_ig = float(igs.sum())
-    # Rank by IG (descending), ties broken by feature name so the rank is deterministic.
-    order = sorted(range(len(names)), key=lambda i: (-igs[i], names[i]))
-    rank = np.empty(len(names), dtype=np.int32)
-    rank[order] = np.arange(1, len(names) + 1, dtype=np.int32)
-    sizes = ends - starts
-    ig_of_row = np.repeat(igs, sizes)
-    contrib = (ig_of_row / total_ig) * kl if total_ig > 0 else np.zeros_like(kl)
-    g_mean = float((n_bin * contrib).sum()) / n if n > 0 else 0.0
-    out = pd.DataFrame(
-        {
-            _SHARD: shard,
-            _FEATURE: feature_of_row,
-            _BIN: table.index.get_level_values(1).to_numpy().astype("int32"),
-            "n_bin": n_bin.astype("int64"),
-            "kl": kl,
-            "ig": ig_of_row,
-            "rank": np.repeat(rank, sizes),
-            "n": np.int64(round(n)),
-            "contrib": contrib,
-            "g_mean": g_mean,
-        }
-    )
-    return out[columns]
+    sizes = np.diff(np.r_[starts, len(feature_of_row)])
+    prior_table = pd.DataFrame(prior_counts).assign(**{_LABEL: prior_counts[_LABEL].astype(str)})
+    if _FOLD not in prior_table.columns:
+        prior_table = prior_table.assign(**{_FOLD: ALL_FOLDS})
+    prior_by_fold = prior_table.pivot_table(index=_FOLD, columns=_LABEL, values=_COUNT, aggfunc="sum", fill_value=0)
+    prior_by_fold = prior_by_fold.reindex(columns=classes, fill_value=0)
+    prior_all = prior_by_fold.to_numpy(dtype=float).sum(axis=0)
+    fits = [(ALL_FOLDS, full, full, prior_all)]
+    if folds != [ALL_FOLDS]:
+        for f in folds:
+            own = by_fold[f]
+            own_prior = prior_by_fold.loc[f].to_numpy(dtype=float) if f in prior_by_fold.index else 0.0
+            fits.append((f, full - own, own, prior_all - own_prior))
+    out = []
+    for fold, fit_counts, scored, fit_prior in fits:
+        fit = _fit(fit_counts, starts, fit_prior, smoothing=smoothing, null_alpha=null_alpha, miller_madow=miller_madow)
+        n_fit = fit_counts.sum(axis=1)
+        total_ig = float(fit.ig.sum())
+        ig_row = np.repeat(fit.ig, sizes)
+        contrib = (ig_row / total_ig) * fit.kl if total_ig > 0 else np.zeros_like(fit.kl)
+        n_scored = scored.sum(axis=1)
+        n_scored_total = float(n_scored[starts[0] : starts[0] + sizes[0]].sum())
+        g_mean = float((n_scored * contrib).sum()) / n_scored_total if n_scored_total > 0 else 0.0
+        # Rank by IG (descending), ties broken by feature name so the rank is deterministic.
+        order = sorted(range(len(names)), key=lambda i: (-fit.ig[i], names[i]))
+        rank = np.empty(len(names), dtype=np.int32)
+        rank[order] = np.arange(1, len(names) + 1, dtype=np.int32)
+        seen = n_fit > 0  # a bin only the scored fold has is not in the fit: it scores 0
+        out.append(
+            pd.DataFrame(
+                {
+                    _SHARD: shard,
+                    _FOLD: np.int32(fold),
+                    _FEATURE: feature_of_row[seen],
+                    _BIN: bin_of_row[seen],
+                    "n_bin": n_fit[seen].astype("int64"),
+                    "kl": fit.kl[seen],
+                    "ig": ig_row[seen],
+                    "p_value": np.repeat(fit.p_value, sizes)[seen],
+                    "rank": np.repeat(rank, sizes)[seen],
+                    "n": np.int64(round(float(n_fit[starts[0] : starts[0] + sizes[0]].sum()))),
+                    "contrib": contrib[seen],
+                    "g_mean": g_mean,
+                }
+            )
+        )
+    return pd.concat(out, ignore_index=True)[columns]
 
 
 # --- Spark --------------------------------------------------------------------------------
@@ -367,8 +459,9 @@ def _counts(
     label_col: str,
     n_bins: int,
     groups: Sequence[Sequence[str]] = (),
+    fold: Column | None = None,
 ) -> DataFrame:
-    """``shard, feature, bin, label, count``: the samples stacked one row per feature, binned with
+    """``shard, fold, feature, bin, label, count``: the samples stacked one row per feature, binned with
     their shard's edges (one broadcast join on a single long key) and counted in one aggregation
     with a map-side combine.
 
@@ -378,22 +471,24 @@ def _counts(
     features of one user, which all of the user's samples share) only makes fewer rows to stack,
     bin and count. Features in no group are stacked once per sample.
 
-    Samples with a null shard have no edges and are not counted (``silver.samples.shard`` is
-    never null); :func:`with_ig_weight` gives them ``w_ig = 1``."""
+    ``fold`` is each sample's cross-fitting fold (:func:`fold_of`); None puts every sample in
+    fold 0. Samples with a null shard have no edges and are not counted (``silver.samples.shard``
+    is never null); :func:`with_ig_weight` gives them ``w_ig = 1``."""
     ids = F.broadcast(_shard_ids(edges))
     n_features = len(features)
     key = (F.col(_SID).cast("long") * n_features + F.col(_FIDX)).alias(_KEY)
     keyed_edges = edges.join(ids, F.col(_SHARD) == F.col(_ID_SHARD)).select(key, _EDGES)
     values = [_col(f).cast("double").alias(f"{_X}{j}") for j, f in enumerate(features)]
+    fold_value = (fold if fold is not None else F.lit(0)).cast("int").alias(_FOLD)
     with_id = samples.join(ids, _col(shard_col).cast("string") == F.col(_ID_SHARD)).select(
-        F.col(_SID), _label(label_col), *values
+        F.col(_SID), _label(label_col), fold_value, *values
     )
     grouped = _check_groups(features, groups)
     in_group = {j for group in grouped for j in group}
-    keep = [_SID, _LABEL, _N]
+    keep = [_SID, _LABEL, _FOLD, _N]
     parts = [
         _stacked(
-            with_id.groupBy(_SID, _LABEL, *[f"{_X}{j}" for j in group]).agg(F.count(F.lit(1)).alias(_N)),
+            with_id.groupBy(_SID, _LABEL, _FOLD, *[f"{_X}{j}" for j in group]).agg(F.count(F.lit(1)).alias(_N)),
             group,
             keep=keep,
         )
@@ -405,9 +500,44 @@ def _counts(
     binned = stacked.join(F.broadcast(keyed_edges), _KEY, "left")
     edge_array = F.coalesce(F.col(_EDGES), F.array().cast("array<double>"))
     binned = binned.withColumn(_BIN, _bin(F.col(_X), edge_array, n_bins - 1))
-    counts = binned.groupBy(_SID, _FIDX, _BIN, _LABEL).agg(F.sum(_N).alias(_COUNT))
-    named = counts.join(ids, _SID).select(F.col(_ID_SHARD).alias(_SHARD), _FIDX, _BIN, _LABEL, _COUNT)
-    return named.select(_SHARD, _feature_name(features).alias(_FEATURE), _BIN, _LABEL, _COUNT)
+    counts = binned.groupBy(_SID, _FOLD, _FIDX, _BIN, _LABEL).agg(F.sum(_N).alias(_COUNT))
+    named = counts.join(ids, _SID).select(F.col(_ID_SHARD).alias(_SHARD), _FOLD, _FIDX, _BIN, _LABEL, _COUNT)
+    return named.select(_SHARD, _FOLD, _feature_name(features).alias(_FEATURE), _BIN, _LABEL, _COUNT)
+
+
+def fold_of(keys: Sequence[Column], *, folds: int, seed: int) -> Column:
+    """The cross-fitting fold ``0 .. folds-1`` of a sample: a hash of its keys (the user by
+    default, so that a user's samples, which share the user's features and often their labels,
+    are fitted and scored apart together)."""
+    return F.floor(hashing.uniform(seed, *keys, salt="ig_folds") * F.lit(folds)).cast("int")
+
+
+def _fold_keys(samples: DataFrame, fold_cols: Sequence[str] | None, fallback: Sequence[str]) -> list[str]:
+    cols = list(fold_cols or ())
+    return cols if cols and all(c in samples.columns for c in cols) else list(fallback)
+
+
+def _priors(
+    samples: DataFrame, *, shard_col: str, label_col: str, fold: Column, scope_col: str | None
+) -> tuple[dict[str, str], dict[str, pd.DataFrame]]:
+    """The class counts per fold of every scope (``scope_col``'s value; one scope when None), and
+    each shard's scope: the global tables the shards' priors are shrunk toward. One small
+    aggregation, collected (a row per shard, fold and class)."""
+    scope = _col(scope_col).cast("string") if scope_col else F.lit("")
+    rows = (
+        samples.where(_col(shard_col).isNotNull())
+        .groupBy(
+            scope.alias("scope"), _col(shard_col).cast("string").alias(_SHARD), fold.alias(_FOLD), _label(label_col)
+        )
+        .agg(F.count(F.lit(1)).alias(_COUNT))
+        .toPandas()
+    )
+    scope_of = {str(k): str(v) for k, v in zip(rows[_SHARD], rows["scope"], strict=True)}
+    tables = {
+        str(name): pd.DataFrame(part.groupby([_FOLD, _LABEL], as_index=False)[_COUNT].sum())
+        for name, part in rows.groupby("scope")
+    }
+    return scope_of, tables
 
 
 def information_gain(
@@ -415,28 +545,37 @@ def information_gain(
     features: Sequence[str],
     *,
     n_bins: int = 10,
-    smoothing: float = 1.0,
+    smoothing: float = 10.0,
+    null_alpha: float = 0.05,
+    folds: int = 5,
     miller_madow: bool = False,
     label_col: str = S.LABEL_PURCHASE,
     shard_col: str = S.SHARD,
     key_cols: Sequence[str] | None = (S.USER_ID, S.ITEM_ID),
+    fold_cols: Sequence[str] | None = (S.USER_ID,),
+    scope_col: str | None = None,
     edge_rows: int = EDGE_SAMPLE_ROWS,
     seed: int = 0,
     groups: Sequence[Sequence[str]] = (),
 ) -> IGResult:
-    """Information gain of each feature about the label, per shard, and per-bin sample scores.
+    """Information gain of each feature about the label, per shard, and cross-fitted per-bin scores.
 
     The quantile edges are computed per shard from a bounded sample of it (a grouped pandas
-    UDF); the contingency counts by native Spark over the samples stacked one row per feature;
-    the per-shard math in :func:`shard_information_gain` over each shard's contingency table.
-    Nothing is computed until a result table is used.
+    UDF); the contingency counts by native Spark over the samples stacked one row per feature,
+    per cross-fitting fold; the per-shard math in :func:`shard_information_gain` over each shard's
+    contingency table. Runs one small aggregation when called (the global class counts); the rest
+    runs when a result table is used.
 
     Args:
         samples: one row per sample with ``shard_col``, ``label_col`` and the numeric features.
         features: feature columns to score (numeric; NaN/null get their own bin, ±inf are
             clamped to the outer bins).
         n_bins: quantile bins per feature and shard (fewer when values tie); NaN adds its own bin.
-        smoothing: Laplace pseudo-count added to every (bin, class) cell; 0 = plug-in MLE.
+        smoothing: prior strength ``m`` of the m-estimates (a bin's class distribution toward the
+            shard's, the shard's toward the global one); 0 = plug-in estimates.
+        null_alpha: level of the per-shard G-test (Holm over features) a feature must pass to keep
+            its IG; 1 keeps every feature.
+        folds: cross-fitting folds: a sample is scored by the fit on the other folds' samples.
         miller_madow: subtract the Miller–Madow bias estimate from the per-shard IG.
         label_col: the label (any type; compared as a string, so ``0``/``1`` or intent names).
         shard_col: the shard column.
@@ -444,31 +583,52 @@ def information_gain(
             ``edge_rows`` are computed on a hash sample of about that many rows (by these keys),
             so that they do not depend on partitioning. None (or keys absent from ``samples``)
             hashes the label and the feature values instead.
+        fold_cols: the columns a sample's fold is hashed from (default the user); absent ones fall
+            back to ``key_cols``.
+        scope_col: the global table a shard's prior is shrunk toward is that of the shards with
+            its value of this column (e.g. the window); None = every shard.
         edge_rows: rows per shard the edges are computed from, at most.
-        seed: seed of that sample.
+        seed: seed of that sample and of the folds.
         groups: disjoint groups of ``features`` whose value tuples many samples share (e.g. the
             features of one user: :func:`~sampleimp_spark.features.behavior.shared_feature_groups`).
-            Each group is counted once per distinct (shard, label, values) with its number of
+            Each group is counted once per distinct (shard, label, fold, values) with its number of
             samples. Any grouping gives the same result; a good one makes the counting cheaper.
 
     Returns:
         The importance, bin-score and edge tables (see :class:`IGResult`).
     """
     feats = _check_features(samples, features)
+    if folds < 2:
+        raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
     keys = list(key_cols or ())
     if not keys or any(k not in samples.columns for k in keys):
         keys = [label_col, *feats]  # no sample keys: the row's content decides the sample
+    by = _fold_keys(samples, fold_cols, keys)
+    fold = fold_of([_col(k) for k in by], folds=folds, seed=seed)
+    scope_of, priors = _priors(samples, shard_col=shard_col, label_col=label_col, fold=fold, scope_col=scope_col)
     sample = _edge_sample(samples, feats, shard_col=shard_col, key_cols=keys, edge_rows=edge_rows, seed=seed)
     edges = _edges(sample, n_features=len(feats), n_bins=n_bins).cache()
-    counts = _counts(samples, feats, edges, shard_col=shard_col, label_col=label_col, n_bins=n_bins, groups=groups)
-    alpha = smoothing
+    counts = _counts(
+        samples, feats, edges, shard_col=shard_col, label_col=label_col, n_bins=n_bins, groups=groups, fold=fold
+    )
 
     def per_shard(counts: pd.DataFrame) -> pd.DataFrame:
-        return shard_information_gain(counts, alpha=alpha, miller_madow=miller_madow)
+        scope = scope_of.get(str(counts[_SHARD].iloc[0]))
+        return shard_information_gain(
+            counts,
+            smoothing=smoothing,
+            null_alpha=null_alpha,
+            miller_madow=miller_madow,
+            prior=priors.get(scope) if scope is not None else None,
+        )
 
     bin_scores = counts.groupBy(_SHARD).applyInPandas(per_shard, schema=_BIN_SCORES_SCHEMA)
     bin_scores = bin_scores.withColumnRenamed(_SHARD, shard_col).cache()
-    importance = bin_scores.select(shard_col, _FEATURE, "ig", "rank", "n").dropDuplicates([shard_col, _FEATURE])
+    importance = (
+        bin_scores.where(F.col(_FOLD) == ALL_FOLDS)
+        .select(shard_col, *IMPORTANCE_COLUMNS[1:])
+        .dropDuplicates([shard_col, _FEATURE])
+    )
     return IGResult(
         features=feats,
         importance=importance,
@@ -477,6 +637,9 @@ def information_gain(
         edges_long=edges,
         n_bins=n_bins,
         shard_col=shard_col,
+        folds=folds,
+        fold_cols=tuple(by),
+        seed=seed,
     )
 
 
@@ -487,9 +650,10 @@ class ScoringModel(NamedTuple):
         shards: the shard names (row ``s`` of every array is ``shards[s]``).
         edges: ``(shards, n_bins - 1, features)``, each shard's and feature's sorted edges padded with
             ``+inf`` (which no value exceeds); edge ``k`` of every feature is one contiguous row.
-        terms: ``(shards, features, n_bins + 1)``, the term of bin ``b`` at index ``b + 1`` (NaN's bin
-            ``-1`` is index 0; a bin the fit did not see has term 0).
-        g_mean: ``mean_s(g)`` per shard.
+        terms: ``(shards, folds, features, n_bins + 1)``, the term of bin ``b`` at index ``b + 1`` in
+            the fit that scores fold ``k`` (NaN's bin ``-1`` is index 0; a bin the fit did not see
+            has term 0).
+        g_mean: ``(shards, folds)``: the mean of ``g`` over the shard's samples of each fold.
     """
 
     shards: pd.Index
@@ -501,46 +665,53 @@ class ScoringModel(NamedTuple):
 def _scoring_model(result: IGResult) -> ScoringModel:
     """The fitted model collected to the driver as a :class:`ScoringModel`.
 
-    Its size is set by the shards, features and bins, not by the samples (the broadcast join that
-    scored the stacked samples before shipped the same tables to every task); above
+    Its size is set by the shards, folds, features and bins, not by the samples; above
     :data:`MAX_MODEL_CELLS` it is refused with a clear error rather than risk the driver.
     """
-    feats, n_bins = result.features, result.n_bins
+    feats, n_bins, folds = result.features, result.n_bins, result.folds
     edges = result.edges_long.toPandas()
     shards = pd.Index(sorted(edges[_SHARD].dropna().unique()))
-    cells = len(shards) * len(feats) * 2 * n_bins  # edges (n_bins - 1) and terms (n_bins + 1)
+    per_feature = n_bins - 1 + folds * (n_bins + 1)  # edges, and the terms of every fold's fit
+    cells = len(shards) * len(feats) * per_feature
     if cells > MAX_MODEL_CELLS:
         raise ValueError(
-            f"the IG scoring model has {len(shards):,} shards x {len(feats)} features x {2 * n_bins} edges and "
-            f"terms = {cells:,} values, above {MAX_MODEL_CELLS:,}: use fewer features or bins, or pool more shards "
-            "(a larger features.min_shard_rows)"
+            f"the IG scoring model has {len(shards):,} shards x {len(feats)} features x {per_feature} edges and "
+            f"terms = {cells:,} values, above {MAX_MODEL_CELLS:,}: use fewer features, bins or folds, or pool more "
+            "shards (a larger features.min_shard_rows)"
         )
     edge_arr = np.full((len(shards), n_bins - 1, len(feats)), np.inf)
     for s, j, e in zip(shards.get_indexer(edges[_SHARD]), edges[_FIDX], edges[_EDGES], strict=True):
         if s >= 0:
             edge_arr[s, : len(e), j] = e
     shard = _col(result.shard_col).cast("string").alias(_SHARD)
-    bins = result.bin_scores.select(shard, _FEATURE, _BIN, "contrib", "g_mean").toPandas()
+    bins = (
+        result.bin_scores.where(F.col(_FOLD) >= 0).select(shard, _FOLD, _FEATURE, _BIN, "contrib", "g_mean").toPandas()
+    )
     bins = bins[shards.get_indexer(bins[_SHARD]) >= 0]  # a null shard has no edges: it scores 0
     s = shards.get_indexer(bins[_SHARD])
+    k = bins[_FOLD].to_numpy()
     j = pd.Index(feats).get_indexer(bins[_FEATURE])
-    terms = np.zeros((len(shards), len(feats), n_bins + 1))
-    terms[s, j, bins[_BIN].to_numpy() + 1] = bins["contrib"].to_numpy()
-    g_mean = np.zeros(len(shards))
-    g_mean[s] = bins["g_mean"].to_numpy()
+    terms = np.zeros((len(shards), folds, len(feats), n_bins + 1))
+    terms[s, k, j, bins[_BIN].to_numpy() + 1] = bins["contrib"].to_numpy()
+    g_mean = np.zeros((len(shards), folds))
+    g_mean[s, k] = bins["g_mean"].to_numpy()
     return ScoringModel(shards, edge_arr, terms, g_mean)
 
 
-def pointwise_scores(shard: pd.Series, values: np.ndarray, model: ScoringModel, lam: float) -> pd.DataFrame:
+def pointwise_scores(
+    shard: pd.Series, fold: np.ndarray, values: np.ndarray, model: ScoringModel, lam: float
+) -> pd.DataFrame:
     """``g`` and ``w_ig`` of a batch of samples (plain numpy; called per Arrow batch).
 
     Vectorized over every feature at once, :data:`_SCORE_ROWS` samples at a time (so its memory
     does not grow with the batch): a sample's bin of every feature is the number of its shard's
     edges strictly below the value, counted one edge rank at a time against a row of edges
-    gathered by shard; its terms are then read with one flat index per (sample, feature).
+    gathered by shard; its terms are then read, from its fold's fit, with one flat index per
+    (sample, feature).
 
     Args:
         shard: the samples' shards (as strings); a shard the model does not know scores 0.
+        fold: the samples' folds (:func:`fold_of`); one outside the model's scores 0.
         values: the samples' feature values, ``rows × features`` in the fitted order (NaN for null).
         model: the output of :func:`_scoring_model`.
         lam: ``λ``.
@@ -548,25 +719,28 @@ def pointwise_scores(shard: pd.Series, values: np.ndarray, model: ScoringModel, 
     shards, edge_arr, terms, g_mean = model.shards, model.edges, model.terms, model.g_mean
     if len(shards) == 0:  # nothing was fitted: every sample scores 0 and weighs 1
         return pd.DataFrame({"g": np.zeros(len(values)), "w": np.ones(len(values))})
+    n_folds, n_features, n_terms = terms.shape[1], terms.shape[2], terms.shape[3]
     s = shards.get_indexer(pd.Index(shard))
-    known = s >= 0
+    k = np.asarray(fold, dtype=np.int64)
+    known = (s >= 0) & (k >= 0) & (k < n_folds)
     s = np.where(known, s, 0)
-    n_edges, n_features = edge_arr.shape[1], edge_arr.shape[2]
+    cell = s * n_folds + np.where(known, k, 0)  # (shard, fold) of each sample
+    n_edges = edge_arr.shape[1]
     flat_terms = terms.ravel()
-    # Flat index of (shard, feature, term index 0) in ``terms``.
-    feature_base = np.arange(n_features) * terms.shape[2]
+    # Flat index of (shard, fold, feature, term index 0) in ``terms``.
+    feature_base = np.arange(n_features) * n_terms
     g = np.zeros(len(values))
     for start in range(0, len(values), _SCORE_ROWS):
         rows = slice(start, start + _SCORE_ROWS)
         x, sc = values[rows], s[rows]
         idx = np.ones(x.shape, dtype=np.int64)  # term index = bin + 1
-        for k in range(n_edges):
-            idx += x > edge_arr[sc, k]  # the +inf padding is never below x
+        for e in range(n_edges):
+            idx += x > edge_arr[sc, e]  # the +inf padding is never below x
         idx[np.isnan(x)] = NAN_BIN + 1
-        idx += (sc * (n_features * terms.shape[2]))[:, None] + feature_base
+        idx += (cell[rows] * (n_features * n_terms))[:, None] + feature_base
         g[rows] = flat_terms.take(idx).sum(axis=1)
     g = np.where(known, g, 0.0)
-    mean = np.where(known, g_mean[s], 0.0)
+    mean = np.where(known, g_mean.ravel()[cell], 0.0)
     w = np.ones(len(g))
     informative = mean > 0
     w[informative] = 1.0 + lam * g[informative] / mean[informative]
@@ -585,13 +759,14 @@ def with_ig_weight(
 ) -> DataFrame:
     """Add the pointwise IG score ``g`` and the weight ``w_ig = 1 + λ · g / mean_s(g)``.
 
-    Each sample is binned exactly as in :func:`information_gain` and its bins' terms summed, in a
-    scalar pandas UDF that sees one Arrow batch of the samples' shard and feature values at a
+    Each sample is binned exactly as in :func:`information_gain` and its bins' terms, from the fit
+    on the *other* folds (cross-fitting: a sample's weight never reads its own label), summed in a
+    scalar pandas UDF that sees one Arrow batch of the samples' shard, fold and feature values at a
     time, with the fitted edges and per-bin terms as small dense arrays
     (:func:`_scoring_model`). The samples stay where they are: no stacking, no shuffle, no join
-    back. On the samples the IG was computed on, the mean of ``w_ig`` over a shard is ``1 + λ``
-    (or 1 where ``g`` is 0 throughout). Samples of a shard the IG was not computed on get
-    ``g = 0`` and ``w_ig = 1``; bins not seen there score 0.
+    back. On the samples the IG was computed on, the mean of ``w_ig`` over every fold of a shard
+    is ``1 + λ`` (or 1 where ``g`` is 0 throughout). Samples of a shard the IG was not computed on
+    get ``g = 0`` and ``w_ig = 1``; bins not seen by their fit score 0.
 
     Unlike the fit, this runs Spark jobs when called: it collects the (small) fitted tables.
 
@@ -617,11 +792,11 @@ def with_ig_weight(
     model = _scoring_model(result)
 
     @F.pandas_udf(_SCORES_SCHEMA)  # type: ignore[call-overload]
-    def score(shard: pd.Series, values: pd.DataFrame) -> pd.DataFrame:
-        return pointwise_scores(shard, values.to_numpy(dtype=float), model, lam)
+    def score(shard: pd.Series, fold: pd.Series, values: pd.DataFrame) -> pd.DataFrame:
+        return pointwise_scores(shard, fold.to_numpy(dtype=np.int64), values.to_numpy(dtype=float), model, lam)
 
     values = F.struct(*[_col(f).cast("double").alias(f"v{j}") for j, f in enumerate(feats)])
-    scored = samples.withColumn(_SCORES, score(_col(shard_col).cast("string"), values))
+    scored = samples.withColumn(_SCORES, score(_col(shard_col).cast("string"), result.fold(), values))
     # coalesce: the UDF's output is nullable to Spark, but never null.
     g, w = F.coalesce(F.col(f"{_SCORES}.g"), F.lit(0.0)), F.coalesce(F.col(f"{_SCORES}.w"), F.lit(1.0))
     return scored.withColumns({score_col: g, weight_col: w}).drop(_SCORES)
