@@ -408,6 +408,11 @@ class ALSConfig(_Strict):
     #: User and item blocks of Spark's ALS (its parallelism); null = the cluster's default
     #: parallelism (each block is a task of every iteration: more blocks than cores only add work).
     num_blocks: int | None = Field(None, ge=1)
+    #: How confidence grows with a pair's (weighted) evidence ``r``: ``linear`` (``1 + alpha · r``)
+    #: or ``log`` (``1 + alpha · log(1 + r / epsilon)``, saturating).
+    confidence: Literal["linear", "log"] = "linear"
+    #: ``epsilon`` of the ``log`` form: evidence well below it counts about linearly.
+    epsilon: float = Field(1.0, gt=0, allow_inf_nan=False)
 
     @field_validator("strengths")
     @classmethod

@@ -431,6 +431,9 @@ CONTRACTS.update(
                 ("dr_quality_metric", _STR, True),
                 ("dr_fallback_reason", _STR, True),
                 (SHARD_BUCKET, _INT, True),
+                ("ig_features", _INT, True),  # features that passed the IG null test
+                ("ig_reason", _STR, True),  # why w_ig is 1 throughout the shard (null: it is not)
+                ("class_reason", _STR, True),  # why w_class is 1 throughout the shard
             )
         ),
         GOLD_METRICS: TableContract(METRICS_SCHEMA),

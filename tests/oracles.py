@@ -16,7 +16,7 @@ from sampleimp_spark.weighting import kernels
 from sampleimp_spark.weighting.density_ratio import ShardFit, standardize
 
 
-def score_shard(fit: ShardFit, x: np.ndarray, *, z_clip: float, max_ratio: float) -> np.ndarray:
+def score_shard(fit: ShardFit, x: np.ndarray, *, z_clip: float, max_ratio: float, alpha: float = 0.0) -> np.ndarray:
     """``w_dr`` of rows ``x`` of one shard in numpy: the exact mirror of :func:`score_density_ratio`."""
     x = np.asarray(x, dtype=np.float64).reshape(-1, len(fit.features))
     if fit.fallback_reason is not None:
@@ -32,8 +32,14 @@ def score_shard(fit: ShardFit, x: np.ndarray, *, z_clip: float, max_ratio: float
             eta = eta + (z * z) @ coefs[d:]
         return np.exp(np.minimum(eta, math.log(max_ratio)))
     assert fit.centers is not None and fit.sigma is not None and fit.alphas is not None
-    r = kernels.kernel_ratio(z, np.asarray(fit.centers), fit.sigma, np.asarray(fit.alphas))
-    return np.clip(r, 0.0, max_ratio)
+    r = np.maximum(kernels.kernel_ratio(z, np.asarray(fit.centers), fit.sigma, np.asarray(fit.alphas)), 0.0)
+    if fit.method == "rulsif":  # the relative ratio r_α back to the ratio
+        room = 1.0 - alpha * r
+        with np.errstate(divide="ignore"):
+            return np.where(
+                room > 0, np.minimum((1.0 - alpha) * r / np.where(room > 0, room, 1.0), max_ratio), max_ratio
+            )
+    return np.minimum(r, max_ratio)
 
 
 def _item_code(item: Column) -> Column:

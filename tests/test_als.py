@@ -125,6 +125,55 @@ def test_implicit_ratings_custom_strengths_and_columns(spark):
     assert got.columns == ["u", "i", "r"]
 
 
+def test_resampled_copies_add_their_weights_and_a_dropped_pair_stays_a_positive(spark, events):
+    """Resampling keeps each copy with weight 1/rate: a pair's copies add up (Σ 1/rate), and a pair
+    resampling dropped gets weight 0 (floored), not the 1 of an ordinary observation."""
+    weights = spark.createDataFrame(
+        [
+            ("u1", "a", 2.0),  # oversampled: two copies of weight 2 -> 5 × 4
+            ("u1", "a", 2.0),
+            ("u1", "b", 0.5),  # one copy -> 4 × 0.5
+            ("u2", "a", 1.5),  # -> 2 × 1.5
+        ],
+        WEIGHTS_SCHEMA,
+    )  # (u2, b) and (u2, d) were dropped by resampling
+    got = A.implicit_ratings(events, weights, strengths=STRENGTHS, copies=True)
+    floor = A.MIN_PAIR_WEIGHT
+    expected = spark.createDataFrame(
+        [("u1", "a", 20.0), ("u1", "b", 2.0), ("u2", "a", 3.0), ("u2", "b", floor), ("u2", "d", floor)],
+        RATINGS_SCHEMA,
+    )
+    assert_approx_df_equality(got, expected, 1e-12, ignore_row_order=True, ignore_nullable=True)
+    # Read as ordinary weights, the copies are refused (they were, always: the pair-uniqueness check).
+    with pytest.raises(PySparkException, match="several weight rows"):
+        A.implicit_ratings(events, weights, strengths=STRENGTHS).collect()
+    # A null copy is still refused, even beside a valid one.
+    bad = weights.unionByName(spark.createDataFrame([("u1", "b", None)], WEIGHTS_SCHEMA))
+    with pytest.raises(PySparkException, match=r"\(u1, b\) must be finite and >= 0, got null"):
+        A.implicit_ratings(events, bad, strengths=STRENGTHS, copies=True).collect()
+
+
+def test_saturating_confidence_is_the_log_of_the_weighted_evidence(spark, events):
+    weights = spark.createDataFrame([("u1", "a", 2.0), ("u2", "d", 0.0)], WEIGHTS_SCHEMA)
+    got = A.implicit_ratings(events, weights, strengths=STRENGTHS, confidence="log", epsilon=0.5)
+    # log(1 + w · Σ strength / ε): (u1, a) 2 × 5 / 0.5 = 20, (u1, b) 4 / 0.5 = 8, ...
+    raw = {("u1", "a"): 10.0, ("u1", "b"): 4.0, ("u2", "a"): 2.0, ("u2", "b"): 1.0, ("u2", "d"): A.MIN_PAIR_WEIGHT}
+    expected = spark.createDataFrame([(u, i, float(np.log1p(r / 0.5))) for (u, i), r in raw.items()], RATINGS_SCHEMA)
+    assert_approx_df_equality(got, expected, 1e-12, ignore_row_order=True, ignore_nullable=True)
+    unweighted = {
+        (r[0], r[1]): r[2] for r in A.implicit_ratings(events, strengths=STRENGTHS, confidence="log").collect()
+    }
+    assert unweighted[("u1", "a")] == pytest.approx(np.log(6.0), abs=1e-12)  # ε = 1: log(1 + 5)
+    with pytest.raises(ValueError, match="confidence must be one of"):
+        A.implicit_ratings(events, strengths=STRENGTHS, confidence="sqrt")
+    with pytest.raises(ValueError, match="epsilon must be finite and > 0"):
+        A.implicit_ratings(events, strengths=STRENGTHS, confidence="log", epsilon=0.0)
+    with pytest.raises(ValidationError, match="epsilon"):
+        ALSConfig(epsilon=-1.0)
+    with pytest.raises(ValidationError, match="confidence"):
+        ALSConfig(confidence="sqrt")
+
+
 @pytest.mark.parametrize(
     ("rows", "match"),
     [

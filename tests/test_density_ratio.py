@@ -43,7 +43,7 @@ def _settings(method: str = "logistic", **kw: object) -> dr.DensityRatioSettings
 
 def _score_shard(fit: dr.ShardFit, x: np.ndarray, settings: dr.DensityRatioSettings) -> np.ndarray:
     """The numpy oracle of :func:`dr.score_density_ratio` with the clips of ``settings``."""
-    return score_shard(fit, x, z_clip=settings.z_clip, max_ratio=settings.max_ratio)
+    return score_shard(fit, x, z_clip=settings.z_clip, max_ratio=settings.max_ratio, alpha=settings.alpha)
 
 
 def _shard(
@@ -404,6 +404,8 @@ def test_lsif_matches_densratio_with_the_same_centers_sigma_and_lambda(alpha):
     grid = rng.normal(0.5, 1.5, (500, 2))
     ours = _score_shard(fit, grid, settings)
     theirs = ref.compute_density_ratio(dr.standardize(grid, means, scales, settings.z_clip))
+    if alpha:  # densratio gives the relative ratio r_α; scoring converts it to the ratio
+        theirs = (1 - alpha) * theirs / (1 - alpha * theirs)
     err = np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1e-3))
     print(f"alpha={alpha} max relative difference to densratio: {err:.1e}")
     assert err < 1e-9
@@ -482,12 +484,15 @@ def test_scoring_formulas_on_literal_params(spark):
                 "K", "ulsif", feature_means=[1.0], feature_scales=[0.5], centers=[[0.0]], sigma=1.0, alphas=[2.0]
             ),
             _params_row("F", "ulsif", fallback_reason=dr.TOO_FEW_ROWS),
+            _params_row(
+                "R", "rulsif", feature_means=[0.0], feature_scales=[1.0], centers=[[0.0]], sigma=1.0, alphas=[4.0]
+            ),
         ],
         schema=dr.params_schema(),
     )
     inf, nan = math.inf, math.nan
     data = [("L", 0.0), ("L", 1.0), ("L", nan), ("L", inf), ("L", -inf), ("L", 10.0), ("L", None)]
-    data += [("K", 0.0), ("K", 1.0), ("K", 3.0), ("F", 3.0), ("X", 1.0)]
+    data += [("K", 0.0), ("K", 1.0), ("K", 3.0), ("F", 3.0), ("X", 1.0), ("R", 0.0), ("R", 2.0), ("R", 3.0)]
     samples = spark.createDataFrame(
         [(i, s, x) for i, (s, x) in enumerate(data)], f"id int, {S.SHARD} string, f0 double"
     )
@@ -497,7 +502,19 @@ def test_scoring_formulas_on_literal_params(spark):
     expected = [1.0, math.e, 1.0, 100.0, math.exp(-5.0), 100.0, 1.0]
     # K: z = (x - 1) / 2, w = 2 exp(-z² / 2). F: fallback. X: no params.
     expected += [2 * math.exp(-0.125), 2.0, 2 * math.exp(-0.5), 1.0, 1.0]
+    # R (RuLSIF, alpha = 0.1): r_α = 4 exp(-x² / 2) is the relative ratio r / (α r + 1 - α), so
+    # r = 0.9 r_α / (1 - 0.1 r_α); at x = 0, r_α = 4 gives 6. (Unconverted it would be 4.)
+    rel = [4.0, 4 * math.exp(-2.0), 4 * math.exp(-4.5)]
+    expected += [0.9 * r / (1 - 0.1 * r) for r in rel]
+    assert expected[-3] == pytest.approx(6.0)
     assert got == pytest.approx(expected, rel=1e-12)
+    near = _params_row(
+        "R", "rulsif", feature_means=[0.0], feature_scales=[1.0], centers=[[0.0]], sigma=1.0, alphas=[12.0]
+    )
+    beyond = dr.score_density_ratio(
+        samples.where("id = 12"), spark.createDataFrame([near], schema=dr.params_schema()), ["f0"], settings=settings
+    )
+    assert beyond.collect()[0][S.W_DR] == 100.0  # α r_α = 1.2 ≥ 1: the ratio is unbounded, capped at max_ratio
 
     with pytest.raises(Exception, match="fitted on other features"):
         dr.score_density_ratio(samples.withColumnRenamed("f0", "g0"), params, ["g0"], settings=settings).collect()

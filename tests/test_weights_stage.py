@@ -105,13 +105,31 @@ def test_weights_are_finite_nonnegative_and_mean_one_per_shard(weighted):
 def test_awkward_shards_fall_back_with_reasons(weighted):
     result, pdf = weighted
     diag = (
-        diagnostics_of(result.samples, result.dr_params, shard_buckets=CFG.shard_buckets).toPandas().set_index(S.SHARD)
+        diagnostics_of(
+            result.samples,
+            result.dr_params,
+            result.importance,
+            shard_buckets=CFG.shard_buckets,
+            label_col=S.LABEL_PURCHASE,
+        )
+        .toPandas()
+        .set_index(S.SHARD)
     )
     assert set(diag.index) == {"big", "small", "single", "one", "notarget"}
     assert diag.loc["notarget", "dr_fallback_reason"] == "empty_target"
     assert diag.loc["one", "dr_fallback_reason"] in {"too_few_rows", "target_equals_source"}
     assert (pdf.loc[pdf[S.SHARD].isin(["notarget", "one"]), S.W_DR] == 1.0).all()
     assert (pdf.loc[pdf[S.SHARD] == "single", S.W_IG] == 1.0).all()  # no label information
+    # Why a component is 1 throughout a shard is written down, never left as a silent 1.
+    assert diag.loc["single", ["ig_reason", "class_reason", "ig_features"]].tolist() == ["single_class"] * 2 + [0]
+    assert diag.loc["one", "ig_reason"] == diag.loc["one", "class_reason"] == "single_class"
+    assert diag.loc["big", "ig_features"] >= 1 and pd.isna(diag.loc["big", "ig_reason"])
+    assert pd.isna(diag.loc["big", "class_reason"]) and pd.isna(diag.loc["small", "class_reason"])
+    # 32 rows, 8 positives: too few to tell any feature from noise.
+    assert diag.loc["small", "ig_reason"] in {None, "no_feature_passes_null_test"}
+    no_ig = diag.loc[diag["ig_features"] == 0]
+    assert no_ig["ig_reason"].notna().all()
+    assert (pdf.loc[pdf[S.SHARD].isin(no_ig.index), S.W_IG] == 1.0).all()
     assert diag.loc["big", "dr_fallback_reason"] is None or pd.isna(diag.loc["big", "dr_fallback_reason"])
     assert diag.loc["big", "dr_fit_quality"] > 0.6  # the shifted user_n_events is detectable
     assert 0 < diag.loc["big", "ess_ratio"] <= 1 and diag.loc["one", "rows"] == 1

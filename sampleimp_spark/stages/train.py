@@ -62,7 +62,9 @@ class TrainingReport:
         return out
 
 
-def experiment_plan(tcfg: TrainConfig, combine: dict[str, object], features: list[str]) -> ExperimentPlan:
+def experiment_plan(
+    tcfg: TrainConfig, combine: dict[str, object], features: list[str], *, resampled: bool = False
+) -> ExperimentPlan:
     """The experiment the config describes, as plain values."""
     ev = tcfg.evaluation
     return ExperimentPlan(
@@ -95,6 +97,9 @@ def experiment_plan(tcfg: TrainConfig, combine: dict[str, object], features: lis
         seed=ev.seed,
         rerank=tcfg.rerank,
         ndcg_gain=ev.ndcg_gain,
+        resampled=resampled,
+        confidence=tcfg.als.confidence,
+        epsilon=tcfg.als.epsilon,
     )
 
 
@@ -151,7 +156,8 @@ def run(
                     "clip_quantile": cc.clip_quantile,
                     "label_col": label_column(cfg.weights),
                 }
-                plan = experiment_plan(tcfg, combine, resolve_features(tcfg.gbt.features, gold))
+                features = resolve_features(tcfg.gbt.features, gold)
+                plan = experiment_plan(tcfg, combine, features, resampled=cfg.weights.resample.enabled)
 
                 def store(origin: str, variant: str, seed: int, als: FittedALS, gbt: PipelineModel) -> None:
                     if origin != latest_id:  # the models of the latest origin are the ones worth keeping

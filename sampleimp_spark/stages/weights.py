@@ -233,8 +233,18 @@ def compute_weights(
     )
 
 
-def diagnostics_of(weighted: DataFrame, dr_params: DataFrame, *, shard_buckets: int) -> DataFrame:
-    """``gold.weight_diagnostics`` rows: weight statistics per shard with the density-ratio fit."""
+#: ``ig_reason`` / ``class_reason`` of a shard with one class: no label information, weight 1.
+SINGLE_CLASS = "single_class"
+#: ``ig_reason`` of a shard whose features all fail the null test: ``w_ig`` is 1.
+NO_INFORMATIVE_FEATURE = "no_feature_passes_null_test"
+
+
+def diagnostics_of(
+    weighted: DataFrame, dr_params: DataFrame, importance: DataFrame, *, shard_buckets: int, label_col: str
+) -> DataFrame:
+    """``gold.weight_diagnostics`` rows: weight statistics per shard with the density-ratio fit, the
+    features that kept an IG (``ig_features``) and why a component is 1 throughout a shard
+    (``ig_reason``, ``class_reason``; null when it is not)."""
     dr = dr_params.select(
         S.WINDOW_ID,
         S.SHARD,
@@ -245,9 +255,25 @@ def diagnostics_of(weighted: DataFrame, dr_params: DataFrame, *, shard_buckets: 
         F.col("quality_metric").alias("dr_quality_metric"),
         F.col("fallback_reason").alias("dr_fallback_reason"),
     )
+    keys = [S.WINDOW_ID, S.SHARD]
+    classes = weighted.groupBy(*keys).agg(F.countDistinct(label_col).alias("_classes"))
+    kept = importance.groupBy(*keys).agg(F.sum((F.col("ig") > 0).cast("int")).alias("ig_features"))
+    single = F.col("_classes") <= 1
+    reasons = {
+        "ig_features": F.coalesce(F.col("ig_features"), F.lit(0)),
+        "ig_reason": F.when(single, F.lit(SINGLE_CLASS)).when(
+            F.coalesce(F.col("ig_features"), F.lit(0)) == 0, F.lit(NO_INFORMATIVE_FEATURE)
+        ),
+        "class_reason": F.when(single, F.lit(SINGLE_CLASS)),
+    }
     per_window = _split_shards(weight_diagnostics(_per_window_shards(weighted).drop(_SHARD)))
-    return per_window.join(dr, [S.WINDOW_ID, S.SHARD], "left").withColumn(
-        S.SHARD_BUCKET, lake.shard_bucket(F.col(S.SHARD), shard_buckets)
+    return (
+        per_window.join(dr, keys, "left")
+        .join(classes, keys, "left")
+        .join(kept, keys, "left")
+        .withColumns(reasons)
+        .drop("_classes")
+        .withColumn(S.SHARD_BUCKET, lake.shard_bucket(F.col(S.SHARD), shard_buckets))
     )
 
 
@@ -324,7 +350,13 @@ def run(
             lake.write_table(importance, cfg.lakehouse, S.GOLD_FEATURE_IMPORTANCE, ctx=ctx, replace_where=replace)
             # Diagnostics from the written table: a scan, instead of computing every weight again.
             written = lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES).where(where)
-            diagnostics = diagnostics_of(written, result.dr_params, shard_buckets=wcfg.shard_buckets)
+            diagnostics = diagnostics_of(
+                written,
+                result.dr_params,
+                result.importance,
+                shard_buckets=wcfg.shard_buckets,
+                label_col=label_column(wcfg),
+            )
             diagnostics = diagnostics.withColumn(S.SOURCE, F.lit(source))
             lake.write_table(diagnostics, cfg.lakehouse, S.GOLD_WEIGHT_DIAGNOSTICS, ctx=ctx, replace_where=replace)
         finally:

@@ -2,10 +2,11 @@
 
 Spark's ALS has no weight column, so sample weights enter in one place, :func:`implicit_ratings`:
 one rating per (user, item), ``rating = w(u, i) · Σ strength(behavior) · 2^(-age/h)`` over the
-pair's events (``w = 1`` for a pair without a weight; no decay without a half-life ``h``). ALS with
-``implicitPrefs=True`` reads it as confidence ``1 + alpha · rating`` with preference 1 (Hu, Koren &
-Volinsky 2008): a weight scales how much the pair's events count, and never removes an observed
-pair (it is floored at a tiny positive value). :func:`fit_als` indexes the ids
+pair's events (``w = 1`` for a pair without a weight; no decay without a half-life ``h``), or its
+saturating form ``log(1 + rating / ε)``. ALS with ``implicitPrefs=True`` reads it as confidence
+``1 + alpha · rating`` with preference 1 (Hu, Koren & Volinsky 2008): a weight scales how much the
+pair's events count, and never removes an observed pair (it is floored at a tiny positive value);
+resampled copies of a pair add their weights (``Σ 1/rate``). :func:`fit_als` indexes the ids
 (:func:`index_ids`: contiguous, a function of the set of ids alone) and fits; :func:`recommend`
 gives each known user's exact top ``k`` items, scored in float64 in blocks, ties by item index.
 With the same ratings, seed and ``num_blocks`` the factors do not depend on the ratings' order or
@@ -42,8 +43,12 @@ _PREDICTION = "_als_prediction"
 _STRENGTH = "_strength"
 #: The smallest weight a pair's evidence is scaled by: an observed pair stays a positive.
 MIN_PAIR_WEIGHT = 1e-6
+#: How ALS's confidence grows with a pair's evidence: ``linear`` (``1 + α r``) or ``log``
+#: (``1 + α log(1 + r / ε)``).
+CONFIDENCE_FORMS: tuple[str, ...] = ("linear", "log")
 _W = "_w"
 _W_ROWS = "_w_rows"
+_W_VALID = "_w_valid"
 _BUCKET = "_bucket"
 _POS = "_pos"
 _OFFSET = "_offset"
@@ -78,6 +83,9 @@ def implicit_ratings(
     behavior_col: str = S.BEHAVIOR,
     ts_col: str = S.TS,
     rating_col: str = S.RATING,
+    copies: bool = False,
+    confidence: str = "linear",
+    epsilon: float = 1.0,
 ) -> DataFrame:
     """Implicit ALS ratings: per (user, item), the weighted, time-decayed sum of its events' strengths.
 
@@ -102,6 +110,13 @@ def implicit_ratings(
       confidence just above 1, instead of turning into a negative.
     * Events with a null user, item or behavior are ignored; behaviors not in ``strengths``
       have strength 0.
+    * With ``copies`` (the weights of a resampled window), the rows of a pair are the copies
+      resampling kept, each weighted ``1/rate``: their weights add (``Σ 1/rate``, an unbiased
+      stand-in for 1), and a pair with no row was dropped by resampling: its weight is 0 (floored
+      as above), not 1.
+    * ``confidence="log"`` saturates the evidence: ``rating = log(1 + w · Σ ... / ε)``, so ALS's
+      confidence grows with the log of the evidence (Hu, Koren & Volinsky's second form)
+      instead of linearly; ``"linear"`` keeps ``w · Σ ...``.
 
     Args:
         events: behavior events (one row per event).
@@ -115,6 +130,9 @@ def implicit_ratings(
         item_col: item id column (events and weights).
         behavior_col: behavior column of ``events``.
         rating_col: name of the output rating column.
+        copies: ``weights`` holds resampled copies (see the rules).
+        confidence: ``linear`` or ``log`` (saturating).
+        epsilon: ``ε`` of the saturating form (> 0): evidence well below it counts linearly.
 
     Returns:
         ``(user_col, item_col, rating_col)`` with ``rating_col`` a double > 0, one row per pair.
@@ -122,13 +140,22 @@ def implicit_ratings(
         with several rows in ``weights``, or a null, negative, NaN or infinite weight.
 
     Raises:
-        ValueError: a strength is negative or not finite, no strength is positive, or the
-            half-life is not > 0 or comes without ``t1``.
+        ValueError: a strength is negative or not finite, no strength is positive, the
+            half-life is not > 0 or comes without ``t1``, or the confidence form is unknown or
+            ``ε`` not > 0.
     """
     _check_strengths(strengths)
     check_half_life(half_life_days)
     if half_life_days is not None and t1 is None:
         raise ValueError("implicit_ratings: a half-life needs t1, the time ages are measured to")
+    if confidence not in CONFIDENCE_FORMS:
+        raise ValueError(f"implicit_ratings: confidence must be one of {list(CONFIDENCE_FORMS)}, got {confidence!r}")
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise ValueError(f"implicit_ratings: epsilon must be finite and > 0, got {epsilon}")
+
+    def rated(evidence: Column) -> Column:
+        return F.log1p(evidence / F.lit(epsilon)) if confidence == "log" else evidence
+
     user, item, behavior = F.col(user_col), F.col(item_col), F.col(behavior_col)
     valid = user.isNotNull() & item.isNotNull() & behavior.isNotNull()
     evidence = strength(behavior, strengths)
@@ -141,29 +168,32 @@ def implicit_ratings(
         .where(F.col(_STRENGTH) > 0)
     )
     if weights is None:
-        return sums.select(user_col, item_col, F.col(_STRENGTH).alias(rating_col))
+        return sums.select(user_col, item_col, rated(F.col(_STRENGTH)).alias(rating_col))
 
     # Aggregated per pair so a duplicated pair in `weights` cannot duplicate ratings; it is
-    # reported instead.
+    # reported instead (copies add up). The sum of a bad weight is bad too, so the checks hold.
+    w_in = F.col(weight_col).cast("double")
     w_df = weights.groupBy(user_col, item_col).agg(
-        F.max(F.col(weight_col).cast("double")).alias(_W), F.count(F.lit(1)).alias(_W_ROWS)
+        (F.sum(w_in) if copies else F.max(w_in)).alias(_W),
+        F.count(F.lit(1)).alias(_W_ROWS),
+        F.count(w_in).alias(_W_VALID),  # rows with a non-null weight
     )
     w, rows = F.col(_W), F.col(_W_ROWS)
     pair = F.concat_ws(", ", user.cast("string"), item.cast("string"))
     weight = (
-        F.when(rows.isNull(), F.lit(1.0))  # pair not in `weights`
+        F.when(rows.isNull(), F.lit(MIN_PAIR_WEIGHT if copies else 1.0))  # dropped by resampling, or not a sample
         .when(
-            rows > 1,
+            (rows > 1) & F.lit(not copies),
             F.raise_error(F.concat(F.lit(f"implicit_ratings: several {weight_col} rows for pair ("), pair, F.lit(")"))),
         )
         .when(
-            w.isNull() | F.isnan(w) | (w < 0) | (w == F.lit(math.inf)),
+            (F.col(_W_VALID) < rows) | F.isnan(w) | (w < 0) | (w == F.lit(math.inf)),
             F.raise_error(
                 F.concat(
                     F.lit(f"implicit_ratings: {weight_col} of pair ("),
                     pair,
                     F.lit(") must be finite and >= 0, got "),
-                    F.coalesce(w.cast("string"), F.lit("null")),
+                    F.when(F.col(_W_VALID) < rows, F.lit("null")).otherwise(w.cast("string")),
                 )
             ),
         )
@@ -171,7 +201,7 @@ def implicit_ratings(
     )
     return (
         sums.join(w_df, [user_col, item_col], "left")
-        .select(user_col, item_col, (F.col(_STRENGTH) * weight).alias(rating_col))
+        .select(user_col, item_col, rated(F.col(_STRENGTH) * weight).alias(rating_col))
         .where(F.col(rating_col) > 0)
     )
 

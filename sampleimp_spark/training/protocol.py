@@ -90,6 +90,8 @@ class ExperimentPlan:
         seed: seed of the user sample, the folds, the negative sample and the bootstrap.
         rerank: also evaluate ALS+GBT.
         ndcg_gain: ``exp2`` or ``linear`` gain of graded relevance.
+        resampled: the weights stage resampled the windows (``gold`` holds the kept copies).
+        confidence, epsilon: ALS's confidence form (``linear`` or ``log``) and its ``ε``.
     """
 
     variants: Sequence[str]
@@ -116,6 +118,9 @@ class ExperimentPlan:
     seed: int = 0
     rerank: bool = True
     ndcg_gain: str = "exp2"
+    resampled: bool = False
+    confidence: str = "linear"
+    epsilon: float = 1.0
 
     def __post_init__(self) -> None:
         if N.REFERENCE_VARIANT not in self.variants:
@@ -124,6 +129,11 @@ class ExperimentPlan:
     @property
     def alpha(self) -> float:
         return 1.0 - self.ci_level
+
+    @property
+    def rating_form(self) -> dict[str, Any]:
+        """The keywords of :func:`als_ratings` that every variant shares."""
+        return {"resampled": self.resampled, "confidence": self.confidence, "epsilon": self.epsilon}
 
 
 @dataclass(frozen=True)
@@ -279,14 +289,29 @@ def als_ratings(
     strengths: Mapping[str, float],
     half_life_days: float | None,
     t1: datetime,
+    resampled: bool = False,
+    confidence: str = "linear",
+    epsilon: float = 1.0,
 ) -> DataFrame:
     """ALS ratings of one variant: unweighted sums; for ``time`` the per-event decayed sums
-    (the ALS form of ``w_time``); otherwise sums scaled by ``weighted``'s pair weights."""
+    (the ALS form of ``w_time``); otherwise sums scaled by ``weighted``'s pair weights (the copies
+    of a ``resampled`` window adding up). Every variant has the same ``confidence`` form."""
     if variant == N.REFERENCE_VARIANT:
-        return implicit_ratings(feature_events, None, strengths=strengths)
-    if variant == N.TIME_VARIANT:
-        return implicit_ratings(feature_events, None, strengths=strengths, half_life_days=half_life_days, t1=t1)
-    return implicit_ratings(feature_events, weighted.select(S.USER_ID, S.ITEM_ID, S.WEIGHT), strengths=strengths)
+        weights, decayed = None, False
+    elif variant == N.TIME_VARIANT:
+        weights, decayed = None, True
+    else:
+        weights, decayed = weighted.select(S.USER_ID, S.ITEM_ID, S.WEIGHT), False
+    return implicit_ratings(
+        feature_events,
+        weights,
+        strengths=strengths,
+        half_life_days=half_life_days if decayed else None,
+        t1=t1,
+        copies=resampled,
+        confidence=confidence,
+        epsilon=epsilon,
+    )
 
 
 def ground_truth(events: DataFrame, *, start: datetime, end: datetime) -> DataFrame:
@@ -435,6 +460,7 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
                     strengths=plan.strengths,
                     half_life_days=half_life,
                     t1=w1.t1,
+                    **plan.rating_form,
                 )
             )
             held.append(ratings[variant])
@@ -610,6 +636,7 @@ def _evaluate_origin(
                     strengths=plan.strengths,
                     half_life_days=tuned.half_life,
                     t1=e_win.t1,
+                    **plan.rating_form,
                 )
             )
             fit_rows = checkpoint(negative_sample(weighted, rate=plan.negative_rate, seed=plan.seed))

@@ -568,14 +568,16 @@ def score_density_ratio(
     The params are broadcast-joined by shard; the logistic ratio is
     ``exp(min(intercept + Σ β_j z_j [+ Σ γ_j z_j²], log max_ratio))``, the kernel ratio is
     ``clip(Σ_l α_l exp(-||z - c_l||² / (2σ²)), 0, max_ratio)`` computed with ``zip_with`` and
-    ``aggregate``. Fallback shards and rows without params (e.g. a null shard) get 1. Fails (``raise_error``)
-    when a shard's params were fitted on other features.
+    ``aggregate``; RuLSIF's relative ratio ``r_α`` is converted to the ratio,
+    ``(1 - α) r_α / (1 - α r_α)`` (``max_ratio`` where ``α r_α ≥ 1``). Fallback shards and rows
+    without params (e.g. a null shard) get 1. Fails (``raise_error``) when a shard's params were
+    fitted on other features.
 
     Args:
         samples: the rows to weight (any columns; the features and ``shard_col`` needed).
         params: the output of :func:`fit_density_ratio`.
         features: the same feature columns, in the same order, as for the fit.
-        settings: the density-ratio settings (``z_clip`` and ``max_ratio`` are read).
+        settings: the density-ratio settings (``z_clip``, ``max_ratio`` and ``alpha`` are read).
         shard_col: the shard column.
         out_col: the weight column to add.
     """
@@ -617,12 +619,20 @@ def score_density_ratio(
         lambda acc, v: acc + v,
     )
     w_kernel = F.least(F.greatest(ksum, F.lit(0.0)), F.lit(settings.max_ratio))
+    # RuLSIF estimates the relative ratio r_α = r / (α r + 1 - α); back to the ratio:
+    # r = (1 - α) r_α / (1 - α r_α), unbounded as α r_α reaches 1 (then max_ratio).
+    alpha, relative = settings.alpha, F.greatest(ksum, F.lit(0.0))
+    room = F.lit(1.0) - F.lit(alpha) * relative
+    w_rulsif = F.when(room > 0, F.least(F.lit(1.0 - alpha) * relative / room, F.lit(settings.max_ratio))).otherwise(
+        F.lit(settings.max_ratio)
+    )
 
     mismatch = pc("method").isNotNull() & (pc("features") != F.array(*[F.lit(f) for f in feats]))
     w = (
         F.when(mismatch, F.raise_error(F.lit(f"density-ratio params were fitted on other features than {feats}")))
         .when(pc("method").isNull() | pc("fallback_reason").isNotNull(), F.lit(1.0))
         .when(pc("method") == "logistic", w_logistic)
+        .when(pc("method") == "rulsif", w_rulsif)
         .when(pc("method").isin(*KERNEL_METHODS), w_kernel)
         .otherwise(F.lit(1.0))
     )
