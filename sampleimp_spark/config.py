@@ -303,6 +303,9 @@ class DensityRatioConfig(_Strict):
     min_rows: int = Field(50, ge=2)
     #: Logistic: fall back (``poor_fit``) when the out-of-fold AUC is below this.
     min_auc: float = Field(0.5, ge=0.0, le=1.0)
+    #: Logistic: fall back (``poor_fit``) unless the out-of-fold log-loss beats the intercept-only
+    #: model's with a one-sided p-value at most this (paired over held-out rows); 1 turns it off.
+    max_p: float = Field(0.05, gt=0.0, le=1.0)
     #: Kernel methods: fall back (``poor_fit``) unless the held-out divergence estimate
     #: (gain over ``r ≡ 1``) exceeds this.
     min_cv_gain: float = 0.0

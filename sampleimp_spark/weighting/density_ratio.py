@@ -26,6 +26,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from scipy import special, stats
 
 from sampleimp_spark import hashing
 from sampleimp_spark import schema as S
@@ -82,6 +83,7 @@ class DensityRatioSettings:
     cv_folds: int
     min_rows: int
     min_auc: float
+    max_p: float
     min_cv_gain: float
     logistic_c: float
     logistic_squares: bool
@@ -214,8 +216,24 @@ def standardize(x: np.ndarray, means: np.ndarray, scales: np.ndarray, z_clip: fl
     return np.where(scales == 0.0, 0.0, z)
 
 
-def _fit_logistic(z_s: np.ndarray, z_t: np.ndarray, settings: DensityRatioSettings) -> tuple[float, np.ndarray, float]:
-    """Logistic target-vs-source fit: ``(intercept with prior correction, coefficients, out-of-fold AUC)``."""
+def logloss_gain_p(y: np.ndarray, score: np.ndarray, base: np.ndarray) -> float:
+    """One-sided p-value that held-out log-loss with probabilities ``sigmoid(score)`` is lower than
+    with the intercept-only probabilities ``base``: a z-test of the mean per-row difference."""
+    eps = 1e-12
+    p = np.clip(special.expit(score), eps, 1 - eps)
+    b = np.clip(base, eps, 1 - eps)
+    gain = (y * np.log(p / b)) + ((1 - y) * np.log((1 - p) / (1 - b)))  # loss(base) - loss(model)
+    sd = float(gain.std(ddof=1)) if len(gain) > 1 else 0.0
+    if sd == 0.0:
+        return 0.0 if gain.mean() > 0 else 1.0
+    return float(stats.norm.sf(gain.mean() / (sd / math.sqrt(len(gain)))))
+
+
+def _fit_logistic(
+    z_s: np.ndarray, z_t: np.ndarray, settings: DensityRatioSettings
+) -> tuple[float, np.ndarray, float, float]:
+    """Logistic target-vs-source fit: ``(intercept with prior correction, coefficients, out-of-fold
+    AUC, p-value of its out-of-fold log-loss gain over the intercept-only model)``."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -230,15 +248,17 @@ def _fit_logistic(z_s: np.ndarray, z_t: np.ndarray, settings: DensityRatioSettin
         return LogisticRegression(C=settings.logistic_c, max_iter=1000)
 
     oof = np.empty(len(y))
+    base = np.empty(len(y))  # the intercept-only model of each fold: its training rows' target share
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for k in range(settings.cv_folds):
             held = folds == k
             oof[held] = model().fit(x[~held], y[~held]).decision_function(x[held])
+            base[held] = y[~held].mean()
         final = model().fit(x, y)
     auc = float(roc_auc_score(y, oof))
     intercept = float(final.intercept_[0]) + math.log(len(z_s) / len(z_t))
-    return intercept, final.coef_[0].astype(np.float64), auc
+    return intercept, final.coef_[0].astype(np.float64), auc, logloss_gain_p(y, oof, base)
 
 
 def fit_shard(
@@ -306,7 +326,7 @@ def fit_shard(
 
     try:
         if settings.method == "logistic":
-            intercept, coefs, auc = _fit_logistic(z_s, z_t, settings)
+            intercept, coefs, auc, p_value = _fit_logistic(z_s, z_t, settings)
             fitted: dict[str, object] = {
                 **std_kw,
                 "intercept": intercept,
@@ -314,8 +334,11 @@ def fit_shard(
                 "fit_quality": auc,
                 "quality_metric": HELDOUT_AUC,
             }
-            poor = not auc >= settings.min_auc
-            rule = f"out-of-fold AUC {auc:.4f} < min_auc {settings.min_auc}"
+            poor = not (auc >= settings.min_auc and p_value <= settings.max_p)
+            rule = (
+                f"out-of-fold AUC {auc:.4f} (min_auc {settings.min_auc}); its log-loss gain over the "
+                f"intercept-only model has p = {p_value:.3g} (max_p {settings.max_p})"
+            )
         else:
             centers = z_t[: settings.n_centers]
             sigmas = settings.sigma_grid or kernels.default_sigma_grid(np.vstack([z_s, z_t]))
