@@ -232,7 +232,8 @@ class InformationGainConfig(_Strict):
             (Holm-adjusted over the shard's features) rejects at this level; 1 keeps every feature.
         folds: cross-fitting folds (by user): a sample's weight comes from the fit on the others.
         miller_madow: subtract the Miller–Madow bias estimate from the per-shard IG.
-        lam: ``λ`` in ``w_ig = 1 + λ · g / mean_s(g)``; 0 turns the weight off (``w_ig = 1``).
+        lam: ``λ`` in ``w_ig = 1 + λ · g / mean(g)`` (the mean over the sample's fold of its
+            shard); 0 turns the weight off (``w_ig = 1``).
     """
 
     n_bins: int = Field(10, ge=2, le=100)

@@ -126,8 +126,9 @@ def test_implicit_ratings_custom_strengths_and_columns(spark):
 
 
 def test_resampled_copies_add_their_weights_and_a_dropped_pair_stays_a_positive(spark, events):
-    """Resampling keeps each copy with weight 1/rate: a pair's copies add up (Σ 1/rate), and a pair
-    resampling dropped gets weight 0 (floored), not the 1 of an ordinary observation."""
+    """Resampling keeps each copy with weight 1/rate: a pair's copies add up (Σ 1/rate), a pair
+    resampling dropped gets weight 0 (floored), not the 1 of an ordinary observation, and a pair
+    that is no sample of the window keeps 1."""
     weights = spark.createDataFrame(
         [
             ("u1", "a", 2.0),  # oversampled: two copies of weight 2 -> 5 × 4
@@ -136,11 +137,14 @@ def test_resampled_copies_add_their_weights_and_a_dropped_pair_stays_a_positive(
             ("u2", "a", 1.5),  # -> 2 × 1.5
         ],
         WEIGHTS_SCHEMA,
-    )  # (u2, b) and (u2, d) were dropped by resampling
-    got = A.implicit_ratings(events, weights, strengths=STRENGTHS, copies=True)
+    )  # (u2, b) was dropped by resampling; (u2, d) is not a sample of the window at all
+    samples = spark.createDataFrame(
+        [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b")], "user_id string, item_id string"
+    )
+    got = A.implicit_ratings(events, weights, strengths=STRENGTHS, copies=True, samples=samples)
     floor = A.MIN_PAIR_WEIGHT
     expected = spark.createDataFrame(
-        [("u1", "a", 20.0), ("u1", "b", 2.0), ("u2", "a", 3.0), ("u2", "b", floor), ("u2", "d", floor)],
+        [("u1", "a", 20.0), ("u1", "b", 2.0), ("u2", "a", 3.0), ("u2", "b", floor), ("u2", "d", 1.0)],
         RATINGS_SCHEMA,
     )
     assert_approx_df_equality(got, expected, 1e-12, ignore_row_order=True, ignore_nullable=True)
@@ -150,7 +154,13 @@ def test_resampled_copies_add_their_weights_and_a_dropped_pair_stays_a_positive(
     # A null copy is still refused, even beside a valid one.
     bad = weights.unionByName(spark.createDataFrame([("u1", "b", None)], WEIGHTS_SCHEMA))
     with pytest.raises(PySparkException, match=r"\(u1, b\) must be finite and >= 0, got null"):
-        A.implicit_ratings(events, bad, strengths=STRENGTHS, copies=True).collect()
+        A.implicit_ratings(events, bad, strengths=STRENGTHS, copies=True, samples=samples).collect()
+    # ... and a negative copy, even when the sum is positive.
+    bad = weights.unionByName(spark.createDataFrame([("u1", "b", -0.2)], WEIGHTS_SCHEMA))
+    with pytest.raises(PySparkException, match=r"\(u1, b\) must be finite and >= 0, got -0.2"):
+        A.implicit_ratings(events, bad, strengths=STRENGTHS, copies=True, samples=samples).collect()
+    with pytest.raises(ValueError, match="copies need the window's samples"):
+        A.implicit_ratings(events, weights, strengths=STRENGTHS, copies=True)
 
 
 def test_saturating_confidence_is_the_log_of_the_weighted_evidence(spark, events):

@@ -20,6 +20,8 @@ from sampleimp_spark.weighting import information_gain as information_gain_modul
 from sampleimp_spark.weighting.information_gain import (
     NAN_BIN,
     ScoringModel,
+    cluster_sums,
+    design_effect,
     information_gain,
     pointwise_scores,
     quantile_edges,
@@ -137,24 +139,94 @@ def test_each_fold_is_scored_by_the_fit_on_the_other_folds():
     counts = pd.concat([f.reset_index() for f in frames], ignore_index=True).assign(shard="s")
     prior = counts.query("feature == 'a'").groupby(["fold", "label"], as_index=False)["count"].sum()
     prior = pd.concat([prior, pd.DataFrame({"fold": [0, 1, 2], "label": "1", "count": [40, 5, 9]})])  # other shards
-    settings = {"smoothing": 10.0, "null_alpha": 0.05}
-    out = shard_information_gain(counts, prior=prior, **settings)
+    out = shard_information_gain(counts, prior=prior, smoothing=10.0, null_alpha=0.05)
     assert sorted(out["fold"].unique()) == [-1, 0, 1, 2]
-    columns = ["feature", "bin", "n_bin", "kl", "ig", "p_value", "rank", "n", "contrib"]
+    # Which features count is decided once, on all the samples: every fold's rows carry that p-value.
+    gate = out[out["fold"] == -1].drop_duplicates("feature").set_index("feature")["p_value"]
+    assert (out["p_value"] == out["feature"].map(gate)).all()
+    kept = set(gate[gate <= 0.05].index)
+    assert kept == {"a"}  # b is noise
+    columns = ["feature", "bin", "n_bin", "kl"]
     for k in (0, 1, 2):
         others = counts[counts["fold"] != k].drop(columns="fold")
-        fit = shard_information_gain(others, prior=prior[prior["fold"] != k].drop(columns="fold"), **settings)
+        fit = shard_information_gain(others, prior=prior[prior["fold"] != k].drop(columns="fold"), smoothing=10.0)
         mine = out[out["fold"] == k].reset_index(drop=True)
         pd.testing.assert_frame_equal(mine[columns], fit[columns].reset_index(drop=True), check_dtype=False)
+        # The kept feature's IG is the other folds' own; a gated feature has none, and no term.
+        ig = mine.drop_duplicates("feature").set_index("feature")["ig"]
+        assert ig["a"] == pytest.approx(fit.drop_duplicates("feature").set_index("feature")["ig"]["a"], abs=1e-12)
+        assert ig["b"] == 0.0 and (mine.loc[mine["feature"] == "b", "contrib"] == 0.0).all()
         # g_mean is the mean of g over fold k's own samples under that fit.
         own = counts[counts["fold"] == k].groupby(["feature", "bin"])["count"].sum()
         contrib = mine.set_index(["feature", "bin"])["contrib"]
         expected = (own * contrib.reindex(own.index, fill_value=0.0)).sum() / (fold == k).sum()
         assert mine["g_mean"].iloc[0] == pytest.approx(expected, abs=1e-12)
-    whole = shard_information_gain(counts.drop(columns="fold"), prior=prior.drop(columns="fold"), **settings)
+    whole = shard_information_gain(
+        counts.drop(columns="fold"), prior=prior.drop(columns="fold"), smoothing=10.0, null_alpha=0.05
+    )
+    columns += ["ig", "p_value", "rank", "n"]
     pd.testing.assert_frame_equal(
         out[out["fold"] == -1][columns].reset_index(drop=True), whole[columns], check_dtype=False
     )
+    with pytest.raises(ValueError, match="needs its fold column"):
+        shard_information_gain(counts, prior=prior.drop(columns="fold"))
+
+
+def _clustered_noise(seed: int, *, users: int = 1000, per_user: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A shard of users' samples whose 10 features are the user's (shared by all the user's samples)
+    and pure noise, with labels that cluster by user (a propensity ~ Beta(0.3, 2.7) per user):
+    the contingency counts and the users' cluster sums."""
+    rng = np.random.default_rng(seed)
+    user = np.repeat(np.arange(users), per_user)
+    y = (rng.random(len(user)) < rng.beta(0.3, 2.7, users)[user]).astype(int)
+    x = rng.normal(size=(users, 10))[user]
+    edges = quantile_edges(x, 10)
+    counts = _counts("s", {f"x{j}": np.searchsorted(edges[j], x[:, j]) for j in range(10)}, y)
+    per_class = pd.DataFrame({"u": user, "label": y.astype(str)}).value_counts().rename("n_uc").reset_index()
+    per_class["n_u"] = per_class["u"].map(pd.Series(user).value_counts())
+    per_class = per_class.assign(n2=per_class["n_uc"] ** 2, n_nu=per_class["n_uc"] * per_class["n_u"])
+    sums = per_class.groupby("label", as_index=False)[["n_uc", "n2", "n_nu"]].sum().rename(columns={"n_uc": "n"})
+    return counts, sums.assign(nu2=users * per_user**2, users=users)
+
+
+def test_the_null_test_holds_its_level_when_a_users_samples_share_features_and_labels():
+    """40 shards of clustered noise: without the design effect, the G-test (which takes the
+    samples as independent) lets a noise feature through in most shards; with it, in about
+    null_alpha of them."""
+    passed = {"independent": 0, "clustered": 0}
+    for seed in range(40):
+        counts, sums = _clustered_noise(seed)
+        for name, clusters in (("independent", None), ("clustered", sums)):
+            out = shard_information_gain(counts, smoothing=10.0, null_alpha=0.05, clusters=clusters)
+            passed[name] += bool((out["ig"] > 0).any())
+    assert passed["independent"] >= 16, passed  # the defect: 24 of 40 here
+    assert passed["clustered"] <= 6, passed  # 3 of 40 here; 0.05 x 40 = 2 expected
+
+
+def test_design_effect_by_hand():
+    # Two users: (3 samples, 3 positives), (1 sample, 0 positives); N = 4, p = 0.75, U = 2.
+    sums = pd.DataFrame({"label": ["1", "0"], "n": [3, 1], "n2": [9, 1], "n_nu": [9, 1], "nu2": 10, "users": 2})
+    spread = (3 - 0.75 * 3) ** 2 + (0 - 0.75 * 1) ** 2  # Σ_u (n_u1 - p n_u)²
+    assert design_effect(sums) == pytest.approx(spread / (4 * 0.75 * 0.25) * 2 / 1, abs=1e-12)
+    # One sample per user: no clustering, the design effect is 1 (up to the U / (U - 1) of the estimate).
+    y = np.random.default_rng(0).random(5000) < 0.1
+    one_each = pd.DataFrame(
+        {"label": ["1", "0"], "n": [y.sum(), (~y).sum()], "n2": [y.sum(), (~y).sum()], "n_nu": [y.sum(), (~y).sum()]}
+    )
+    assert design_effect(one_each.assign(nu2=5000, users=5000)) == pytest.approx(1.0, abs=1e-3)
+    assert design_effect(None) == 1.0
+
+
+def test_a_one_row_bin_does_not_hide_a_strong_feature():
+    """Williams' correction grows with 1 / n_x: one NaN row in a bin of its own made a feature with
+    p ~ 1e-7 fail. Bins under MIN_TEST_BIN are pooled for the test."""
+    rng = np.random.default_rng(2)
+    n = 100_000
+    x = rng.integers(0, 10, n)
+    y = (rng.random(n) < np.where(x == 9, 0.007, 0.002)).astype(int)
+    x[0] = NAN_BIN  # one sample in the NaN bin
+    out = shard_information_gain(_counts("s", {"f": x}, y), smoothing=0.0, null_alpha=0.05)
+    assert out["p_value"].iloc[0] < 1e-4 and out["ig"].iloc[0] > 0
 
 
 def test_a_strong_feature_passes_the_null_test_and_noise_features_do_not():
@@ -652,3 +724,19 @@ def test_with_noise_features_the_weights_are_independent_of_the_label(spark):
     gated.unpersist()
     assert (imp["ig"] == 0.0).all() and (imp["p_value"] > 0.05).all()
     assert (weights == 1.0).all()
+
+
+def test_cluster_sums_are_the_users_sums_per_shard_and_class(spark):
+    samples = _samples(spark)
+    got = cluster_sums(samples, shard_col="shard", label_col="label_purchase", cluster_cols=["user_id"]).toPandas()
+    frame = pd.DataFrame(_rows(), columns=[c.split()[0] for c in SAMPLES_SCHEMA.split(", ")])
+    frame["label"] = frame["label_purchase"].astype(str)
+    per_class = frame.groupby(["shard", "user_id", "label"]).size().rename("n_uc").reset_index()
+    n_u = frame.groupby(["shard", "user_id"]).size().rename("n_u")
+    per_class = per_class.join(n_u, on=["shard", "user_id"])
+    expected = per_class.assign(n2=per_class["n_uc"] ** 2, n_nu=per_class["n_uc"] * per_class["n_u"])
+    expected = expected.groupby(["shard", "label"])[["n_uc", "n2", "n_nu"]].sum().rename(columns={"n_uc": "n"})
+    shard_sums = n_u.groupby("shard").agg(nu2=lambda v: int((v**2).sum()), users="size")
+    expected = expected.join(shard_sums, on="shard").reset_index().sort_values(["shard", "label"], ignore_index=True)
+    got = got.sort_values(["shard", "label"], ignore_index=True)[expected.columns]
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)

@@ -102,7 +102,7 @@ def test_weights_are_finite_nonnegative_and_mean_one_per_shard(weighted):
     assert len(pdf) == 3000 + 30 + 30 + 1 + 60 + 2  # resampling is off: no row lost
 
 
-def test_awkward_shards_fall_back_with_reasons(weighted):
+def test_awkward_shards_fall_back_with_reasons(weighted, inputs):
     result, pdf = weighted
     diag = (
         diagnostics_of(
@@ -125,11 +125,24 @@ def test_awkward_shards_fall_back_with_reasons(weighted):
     assert diag.loc["one", "ig_reason"] == diag.loc["one", "class_reason"] == "single_class"
     assert diag.loc["big", "ig_features"] >= 1 and pd.isna(diag.loc["big", "ig_reason"])
     assert pd.isna(diag.loc["big", "class_reason"]) and pd.isna(diag.loc["small", "class_reason"])
-    # 32 rows, 8 positives: too few to tell any feature from noise.
-    assert diag.loc["small", "ig_reason"] in {None, "no_feature_passes_null_test"}
-    no_ig = diag.loc[diag["ig_features"] == 0]
-    assert no_ig["ig_reason"].notna().all()
-    assert (pdf.loc[pdf[S.SHARD].isin(no_ig.index), S.W_IG] == 1.0).all()
+    # Every shard whose w_ig (w_class) is the same for all its samples says why; the others do not.
+    for col, reason in ((S.W_IG, "ig_reason"), (S.W_CLASS, "class_reason")):
+        constant = pdf.groupby(S.SHARD)[col].agg(lambda w: w.min() == w.max())
+        assert diag.loc[constant.index, reason].notna().tolist() == constant.tolist(), (reason, constant)
+    assert (diag.loc[diag["ig_features"] == 0, "ig_reason"].notna()).all()
+    # With lambda = 0 and no class balancing, both are off: weight_off where there are two classes.
+    off = CFG.model_copy(
+        update={
+            "information_gain": CFG.information_gain.model_copy(update={"lam": 0.0}),
+            "class_balance": CFG.class_balance.model_copy(update={"method": "none"}),
+        }
+    )
+    res = _weigh(*inputs, cfg=off)
+    d = diagnostics_of(res.samples, res.dr_params, res.importance, shard_buckets=1, label_col=S.LABEL_PURCHASE)
+    d = d.toPandas().set_index(S.SHARD)
+    res.unpersist()
+    assert d.loc["big", ["ig_reason", "class_reason"]].tolist() == ["weight_off", "weight_off"]
+    assert d.loc["single", ["ig_reason", "class_reason"]].tolist() == ["single_class", "single_class"]
     assert diag.loc["big", "dr_fallback_reason"] is None or pd.isna(diag.loc["big", "dr_fallback_reason"])
     assert diag.loc["big", "dr_fit_quality"] > 0.6  # the shifted user_n_events is detectable
     assert 0 < diag.loc["big", "ess_ratio"] <= 1 and diag.loc["one", "rows"] == 1

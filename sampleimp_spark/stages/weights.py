@@ -233,18 +233,21 @@ def compute_weights(
     )
 
 
-#: ``ig_reason`` / ``class_reason`` of a shard with one class: no label information, weight 1.
+#: ``ig_reason`` / ``class_reason``: the shard has one class, so there is no label information.
 SINGLE_CLASS = "single_class"
-#: ``ig_reason`` of a shard whose features all fail the null test: ``w_ig`` is 1.
+#: ``ig_reason``: every feature of the shard fails the null test.
 NO_INFORMATIVE_FEATURE = "no_feature_passes_null_test"
+#: ``ig_reason`` / ``class_reason``: the component is turned off (``λ = 0``, ``method: none``).
+WEIGHT_OFF = "weight_off"
 
 
 def diagnostics_of(
     weighted: DataFrame, dr_params: DataFrame, importance: DataFrame, *, shard_buckets: int, label_col: str
 ) -> DataFrame:
     """``gold.weight_diagnostics`` rows: weight statistics per shard with the density-ratio fit, the
-    features that kept an IG (``ig_features``) and why a component is 1 throughout a shard
-    (``ig_reason``, ``class_reason``; null when it is not)."""
+    features that kept an IG (``ig_features``) and why ``w_ig`` or ``w_class`` is the same for every
+    sample of a shard (``ig_reason``, ``class_reason``; null when it varies), read from the
+    weights themselves."""
     dr = dr_params.select(
         S.WINDOW_ID,
         S.SHARD,
@@ -256,23 +259,30 @@ def diagnostics_of(
         F.col("fallback_reason").alias("dr_fallback_reason"),
     )
     keys = [S.WINDOW_ID, S.SHARD]
-    classes = weighted.groupBy(*keys).agg(F.countDistinct(label_col).alias("_classes"))
+    label = F.coalesce(F.col(label_col).cast("string"), F.lit("(null)"))  # a null label is a class, as in the IG
+    spread = weighted.groupBy(*keys).agg(
+        F.countDistinct(label).alias("_classes"),
+        (F.min(S.W_IG) == F.max(S.W_IG)).alias("_ig_constant"),
+        (F.min(S.W_CLASS) == F.max(S.W_CLASS)).alias("_class_constant"),
+    )
     kept = importance.groupBy(*keys).agg(F.sum((F.col("ig") > 0).cast("int")).alias("ig_features"))
-    single = F.col("_classes") <= 1
+    single, features = F.col("_classes") <= 1, F.coalesce(F.col("ig_features"), F.lit(0))
     reasons = {
-        "ig_features": F.coalesce(F.col("ig_features"), F.lit(0)),
-        "ig_reason": F.when(single, F.lit(SINGLE_CLASS)).when(
-            F.coalesce(F.col("ig_features"), F.lit(0)) == 0, F.lit(NO_INFORMATIVE_FEATURE)
+        "ig_features": features,
+        "ig_reason": F.when(F.col("_ig_constant") & single, F.lit(SINGLE_CLASS))
+        .when(F.col("_ig_constant") & (features == 0), F.lit(NO_INFORMATIVE_FEATURE))
+        .when(F.col("_ig_constant"), F.lit(WEIGHT_OFF)),
+        "class_reason": F.when(F.col("_class_constant") & single, F.lit(SINGLE_CLASS)).when(
+            F.col("_class_constant"), F.lit(WEIGHT_OFF)
         ),
-        "class_reason": F.when(single, F.lit(SINGLE_CLASS)),
     }
     per_window = _split_shards(weight_diagnostics(_per_window_shards(weighted).drop(_SHARD)))
     return (
         per_window.join(dr, keys, "left")
-        .join(classes, keys, "left")
+        .join(spread, keys, "left")
         .join(kept, keys, "left")
         .withColumns(reasons)
-        .drop("_classes")
+        .drop("_classes", "_ig_constant", "_class_constant")
         .withColumn(S.SHARD_BUCKET, lake.shard_bucket(F.col(S.SHARD), shard_buckets))
     )
 

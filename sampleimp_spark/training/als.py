@@ -49,6 +49,8 @@ CONFIDENCE_FORMS: tuple[str, ...] = ("linear", "log")
 _W = "_w"
 _W_ROWS = "_w_rows"
 _W_VALID = "_w_valid"
+_W_MIN = "_w_min"
+_DROPPED = "_dropped"
 _BUCKET = "_bucket"
 _POS = "_pos"
 _OFFSET = "_offset"
@@ -84,6 +86,7 @@ def implicit_ratings(
     ts_col: str = S.TS,
     rating_col: str = S.RATING,
     copies: bool = False,
+    samples: DataFrame | None = None,
     confidence: str = "linear",
     epsilon: float = 1.0,
 ) -> DataFrame:
@@ -112,8 +115,9 @@ def implicit_ratings(
       have strength 0.
     * With ``copies`` (the weights of a resampled window), the rows of a pair are the copies
       resampling kept, each weighted ``1/rate``: their weights add (``Σ 1/rate``, an unbiased
-      stand-in for 1), and a pair with no row was dropped by resampling: its weight is 0 (floored
-      as above), not 1.
+      stand-in for 1). A pair of ``samples`` (the window's pairs before resampling) with no row
+      was dropped by resampling: its weight is 0 (floored as above), not 1. A pair in neither is
+      not a sample of the window and weighs 1, as without copies.
     * ``confidence="log"`` saturates the evidence: ``rating = log(1 + w · Σ ... / ε)``, so ALS's
       confidence grows with the log of the evidence (Hu, Koren & Volinsky's second form)
       instead of linearly; ``"linear"`` keeps ``w · Σ ...``.
@@ -130,7 +134,8 @@ def implicit_ratings(
         item_col: item id column (events and weights).
         behavior_col: behavior column of ``events``.
         rating_col: name of the output rating column.
-        copies: ``weights`` holds resampled copies (see the rules).
+        copies: ``weights`` holds resampled copies (see the rules); needs ``samples``.
+        samples: ``(user_col, item_col)`` of the window's samples before resampling.
         confidence: ``linear`` or ``log`` (saturating).
         epsilon: ``ε`` of the saturating form (> 0): evidence well below it counts linearly.
 
@@ -152,6 +157,10 @@ def implicit_ratings(
         raise ValueError(f"implicit_ratings: confidence must be one of {list(CONFIDENCE_FORMS)}, got {confidence!r}")
     if not (math.isfinite(epsilon) and epsilon > 0):
         raise ValueError(f"implicit_ratings: epsilon must be finite and > 0, got {epsilon}")
+    if copies and weights is not None and samples is None:
+        raise ValueError(
+            "implicit_ratings: copies need the window's samples (to tell a dropped pair from a non-sample)"
+        )
 
     def rated(evidence: Column) -> Column:
         return F.log1p(evidence / F.lit(epsilon)) if confidence == "log" else evidence
@@ -177,23 +186,32 @@ def implicit_ratings(
         (F.sum(w_in) if copies else F.max(w_in)).alias(_W),
         F.count(F.lit(1)).alias(_W_ROWS),
         F.count(w_in).alias(_W_VALID),  # rows with a non-null weight
+        F.min(w_in).alias(_W_MIN),  # a negative copy must not hide in a positive sum
     )
+    if copies and samples is not None:
+        dropped = samples.select(user_col, item_col).distinct().withColumn(_DROPPED, F.lit(True))
+        w_df = w_df.join(dropped, [user_col, item_col], "full")
     w, rows = F.col(_W), F.col(_W_ROWS)
     pair = F.concat_ws(", ", user.cast("string"), item.cast("string"))
+    absent = F.lit(1.0)  # a pair without a weight row is not a sample of the window: weight 1
+    if copies:  # ... unless resampling dropped it
+        absent = F.when(F.coalesce(F.col(_DROPPED), F.lit(False)), F.lit(MIN_PAIR_WEIGHT)).otherwise(absent)
     weight = (
-        F.when(rows.isNull(), F.lit(MIN_PAIR_WEIGHT if copies else 1.0))  # dropped by resampling, or not a sample
+        F.when(rows.isNull(), absent)
         .when(
             (rows > 1) & F.lit(not copies),
             F.raise_error(F.concat(F.lit(f"implicit_ratings: several {weight_col} rows for pair ("), pair, F.lit(")"))),
         )
         .when(
-            (F.col(_W_VALID) < rows) | F.isnan(w) | (w < 0) | (w == F.lit(math.inf)),
+            (F.col(_W_VALID) < rows) | F.isnan(w) | (F.col(_W_MIN) < 0) | (w == F.lit(math.inf)),
             F.raise_error(
                 F.concat(
                     F.lit(f"implicit_ratings: {weight_col} of pair ("),
                     pair,
                     F.lit(") must be finite and >= 0, got "),
-                    F.when(F.col(_W_VALID) < rows, F.lit("null")).otherwise(w.cast("string")),
+                    F.when(F.col(_W_VALID) < rows, F.lit("null"))
+                    .when(F.col(_W_MIN) < 0, F.col(_W_MIN).cast("string"))
+                    .otherwise(w.cast("string")),
                 )
             ),
         )

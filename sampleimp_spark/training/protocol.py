@@ -292,10 +292,12 @@ def als_ratings(
     resampled: bool = False,
     confidence: str = "linear",
     epsilon: float = 1.0,
+    sample_pairs: DataFrame | None = None,
 ) -> DataFrame:
     """ALS ratings of one variant: unweighted sums; for ``time`` the per-event decayed sums
     (the ALS form of ``w_time``); otherwise sums scaled by ``weighted``'s pair weights (the copies
-    of a ``resampled`` window adding up). Every variant has the same ``confidence`` form."""
+    of a ``resampled`` window adding up; ``sample_pairs``, its samples before resampling, tell a
+    dropped pair from a non-sample). Every variant has the same ``confidence`` form."""
     if variant == N.REFERENCE_VARIANT:
         weights, decayed = None, False
     elif variant == N.TIME_VARIANT:
@@ -309,6 +311,7 @@ def als_ratings(
         half_life_days=half_life_days if decayed else None,
         t1=t1,
         copies=resampled,
+        samples=sample_pairs,
         confidence=confidence,
         epsilon=epsilon,
     )
@@ -319,6 +322,11 @@ def ground_truth(events: DataFrame, *, start: datetime, end: datetime) -> DataFr
     level = F.array_position(F.array(*(F.lit(b) for b in S.BEHAVIORS)), F.col(S.BEHAVIOR))
     window = (F.col(S.TS) >= F.lit(start)) & (F.col(S.TS) < F.lit(end)) & F.col(S.BEHAVIOR).isin(*S.BEHAVIORS)
     return events.where(window).groupBy(S.USER_ID, S.ITEM_ID).agg(F.max(level).cast("double").alias(S.RELEVANCE))
+
+
+def _sample_pairs(events: DataFrame, window: Windows) -> DataFrame:
+    """The window's samples before any resampling: the pairs with an event in its feature window."""
+    return _between(events, window.t0, window.t1).select(S.USER_ID, S.ITEM_ID).distinct()
 
 
 def _between(events: DataFrame, start: datetime, end: datetime) -> DataFrame:
@@ -460,6 +468,7 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
                     strengths=plan.strengths,
                     half_life_days=half_life,
                     t1=w1.t1,
+                    sample_pairs=_sample_pairs(events, w0) if plan.resampled else None,
                     **plan.rating_form,
                 )
             )
@@ -636,6 +645,7 @@ def _evaluate_origin(
                     strengths=plan.strengths,
                     half_life_days=tuned.half_life,
                     t1=e_win.t1,
+                    sample_pairs=_sample_pairs(events, t_win) if plan.resampled else None,
                     **plan.rating_form,
                 )
             )

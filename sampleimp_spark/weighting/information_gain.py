@@ -151,45 +151,76 @@ def _xlogy_ratio(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 class _Fit(NamedTuple):
-    """One fit of a shard's features: per feature its (gated) IG and Holm-adjusted p-value, per
-    (feature, bin) row its KL."""
+    """One fit of a shard's features: per feature its IG (not gated), per (feature, bin) row its KL."""
 
     ig: np.ndarray
-    p_value: np.ndarray
     kl: np.ndarray
 
 
-def _g_test_p(n_xy: np.ndarray, n_x: np.ndarray, n_y: np.ndarray, n: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Per feature, the p-value of the G-test of independence of bin and class (plug-in counts),
-    with Williams' correction ``q = 1 + (N Σ_x 1/n_x - 1)(N Σ_y 1/n_y - 1) / (6 N df)``."""
-    rows = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(n_x)]))
-    n_y_row = n_y[rows]
-    expected = n_x[:, None] * n_y_row / n[rows][:, None]
-    g = 2.0 * np.add.reduceat(_xlogy_ratio(n_xy, np.where(expected > 0, expected, 1.0)).sum(axis=1), starts)
-    m_x = np.add.reduceat((n_x > 0).astype(float), starts)
-    m_y = (n_y > 0).sum(axis=1)
-    df = (m_x - 1) * (m_y - 1)
-    inv_x = np.add.reduceat(np.where(n_x > 0, 1.0 / np.where(n_x > 0, n_x, 1.0), 0.0), starts)
-    inv_y = np.where(n_y > 0, 1.0 / np.where(n_y > 0, n_y, 1.0), 0.0).sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = 1.0 + (n * inv_x - 1.0) * (n * inv_y - 1.0) / (6.0 * n * df)
-        p = np.where(df > 0, stats.chi2.sf(np.maximum(g, 0.0) / q, np.maximum(df, 1)), 1.0)
-    return np.asarray(p, dtype=float)
+#: Bins with fewer samples are pooled into one before the G-test (Williams' correction grows
+#: with ``1 / n_x``: a one-row bin would make any feature fail).
+MIN_TEST_BIN = 5
 
 
-def _fit(
-    n_xy: np.ndarray, starts: np.ndarray, prior: np.ndarray, *, smoothing: float, null_alpha: float, miller_madow: bool
-) -> _Fit:
-    """IG, p-values and per-bin KL of every feature of one shard from its ``(feature, bin) × class``
-    counts (rows of a feature contiguous from ``starts``); ``prior`` the global class counts the
-    shard's prior is shrunk toward. Formulas: ``docs/weighting.md``."""
+def _g_test_p(n_xy: np.ndarray, starts: np.ndarray, deff: float) -> np.ndarray:
+    """Per feature, the p-value of the G-test of independence of bin and class (plug-in counts;
+    bins under :data:`MIN_TEST_BIN` pooled, into the largest bin if the pool is small too), with Williams' correction
+    ``q = 1 + (N Σ_x 1/n_x - 1)(N Σ_y 1/n_y - 1) / (6 N df)`` and ``G`` divided by the design effect
+    ``deff`` of clustered samples (Rao–Scott)."""
+    ends = np.r_[starts[1:], len(n_xy)]
+    p = np.ones(len(starts))
+    for j, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        t = n_xy[a:b]
+        small = t.sum(axis=1) < MIN_TEST_BIN
+        if small.any() and not small.all():
+            pooled, t = t[small].sum(axis=0), t[~small].copy()
+            if pooled.sum() >= MIN_TEST_BIN:
+                t = np.vstack([t, pooled])
+            else:  # still too small on its own: into the largest bin
+                t[np.argmax(t.sum(axis=1))] += pooled
+        t = t[t.sum(axis=1) > 0][:, t.sum(axis=0) > 0]
+        if t.shape[0] < 2 or t.shape[1] < 2:
+            continue
+        n, n_x, n_y = t.sum(), t.sum(axis=1), t.sum(axis=0)
+        g = 2.0 * float(_xlogy_ratio(t, np.outer(n_x, n_y) / n).sum())
+        df = (t.shape[0] - 1) * (t.shape[1] - 1)
+        q = 1.0 + (n * (1.0 / n_x).sum() - 1.0) * (n * (1.0 / n_y).sum() - 1.0) / (6.0 * n * df)
+        p[j] = float(stats.chi2.sf(max(g, 0.0) / (q * deff), df))
+    return p
+
+
+def design_effect(clusters: pd.DataFrame | None) -> float:
+    """The design effect of a shard's class shares when its samples come in clusters (users):
+    ``max(1, max_c Σ_u (n_uc - p_c n_u)² / (N p_c (1 - p_c)) · U / (U - 1))``, from the sums
+    ``n = Σ_u n_uc``, ``n2 = Σ_u n_uc²``, ``n_nu = Σ_u n_uc n_u`` per class and ``nu2 = Σ_u n_u²``,
+    ``users = U`` (repeated on every row). 1 without clusters, or with one user."""
+    if clusters is None or clusters.empty:
+        return 1.0
+    users = float(clusters["users"].iloc[0])
+    n_c = clusters["n"].to_numpy(dtype=float)
+    total = n_c.sum()
+    if users < 2 or total <= 0:
+        return 1.0
+    share = n_c / total
+    spread = clusters["n2"].to_numpy(dtype=float) - 2 * share * clusters["n_nu"].to_numpy(dtype=float)
+    spread = spread + share**2 * float(clusters["nu2"].iloc[0])
+    rare = (share > 0) & (share < 1)
+    if not rare.any():
+        return 1.0
+    deff = spread[rare] / (total * share[rare] * (1 - share[rare])) * users / (users - 1)
+    return max(1.0, float(deff.max()))
+
+
+def _fit(n_xy: np.ndarray, starts: np.ndarray, prior: np.ndarray, *, smoothing: float, miller_madow: bool) -> _Fit:
+    """IG and per-bin KL of every feature of one shard from its ``(feature, bin) × class`` counts
+    (rows of a feature contiguous from ``starts``); ``prior`` the global class counts the shard's
+    prior is shrunk toward. Formulas: ``docs/weighting.md``."""
     n_features = len(starts)
     n_x = n_xy.sum(axis=1)
     n_y = np.add.reduceat(n_xy, starts, axis=0)  # (features, classes)
     n = n_y.sum(axis=1)  # every sample counts once per feature
-    none = _Fit(np.zeros(n_features), np.ones(n_features), np.zeros(len(n_x)))
     if n_features == 0 or n[0] <= 0 or int((n_y[0] > 0).sum()) <= 1:
-        return none  # one class (or none): p(y|x) = p(y), nothing to learn
+        return _Fit(np.zeros(n_features), np.zeros(len(n_x)))  # one class (or none): nothing to learn
     rows = np.repeat(np.arange(n_features), np.diff(np.r_[starts, len(n_x)]))
     total = prior.sum()
     global_prior = prior / total if total > 0 else n_y[0] / n[0]
@@ -205,9 +236,7 @@ def _fit(
         m_xy = np.add.reduceat((n_xy > 0).sum(axis=1).astype(float), starts)
         m_x = np.add.reduceat((n_x > 0).astype(float), starts)
         ig = ig - (m_xy - m_x - (n_y > 0).sum(axis=1) + 1) / (2.0 * n)
-    p_value = holm(list(_g_test_p(n_xy, n_x, n_y, n, starts)))
-    ig = np.where(p_value <= null_alpha, np.maximum(ig, 0.0), 0.0)
-    return _Fit(ig, p_value, kl)
+    return _Fit(np.maximum(ig, 0.0), kl)
 
 
 def shard_information_gain(
@@ -217,6 +246,7 @@ def shard_information_gain(
     null_alpha: float = 1.0,
     miller_madow: bool = False,
     prior: pd.DataFrame | None = None,
+    clusters: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per-feature IG and per-bin KL scores of one shard, from its contingency table, for every
     cross-fitting fold.
@@ -231,11 +261,16 @@ def shard_information_gain(
             toward the shard's prior with ``m`` pseudo-samples, and the shard's prior toward the
             global one with ``m`` pseudo-samples (0 = plug-in estimates, equal to scikit-learn's
             ``mutual_info_score`` on the binned data).
-        null_alpha: a feature keeps its IG only when the G-test of independence (Williams'
-            correction, Holm-adjusted over the shard's features) rejects at this level; 1 keeps all.
+        null_alpha: a feature keeps its IG only when the G-test of independence on all the
+            shard's samples (Williams' correction, the design effect of ``clusters``,
+            Holm-adjusted over the shard's features) rejects at this level; 1 keeps all. One
+            decision per shard, shared by every fold's fit.
         miller_madow: subtract the Miller–Madow bias estimate ``(m_XY - m_X - m_Y + 1) / 2N``.
         prior: the global class counts ``fold, label, count`` (over every shard of the scope) the
-            shard's prior is shrunk toward; None uses the shard's own.
+            shard's prior is shrunk toward; None uses the shard's own. With folds in ``counts``
+            it must have them too (each fold's fit leaves its own fold out of the prior).
+        clusters: the shard's cluster (user) sums of :func:`design_effect`; None = independent
+            samples.
 
     Returns:
         Per fit and (feature, bin) the columns of the bin-scores table. Fold ``-1``
@@ -266,6 +301,8 @@ def shard_information_gain(
     sizes = np.diff(np.r_[starts, len(feature_of_row)])
     prior_table = pd.DataFrame(prior_counts).assign(**{_LABEL: prior_counts[_LABEL].astype(str)})
     if _FOLD not in prior_table.columns:
+        if prior is not None and folds != [ALL_FOLDS]:
+            raise ValueError("a prior for cross-fitted counts needs its fold column (or a fold's fit reads its labels)")
         prior_table = prior_table.assign(**{_FOLD: ALL_FOLDS})
     prior_by_fold = prior_table.pivot_table(index=_FOLD, columns=_LABEL, values=_COUNT, aggfunc="sum", fill_value=0)
     prior_by_fold = prior_by_fold.reindex(columns=classes, fill_value=0)
@@ -276,18 +313,23 @@ def shard_information_gain(
             own = by_fold[f]
             own_prior = prior_by_fold.loc[f].to_numpy(dtype=float) if f in prior_by_fold.index else 0.0
             fits.append((f, full - own, own, prior_all - own_prior))
+    # Which features count is one decision per shard, on all its samples: a fold whose own fit
+    # gated differently would weigh its users on another scale than the rest of the shard.
+    p_value = holm(list(_g_test_p(full, starts, design_effect(clusters))))
+    keep = p_value <= null_alpha
     out = []
     for fold, fit_counts, scored, fit_prior in fits:
-        fit = _fit(fit_counts, starts, fit_prior, smoothing=smoothing, null_alpha=null_alpha, miller_madow=miller_madow)
+        fit = _fit(fit_counts, starts, fit_prior, smoothing=smoothing, miller_madow=miller_madow)
+        ig = np.where(keep, fit.ig, 0.0)
         n_fit = fit_counts.sum(axis=1)
-        total_ig = float(fit.ig.sum())
-        ig_row = np.repeat(fit.ig, sizes)
+        total_ig = float(ig.sum())
+        ig_row = np.repeat(ig, sizes)
         contrib = (ig_row / total_ig) * fit.kl if total_ig > 0 else np.zeros_like(fit.kl)
         n_scored = scored.sum(axis=1)
         n_scored_total = float(n_scored[starts[0] : starts[0] + sizes[0]].sum())
         g_mean = float((n_scored * contrib).sum()) / n_scored_total if n_scored_total > 0 else 0.0
         # Rank by IG (descending), ties broken by feature name so the rank is deterministic.
-        order = sorted(range(len(names)), key=lambda i: (-fit.ig[i], names[i]))
+        order = sorted(range(len(names)), key=lambda i: (-ig[i], names[i]))
         rank = np.empty(len(names), dtype=np.int32)
         rank[order] = np.arange(1, len(names) + 1, dtype=np.int32)
         seen = n_fit > 0  # a bin only the scored fold has is not in the fit: it scores 0
@@ -301,7 +343,7 @@ def shard_information_gain(
                     "n_bin": n_fit[seen].astype("int64"),
                     "kl": fit.kl[seen],
                     "ig": ig_row[seen],
-                    "p_value": np.repeat(fit.p_value, sizes)[seen],
+                    "p_value": np.repeat(p_value, sizes)[seen],
                     "rank": np.repeat(rank, sizes)[seen],
                     "n": np.int64(round(float(n_fit[starts[0] : starts[0] + sizes[0]].sum()))),
                     "contrib": contrib[seen],
@@ -540,6 +582,29 @@ def _priors(
     return scope_of, tables
 
 
+def cluster_sums(samples: DataFrame, *, shard_col: str, label_col: str, cluster_cols: Sequence[str]) -> DataFrame:
+    """Per shard and class, the cluster sums :func:`design_effect` reads (``n, n2, n_nu``, and the
+    shard's ``nu2, users``), the clusters being the distinct values of ``cluster_cols`` (users).
+    Native aggregations; one row per shard and class."""
+    shard = _col(shard_col).cast("string").alias(_SHARD)
+    keys = [_col(c).alias(f"__ig_c{i}") for i, c in enumerate(cluster_cols)]
+    names = [_SHARD, *[f"__ig_c{i}" for i in range(len(cluster_cols))]]
+    per_class = (
+        samples.where(_col(shard_col).isNotNull())
+        .groupBy(shard, *keys, _label(label_col))
+        .agg(F.count(F.lit(1)).alias("__ig_nuc"))
+    )
+    per_user = per_class.groupBy(*names).agg(F.sum("__ig_nuc").alias("__ig_nu"))
+    nuc, nu = F.col("__ig_nuc"), F.col("__ig_nu")
+    by_class = (
+        per_class.join(per_user, names)
+        .groupBy(_SHARD, _LABEL)
+        .agg(F.sum(nuc).alias("n"), F.sum(nuc * nuc).alias("n2"), F.sum(nuc * nu).alias("n_nu"))
+    )
+    by_shard = per_user.groupBy(_SHARD).agg(F.sum(nu * nu).alias("nu2"), F.count(F.lit(1)).alias("users"))
+    return by_class.join(by_shard, _SHARD)
+
+
 def information_gain(
     samples: DataFrame,
     features: Sequence[str],
@@ -563,8 +628,8 @@ def information_gain(
     The quantile edges are computed per shard from a bounded sample of it (a grouped pandas
     UDF); the contingency counts by native Spark over the samples stacked one row per feature,
     per cross-fitting fold; the per-shard math in :func:`shard_information_gain` over each shard's
-    contingency table. Runs one small aggregation when called (the global class counts); the rest
-    runs when a result table is used.
+    contingency table. Runs two small aggregations when called (the global class counts and the
+    per-user sums of the design effect); the rest runs when a result table is used.
 
     Args:
         samples: one row per sample with ``shard_col``, ``label_col`` and the numeric features.
@@ -583,8 +648,8 @@ def information_gain(
             ``edge_rows`` are computed on a hash sample of about that many rows (by these keys),
             so that they do not depend on partitioning. None (or keys absent from ``samples``)
             hashes the label and the feature values instead.
-        fold_cols: the columns a sample's fold is hashed from (default the user); absent ones fall
-            back to ``key_cols``.
+        fold_cols: the columns a sample's fold is hashed from (default the user), also the
+            clusters of the G-test's design effect; absent ones fall back to ``key_cols``.
         scope_col: the global table a shard's prior is shrunk toward is that of the shards with
             its value of this column (e.g. the window); None = every shard.
         edge_rows: rows per shard the edges are computed from, at most.
@@ -603,9 +668,11 @@ def information_gain(
     keys = list(key_cols or ())
     if not keys or any(k not in samples.columns for k in keys):
         keys = [label_col, *feats]  # no sample keys: the row's content decides the sample
-    by = _fold_keys(samples, fold_cols, keys)
+    by = _fold_keys(samples, fold_cols, [k for k in keys if k != label_col])  # never the label
     fold = fold_of([_col(k) for k in by], folds=folds, seed=seed)
     scope_of, priors = _priors(samples, shard_col=shard_col, label_col=label_col, fold=fold, scope_col=scope_col)
+    sums = cluster_sums(samples, shard_col=shard_col, label_col=label_col, cluster_cols=by).toPandas()
+    clusters = {str(name): pd.DataFrame(part) for name, part in sums.groupby(_SHARD)}  # a row per shard and class
     sample = _edge_sample(samples, feats, shard_col=shard_col, key_cols=keys, edge_rows=edge_rows, seed=seed)
     edges = _edges(sample, n_features=len(feats), n_bins=n_bins).cache()
     counts = _counts(
@@ -620,6 +687,7 @@ def information_gain(
             null_alpha=null_alpha,
             miller_madow=miller_madow,
             prior=priors.get(scope) if scope is not None else None,
+            clusters=clusters.get(str(counts[_SHARD].iloc[0])),
         )
 
     bin_scores = counts.groupBy(_SHARD).applyInPandas(per_shard, schema=_BIN_SCORES_SCHEMA)
