@@ -266,7 +266,7 @@ def diagnostics_of(
         (F.min(S.W_CLASS) == F.max(S.W_CLASS)).alias("_class_constant"),
     )
     kept = importance.groupBy(*keys).agg(F.sum((F.col("ig") > 0).cast("int")).alias("ig_features"))
-    single, features = F.col("_classes") <= 1, F.coalesce(F.col("ig_features"), F.lit(0))
+    single, features = F.col("_classes") <= 1, F.coalesce(F.col("ig_features"), F.lit(0)).cast("int")
     reasons = {
         "ig_features": features,
         "ig_reason": F.when(F.col("_ig_constant") & single, F.lit(SINGLE_CLASS))
