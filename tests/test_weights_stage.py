@@ -104,6 +104,10 @@ def test_weights_are_finite_nonnegative_and_mean_one_per_shard(weighted):
 
 def test_awkward_shards_fall_back_with_reasons(weighted, inputs):
     result, pdf = weighted
+    frame = diagnostics_of(
+        result.samples, result.dr_params, result.importance, shard_buckets=CFG.shard_buckets, label_col=S.LABEL_PURCHASE
+    )
+    lake.check_contract(frame.withColumn(S.SOURCE, F.lit("s")), S.GOLD_WEIGHT_DIAGNOSTICS)  # what the stage writes
     diag = (
         diagnostics_of(
             result.samples,
