@@ -321,6 +321,10 @@ class DensityRatioConfig(_Strict):
     z_clip: float = Field(5.0, gt=0.0)
     #: Upper clip of ``w_dr``; weights are also ≥ 0.
     max_ratio: float = Field(100.0, gt=1.0)
+    #: The shard marginal ``w_shard = p_target(shard) / p_source(shard)``: its target share is
+    #: smoothed toward the source share with this many pseudo-rows; null = no marginal (``w_shard``
+    #: = 1, the ratio within each shard only).
+    shard_smoothing: float | None = Field(10.0, gt=0)
     seed: int = 42
 
     @model_validator(mode="after")
@@ -358,8 +362,13 @@ class WeightsConfig(_Strict):
     features: list[str] | None = None
     #: Features for the density ratio; null = :data:`DEFAULT_DR_FEATURES` (those present).
     dr_features: list[str] | None = None
-    #: Target population of the density ratio: samples whose last event is less than this many
-    #: days before the end of the feature window.
+    #: Target population of the density ratio. ``next_window``: the samples of the window one label
+    #: period later (the population a model trained on this window is evaluated or served on; its
+    #: features end where this window's labels end), label-free; a window without a stored next
+    #: window gets ``w_dr = 1`` (``empty_target``). ``recent``: this window's samples whose last
+    #: event is less than ``target_days`` days before the end of the feature window.
+    dr_target: Literal["next_window", "recent"] = "next_window"
+    #: ``recent`` target: the days before the end of the feature window.
     target_days: float = Field(1.0, gt=0)
     #: Half-life in days of ``w_time = 2^(-age/h)``, ``age`` the days from the pair's last event
     #: to the end of the feature window; null = no decay (``w_time`` = 1).

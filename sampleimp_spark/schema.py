@@ -133,6 +133,7 @@ ALL_SHARDS = "_all"  # the shard value of overall rows in class frequencies
 OTHER_SHARD = "_other"  # the pool of small categories without a usable parent
 W_CLASS = "w_class"
 W_DR = "w_dr"
+W_SHARD = "w_shard"  # the density ratio's shard marginal p_target(shard) / p_source(shard)
 W_IG = "w_ig"
 W_RESAMPLE = "w_resample"
 W_TIME = "w_time"
@@ -266,6 +267,7 @@ GOLD_WEIGHTS = _fields(
     (IG_SCORE, _DBL, True),
     (W_CLASS, _DBL, True),
     (W_DR, _DBL, True),
+    (W_SHARD, _DBL, True),
     (W_IG, _DBL, True),
     (W_TIME, _DBL, True),
     (W_RESAMPLE, _DBL, True),

@@ -85,3 +85,14 @@ def stored_rdds(spark) -> dict[int, str]:
     """Id -> name of every RDD the session keeps stored (cached frames, checkpoints, ALS factors)."""
     rdds = spark.sparkContext._jsc.getPersistentRDDs()
     return {int(k): str(rdds.get(k).name()) for k in rdds.keySet()}
+
+
+def assert_weight_means(gold) -> None:
+    """``weight`` averages 1 over every window of ``gold`` (pandas), and over each of its shards
+    either 1 (no density ratio in the weighting) or the shard's marginal ``w_shard`` (exponent 1),
+    the same one for every shard of a window."""
+    for window, rows in gold.groupby("window_id"):
+        assert rows["weight"].mean() == pytest.approx(1.0, abs=1e-9), window
+        by_shard = rows.groupby("shard").agg(mean=("weight", "mean"), marginal=("w_shard", "first"))
+        means, marginals = by_shard["mean"].to_numpy(), by_shard["marginal"].to_numpy()
+        assert means == pytest.approx(1.0, abs=1e-9) or means == pytest.approx(marginals, abs=1e-9), window

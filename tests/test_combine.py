@@ -81,3 +81,18 @@ def test_time_component_enters_with_its_exponent(spark):
     assert raw == {2.0}  # d = 0: w_time ignored (the default)
     got = sorted(r[0] for r in combine_weights(df, d=1.0, clip_quantile=None).select(S.WEIGHT).collect())
     assert got == pytest.approx([0.4, 1.6])  # 0.5 and 2, mean 1.25
+
+
+def test_shard_marginal_sets_the_shard_mean(spark):
+    """``w_shard`` (the density ratio's shard marginal) survives the per-shard normalisation with
+    the density ratio's exponent: a shard's weights average ``w_shard^b``."""
+    df = spark.createDataFrame(
+        [("a", 1.0, 2.0, 0.5), ("a", 1.0, 6.0, 0.5), ("b", 1.0, 1.0, 1.5), ("b", 1.0, 3.0, 1.5)],
+        "shard string, w_class double, w_dr double, w_shard double",
+    )
+    for b, expected in ((1.0, {"a": [0.25, 0.75], "b": [0.75, 2.25]}), (0.0, {"a": [1.0, 1.0], "b": [1.0, 1.0]})):
+        got = combine_weights(df, b=b, clip_quantile=None).orderBy("shard", S.WEIGHT).collect()
+        by_shard: dict[str, list[float]] = {}
+        for r in got:
+            by_shard.setdefault(r["shard"], []).append(r[S.WEIGHT])
+        assert by_shard == {k: pytest.approx(v) for k, v in expected.items()}

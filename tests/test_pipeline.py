@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import stored_rdds
+from conftest import assert_weight_means, stored_rdds
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
@@ -116,7 +116,7 @@ def test_gold_reads_without_spark_at_a_pinned_version(first_run, lakehouse):
     # w_time: the configured 2-day half-life of the pair's last event
     assert pdf[S.W_TIME].to_numpy() == pytest.approx(2.0 ** (-pdf["pair_recency_any"].to_numpy() / 2.0), rel=1e-12)
     assert np.isfinite(pdf[S.WEIGHT]).all() and (pdf[S.WEIGHT] >= 0).all()
-    assert pdf.groupby(S.SHARD)[S.WEIGHT].mean().to_numpy() == pytest.approx(1.0, abs=1e-9)
+    assert_weight_means(pdf)
     meta = table.metadata()
     assert meta.partition_columns == [S.WINDOW_ID, "shard_bucket"]
     weights_cfg = json.loads(meta.configuration["sampleimp.weights_config"])

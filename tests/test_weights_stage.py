@@ -64,6 +64,7 @@ CFG = WeightsConfig.model_validate(
     {
         "features": FEATURES,
         "dr_features": DR_FEATURES,
+        "dr_target": "recent",
         "target_days": 1.0,
         "density_ratio": {"min_rows": 10, "cv_folds": 3, "max_fit_rows": 400},
     }
@@ -87,18 +88,39 @@ def weighted(inputs):
     samples, freqs = inputs
     result = _weigh(samples, freqs)
     pdf = result.samples.select(
-        S.USER_ID, S.ITEM_ID, S.SHARD, S.IS_TARGET, S.W_CLASS, S.W_DR, S.W_IG, S.W_TIME, S.W_RESAMPLE, S.WEIGHT
+        S.USER_ID,
+        S.ITEM_ID,
+        S.SHARD,
+        S.IS_TARGET,
+        S.W_CLASS,
+        S.W_DR,
+        S.W_SHARD,
+        S.W_IG,
+        S.W_TIME,
+        S.W_RESAMPLE,
+        S.WEIGHT,
     ).toPandas()  # a few thousand rows
     return result, pdf
 
 
-def test_weights_are_finite_nonnegative_and_mean_one_per_shard(weighted):
+def test_weights_are_finite_nonnegative_and_average_the_shard_marginal(weighted):
     _, pdf = weighted
-    for col in (S.W_CLASS, S.W_DR, S.W_IG, S.W_TIME, S.W_RESAMPLE, S.WEIGHT):
-        assert pdf[col].map(math.isfinite).all() and (pdf[col] >= 0).all(), col
-    means = pdf.groupby(S.SHARD)[S.WEIGHT].mean()
-    assert means.to_numpy() == pytest.approx(1.0, abs=1e-9)
-    assert set(means.index) == {"big", "small", "single", "one", "notarget"}  # every shard present
+    for col in (S.W_CLASS, S.W_DR, S.W_SHARD, S.W_IG, S.W_TIME, S.W_RESAMPLE, S.WEIGHT):
+        assert pdf[col].map(math.isfinite).all() and (pdf[col] > 0 if col == S.W_SHARD else pdf[col] >= 0).all(), col
+    # A shard's weights average its shard marginal (the density ratio's exponent is 1); over the
+    # window they average 1, as the marginal does over the source's rows.
+    by_shard = pdf.groupby(S.SHARD).agg(mean=(S.WEIGHT, "mean"), marginal=(S.W_SHARD, "first"))
+    assert by_shard["mean"].to_numpy() == pytest.approx(by_shard["marginal"].to_numpy(), abs=1e-9)
+    assert pdf[S.WEIGHT].mean() == pytest.approx(1.0, abs=1e-9)
+    assert set(by_shard.index) == {"big", "small", "single", "one", "notarget"}  # every shard present
+    # The marginal by hand: the shard's target share (smoothed with m = 10 pseudo-rows toward its
+    # source share) over its source share; the source is every row ("today vs all").
+    n_s = pdf.groupby(S.SHARD).size()
+    n_t = pdf[pdf[S.IS_TARGET]].groupby(S.SHARD).size().reindex(n_s.index, fill_value=0)
+    p_s = n_s / n_s.sum()
+    expected = (n_t + 10 * p_s) / ((n_t.sum() + 10) * p_s)
+    assert by_shard["marginal"].to_numpy() == pytest.approx(expected.reindex(by_shard.index).to_numpy(), rel=1e-12)
+    assert by_shard.loc["notarget", "marginal"] < 0.1  # no target rows: down-weighted, never 0
     assert len(pdf) == 3000 + 30 + 30 + 1 + 60 + 2  # resampling is off: no row lost
 
 
@@ -234,3 +256,73 @@ def test_a_weights_run_alone_weights_the_windows_the_experiment_needs(spark, tmp
     assert weighted() == stored[::-1]  # train.origins null: as many as are stored
     assert weighted("train.enabled=false") == [latest.window_id]
     assert weighted("weights.window_id=" + stored[3]) == [stored[3]]
+
+
+# --- the density ratio of the real shift: this window's samples -> the next window's ---------------
+
+W0 = "20171124T160000Z_20171201T160000Z_20171202T160000Z"
+W1 = "20171125T160000Z_20171202T160000Z_20171203T160000Z"  # W0 one label period (a day) later
+NEXT = CFG.model_copy(update={"dr_target": "next_window"})
+
+
+def _window(wid: str, sizes: dict[str, int], *, user_shift: float, seed: int) -> list[tuple]:
+    rnd = random.Random(seed)
+    rows = []
+    for shard, n in sizes.items():
+        for i in range(n):
+            label = int(rnd.random() < 0.1)
+            rows.append(
+                (
+                    wid,
+                    f"u{shard}{i}",
+                    f"i{i % 37}",
+                    shard,
+                    label,
+                    "purchase" if label else "none",
+                    rnd.gauss(10 + user_shift, 2),
+                    rnd.expovariate(0.1),
+                    rnd.gauss(50, 5),
+                    float(1 + rnd.randrange(5) + 3 * label),
+                    rnd.uniform(0, 6),
+                )
+            )
+    return rows
+
+
+def _next_window_weights(spark, later: list[tuple]):
+    """W0 and W1 weighted together, W1's label-free samples the target of W0 (W1 has none)."""
+    earlier = _window(W0, {"big": 2000, "small": 200}, user_shift=0.0, seed=1)
+    samples = spark.createDataFrame(earlier + later, "window_id string, " + DDL)
+    events = spark.createDataFrame([(W0, "big", "view")], "window_id string, shard string, behavior string")
+    freqs = class_frequencies(samples, events, source="s")
+    nxt = samples.where(F.col(S.WINDOW_ID) == W1).drop(S.LABEL_PURCHASE, S.LABEL_INTENT)  # never reads a label
+    result = compute_weights(samples, freqs, cfg=NEXT, window_ids=[W0, W1], feature_days=7.0, next_samples=nxt)
+    cols = [S.WINDOW_ID, S.SHARD, S.IS_TARGET, "user_n_events", S.W_DR, S.W_SHARD, S.WEIGHT]
+    pdf = result.samples.select(*cols).toPandas()  # a few thousand rows
+    diag = diagnostics_of(
+        result.samples, result.dr_params, result.importance, shard_buckets=1, label_col=S.LABEL_PURCHASE
+    ).toPandas()
+    result.unpersist()
+    return pdf, diag.set_index([S.WINDOW_ID, S.SHARD])
+
+
+def test_next_window_density_ratio_weights_toward_the_next_windows_samples(spark):
+    later = _window(W1, {"big": 1500, "small": 600}, user_shift=3.0, seed=2)
+    pdf, diag = _next_window_weights(spark, later)
+    assert pdf[S.IS_TARGET].isna().all()  # the target is the next window's samples, none of these
+    w0, w1 = pdf[pdf[S.WINDOW_ID] == W0], pdf[pdf[S.WINDOW_ID] == W1]
+    big = w0[w0[S.SHARD] == "big"]
+    # The next window's users are more active: W0's active users weigh more.
+    high, low = big[big["user_n_events"] > 12], big[big["user_n_events"] < 8]
+    assert high[S.W_DR].mean() > 2 * low[S.W_DR].mean()
+    assert diag.loc[(W0, "big"), "dr_n_target"] == 1500 and diag.loc[(W0, "big"), "dr_n_source"] == 2000
+    # The shard marginal: "small" is 9 % of W0's samples and 29 % of W1's.
+    p_s = 200 / 2200
+    marginal = w0.groupby(S.SHARD)[S.W_SHARD].agg(["min", "max"])
+    expected = (600 + 10 * p_s) / ((2100 + 10) * p_s)
+    assert marginal.loc["small", "min"] == marginal.loc["small", "max"] == pytest.approx(expected, rel=1e-12)
+    assert w0.groupby(S.SHARD)[S.WEIGHT].mean()["small"] == pytest.approx(expected, rel=1e-9)
+    assert w0[S.WEIGHT].mean() == pytest.approx(1.0, abs=1e-9)
+    # W1 has no next window stored: no target, weight 1 for its density ratio, and a reason.
+    assert (w1[S.W_DR] == 1.0).all() and (w1[S.W_SHARD] == 1.0).all()
+    assert set(diag.loc[W1, "dr_fallback_reason"]) == {"empty_target"}

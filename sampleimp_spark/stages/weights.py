@@ -11,6 +11,7 @@ partitioned by ``window_id`` and ``shard_bucket`` and sorted by shard within a b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -31,7 +32,12 @@ from sampleimp_spark.stages.features import source_of
 from sampleimp_spark.training.protocol import origin_windows, stored_origins
 from sampleimp_spark.weighting.class_balance import class_weights, with_class_weight
 from sampleimp_spark.weighting.combine import combine_weights, weight_diagnostics
-from sampleimp_spark.weighting.density_ratio import DensityRatioSettings, fit_density_ratio, score_density_ratio
+from sampleimp_spark.weighting.density_ratio import (
+    DensityRatioSettings,
+    fit_density_ratio,
+    score_density_ratio,
+    shard_marginal,
+)
 from sampleimp_spark.weighting.information_gain import IGResult, information_gain, with_ig_weight
 from sampleimp_spark.weighting.resample import resample
 from sampleimp_spark.weighting.time_decay import RECENCY, time_weights
@@ -122,6 +128,34 @@ def _split_shards(df: DataFrame) -> DataFrame:
     return df.withColumns({S.WINDOW_ID: parts.getItem(0), S.SHARD: parts.getItem(1)})
 
 
+_KEYS = (S.USER_ID, S.ITEM_ID)
+
+
+def _next_window_fit_rows(
+    df: DataFrame, next_samples: DataFrame | None, dr_features: Sequence[str], window_ids: Sequence[str]
+) -> DataFrame:
+    """The ``next_window`` density ratio's fit rows: each window's samples as its source
+    (``is_target`` false) and the samples of the window one label period later as its target,
+    their shards keyed as the source window's. The windows have equal lengths, so their counts
+    cover equally many days."""
+    cols = [S.SHARD, S.IS_TARGET, *_KEYS, *dr_features]
+    source = df.withColumn(S.IS_TARGET, F.lit(False)).select(*cols)
+    if next_samples is None:
+        return source
+    serves = {}
+    for wid in window_ids:
+        w = Windows.from_id(wid)
+        serves[w.shifted(w.t2 - w.t1).window_id] = wid
+    mapping = F.create_map(*[F.lit(x) for pair in serves.items() for x in pair])
+    target = (
+        next_samples.where(F.col(S.WINDOW_ID).isin(list(serves)))
+        .withColumn(S.WINDOW_ID, mapping[F.col(S.WINDOW_ID)])
+        .withColumn(S.SHARD, F.concat_ws(_KEY_SEP, F.col(S.WINDOW_ID), F.col(S.SHARD)))
+        .withColumn(S.IS_TARGET, F.lit(True))
+    )
+    return source.unionByName(target.select(*cols))
+
+
 def compute_weights(
     samples: DataFrame,
     class_frequencies: DataFrame,
@@ -129,6 +163,7 @@ def compute_weights(
     cfg: WeightsConfig,
     window_ids: Sequence[str],
     feature_days: float,
+    next_samples: DataFrame | None = None,
 ) -> WeightsResult:
     """Every weight component and the final weight for ``samples`` of one or more windows of one
     source, each window weighted on its own, in one pass.
@@ -139,12 +174,15 @@ def compute_weights(
         cfg: weights settings.
         window_ids: the windows of ``samples``.
         feature_days: length of their feature windows (to check ``target_days``).
+        next_samples: ``silver.samples`` rows of the windows one label period after
+            ``window_ids`` (the ``next_window`` density-ratio target; only keys, shard and the
+            density-ratio features are read, never a label). None: no window has a target.
 
     Returns:
         The weighted samples (with ``window_id`` and ``shard`` as stored), and the importance and
         density-ratio tables with ``window_id`` and ``shard`` columns.
     """
-    if cfg.target_days >= feature_days:
+    if cfg.dr_target == "recent" and cfg.target_days >= feature_days:
         raise BadInputError(
             f"weights.target_days = {cfg.target_days} must be shorter than the feature window "
             f"({feature_days:g} days), or every sample is a target sample"
@@ -174,12 +212,18 @@ def compute_weights(
         by_window = part if by_window is None else by_window.unionByName(part)
     assert by_window is not None
 
-    df = _per_window_shards(by_window).withColumn(S.IS_TARGET, F.col(RECENCY) < F.lit(cfg.target_days))
-
-    # The density-ratio fit reads only features and is_target: fit it first, on the plain
+    df = _per_window_shards(by_window)
+    # The density-ratio fit reads only keys, features and is_target: fit it first, on the plain
     # samples, so its input does not drag the IG computation along (the fit is a pandas UDF
     # whose small output is materialized once).
-    params = checkpoint(fit_density_ratio(df, dr_features, settings=dr))
+    if cfg.dr_target == "recent":
+        df = df.withColumn(S.IS_TARGET, F.col(RECENCY) < F.lit(cfg.target_days))
+        fit_rows = df
+    else:
+        df = df.withColumn(S.IS_TARGET, F.lit(None).cast("boolean"))  # the target is another window's
+        fit_rows = _next_window_fit_rows(df, next_samples, dr_features, window_ids)
+        dr = dataclasses.replace(dr, source_includes_target=False)
+    params = checkpoint(fit_density_ratio(fit_rows, dr_features, settings=dr))
 
     groups = shared_feature_groups(features)  # counted once per distinct user, item, category
     ig = information_gain(
@@ -201,6 +245,15 @@ def compute_weights(
         release(params)
         raise
     df = score_density_ratio(df, params, dr_features, settings=dr)
+    if dr.shard_smoothing is None:
+        df = df.withColumn(S.W_SHARD, F.lit(1.0))
+    else:
+        marginal = shard_marginal(
+            _split_shards(params), smoothing=dr.shard_smoothing, max_ratio=dr.max_ratio, scope_col=S.WINDOW_ID
+        ).select(F.concat_ws(_KEY_SEP, S.WINDOW_ID, S.SHARD).alias(S.SHARD), S.W_SHARD)
+        df = df.join(F.broadcast(marginal), S.SHARD, "left").withColumn(
+            S.W_SHARD, F.coalesce(F.col(S.W_SHARD), F.lit(1.0))
+        )
 
     rs = cfg.resample
     if rs.enabled:
@@ -340,7 +393,13 @@ def run(
         days = {Windows.from_id(w).feature_days for w in ids}
         if len(days) != 1:
             raise BadInputError(f"windows weighted together need equal feature-window lengths, got {sorted(days)} days")
-        result = compute_weights(samples, freqs, cfg=wcfg, window_ids=ids, feature_days=days.pop())
+        nexts = None
+        if wcfg.dr_target == "next_window":
+            later = [(w := Windows.from_id(i)).shifted(w.t2 - w.t1).window_id for i in ids]
+            nexts = lake.read_table(spark, cfg.lakehouse, S.SILVER_SAMPLES).where(
+                (F.col(S.SOURCE) == source) & F.col(S.WINDOW_ID).isin(later)
+            )
+        result = compute_weights(samples, freqs, cfg=wcfg, window_ids=ids, feature_days=days.pop(), next_samples=nexts)
         try:
             features = list(wcfg.features or feature_columns(samples))
             gold = lake.gold_layout(result.samples.select(*gold_columns(features)))

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 from pyspark.ml import PipelineModel
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sampleimp_spark import hashing
@@ -580,6 +580,11 @@ def _tune_gbt(
 # --- one origin --------------------------------------------------------------------------------
 
 
+def _density_ratio() -> Column:
+    """A sample's density ratio with its shard marginal, ``w_dr · w_shard``."""
+    return F.col(S.W_DR).cast("double") * F.coalesce(F.col(S.W_SHARD).cast("double"), F.lit(1.0))
+
+
 def _evaluate_origin(
     events: DataFrame,
     gold: DataFrame,
@@ -678,7 +683,9 @@ def _evaluate_origin(
                 seed=seed,
                 weight_col=None if variant == N.REFERENCE_VARIANT else S.WEIGHT,
             )
-            scored = predict_proba(gbt, mine).select(S.USER_ID, S.LABEL_PURCHASE, S.PROBABILITY, S.W_DR)
+            scored = predict_proba(gbt, mine).select(
+                S.USER_ID, S.LABEL_PURCHASE, S.PROBABILITY, _density_ratio().alias(S.W_DR)
+            )
             part = scored.toPandas()  # bounded: the sampled users' samples
             part["variant"], part["seed"], part["origin"] = variant, seed, origin
             part["sample_prior"], part["weighted_prior"] = priors
@@ -706,7 +713,7 @@ def _evaluate_origin(
         ranking = _ranking_rows(arms, segments, k=plan.k, ndcg_gain=plan.ndcg_gain)
         ranking["origin"] = origin
         user_w = (
-            mine.groupBy(S.USER_ID).agg(F.avg(F.col(S.W_DR).cast("double")).alias(S.WEIGHT)).toPandas()
+            mine.groupBy(S.USER_ID).agg(F.avg(_density_ratio()).alias(S.WEIGHT)).toPandas()
         )  # bounded: one row per sampled user
         user_w["origin"] = origin
     finally:

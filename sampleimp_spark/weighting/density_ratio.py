@@ -92,6 +92,7 @@ class DensityRatioSettings:
     z_clip: float
     max_ratio: float
     seed: int
+    shard_smoothing: float | None = None
 
 
 # --- sizes ---------------------------------------------------------------------------------
@@ -558,6 +559,38 @@ def fit_density_ratio(
 
     inp = fit_input(samples, feats, settings=settings, shard_col=shard_col, target_col=target_col, key_cols=key_cols)
     return inp.groupBy(shard_col).applyInPandas(fit_group, schema=params_schema(shard_type, shard_col=shard_col))
+
+
+def shard_marginal(
+    params: DataFrame,
+    *,
+    smoothing: float,
+    max_ratio: float,
+    scope_col: str,
+    shard_col: str = S.SHARD,
+    out_col: str = S.W_SHARD,
+) -> DataFrame:
+    """The shard marginal of the ratio, ``p_target(s) / p_source(s)``, per (scope, shard) of
+    :func:`fit_density_ratio`'s params (their ``n_source`` / ``n_target`` counts).
+
+    The target share is smoothed toward the source share with ``smoothing`` pseudo-rows:
+    ``((n_t(s) + m p_s(s)) / (N_t + m)) / p_s(s)``, ``p_s(s) = n_s(s) / N_s``, ``N_t`` counting
+    only target rows of shards the source has. Over the source rows of a scope it averages exactly
+    1 (before the ``max_ratio`` cap) and it is never 0; a scope without target rows gets 1. Shards
+    without source rows get no row (nothing of theirs is weighted). Small: one row per shard.
+    """
+    if not smoothing > 0:
+        raise ValueError(f"shard smoothing must be positive, got {smoothing}")
+    src = params.where(F.col("n_source") > 0)
+    totals = src.groupBy(scope_col).agg(
+        F.sum("n_source").cast("double").alias("_n_s"), F.sum("n_target").cast("double").alias("_n_t")
+    )
+    p_s = F.col("n_source").cast("double") / F.col("_n_s")
+    m = F.lit(float(smoothing))
+    ratio = (F.col("n_target").cast("double") + m * p_s) / ((F.col("_n_t") + m) * p_s)
+    return src.join(F.broadcast(totals), scope_col).select(
+        scope_col, shard_col, F.least(ratio, F.lit(float(max_ratio))).alias(out_col)
+    )
 
 
 def _z_expr(x: Column, mean: Column, scale: Column, z_clip: float) -> Column:
