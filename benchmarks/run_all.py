@@ -142,10 +142,11 @@ def make_config(n: int, args: argparse.Namespace, lakehouse: Path, ui_port: int)
         f"spark.shuffle_partitions={args.partitions}",
         "spark.log_level=ERROR",
         f"spark.conf={json.dumps(spark_conf)}",
-        # One window is weighted, without a next window: the density ratio of its last day keeps
-        # the fit in the timings (and matches the pandas reference's target).
-        "weights.dr_target=recent",
     ]
+    if not args.skip_references:
+        # The pandas reference weights the latest window alone (no next window to target): its
+        # density ratio targets the window's last day, without the shard marginal.
+        sets += ["weights.dr_target=recent", "weights.density_ratio.shard_smoothing=null"]
     if not args.train_full:
         # The experiment's cost is linear in variants × seeds × grid sizes: measure one of each.
         sets += [

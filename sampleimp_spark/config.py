@@ -513,10 +513,9 @@ class TrainConfig(_Strict):
     #: ALS reg_param and alpha candidates: every variant picks its pair by NDCG@k on validation.
     als_reg_grid: list[float] = Field(default_factory=lambda: [4.0, 32.0, 128.0], min_length=1)
     als_alpha_grid: list[float] = Field(default_factory=lambda: [80.0, 640.0, 2560.0], min_length=1)
-    #: GBT depths: every variant picks by cross-validated average precision on validation.
+    #: GBT depths: every variant picks by average precision on validation (fitted on the window
+    #: before it).
     gbt_depth_grid: list[int] = Field(default_factory=lambda: [3, 5], min_length=1)
-    #: Folds of the GBT's user-level cross-validation.
-    cv_folds: int = Field(3, ge=2, le=10)
     #: Half-lives (days) tried for the history baseline; null = no decay.
     half_life_grid: list[float | None] = Field(default_factory=lambda: [0.5, 1.0, 2.0, None], min_length=1)
     rerank: bool = True

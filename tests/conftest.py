@@ -93,6 +93,9 @@ def assert_weight_means(gold) -> None:
     the same one for every shard of a window."""
     for window, rows in gold.groupby("window_id"):
         assert rows["weight"].mean() == pytest.approx(1.0, abs=1e-9), window
-        by_shard = rows.groupby("shard").agg(mean=("weight", "mean"), marginal=("w_shard", "first"))
+        by_shard = rows.groupby("shard").agg(
+            mean=("weight", "mean"), marginal=("w_shard", "first"), spread=("w_shard", lambda w: w.max() - w.min())
+        )
+        assert (by_shard["spread"] == 0).all(), window  # one marginal per shard
         means, marginals = by_shard["mean"].to_numpy(), by_shard["marginal"].to_numpy()
         assert means == pytest.approx(1.0, abs=1e-9) or means == pytest.approx(marginals, abs=1e-9), window

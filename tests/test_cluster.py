@@ -204,7 +204,7 @@ def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
         "--set",
         "train.half_life_grid=[null]",
         "--set",
-        "train.cv_folds=2",
+        "weights.dr_target=recent",  # the other target (the default is covered by test_pipeline), with SNIPS
         "--set",
         "weights.density_ratio.cv_folds=2",
         "--set",
@@ -250,6 +250,8 @@ def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
     auc = metrics[metrics["metric"] == "roc_auc"]
     assert len(ranking) and ranking["value"].between(0, 1).all()
     assert len(auc) and auc["value"].between(0, 1).all()
+    summary = DeltaTable(lake.table_path(str(lakehouse), S.GOLD_EXPERIMENT_RESULTS)).to_pandas()
+    assert set(summary["estimator"]) == {"unweighted", "snips"}  # the recent target's ratio: SNIPS too
     assert (tmp_path / "runs" / "cluster-1" / "report.md").exists()
 
 

@@ -1,4 +1,4 @@
-"""Combination: product of components, clipping within (shard, class), mean 1 per shard, diagnostics."""
+"""Combination: product of components, clipping within (shard, class), mean w_shard^b per shard, diagnostics."""
 
 from __future__ import annotations
 

@@ -33,8 +33,7 @@ TRAIN = [
     "train.origins=1",
     "train.als_reg_grid=[0.1]",
     "train.als_alpha_grid=[10.0]",
-    "train.gbt_depth_grid=[2, 3]",  # a grid: the cross-validation runs (and frees what it stores)
-    "train.cv_folds=2",
+    "train.gbt_depth_grid=[2, 3]",  # a grid: the validation fits run (and free what they store)
     "train.half_life_grid=[1.0, null]",
     "train.als.rank=8",
     "train.als.max_iter=3",
@@ -148,7 +147,7 @@ def test_metrics_cover_every_arm_with_paired_comparisons(first, lakehouse):
     assert (summary["training_version"] == first.training_version).all() and (summary["n_boot"] == 200).all()
     # Every ranking metric in three segments; each weighted variant compared with unweighted.
     als = summary[(summary["model"] == "als") & (summary["metric"] == "ndcg_at_k")]
-    assert set(als["segment"]) == {"all", "repeat", "new"} and set(als["estimator"]) == {"unweighted", "snips"}
+    assert set(als["segment"]) == {"all", "repeat", "new"} and set(als["estimator"]) == {"unweighted"}  # no SNIPS here
     combined = als[als["variant"] == "combined"]
     assert combined[["delta", "delta_ci_low", "delta_ci_high", "p_value", "mde"]].notna().all().all()
     assert (combined["delta_ci_low"] <= combined["delta_ci_high"]).all()
@@ -281,7 +280,7 @@ def test_the_weighting_chosen_on_validation_is_what_gold_ships(spark, cfg, first
     in_window = now.index.get_level_values(S.WINDOW_ID) == first.window_id
     assert now.loc[in_window, S.WEIGHT].to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-12)
     assert now.loc[~in_window, S.WEIGHT].to_numpy() == pytest.approx(before.loc[~in_window, S.WEIGHT].to_numpy())
-    components = [S.W_CLASS, S.W_DR, S.W_IG, S.W_TIME, S.W_RESAMPLE, S.LABEL_PURCHASE]
+    components = [S.W_CLASS, S.W_DR, S.W_SHARD, S.W_IG, S.W_TIME, S.W_RESAMPLE, S.LABEL_PURCHASE]
     assert now[components].equals(before[components])
     if chosen == "unweighted":  # weight 1: no product, nothing clipped
         assert (now.loc[in_window, S.RAW_WEIGHT] == 1.0).all() and not now.loc[in_window, S.CLIPPED].any()
@@ -316,7 +315,6 @@ def _model_outputs(spark, lakehouse, windows, *, events=None, gold=None):
         k=5,
         als_reg_grid=(0.05, 0.5),
         gbt_depth_grid=(2,),
-        cv_folds=2,
         half_life_grid=(1.0, None),
         n_boot=100,
         negative_rate=0.5,

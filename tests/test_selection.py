@@ -96,3 +96,22 @@ def test_under_the_null_a_weighted_variant_is_rarely_shipped():
 def test_unweighted_is_required():
     with pytest.raises(ValueError, match="unweighted"):
         select_weighting({"time": _ndcg(np.zeros(300))}, {}, n_boot=10, seed=0)
+
+
+def test_a_variant_the_shipped_window_cannot_have_is_recorded_never_chosen():
+    """``density_ratio`` helps most on validation, but the newest window has no density-ratio
+    target: the next best that helps ships, and the reason names the barred variant."""
+    rng = np.random.default_rng(5)
+    base = _base(rng)
+    gbt = _oof(rng, 1.0)
+    ndcg = {"unweighted": _ndcg(base), "time": _ndcg(base + 0.02), "density_ratio": _ndcg(base + 0.04)}
+    free = select_weighting(ndcg, {v: gbt for v in ndcg}, n_boot=300, seed=0)
+    assert free.chosen == "density_ratio"
+    why = "no density-ratio target"
+    out = select_weighting(ndcg, {v: gbt for v in ndcg}, n_boot=300, seed=0, unavailable={"density_ratio": why})
+    assert out.chosen == "time" and f"cannot ship: density_ratio: {why}" in out.reason
+    rows = pd.DataFrame(out.candidates)
+    assert set(rows["variant"]) == {"unweighted", "time", "density_ratio"}  # still evaluated and recorded
+    pair = {k: ndcg[k] for k in ("unweighted", "density_ratio")}
+    alone = select_weighting(pair, {}, n_boot=300, seed=0, unavailable={"density_ratio": why})
+    assert alone.chosen == "unweighted" and "weight 1" in alone.reason and "cannot ship" in alone.reason

@@ -265,17 +265,20 @@ W1 = "20171125T160000Z_20171202T160000Z_20171203T160000Z"  # W0 one label period
 NEXT = CFG.model_copy(update={"dr_target": "next_window"})
 
 
-def _window(wid: str, sizes: dict[str, int], *, user_shift: float, seed: int) -> list[tuple]:
+def _window(wid: str, sizes: dict[tuple[str, str], int], *, user_shift: float, seed: int) -> list[tuple]:
+    """Rows of ``window_id, user_id, item_id, category_id, shard``, labels and FEATURES; ``sizes``
+    by (category, shard)."""
     rnd = random.Random(seed)
     rows = []
-    for shard, n in sizes.items():
+    for (category, shard), n in sizes.items():
         for i in range(n):
             label = int(rnd.random() < 0.1)
             rows.append(
                 (
                     wid,
-                    f"u{shard}{i}",
+                    f"u{category}{i}",
                     f"i{i % 37}",
+                    category,
                     shard,
                     label,
                     "purchase" if label else "none",
@@ -291,8 +294,9 @@ def _window(wid: str, sizes: dict[str, int], *, user_shift: float, seed: int) ->
 
 def _next_window_weights(spark, later: list[tuple]):
     """W0 and W1 weighted together, W1's label-free samples the target of W0 (W1 has none)."""
-    earlier = _window(W0, {"big": 2000, "small": 200}, user_shift=0.0, seed=1)
-    samples = spark.createDataFrame(earlier + later, "window_id string, " + DDL)
+    earlier = _window(W0, {("cbig", "big"): 2000, ("csmall", "small"): 200}, user_shift=0.0, seed=1)
+    ddl = "window_id string, user_id string, item_id string, category_id string, " + DDL.split(", ", 2)[2]
+    samples = spark.createDataFrame(earlier + later, ddl)
     events = spark.createDataFrame([(W0, "big", "view")], "window_id string, shard string, behavior string")
     freqs = class_frequencies(samples, events, source="s")
     nxt = samples.where(F.col(S.WINDOW_ID) == W1).drop(S.LABEL_PURCHASE, S.LABEL_INTENT)  # never reads a label
@@ -307,7 +311,14 @@ def _next_window_weights(spark, later: list[tuple]):
 
 
 def test_next_window_density_ratio_weights_toward_the_next_windows_samples(spark):
-    later = _window(W1, {"big": 1500, "small": 600}, user_shift=3.0, seed=2)
+    # W1 draws its shards on its own: "csmall" is pooled there, with a category W0 does not have
+    # (which has no shard in W0: it is no target of W0's).
+    later = _window(
+        W1,
+        {("cbig", "big"): 1500, ("csmall", "pool:x"): 600, ("cnew", "pool:x"): 300},
+        user_shift=3.0,
+        seed=2,
+    )
     pdf, diag = _next_window_weights(spark, later)
     assert pdf[S.IS_TARGET].isna().all()  # the target is the next window's samples, none of these
     w0, w1 = pdf[pdf[S.WINDOW_ID] == W0], pdf[pdf[S.WINDOW_ID] == W1]

@@ -274,7 +274,7 @@ def user_mean_weights(
 ) -> DataFrame:
     """Each user's mean sample weight: the per-user importance weight of the ranking metrics.
 
-    With ``weight`` the density-ratio weight of a user's samples (mean 1 per shard), the mean
+    With ``weight`` the density-ratio weight of a user's samples (``w_dr · w_shard``), the mean
     over the user's samples estimates how over- or under-represented the user is relative to
     the target population.
 

@@ -101,7 +101,7 @@ def plot_weights(weights: pd.DataFrame, diagnostics: pd.DataFrame, out: Path) ->
     """Histograms of the weight components (a bounded sample) and ESS / rows per shard."""
     if weights.empty:
         return None
-    cols = [c for c in (S.W_CLASS, S.W_DR, S.W_IG, S.WEIGHT) if c in weights.columns]
+    cols = [c for c in (S.W_CLASS, S.W_DR, S.W_SHARD, S.W_IG, S.WEIGHT) if c in weights.columns]
     fig, axes = plt.subplots(1, len(cols) + 1, figsize=(4 * (len(cols) + 1), 3.6))
     for ax, col in zip(axes, cols, strict=False):
         values = weights[col].clip(upper=float(weights[col].quantile(0.999)))
@@ -257,7 +257,8 @@ def write_report(spark: SparkSession, cfg: Config, result: RunResult) -> Path:
         keep = hashing.uniform(0, F.col(S.USER_ID), F.col(S.ITEM_ID), salt="report") < min(
             1.0, MAX_WEIGHT_SAMPLE / max(n, 1)
         )
-        weights = sampled.where(keep).select(S.W_CLASS, S.W_DR, S.W_IG, S.WEIGHT).toPandas()  # bounded sample
+        shown = [c for c in (S.W_CLASS, S.W_DR, S.W_SHARD, S.W_IG, S.WEIGHT) if c in sampled.columns]
+        weights = sampled.where(keep).select(*shown).toPandas()  # bounded sample
         if (img := plot_weights(weights, diagnostics, out)) is not None:
             images.append(("Weights and effective sample size", img))
         cols = list(DIAGNOSTIC_COLUMNS)

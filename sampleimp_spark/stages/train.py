@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pyspark.ml import PipelineModel
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sampleimp_spark import lake, leases
@@ -36,6 +37,7 @@ from sampleimp_spark.training.protocol import (
     origin_windows,
     run_experiment,
     stored_origins,
+    uses_density_ratio,
     variant_weights,
 )
 from sampleimp_spark.training.selection import Selection
@@ -63,7 +65,13 @@ class TrainingReport:
 
 
 def experiment_plan(
-    tcfg: TrainConfig, combine: dict[str, object], features: list[str], *, resampled: bool = False
+    tcfg: TrainConfig,
+    combine: dict[str, object],
+    features: list[str],
+    *,
+    resampled: bool = False,
+    snips: bool = False,
+    unshippable: dict[str, str] | None = None,
 ) -> ExperimentPlan:
     """The experiment the config describes, as plain values."""
     ev = tcfg.evaluation
@@ -85,7 +93,6 @@ def experiment_plan(
         als_reg_grid=tuple(tcfg.als_reg_grid),
         als_alpha_grid=tuple(tcfg.als_alpha_grid),
         gbt_depth_grid=tuple(tcfg.gbt_depth_grid),
-        cv_folds=tcfg.cv_folds,
         half_life_grid=tuple(tcfg.half_life_grid),
         max_users=ev.max_users,
         n_boot=ev.n_boot,
@@ -100,7 +107,26 @@ def experiment_plan(
         resampled=resampled,
         confidence=tcfg.als.confidence,
         epsilon=tcfg.als.epsilon,
+        snips=snips,
+        unshippable=dict(unshippable or {}),
     )
+
+
+def _without_density_ratio(
+    gold: DataFrame, window_id: str, variants: Sequence[str], combine: Mapping[str, object]
+) -> dict[str, str]:
+    """The variants with a density ratio, with the reason, when no sample of ``window_id`` has
+    one (every ``w_dr`` and ``w_shard`` 1: e.g. its next window is not stored yet, the default
+    target's case for the newest window): shipped there, they would lack it."""
+    with_ratio = [v for v in variants if uses_density_ratio(v, combine)]
+    if not with_ratio:
+        return {}
+    mine = gold.where(F.col(S.WINDOW_ID) == window_id)
+    varies = (F.col(S.W_DR) != 1.0) | (F.coalesce(F.col(S.W_SHARD), F.lit(1.0)) != 1.0)
+    if mine.where(varies).limit(1).count():
+        return {}
+    why = f"every w_dr and w_shard of window {window_id} is 1 (no density-ratio target)"
+    return {v: why for v in with_ratio}
 
 
 def run(
@@ -123,6 +149,12 @@ def run(
         gold_all = lake.read_table(spark, cfg.lakehouse, S.GOLD_TRAINING_SAMPLES, version=version).where(
             F.col(S.SOURCE) == source
         )
+        missing = [c for c in S.GOLD_WEIGHT_COLUMNS if c not in gold_all.columns]
+        if missing:
+            raise BadInputError(
+                f"gold.training_samples has no column {missing} (written by an older version): run the weights "
+                "stage again"
+            )
         present = {r[0] for r in gold_all.select(S.WINDOW_ID).distinct().collect()}  # one row per window
         origins = stored_origins(present, latest, tcfg.origins)
         if origins < 1:
@@ -157,7 +189,14 @@ def run(
                     "label_col": label_column(cfg.weights),
                 }
                 features = resolve_features(tcfg.gbt.features, gold)
-                plan = experiment_plan(tcfg, combine, features, resampled=cfg.weights.resample.enabled)
+                plan = experiment_plan(
+                    tcfg,
+                    combine,
+                    features,
+                    resampled=cfg.weights.resample.enabled,
+                    snips=cfg.weights.dr_target == "recent",  # the next window's ratio spans the evaluation period
+                    unshippable=_without_density_ratio(gold, latest_id, tcfg.variants, combine),
+                )
 
                 def store(origin: str, variant: str, seed: int, als: FittedALS, gbt: PipelineModel) -> None:
                     if origin != latest_id:  # the models of the latest origin are the ones worth keeping

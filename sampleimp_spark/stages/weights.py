@@ -3,8 +3,9 @@
 
 It weights every window the features stage built for this run (or ``weights.window_id``, or
 the source's latest window). Per shard, each component is its own column (DESIGN §5):
-``is_target`` (the density ratio's target population), ``w_ig``, ``w_class``, ``w_dr``,
-``w_resample`` and ``weight``, their clipped, mean-1 combination. The gold table is
+``is_target`` (the ``recent`` density-ratio target), ``w_ig``, ``w_class``, ``w_dr`` (toward the
+next window's samples by default), ``w_shard`` (its shard marginal), ``w_time``, ``w_resample`` and
+``weight``, their clipped combination, mean ``w_shard^b`` per shard. The gold table is
 partitioned by ``window_id`` and ``shard_bucket`` and sorted by shard within a bucket
 (:func:`sampleimp_spark.lake.gold_layout`). A rerun replaces the rows of the same window.
 """
@@ -136,8 +137,9 @@ def _next_window_fit_rows(
 ) -> DataFrame:
     """The ``next_window`` density ratio's fit rows: each window's samples as its source
     (``is_target`` false) and the samples of the window one label period later as its target,
-    their shards keyed as the source window's. The windows have equal lengths, so their counts
-    cover equally many days."""
+    in the source window's shard of their category (shards are drawn per window: a category may be
+    pooled in one and not the other); a category the source window does not have has no shard
+    there and is left out. The windows have equal lengths, so their counts cover equally many days."""
     cols = [S.SHARD, S.IS_TARGET, *_KEYS, *dr_features]
     source = df.withColumn(S.IS_TARGET, F.lit(False)).select(*cols)
     if next_samples is None:
@@ -147,10 +149,11 @@ def _next_window_fit_rows(
         w = Windows.from_id(wid)
         serves[w.shifted(w.t2 - w.t1).window_id] = wid
     mapping = F.create_map(*[F.lit(x) for pair in serves.items() for x in pair])
+    shard_of = df.select(S.WINDOW_ID, S.CATEGORY_ID, S.SHARD).distinct()  # one row per category
     target = (
         next_samples.where(F.col(S.WINDOW_ID).isin(list(serves)))
-        .withColumn(S.WINDOW_ID, mapping[F.col(S.WINDOW_ID)])
-        .withColumn(S.SHARD, F.concat_ws(_KEY_SEP, F.col(S.WINDOW_ID), F.col(S.SHARD)))
+        .select(mapping[F.col(S.WINDOW_ID)].alias(S.WINDOW_ID), S.CATEGORY_ID, *_KEYS, *dr_features)
+        .join(shard_of, [S.WINDOW_ID, S.CATEGORY_ID])
         .withColumn(S.IS_TARGET, F.lit(True))
     )
     return source.unionByName(target.select(*cols))
@@ -175,7 +178,7 @@ def compute_weights(
         window_ids: the windows of ``samples``.
         feature_days: length of their feature windows (to check ``target_days``).
         next_samples: ``silver.samples`` rows of the windows one label period after
-            ``window_ids`` (the ``next_window`` density-ratio target; only keys, shard and the
+            ``window_ids`` (the ``next_window`` density-ratio target; only keys, category and the
             density-ratio features are read, never a label). None: no window has a target.
 
     Returns:

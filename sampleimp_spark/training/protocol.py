@@ -56,7 +56,6 @@ ModelSink = Callable[[str, str, int, FittedALS, PipelineModel], None]
 _KEY = "_eval_key"  # arm | segment | user: many rankings evaluated in one pass
 _SEP = "\x1f"
 _USER_SAMPLE_SALT = "evaluation_users"
-_CV_SALT = "gbt_cv_fold"
 
 
 @dataclass(frozen=True)
@@ -75,8 +74,7 @@ class ExperimentPlan:
         combine: keywords of :func:`~sampleimp_spark.weighting.combine.combine_weights`.
         k: cut-off of the ranking metrics.
         als_reg_grid, als_alpha_grid: ALS hyperparameter grid (every variant).
-        gbt_depth_grid: GBT depths (every variant), chosen by user-level cross-validation.
-        cv_folds: folds of that cross-validation.
+        gbt_depth_grid: GBT depths (every variant), chosen on validation.
         half_life_grid: half-lives in days (``None`` = no decay) of the history baseline; the
             one validation chooses for it is also the ``time`` variant's.
         max_users: evaluated users per origin (a seeded sample).
@@ -87,11 +85,16 @@ class ExperimentPlan:
         negative_rate: share of the negative samples the GBT is fitted on (every positive is
             kept); its probabilities are prior-corrected (He et al. 2014; King & Zeng 2001).
         parallelism: fits run at once (threads submitting Spark jobs).
-        seed: seed of the user sample, the folds, the negative sample and the bootstrap.
+        seed: seed of the user sample, the negative sample and the bootstrap.
         rerank: also evaluate ALS+GBT.
         ndcg_gain: ``exp2`` or ``linear`` gain of graded relevance.
         resampled: the weights stage resampled the windows (``gold`` holds the kept copies).
         confidence, epsilon: ALS's confidence form (``linear`` or ``log``) and its ``ε``.
+        unshippable: variant -> why the run's window cannot ship it (see
+            :func:`~sampleimp_spark.training.selection.select_weighting`).
+        snips: also report the SNIPS estimator (weights ``w_dr · w_shard`` of the evaluation
+            window). Only meaningful when that ratio is known at the evaluation window's feature
+            end (the ``recent`` target); the ``next_window`` target's spans the evaluation period.
     """
 
     variants: Sequence[str]
@@ -106,7 +109,6 @@ class ExperimentPlan:
     als_reg_grid: Sequence[float] = (0.1,)
     als_alpha_grid: Sequence[float] = (10.0,)
     gbt_depth_grid: Sequence[int] = (5,)
-    cv_folds: int = 3
     half_life_grid: Sequence[float | None] = (None,)
     max_users: int = 10_000
     n_boot: int = 1000
@@ -121,6 +123,8 @@ class ExperimentPlan:
     resampled: bool = False
     confidence: str = "linear"
     epsilon: float = 1.0
+    snips: bool = False
+    unshippable: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if N.REFERENCE_VARIANT not in self.variants:
@@ -256,6 +260,14 @@ def windows_needed(latest: Windows, *, origins: int | None) -> list[Windows]:
 
 
 # --- weights and ground truth ----------------------------------------------------------------------
+
+
+def uses_density_ratio(variant: str, combine: Mapping[str, Any]) -> bool:
+    """Whether ``variant``'s weight contains the density ratio (its exponent ``b`` is positive)."""
+    if variant == N.REFERENCE_VARIANT:
+        return False
+    b = _EXPONENTS[variant][1] if variant in _EXPONENTS else combine.get("b", 1.0)
+    return float(b) > 0
 
 
 def variant_weights(
@@ -430,10 +442,10 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
     """Choose every variant's hyperparameters and the history half-life on ``w0`` → ``w1``.
 
     ALS: fitted on ``w1``'s feature-window events with pair weights from ``w0`` (labels ending at
-    ``w1.t1``), validated by NDCG@k on ``w1``'s label period. GBT: ``cv_folds``-fold
-    cross-validation by user on ``w1``'s samples (average precision of out-of-fold predictions),
-    which also gives each variant's F1-best threshold. History: NDCG@k on ``w1``'s label period.
-    All of it precedes every evaluation period.
+    ``w1.t1``), validated by NDCG@k on ``w1``'s label period. GBT: fitted on ``w0``'s samples and
+    weights, validated by the average precision of its predictions for ``w1``'s sampled users,
+    which also give each variant's F1-best threshold. History: NDCG@k on ``w1``'s label period.
+    No fit reads ``w1``'s label period; all of it precedes every evaluation period.
     """
     v_samples = gold.where(F.col(S.WINDOW_ID) == w1.window_id)
     users = checkpoint(sample_users(v_samples, max_users=plan.max_users, seed=plan.seed))
@@ -501,7 +513,7 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
             for alpha in plan.als_alpha_grid
         ]
         als_choice[variant] = _best_key(ndcg, N.ALS, options)
-    depth, threshold, oof = _tune_gbt(gold, w1, plan, half_life)
+    depth, threshold, validated = _tune_gbt(gold, w0, w1, plan, half_life)
     tuned_rows = als_rows[als_rows["segment"] == N.ALL_ITEMS]
     per_user = {
         variant: tuned_rows[
@@ -509,7 +521,15 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
         ].set_index(S.USER_ID)[N.NDCG_AT_K]
         for variant, choice in als_choice.items()
     }
-    selection = select_weighting(per_user, oof, n_boot=plan.n_boot, seed=plan.seed, alpha=plan.alpha, power=plan.power)
+    selection = select_weighting(
+        per_user,
+        validated,
+        n_boot=plan.n_boot,
+        seed=plan.seed,
+        alpha=plan.alpha,
+        power=plan.power,
+        unavailable=plan.unshippable,
+    )
     tuned = Tuned(als=als_choice, gbt_depth=depth, threshold=threshold, half_life=half_life, selection=selection)
     log.info("validation chose %s", tuned.as_dict())
     log.info("weight to ship: %s", selection.reason)
@@ -531,58 +551,70 @@ def _best_key(ndcg: Mapping[tuple[str, str], float], model: str, options: Sequen
 
 
 def _tune_gbt(
-    gold: DataFrame, w1: Windows, plan: ExperimentPlan, half_life: float | None
+    gold: DataFrame, w0: Windows, w1: Windows, plan: ExperimentPlan, half_life: float | None
 ) -> tuple[dict[str, int], dict[str, float], dict[str, pd.DataFrame]]:
-    """Per variant: the depth with the best out-of-fold average precision on ``w1``'s sampled users,
-    the F1-best threshold of that depth's out-of-fold predictions, and those predictions."""
+    """Per variant: the depth whose model, fitted on ``w0``'s samples and weights, has the best
+    average precision on ``w1``'s sampled users' samples; the F1-best threshold of those
+    predictions, and the predictions. No input of the fit reaches past ``w1.t1``: ``w0``'s labels
+    end there, and so do the features of its weights' density-ratio target (``w1``'s samples)."""
+    train = gold.where(F.col(S.WINDOW_ID) == w0.window_id)
     samples = gold.where(F.col(S.WINDOW_ID) == w1.window_id)
     users = sample_users(samples, max_users=plan.max_users, seed=plan.seed)
-    fold = (hashing.uniform(plan.seed, F.col(S.USER_ID), salt=_CV_SALT) * plan.cv_folds).cast("int")
-    data = checkpoint(samples.join(users, S.USER_ID, "left_semi").withColumn("_fold", fold))
-    depths: dict[str, int] = {}
-    thresholds: dict[str, float] = {}
-    best_oof: dict[str, pd.DataFrame] = {}
-    tasks = [(v, d, f) for v in plan.variants for d in plan.gbt_depth_grid for f in range(plan.cv_folds)]
+    held_out = checkpoint(samples.join(users, S.USER_ID, "left_semi"))
+    fit_rows = {
+        v: checkpoint(
+            negative_sample(
+                variant_weights(train, v, combine=plan.combine, half_life_days=half_life),
+                rate=plan.negative_rate,
+                seed=plan.seed,
+            )
+        )
+        for v in plan.variants
+    }
+    tasks = [(v, d) for v in plan.variants for d in plan.gbt_depth_grid]
 
-    def out_of_fold(task: tuple[str, int, int]) -> pd.DataFrame:
-        variant, depth, f = task
-        weighted = variant_weights(data, variant, combine=plan.combine, half_life_days=half_life)
+    def validate(task: tuple[str, int]) -> pd.DataFrame:
+        variant, depth = task
         model = fit_gbt(
-            negative_sample(weighted.where(F.col("_fold") != f), rate=plan.negative_rate, seed=plan.seed),
+            fit_rows[variant],
             plan.features,
             **plan.gbt,
             max_depth=depth,
             seed=plan.seeds[0],
             weight_col=None if variant == N.REFERENCE_VARIANT else S.WEIGHT,
         )
-        held_out = predict_proba(model, weighted.where(F.col("_fold") == f))
         # bounded: the sampled users
-        return held_out.select(S.USER_ID, S.ITEM_ID, S.LABEL_PURCHASE, S.PROBABILITY).toPandas()
+        return predict_proba(model, held_out).select(S.USER_ID, S.ITEM_ID, S.LABEL_PURCHASE, S.PROBABILITY).toPandas()
 
     try:
-        parts = dict(zip(tasks, _in_parallel(out_of_fold, tasks, plan.parallelism), strict=True))
+        parts = dict(zip(tasks, _in_parallel(validate, tasks, plan.parallelism), strict=True))
     finally:
-        release(data)
+        release(held_out, *fit_rows.values())
+    depths: dict[str, int] = {}
+    thresholds: dict[str, float] = {}
+    best_rows: dict[str, pd.DataFrame] = {}
     for variant in plan.variants:
         best: tuple[float, int, float] = (-np.inf, plan.gbt_depth_grid[0], 0.5)
         for depth in plan.gbt_depth_grid:
-            oof = pd.concat([parts[(variant, depth, f)] for f in range(plan.cv_folds)])
-            y, p = oof[S.LABEL_PURCHASE].to_numpy(), oof[S.PROBABILITY].to_numpy()
+            rows = parts[(variant, depth)]
+            y, p = rows[S.LABEL_PURCHASE].to_numpy(), rows[S.PROBABILITY].to_numpy()
             ap = float(C.average_precision(y, p, np.ones(len(y))))
             log.info("GBT validation: %s depth %s -> average precision %.4f", variant, depth, ap)
             if np.isfinite(ap) and ap > best[0]:
                 best = (ap, depth, float(C.best_f1_threshold(y, p)))
         depths[variant], thresholds[variant] = best[1], best[2]
-        best_oof[variant] = pd.concat([parts[(variant, best[1], f)] for f in range(plan.cv_folds)])
-    return depths, thresholds, best_oof
+        best_rows[variant] = parts[(variant, best[1])]
+    return depths, thresholds, best_rows
 
 
 # --- one origin --------------------------------------------------------------------------------
 
 
-def _density_ratio() -> Column:
-    """A sample's density ratio with its shard marginal, ``w_dr · w_shard``."""
-    return F.col(S.W_DR).cast("double") * F.coalesce(F.col(S.W_SHARD).cast("double"), F.lit(1.0))
+def _density_ratio(columns: Sequence[str]) -> Column:
+    """A sample's density ratio with its shard marginal, ``w_dr · w_shard`` (``w_shard`` 1 where
+    ``columns`` lack it)."""
+    w = F.col(S.W_DR).cast("double")
+    return w * F.coalesce(F.col(S.W_SHARD).cast("double"), F.lit(1.0)) if S.W_SHARD in columns else w
 
 
 def _evaluate_origin(
@@ -684,7 +716,7 @@ def _evaluate_origin(
                 weight_col=None if variant == N.REFERENCE_VARIANT else S.WEIGHT,
             )
             scored = predict_proba(gbt, mine).select(
-                S.USER_ID, S.LABEL_PURCHASE, S.PROBABILITY, _density_ratio().alias(S.W_DR)
+                S.USER_ID, S.LABEL_PURCHASE, S.PROBABILITY, _density_ratio(mine.columns).alias(S.W_DR)
             )
             part = scored.toPandas()  # bounded: the sampled users' samples
             part["variant"], part["seed"], part["origin"] = variant, seed, origin
@@ -713,7 +745,7 @@ def _evaluate_origin(
         ranking = _ranking_rows(arms, segments, k=plan.k, ndcg_gain=plan.ndcg_gain)
         ranking["origin"] = origin
         user_w = (
-            mine.groupBy(S.USER_ID).agg(F.avg(_density_ratio()).alias(S.WEIGHT)).toPandas()
+            mine.groupBy(S.USER_ID).agg(F.avg(_density_ratio(mine.columns)).alias(S.WEIGHT)).toPandas()
         )  # bounded: one row per sampled user
         user_w["origin"] = origin
     finally:
@@ -808,7 +840,9 @@ def _classification_metrics(
         p, sample_prior=float(part["sample_prior"].iloc[0]), weighted_prior=float(part["weighted_prior"].iloc[0])
     )
     out: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
-    bases = {N.UNWEIGHTED: np.ones(len(y)), N.SNIPS: part[S.W_DR].to_numpy(dtype=np.float64)}
+    bases = {N.UNWEIGHTED: np.ones(len(y))}
+    if plan.snips:
+        bases[N.SNIPS] = part[S.W_DR].to_numpy(dtype=np.float64)
     for estimator, base in bases.items():
 
         def top(yy: np.ndarray, ss: np.ndarray, ww: np.ndarray) -> Any:
@@ -866,7 +900,7 @@ def infer(
         w = weights.reindex(pd.MultiIndex.from_frame(part[["origin", S.USER_ID]])).fillna(0.0).to_numpy()
         for metric in metric_cols:
             v = part[metric].to_numpy(dtype=np.float64)
-            for estimator, ww in ((N.UNWEIGHTED, None), (N.SNIPS, w)):
+            for estimator, ww in ((N.UNWEIGHTED, None), (N.SNIPS, w)) if plan.snips else ((N.UNWEIGHTED, None),):
                 point, reps = B.weighted_mean_replicates(v, unit_index, mult, ww)
                 values[(model, variant, metric, estimator, segment)] = (point, reps, part[S.USER_ID].nunique())
 

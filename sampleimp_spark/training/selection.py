@@ -3,7 +3,7 @@
 Every weighted variant is compared with ``unweighted`` on the validation window, per model family,
 with the paired bootstrap of :mod:`sampleimp_spark.evaluation.bootstrap` (one Poisson multiplicity
 per user, shared by every candidate): ALS by per-user NDCG@k at each variant's tuned point, the
-GBT by the average precision of its out-of-fold predictions. A weighting is shipped only when its
+GBT by the average precision of its validation predictions. A weighting is shipped only when its
 ALS Δ interval lies above 0 and its GBT Δ interval does not lie below 0; among several, the one
 with the highest ALS NDCG. Otherwise ``unweighted``: ``weight`` 1. Pure pandas and numpy, on the
 driver (bounded by the validation's sampled users).
@@ -49,18 +49,21 @@ def select_weighting(
     seed: int,
     alpha: float = 0.05,
     power: float = 0.8,
+    unavailable: Mapping[str, str] | None = None,
 ) -> Selection:
     """Choose the weighting to ship from validation results.
 
     Args:
         als_ndcg: variant -> per-user NDCG@k on validation, indexed by user id (the same users for
             every variant; ``unweighted`` required).
-        gbt_oof: variant -> out-of-fold rows (user_id, item_id, label_purchase, probability), the
+        gbt_oof: variant -> validation rows (user_id, item_id, label_purchase, probability), the
             same rows for every variant. May be empty (no GBT evidence: not a veto).
         n_boot: bootstrap replicates.
         seed: seed of the multiplicities.
         alpha: 1 - interval coverage.
         power: power of the minimum detectable effect.
+        unavailable: variant -> why the shipped window cannot have it; evaluated and recorded,
+            never chosen.
     """
     ref = N.REFERENCE_VARIANT
     if ref not in als_ndcg:
@@ -102,14 +105,15 @@ def select_weighting(
             verdict[(family, variant)] = (cmp.ci_low, cmp.ci_high)
         candidates.append(row)
 
-    eligible = []
+    eligible: list[str] = []
+    barred: list[str] = []
     for variant in als_ndcg:
         if variant == ref:
             continue
         als_low = verdict[(N.ALS, variant)][0]
         gbt_high = verdict.get((N.GBT, variant), (np.nan, np.nan))[1]
         if np.isfinite(als_low) and als_low > 0 and not (np.isfinite(gbt_high) and gbt_high < 0):
-            eligible.append(variant)
+            (barred if variant in (unavailable or {}) else eligible).append(variant)
     if eligible:
         chosen = max(eligible, key=lambda v: (values[(N.ALS, v)][0], v))
         low, high = verdict[(N.ALS, chosen)]
@@ -120,6 +124,9 @@ def select_weighting(
     else:
         chosen = ref
         reason = "no weighting beat unweighted on validation beyond its paired interval: weight 1"
+    if barred:
+        why = "; ".join(f"{v}: {(unavailable or {})[v]}" for v in sorted(barred))
+        reason += f" (beat unweighted but cannot ship: {why})"
     for row in candidates:
         row["chosen"] = row["variant"] == chosen
     return Selection(chosen=chosen, reason=reason, candidates=candidates)
