@@ -143,10 +143,9 @@ def make_config(n: int, args: argparse.Namespace, lakehouse: Path, ui_port: int)
         "spark.log_level=ERROR",
         f"spark.conf={json.dumps(spark_conf)}",
     ]
-    if not args.skip_references:
-        # The pandas reference weights the latest window alone (no next window to target): its
-        # density ratio targets the window's last day, without the shard marginal.
-        sets += ["weights.dr_target=recent", "weights.density_ratio.shard_smoothing=null"]
+    # The pandas reference weights the latest window alone (no next window to target): its density
+    # ratio targets the window's last day, without the shard marginal; every run times that setting.
+    sets += ["weights.dr_target=recent", "weights.density_ratio.shard_smoothing=null"]
     if not args.train_full:
         # The experiment's cost is linear in variants × seeds × grid sizes: measure one of each.
         sets += [

@@ -489,7 +489,7 @@ class EvaluationConfig(_Strict):
     #: The fixed operating point of the classifiers: precision and recall among this share of
     #: the highest scores.
     top_fraction: float = Field(0.01, gt=0, le=1)
-    #: Seed of the user sample, the cross-validation folds and the bootstrap.
+    #: Seed of the user sample, the GBT's negative sample and the bootstrap.
     seed: int = 0
     #: Gain of graded relevance in NDCG: ``2^rel - 1`` or ``rel``.
     ndcg_gain: Gain = "exp2"

@@ -252,6 +252,7 @@ def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
     assert len(auc) and auc["value"].between(0, 1).all()
     summary = DeltaTable(lake.table_path(str(lakehouse), S.GOLD_EXPERIMENT_RESULTS)).to_pandas()
     assert set(summary["estimator"]) == {"unweighted", "snips"}  # the recent target's ratio: SNIPS too
+    assert summary.loc[summary["estimator"] == "snips", "p_holm"].isna().all()  # descriptive
     assert (tmp_path / "runs" / "cluster-1" / "report.md").exists()
 
 

@@ -337,3 +337,18 @@ def test_next_window_density_ratio_weights_toward_the_next_windows_samples(spark
     # W1 has no next window stored: no target, weight 1 for its density ratio, and a reason.
     assert (w1[S.W_DR] == 1.0).all() and (w1[S.W_SHARD] == 1.0).all()
     assert set(diag.loc[W1, "dr_fallback_reason"]) == {"empty_target"}
+
+
+def test_a_window_without_density_ratio_bars_the_variants_that_need_one(spark):
+    from sampleimp_spark.stages.train import _recent_target, _without_density_ratio
+
+    ddl = "window_id string, is_target boolean, w_dr double, w_shard double"
+    flat = spark.createDataFrame([(W1, None, 1.0, 1.0), (W1, None, 1.0, None)], ddl)
+    variants = ["unweighted", "time", "density_ratio", "combined"]
+    barred = _without_density_ratio(flat, W1, variants, {"b": 1.0})
+    assert set(barred) == {"density_ratio", "combined"} and "no density-ratio target" in barred["combined"]
+    assert set(_without_density_ratio(flat, W1, variants, {"b": 0.0})) == {"density_ratio"}  # combined has none
+    fitted = spark.createDataFrame([(W1, False, 1.0, 1.0), (W1, True, 1.3, 1.0)], ddl)
+    assert _without_density_ratio(fitted, W1, variants, {"b": 1.0}) == {}
+    # SNIPS only where every sample's ratio has the recent target (is_target set).
+    assert not _recent_target(flat) and _recent_target(fitted)

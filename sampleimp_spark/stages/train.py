@@ -112,6 +112,13 @@ def experiment_plan(
     )
 
 
+def _recent_target(gold: DataFrame) -> bool:
+    """Whether every sample's density ratio has the ``recent`` target (``is_target`` set), known at
+    its window's feature end: only then does SNIPS on an evaluation window read no event of its
+    evaluation period (the ``next_window`` target, ``is_target`` null, spans it)."""
+    return gold.where(F.col(S.IS_TARGET).isNull()).limit(1).count() == 0
+
+
 def _without_density_ratio(
     gold: DataFrame, window_id: str, variants: Sequence[str], combine: Mapping[str, object]
 ) -> dict[str, str]:
@@ -194,7 +201,7 @@ def run(
                     combine,
                     features,
                     resampled=cfg.weights.resample.enabled,
-                    snips=cfg.weights.dr_target == "recent",  # the next window's ratio spans the evaluation period
+                    snips=_recent_target(gold),
                     unshippable=_without_density_ratio(gold, latest_id, tcfg.variants, combine),
                 )
 

@@ -560,17 +560,8 @@ def _tune_gbt(
     train = gold.where(F.col(S.WINDOW_ID) == w0.window_id)
     samples = gold.where(F.col(S.WINDOW_ID) == w1.window_id)
     users = sample_users(samples, max_users=plan.max_users, seed=plan.seed)
-    held_out = checkpoint(samples.join(users, S.USER_ID, "left_semi"))
-    fit_rows = {
-        v: checkpoint(
-            negative_sample(
-                variant_weights(train, v, combine=plan.combine, half_life_days=half_life),
-                rate=plan.negative_rate,
-                seed=plan.seed,
-            )
-        )
-        for v in plan.variants
-    }
+    held: list[DataFrame] = []
+    fit_rows: dict[str, DataFrame] = {}
     tasks = [(v, d) for v in plan.variants for d in plan.gbt_depth_grid]
 
     def validate(task: tuple[str, int]) -> pd.DataFrame:
@@ -587,9 +578,15 @@ def _tune_gbt(
         return predict_proba(model, held_out).select(S.USER_ID, S.ITEM_ID, S.LABEL_PURCHASE, S.PROBABILITY).toPandas()
 
     try:
+        held_out = checkpoint(samples.join(users, S.USER_ID, "left_semi"))
+        held.append(held_out)
+        for v in plan.variants:
+            weighted = variant_weights(train, v, combine=plan.combine, half_life_days=half_life)
+            fit_rows[v] = checkpoint(negative_sample(weighted, rate=plan.negative_rate, seed=plan.seed))
+            held.append(fit_rows[v])
         parts = dict(zip(tasks, _in_parallel(validate, tasks, plan.parallelism), strict=True))
     finally:
-        release(held_out, *fit_rows.values())
+        release(*held)
     depths: dict[str, int] = {}
     thresholds: dict[str, float] = {}
     best_rows: dict[str, pd.DataFrame] = {}

@@ -5,7 +5,8 @@ with the paired bootstrap of :mod:`sampleimp_spark.evaluation.bootstrap` (one Po
 per user, shared by every candidate): ALS by per-user NDCG@k at each variant's tuned point, the
 GBT by the average precision of its validation predictions. A weighting is shipped only when its
 ALS Δ interval lies above 0 and its GBT Δ interval does not lie below 0; among several, the one
-with the highest ALS NDCG. Otherwise ``unweighted``: ``weight`` 1. Pure pandas and numpy, on the
+with the highest ALS NDCG. A variant the shipped window cannot have (``unavailable``) is evaluated
+and recorded, never chosen. Otherwise ``unweighted``: ``weight`` 1. Pure pandas and numpy, on the
 driver (bounded by the validation's sampled users).
 """
 
@@ -123,7 +124,8 @@ def select_weighting(
         )
     else:
         chosen = ref
-        reason = "no weighting beat unweighted on validation beyond its paired interval: weight 1"
+        shippable = "shippable weighting" if barred else "weighting"
+        reason = f"no {shippable} beat unweighted on validation beyond its paired interval: weight 1"
     if barred:
         why = "; ".join(f"{v}: {(unavailable or {})[v]}" for v in sorted(barred))
         reason += f" (beat unweighted but cannot ship: {why})"
