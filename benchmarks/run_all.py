@@ -145,7 +145,11 @@ def make_config(n: int, args: argparse.Namespace, lakehouse: Path, ui_port: int)
     ]
     # The pandas reference weights the latest window alone (no next window to target): its density
     # ratio targets the window's last day, without the shard marginal; every run times that setting.
-    sets += ["weights.dr_target=recent", "weights.density_ratio.shard_smoothing=null"]
+    sets += [
+        "weights.dr_target=recent",
+        "weights.density_ratio.shard_smoothing=null",
+        "weights.class_balance.scope=shard",  # the reference's per-shard "balanced"
+    ]
     if not args.train_full:
         # The experiment's cost is linear in variants × seeds × grid sizes: measure one of each.
         sets += [

@@ -250,13 +250,14 @@ class ClassBalanceConfig(_Strict):
     Attributes:
         method: ``balanced``, ``sqrt``, ``effective_number`` or ``none`` (all weights 1).
         beta: ``β`` of the effective number, ``0 < β < 1``; ``1/(1-β)`` is where counts saturate.
-        scope: ``shard`` (per shard) or ``global`` (the overall ``_all`` frequencies for all shards).
+        scope: ``global`` (the overall ``_all`` frequencies for every shard, the default) or
+            ``shard`` (per shard: a shard's few positives get weights its own counts decide).
         label: which label's classes to balance: ``purchase`` (0/1) or ``intent``.
     """
 
     method: ClassBalanceMethod = "balanced"
     beta: float = Field(0.999, gt=0.0, lt=1.0)
-    scope: Literal["shard", "global"] = "shard"
+    scope: Literal["shard", "global"] = "global"
     label: Literal["purchase", "intent"] = "purchase"
 
 

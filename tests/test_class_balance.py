@@ -121,7 +121,7 @@ def test_with_class_weight_global_and_custom_columns(spark, freqs):
 
 
 def test_config_is_strict():
-    assert ClassBalanceConfig() == ClassBalanceConfig(method="balanced", beta=0.999, scope="shard", label="purchase")
+    assert ClassBalanceConfig() == ClassBalanceConfig(method="balanced", beta=0.999, scope="global", label="purchase")
     for bad in ({"beta": 0.0}, {"beta": 1.0}, {"method": "focal"}, {"scope": "item"}, {"label": "x"}, {"alpha": 1}):
         with pytest.raises(ValidationError):
             ClassBalanceConfig(**bad)
