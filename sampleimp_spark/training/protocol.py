@@ -607,11 +607,10 @@ def _tune_gbt(
 # --- one origin --------------------------------------------------------------------------------
 
 
-def _density_ratio(columns: Sequence[str]) -> Column:
-    """A sample's density ratio with its shard marginal, ``w_dr · w_shard`` (``w_shard`` 1 where
-    ``columns`` lack it)."""
-    w = F.col(S.W_DR).cast("double")
-    return w * F.coalesce(F.col(S.W_SHARD).cast("double"), F.lit(1.0)) if S.W_SHARD in columns else w
+def _density_ratio() -> Column:
+    """A sample's density ratio with its shard marginal, ``w_dr · w_shard`` (a null ``w_shard``,
+    on rows written before it existed, counts as 1)."""
+    return F.col(S.W_DR).cast("double") * F.coalesce(F.col(S.W_SHARD).cast("double"), F.lit(1.0))
 
 
 def _evaluate_origin(
@@ -713,7 +712,7 @@ def _evaluate_origin(
                 weight_col=None if variant == N.REFERENCE_VARIANT else S.WEIGHT,
             )
             scored = predict_proba(gbt, mine).select(
-                S.USER_ID, S.LABEL_PURCHASE, S.PROBABILITY, _density_ratio(mine.columns).alias(S.W_DR)
+                S.USER_ID, S.LABEL_PURCHASE, S.PROBABILITY, _density_ratio().alias(S.W_DR)
             )
             part = scored.toPandas()  # bounded: the sampled users' samples
             part["variant"], part["seed"], part["origin"] = variant, seed, origin
@@ -742,7 +741,7 @@ def _evaluate_origin(
         ranking = _ranking_rows(arms, segments, k=plan.k, ndcg_gain=plan.ndcg_gain)
         ranking["origin"] = origin
         user_w = (
-            mine.groupBy(S.USER_ID).agg(F.avg(_density_ratio(mine.columns)).alias(S.WEIGHT)).toPandas()
+            mine.groupBy(S.USER_ID).agg(F.avg(_density_ratio()).alias(S.WEIGHT)).toPandas()
         )  # bounded: one row per sampled user
         user_w["origin"] = origin
     finally:
