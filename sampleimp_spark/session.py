@@ -7,15 +7,19 @@
   adaptive execution, and the Delta JARs. Spark's own resolver (Ivy) fetches the JARs from Maven
   Central on first use into ``spark.jars_cache_dir`` and a manifest of the files is written there;
   later sessions put those files on ``spark.jars`` directly, with no resolver and no network.
+  Processes starting together on an empty cache resolve one at a time (a lock file in the cache).
 
 Either way, a few Spark loggers whose warnings are expected here are quieted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -34,6 +38,9 @@ BASE_CONF: dict[str, str] = {
     "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
+    # A local session's driver is its executor too: Spark's 1g default runs out of heap in the
+    # training stage's broadcasts on the real Taobao sample. A maximum, not a reservation.
+    "spark.driver.memory": "4g",
     # Delta: let a rerun replace only the rows its predicate names.
     "spark.databricks.delta.replaceWhere.dataColumns.enabled": "true",
     "spark.sql.extensions": DELTA_EXTENSION,
@@ -101,6 +108,20 @@ def _record_resolved_jars(spark: SparkSession, cfg: SparkConfig) -> None:
         log.info("cached %d Delta JARs; manifest %s", len(files), manifest)
 
 
+@contextlib.contextmanager
+def _resolving(cfg: SparkConfig) -> Iterator[None]:
+    """Hold the cache's lock: one process at a time resolves the JARs (parallel test workers, two
+    jobs started together); the others wait, then find the manifest it wrote."""
+    cache = Path(cfg.jars_cache_dir).expanduser()
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / "resolve.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _has_delta(spark: SparkSession) -> bool:
     jvm = spark.sparkContext._jvm
     assert jvm is not None
@@ -139,20 +160,24 @@ def get_session(cfg: SparkConfig | None = None) -> SparkSession:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.master(cfg.master).appName(cfg.app_name)
     conf = {**BASE_CONF, "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions), **cfg.conf}
-    jars = cached_delta_jars(cfg)
-    if jars is not None:
-        conf["spark.jars"] = ",".join([*jars, *filter(None, conf.get("spark.jars", "").split(","))])
-    else:
-        ivy = Path(cfg.jars_cache_dir).expanduser() / "ivy"
-        ivy.mkdir(parents=True, exist_ok=True)
-        log.info("resolving %s into %s (first run; later runs are offline)", cfg.delta_packages, ivy)
-        conf["spark.jars.packages"] = cfg.delta_packages
-        conf["spark.jars.ivy"] = str(ivy)
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with contextlib.ExitStack() as stack:
+        jars = cached_delta_jars(cfg)
+        if jars is None:
+            stack.enter_context(_resolving(cfg))
+            jars = cached_delta_jars(cfg)  # resolved meanwhile by the process we waited for?
+        if jars is not None:
+            conf["spark.jars"] = ",".join([*jars, *filter(None, conf.get("spark.jars", "").split(","))])
+        else:
+            ivy = Path(cfg.jars_cache_dir).expanduser() / "ivy"
+            ivy.mkdir(parents=True, exist_ok=True)
+            log.info("resolving %s into %s (first run; later runs are offline)", cfg.delta_packages, ivy)
+            conf["spark.jars.packages"] = cfg.delta_packages
+            conf["spark.jars.ivy"] = str(ivy)
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
+        if jars is None:
+            _record_resolved_jars(spark, cfg)
     spark.sparkContext.setLogLevel(cfg.log_level)
     _quiet(spark)
-    if jars is None:
-        _record_resolved_jars(spark, cfg)
     return spark
