@@ -25,13 +25,17 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.run-deps
 	$(BIN)/sampleimp run
 
+# Two pytest workers, one per core, each with its own SparkSession; a module stays on one worker
+# (its fixtures are built once). Small Spark jobs leave a core idle while the driver plans.
+PYTEST := $(BIN)/pytest -n 2 --dist loadfile
+
 ## test: install what the tests need, lint, type-check, run every test
 test: lint
-	$(BIN)/pytest
+	$(PYTEST)
 
 ## test-fast: the fast tier (no whole-pipeline or cluster runs)
 test-fast: lint
-	$(BIN)/pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .

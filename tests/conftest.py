@@ -20,6 +20,19 @@ os.environ.setdefault("SPARK_TESTING", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+#: The longest modules (whole pipelines, the cluster, the crash campaign): collected first, so that
+#: with two workers (``make test``) they start first and the short ones fill in around them.
+LONGEST = ("test_daily.py", "test_pipeline.py", "test_cluster.py", "test_campaigns.py", "test_weights_stage.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST.index(name) if name in LONGEST else len(LONGEST)
+
+    items.sort(key=rank)  # stable: each module's tests keep their order, and stay together
+
+
 @pytest.fixture(scope="session")
 def spark():
     from sampleimp_spark.config import SparkConfig

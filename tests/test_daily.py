@@ -94,6 +94,8 @@ def _taobao(lakehouse: str, paths: str) -> list[str]:
         "--set",
         "ingest.max_reject_rate=0.01",
         "--set",
+        f"run.runs_dir={Path(lakehouse).parent / 'runs'}",  # the run reports, beside the lakehouse
+        "--set",
         "train.enabled=false",  # days of features and weights, no experiment
         "--set",
         "features.incremental=true",  # dated runs from per-day partials; the whole-input oracle from events
