@@ -18,6 +18,11 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("SPARK_TESTING", "1")
 # MLflow's download progress bars are noise in a test log.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# A pytest-xdist worker's __main__ has neither __spec__ nor __file__; pyspark.sql.connect (imported
+# by mlflow.spark) takes that for a doctest run and calls sys.exit(0). Name the worker's main.
+_main = sys.modules["__main__"]
+if getattr(_main, "__spec__", None) is None and not hasattr(_main, "__file__"):
+    _main.__file__ = "<pytest-xdist worker>"
 
 
 #: The longest modules (whole pipelines, the cluster, the crash campaign): collected first, so that
