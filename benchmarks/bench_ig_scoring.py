@@ -32,6 +32,18 @@ from sampleimp_spark.features.behavior import feature_columns
 from sampleimp_spark.weighting import information_gain as IG
 
 
+def _whole_model(module, result):
+    """The scoring model of ``module`` in one piece (this checkout ships it in parts of whole
+    shards; older ones in one)."""
+    if not hasattr(module, "_scoring_models"):
+        return module._scoring_model(result)
+    parts = module._scoring_models(result)
+    return module.ScoringModel(
+        pd.Index([s for p in parts for s in p.shards]),
+        *(np.concatenate([getattr(p, f) for p in parts]) for f in ("edges", "terms", "g_mean")),
+    )
+
+
 def main() -> None:
     p = kept_lakehouse_parser(__doc__, reps=3, reps_help="timed passes over the rows (per revision)")
     p.add_argument("--rows", type=int, default=200_000, help="samples collected and scored")
@@ -50,7 +62,7 @@ def main() -> None:
     )
     # The model with_ig_weight builds and ships to the workers; information_gain has no public
     # function for it.
-    models = {name: module._scoring_model(result) for name, module in impls}
+    models = {name: _whole_model(module, result) for name, module in impls}
     fit_s = time.perf_counter() - t
     rows = samples.select(
         F.col(S.SHARD).cast("string"), result.fold().alias("fold"), *[F.col(f).cast("double") for f in features]

@@ -486,17 +486,30 @@ def test_samples_of_an_unfitted_shard_weigh_one(spark):
     assert (z["ig_score"], z["w_ig"]) == (0.0, 1.0)
 
 
-def test_scoring_keeps_the_samples_in_place_and_refuses_an_oversized_model(spark, monkeypatch):
+def test_scoring_keeps_the_samples_in_place_and_scores_a_large_model_in_parts(spark, monkeypatch):
     samples = spark.createDataFrame(_rows(), SAMPLES_SCHEMA)
     result = information_gain(samples, FEATURES, n_bins=4, smoothing=0.0)
+    keys = ["user_id", "item_id", "shard"]
+    unfitted = spark.createDataFrame([("Z", "u9", "z9", 1, 0.1, 0.2, 0.3)], SAMPLES_SCHEMA)
+    scored = samples.unionByName(unfitted)  # a sample of a shard the fit has not seen: w_ig 1
     try:
         # Scored where the samples are: no shuffle and no join back on the sample keys.
         plan = with_ig_weight(samples, result, lam=1.0)._jdf.queryExecution().executedPlan().toString()
         assert "Exchange" not in plan and "Join" not in plan and plan.count("ArrowEvalPython") == 1
-        # 4 shards x 3 features x (3 edges + 5 folds x 5 terms) = 336 values.
-        monkeypatch.setattr(information_gain_module, "MAX_MODEL_CELLS", 335)
-        with pytest.raises(ValueError, match="= 336 values"):
-            with_ig_weight(samples, result, lam=1.0)
+        expected = with_ig_weight(scored, result, lam=1.0).toPandas().sort_values(keys).reset_index(drop=True)
+        assert len(expected) == 334 and expected.loc[expected["shard"] == "Z", "w_ig"].tolist() == [1.0]
+        # 4 shards x 3 features x (3 edges + 5 folds x 5 terms) = 336 values, 84 per shard: above
+        # 335, parts of 3 shards and 1; above 168, of 2 and 2. Every sample once, scored as before.
+        for cap, n_parts in ((335, 2), (168, 2), (84, 4)):
+            monkeypatch.setattr(information_gain_module, "MAX_MODEL_CELLS", cap)
+            plan = with_ig_weight(samples, result, lam=1.0)._jdf.queryExecution().executedPlan().toString()
+            assert plan.count("ArrowEvalPython") == n_parts and "Exchange" not in plan, cap
+            got = with_ig_weight(scored, result, lam=1.0).toPandas().sort_values(keys).reset_index(drop=True)
+            pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
+        # One shard's model above the limit is refused.
+        monkeypatch.setattr(information_gain_module, "MAX_MODEL_CELLS", 83)
+        with pytest.raises(ValueError, match="= 84 values per shard"):
+            with_ig_weight(scored, result, lam=1.0)
     finally:
         result.unpersist()
 

@@ -730,22 +730,22 @@ class ScoringModel(NamedTuple):
     g_mean: np.ndarray
 
 
-def _scoring_model(result: IGResult) -> ScoringModel:
-    """The fitted model collected to the driver as a :class:`ScoringModel`.
+def _scoring_models(result: IGResult) -> list[ScoringModel]:
+    """The fitted model collected to the driver, as :class:`ScoringModel` parts of consecutive
+    shards, each at most :data:`MAX_MODEL_CELLS` values.
 
-    Its size is set by the shards, folds, features and bins, not by the samples; above
-    :data:`MAX_MODEL_CELLS` it is refused with a clear error rather than risk the driver.
+    Its size is set by the shards, folds, features and bins, not by the samples. A single shard
+    above the limit is refused with a clear error rather than risk the driver.
     """
     feats, n_bins, folds = result.features, result.n_bins, result.folds
     edges = result.edges_long.toPandas()
     shards = pd.Index(sorted(edges[_SHARD].dropna().unique()))
     per_feature = n_bins - 1 + folds * (n_bins + 1)  # edges, and the terms of every fold's fit
-    cells = len(shards) * len(feats) * per_feature
-    if cells > MAX_MODEL_CELLS:
+    per_shard = len(feats) * per_feature
+    if per_shard > MAX_MODEL_CELLS:
         raise ValueError(
-            f"the IG scoring model has {len(shards):,} shards x {len(feats)} features x {per_feature} edges and "
-            f"terms = {cells:,} values, above {MAX_MODEL_CELLS:,}: use fewer features, bins or folds, or pool more "
-            "shards (a larger features.min_shard_rows)"
+            f"the IG scoring model has {len(feats)} features x {per_feature} edges and terms = {per_shard:,} "
+            f"values per shard, above {MAX_MODEL_CELLS:,}: use fewer features, bins or folds"
         )
     edge_arr = np.full((len(shards), n_bins - 1, len(feats)), np.inf)
     for s, j, e in zip(shards.get_indexer(edges[_SHARD]), edges[_FIDX], edges[_EDGES], strict=True):
@@ -763,7 +763,12 @@ def _scoring_model(result: IGResult) -> ScoringModel:
     terms[s, k, j, bins[_BIN].to_numpy() + 1] = bins["contrib"].to_numpy()
     g_mean = np.zeros((len(shards), folds))
     g_mean[s, k] = bins["g_mean"].to_numpy()
-    return ScoringModel(shards, edge_arr, terms, g_mean)
+    step = MAX_MODEL_CELLS // per_shard
+    parts = range(0, max(len(shards), 1), step)
+    return [
+        ScoringModel(shards[i : i + step], edge_arr[i : i + step], terms[i : i + step], g_mean[i : i + step])
+        for i in parts
+    ]
 
 
 def pointwise_scores(
@@ -781,7 +786,7 @@ def pointwise_scores(
         shard: the samples' shards (as strings); a shard the model does not know scores 0.
         fold: the samples' folds (:func:`fold_of`); one outside the model's scores 0.
         values: the samples' feature values, ``rows × features`` in the fitted order (NaN for null).
-        model: the output of :func:`_scoring_model`.
+        model: a part of the output of :func:`_scoring_models`.
         lam: ``λ``.
     """
     shards, edge_arr, terms, g_mean = model.shards, model.edges, model.terms, model.g_mean
@@ -831,7 +836,7 @@ def with_ig_weight(
     on the *other* folds (cross-fitting: a sample's weight never reads its own label), summed in a
     scalar pandas UDF that sees one Arrow batch of the samples' shard, fold and feature values at a
     time, with the fitted edges and per-bin terms as small dense arrays
-    (:func:`_scoring_model`). The samples stay where they are: no stacking, no shuffle, no join
+    (:func:`_scoring_models`). The samples stay where they are: no stacking, no shuffle, no join
     back. On the samples the IG was computed on, the mean of ``w_ig`` over every fold of a shard
     is ``1 + λ`` (or 1 where ``g`` is 0 throughout). Samples of a shard the IG was not computed on
     get ``g = 0`` and ``w_ig = 1``; bins not seen by their fit score 0.
@@ -851,20 +856,30 @@ def with_ig_weight(
         ``samples`` with ``score_col`` and ``weight_col`` added.
 
     Raises:
-        ValueError: the features differ from the fitted ones, or the model is larger than
-            :data:`MAX_MODEL_CELLS`.
+        ValueError: the features differ from the fitted ones, or one shard's model is larger than
+            :data:`MAX_MODEL_CELLS` (a larger model is scored in parts of whole shards).
     """
     feats = result.features
     if features is not None and set(features) != set(feats):
         raise ValueError(f"features {list(features)} differ from the fitted ones {list(feats)}")
-    model = _scoring_model(result)
-
-    @F.pandas_udf(_SCORES_SCHEMA)  # type: ignore[call-overload]
-    def score(shard: pd.Series, fold: pd.Series, values: pd.DataFrame) -> pd.DataFrame:
-        return pointwise_scores(shard, fold.to_numpy(dtype=np.int64), values.to_numpy(dtype=float), model, lam)
-
+    models = _scoring_models(result)
     values = F.struct(*[_col(f).cast("double").alias(f"v{j}") for j, f in enumerate(feats)])
-    scored = samples.withColumn(_SCORES, score(_col(shard_col).cast("string"), result.fold(), values))
+    shard = _col(shard_col).cast("string")
+
+    def scored_by(model: ScoringModel, rows: DataFrame) -> DataFrame:
+        @F.pandas_udf(_SCORES_SCHEMA)  # type: ignore[call-overload]
+        def score(shard: pd.Series, fold: pd.Series, values: pd.DataFrame) -> pd.DataFrame:
+            return pointwise_scores(shard, fold.to_numpy(dtype=np.int64), values.to_numpy(dtype=float), model, lam)
+
+        return rows.withColumn(_SCORES, score(shard, result.fold(), values))
+
+    if len(models) == 1:
+        scored = scored_by(models[0], samples)
+    else:  # each part scores its shards' samples; samples of no fitted shard get no score (g = 0)
+        parts = [scored_by(m, samples.where(shard.isin(list(m.shards)))) for m in models]
+        fitted = [x for m in models for x in m.shards]
+        rest = samples.where(shard.isNull() | ~shard.isin(fitted)).withColumn(_SCORES, F.lit(None).cast(_SCORES_SCHEMA))
+        scored = functools.reduce(DataFrame.unionByName, [*parts, rest])
     # coalesce: the UDF's output is nullable to Spark, but never null.
     g, w = F.coalesce(F.col(f"{_SCORES}.g"), F.lit(0.0)), F.coalesce(F.col(f"{_SCORES}.w"), F.lit(1.0))
     return scored.withColumns({score_col: g, weight_col: w}).drop(_SCORES)
