@@ -26,8 +26,9 @@ demo: $(VENV)/.run-deps
 	$(BIN)/sampleimp run
 
 # Two pytest workers, one per core, each with its own SparkSession; a module stays on one worker
-# (its fixtures are built once). Small Spark jobs leave a core idle while the driver plans.
-PYTEST := $(BIN)/pytest -n 2 --dist loadfile
+# (its fixtures are built once), in the order conftest.py sorts them (the longest first). Small
+# Spark jobs leave a core idle while the driver plans.
+PYTEST := $(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 ## test: install what the tests need, lint, type-check, run every test
 test: lint

@@ -506,9 +506,13 @@ def test_scoring_keeps_the_samples_in_place_and_scores_a_large_model_in_parts(sp
             assert plan.count("ArrowEvalPython") == n_parts and "Exchange" not in plan, cap
             got = with_ig_weight(scored, result, lam=1.0).toPandas().sort_values(keys).reset_index(drop=True)
             pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
-        # One shard's model above the limit is refused.
+        # More parts than the driver may hold, or one shard's model above a part, is refused.
+        monkeypatch.setattr(information_gain_module, "MAX_MODEL_PARTS", 3)
+        with pytest.raises(ValueError, match=r"= 336 values \(84 per shard\), above 3 parts of 84"):
+            with_ig_weight(scored, result, lam=1.0)
+        monkeypatch.setattr(information_gain_module, "MAX_MODEL_PARTS", 4)
         monkeypatch.setattr(information_gain_module, "MAX_MODEL_CELLS", 83)
-        with pytest.raises(ValueError, match="= 84 values per shard"):
+        with pytest.raises(ValueError, match=r"\(84 per shard\), above 4 parts of 83"):
             with_ig_weight(scored, result, lam=1.0)
     finally:
         result.unpersist()

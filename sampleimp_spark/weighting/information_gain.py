@@ -90,10 +90,12 @@ _SCORES = "__ig_scores"
 _SCORES_SCHEMA = T.StructType([T.StructField("g", T.DoubleType()), T.StructField("w", T.DoubleType())])
 #: Samples :func:`pointwise_scores` bins at once (a few MiB of temporaries at 138 features).
 _SCORE_ROWS = 2048
-#: Largest scoring model :func:`with_ig_weight` collects and ships to the Python workers, in
-#: doubles: edges and per-bin terms, ``shards × features × 2 n_bins``. 2²⁵ (256 MiB) holds e.g.
-#: 12,000 shards of 138 features in 10 bins.
+#: Largest part of the scoring model :func:`with_ig_weight` collects and ships to a Python worker,
+#: in doubles: edges and every fold's per-bin terms, ``shards × features × (n_bins - 1 + folds ×
+#: (n_bins + 1))``. 2²⁵ (256 MiB) holds e.g. 3,800 shards of 138 features in 10 bins and 5 folds.
 MAX_MODEL_CELLS = 2**25
+#: Parts of that size the driver holds at most (1 GiB of doubles).
+MAX_MODEL_PARTS = 4
 
 
 @dataclass(frozen=True)
@@ -732,43 +734,44 @@ class ScoringModel(NamedTuple):
 
 def _scoring_models(result: IGResult) -> list[ScoringModel]:
     """The fitted model collected to the driver, as :class:`ScoringModel` parts of consecutive
-    shards, each at most :data:`MAX_MODEL_CELLS` values.
+    shards, each at most :data:`MAX_MODEL_CELLS` values and collected on its own.
 
     Its size is set by the shards, folds, features and bins, not by the samples. A single shard
-    above the limit is refused with a clear error rather than risk the driver.
+    above the part limit, or a whole model above :data:`MAX_MODEL_PARTS` parts, is refused with a
+    clear error rather than risk the driver.
     """
     feats, n_bins, folds = result.features, result.n_bins, result.folds
-    edges = result.edges_long.toPandas()
+    edges = result.edges_long.toPandas()  # shards x features rows
     shards = pd.Index(sorted(edges[_SHARD].dropna().unique()))
     per_feature = n_bins - 1 + folds * (n_bins + 1)  # edges, and the terms of every fold's fit
     per_shard = len(feats) * per_feature
-    if per_shard > MAX_MODEL_CELLS:
-        raise ValueError(
-            f"the IG scoring model has {len(feats)} features x {per_feature} edges and terms = {per_shard:,} "
-            f"values per shard, above {MAX_MODEL_CELLS:,}: use fewer features, bins or folds"
-        )
-    edge_arr = np.full((len(shards), n_bins - 1, len(feats)), np.inf)
-    for s, j, e in zip(shards.get_indexer(edges[_SHARD]), edges[_FIDX], edges[_EDGES], strict=True):
-        if s >= 0:
-            edge_arr[s, : len(e), j] = e
-    shard = _col(result.shard_col).cast("string").alias(_SHARD)
-    bins = (
-        result.bin_scores.where(F.col(_FOLD) >= 0).select(shard, _FOLD, _FEATURE, _BIN, "contrib", "g_mean").toPandas()
-    )
-    bins = bins[shards.get_indexer(bins[_SHARD]) >= 0]  # a null shard has no edges: it scores 0
-    s = shards.get_indexer(bins[_SHARD])
-    k = bins[_FOLD].to_numpy()
-    j = pd.Index(feats).get_indexer(bins[_FEATURE])
-    terms = np.zeros((len(shards), folds, len(feats), n_bins + 1))
-    terms[s, k, j, bins[_BIN].to_numpy() + 1] = bins["contrib"].to_numpy()
-    g_mean = np.zeros((len(shards), folds))
-    g_mean[s, k] = bins["g_mean"].to_numpy()
     step = MAX_MODEL_CELLS // per_shard
-    parts = range(0, max(len(shards), 1), step)
-    return [
-        ScoringModel(shards[i : i + step], edge_arr[i : i + step], terms[i : i + step], g_mean[i : i + step])
-        for i in parts
-    ]
+    if step == 0 or len(shards) > step * MAX_MODEL_PARTS:
+        raise ValueError(
+            f"the IG scoring model has {len(shards):,} shards x {len(feats)} features x {per_feature} edges and "
+            f"terms = {len(shards) * per_shard:,} values ({per_shard:,} per shard), above {MAX_MODEL_PARTS} parts "
+            f"of {MAX_MODEL_CELLS:,}: use fewer features, bins or folds, or pool more shards (a larger "
+            "features.min_shard_rows)"
+        )
+    shard = _col(result.shard_col).cast("string").alias(_SHARD)
+    scores = result.bin_scores.where(F.col(_FOLD) >= 0).select(shard, _FOLD, _FEATURE, _BIN, "contrib", "g_mean")
+    models = []
+    for i in range(0, max(len(shards), 1), step):
+        part = shards[i : i + step]
+        edge_arr = np.full((len(part), n_bins - 1, len(feats)), np.inf)
+        mine = edges[part.get_indexer(edges[_SHARD]) >= 0]
+        for r, j, e in zip(part.get_indexer(mine[_SHARD]), mine[_FIDX], mine[_EDGES], strict=True):
+            edge_arr[r, : len(e), j] = e
+        bins = scores.where(F.col(_SHARD).isin(list(part))).toPandas()  # one part's rows at a time
+        p = part.get_indexer(bins[_SHARD])
+        k = bins[_FOLD].to_numpy()
+        j = pd.Index(feats).get_indexer(pd.Index(bins[_FEATURE]))
+        terms = np.zeros((len(part), folds, len(feats), n_bins + 1))
+        terms[p, k, j, bins[_BIN].to_numpy() + 1] = bins["contrib"].to_numpy()
+        g_mean = np.zeros((len(part), folds))
+        g_mean[p, k] = bins["g_mean"].to_numpy()
+        models.append(ScoringModel(part, edge_arr, terms, g_mean))
+    return models
 
 
 def pointwise_scores(
