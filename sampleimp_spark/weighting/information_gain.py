@@ -859,8 +859,9 @@ def with_ig_weight(
         ``samples`` with ``score_col`` and ``weight_col`` added.
 
     Raises:
-        ValueError: the features differ from the fitted ones, or one shard's model is larger than
-            :data:`MAX_MODEL_CELLS` (a larger model is scored in parts of whole shards).
+        ValueError: the features differ from the fitted ones, one shard's model is larger than
+            :data:`MAX_MODEL_CELLS`, or the model needs more than :data:`MAX_MODEL_PARTS` parts of
+            that size (a model above one part is scored in parts of whole shards).
     """
     feats = result.features
     if features is not None and set(features) != set(feats):
