@@ -115,7 +115,11 @@ def _resolving(cfg: SparkConfig) -> Iterator[None]:
     cache = Path(cfg.jars_cache_dir).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / "resolve.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # say why a start seems to hang through another's download
+            log.info("waiting for another process resolving the Delta JARs into %s", cache)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
