@@ -345,10 +345,10 @@ def set_properties(spark: SparkSession, lakehouse: str | Path, name: str, ctx: R
 
 
 def table_properties(spark: SparkSession, lakehouse: str | Path, name: str) -> dict[str, str]:
-    from delta.tables import DeltaTable
-
-    detail = one_row(DeltaTable.forPath(spark, table_path(lakehouse, name)).detail())
-    return dict(detail["properties"] or {})
+    """The table's properties (with Delta's protocol versions). Read from the snapshot's metadata:
+    ``DESCRIBE DETAIL`` also sizes every file, 3-7 s per table on a fresh snapshot."""
+    rows = spark.sql(f"SHOW TBLPROPERTIES delta.{sql_identifier(table_path(lakehouse, name))}").collect()
+    return {str(r["key"]): str(r["value"]) for r in rows}  # one row per property
 
 
 def last_commit_metrics(

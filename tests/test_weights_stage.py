@@ -103,6 +103,7 @@ def weighted(inputs):
     return result, pdf
 
 
+@pytest.mark.slow  # the weights computation on a few thousand rows
 def test_weights_are_finite_nonnegative_and_average_the_shard_marginal(weighted):
     _, pdf = weighted
     for col in (S.W_CLASS, S.W_DR, S.W_SHARD, S.W_IG, S.W_TIME, S.W_RESAMPLE, S.WEIGHT):
@@ -124,6 +125,7 @@ def test_weights_are_finite_nonnegative_and_average_the_shard_marginal(weighted)
     assert len(pdf) == 3000 + 30 + 30 + 1 + 60 + 2  # resampling is off: no row lost
 
 
+@pytest.mark.slow  # the weights computation on a few thousand rows
 def test_awkward_shards_fall_back_with_reasons(weighted, inputs):
     result, pdf = weighted
     frame = diagnostics_of(
@@ -177,12 +179,14 @@ def test_awkward_shards_fall_back_with_reasons(weighted, inputs):
     assert params["n_fit"] <= CFG.density_ratio.max_fit_rows < params["n_source"]
 
 
+@pytest.mark.slow  # the weights computation on a few thousand rows
 def test_density_ratio_upweights_target_like_rows(weighted):
     _, pdf = weighted
     big = pdf[pdf[S.SHARD] == "big"]
     assert big.loc[big[S.IS_TARGET], S.W_DR].mean() > 1.2 * big.loc[~big[S.IS_TARGET], S.W_DR].mean()
 
 
+@pytest.mark.slow  # the weights computation on a few thousand rows
 def test_class_weight_favours_the_rare_class(weighted, inputs):
     samples, _ = inputs
     _, pdf = weighted
@@ -214,6 +218,7 @@ def test_target_days_must_fit_the_window(inputs):
         _weigh(samples, freqs, cfg=CFG.model_copy(update={"features": ["nope"]}))
 
 
+@pytest.mark.slow  # the weights computation on a few thousand rows
 def test_importance_lists_features_per_shard(weighted):
     result, _ = weighted
     imp = result.importance.where(F.col(S.SHARD) == "big").toPandas()
@@ -221,6 +226,7 @@ def test_importance_lists_features_per_shard(weighted):
     assert imp.sort_values("rank").iloc[0]["feature"] == "pair_n_events"  # built to carry the label
 
 
+@pytest.mark.slow  # the weights computation on a few thousand rows
 def test_unpersist_releases_everything_the_computation_stored(spark, inputs):
     samples, freqs = inputs
     before = stored_rdds(spark)
@@ -238,6 +244,7 @@ def test_unpersist_releases_everything_the_computation_stored(spark, inputs):
     assert stored_rdds(spark).keys() - before.keys() == set()
 
 
+@pytest.mark.slow  # the weights computation on a few thousand rows
 def test_a_weights_run_alone_weights_the_windows_the_experiment_needs(spark, tmp_path):
     """Defect: ``sampleimp weights`` alone weighted only the latest window, so a scheduler running
     features, weights and train as separate tasks always failed at train ("lacks window(s)")."""
@@ -310,6 +317,7 @@ def _next_window_weights(spark, later: list[tuple]):
     return pdf, diag.set_index([S.WINDOW_ID, S.SHARD])
 
 
+@pytest.mark.slow  # the weights computation on a few thousand rows
 def test_next_window_density_ratio_weights_toward_the_next_windows_samples(spark):
     # W1 draws its shards on its own: "csmall" is pooled there, with a category W0 does not have
     # (which has no shard in W0: it is no target of W0's).
