@@ -344,11 +344,25 @@ def set_properties(spark: SparkSession, lakehouse: str | Path, name: str, ctx: R
     _commit_with_retries(lambda: spark.sql(sql), name)
 
 
+#: What ``SHOW TBLPROPERTIES`` shows for a value Spark's redaction patterns match (``url``, ``token``,
+#: ``secret``, ...).
+_REDACTED = "*********(redacted)"
+
+
 def table_properties(spark: SparkSession, lakehouse: str | Path, name: str) -> dict[str, str]:
-    """The table's properties (with Delta's protocol versions). Read from the snapshot's metadata:
-    ``DESCRIBE DETAIL`` also sizes every file, 3-7 s per table on a fresh snapshot."""
-    rows = spark.sql(f"SHOW TBLPROPERTIES delta.{sql_identifier(table_path(lakehouse, name))}").collect()
-    return {str(r["key"]): str(r["value"]) for r in rows}  # one row per property
+    """The table's properties (with Delta's protocol versions), verbatim.
+
+    Read with ``SHOW TBLPROPERTIES`` (the snapshot's metadata); ``DESCRIBE DETAIL`` also sizes every
+    file, 3-7 s per table on a fresh snapshot, so it is the fallback only when Spark redacted a value.
+    """
+    path = table_path(lakehouse, name)
+    rows = spark.sql(f"SHOW TBLPROPERTIES delta.{sql_identifier(path)}").collect()  # one row per property
+    props = {str(r["key"]): str(r["value"]) for r in rows}
+    if _REDACTED in props.values():
+        from delta.tables import DeltaTable
+
+        props = dict(one_row(DeltaTable.forPath(spark, path).detail())["properties"] or {})
+    return props
 
 
 def last_commit_metrics(

@@ -62,6 +62,24 @@ def test_property_values_and_paths_round_trip_verbatim(spark, tmp_path):
     assert lake.read_table(spark, lakehouse, S.BRONZE_REJECTS).count() == 1
 
 
+def test_properties_spark_would_redact_are_read_verbatim(spark, tmp_path):
+    """Spark's SHOW TBLPROPERTIES redacts values whose key or value matches its redaction patterns
+    ("url", "token", ...): read that way, such a value never equals what the run set, and every
+    write added a properties commit."""
+    lakehouse = tmp_path / "lakehouse"
+    df = spark.createDataFrame([("s", "f", "raw", "malformed", None, "r")], S.REJECT_SCHEMA)
+    note = '{"features": ["n_tokens"], "source_url": "s3://bucket/x"}'
+    ctx = lake.RunContext(run_id="tokenizer-v2", config_hash="h", stage="t", extra_properties={"sampleimp.note": note})
+    where = lake.rows_where(source="s")
+    lake.write_table(df, lakehouse, S.BRONZE_REJECTS, ctx=ctx, replace_where=where)
+    props = lake.table_properties(spark, lakehouse, S.BRONZE_REJECTS)
+    assert props["sampleimp.note"] == note and props["sampleimp.run_id"] == "tokenizer-v2"
+    version = DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).version()
+    lake.write_table(df, lakehouse, S.BRONZE_REJECTS, ctx=ctx.with_inputs("again"), replace_where=where)
+    # The data commit only: the properties already matched.
+    assert DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).version() == version + 1
+
+
 def test_sql_helpers_escape_quotes_backslashes_and_backticks():
     assert lake.sql_string("it's a \\ test") == "'it\\'s a \\\\ test'"
     assert lake.sql_identifier("a`b") == "`a``b`"
