@@ -33,11 +33,15 @@ from sampleimp_spark.weighting import information_gain as IG
 
 
 def _whole_model(module, result):
-    """The scoring model of ``module`` in one piece (this checkout ships it in parts of whole
-    shards; older ones in one)."""
-    if not hasattr(module, "_scoring_models"):
+    """The scoring model of ``module`` in one piece: this checkout's public ``scoring_models``
+    (parts of whole shards) concatenated. A revision from before it was public has only its
+    private builder, which ``--compare-to`` must call to score with that revision."""
+    if hasattr(module, "scoring_models"):
+        parts = module.scoring_models(result)
+    elif hasattr(module, "_scoring_models"):
+        parts = module._scoring_models(result)
+    else:
         return module._scoring_model(result)
-    parts = module._scoring_models(result)
     return module.ScoringModel(
         pd.Index([s for p in parts for s in p.shards]),
         *(np.concatenate([getattr(p, f) for p in parts]) for f in ("edges", "terms", "g_mean")),
@@ -60,8 +64,7 @@ def main() -> None:
     result = IG.information_gain(
         samples, features, n_bins=cfg.n_bins, smoothing=cfg.smoothing, miller_madow=cfg.miller_madow
     )
-    # The model with_ig_weight builds and ships to the workers; information_gain has no public
-    # function for it.
+    # The model with_ig_weight builds and ships to the workers.
     models = {name: _whole_model(module, result) for name, module in impls}
     fit_s = time.perf_counter() - t
     rows = samples.select(

@@ -733,10 +733,11 @@ class ScoringModel(NamedTuple):
     g_mean: np.ndarray
 
 
-def _scoring_models(result: IGResult) -> list[ScoringModel]:
+def scoring_models(result: IGResult) -> list[ScoringModel]:
     """The fitted model collected to the driver, as :class:`ScoringModel` parts of consecutive
     shards, each at most :data:`MAX_MODEL_CELLS` values and collected on its own.
 
+    This is what :func:`with_ig_weight` ships to the workers; it runs two small collects per part.
     Its size is set by the shards, folds, features and bins, not by the samples. A single shard
     above the part limit, or a whole model above :data:`MAX_MODEL_PARTS` parts, is refused with a
     clear error rather than risk the driver.
@@ -806,7 +807,7 @@ def pointwise_scores(
         shard: the samples' shards (as strings); a shard the model does not know scores 0.
         fold: the samples' folds (:func:`fold_of`); one outside the model's scores 0.
         values: the samples' feature values, ``rows × features`` in the fitted order (NaN for null).
-        model: a part of the output of :func:`_scoring_models`.
+        model: a part of the output of :func:`scoring_models`.
         lam: ``λ``.
     """
     shards, edge_arr, terms, g_mean = model.shards, model.edges, model.terms, model.g_mean
@@ -856,7 +857,7 @@ def with_ig_weight(
     on the *other* folds (cross-fitting: a sample's weight never reads its own label), summed in a
     scalar pandas UDF that sees one Arrow batch of the samples' shard, fold and feature values at a
     time, with the fitted edges and per-bin terms as small dense arrays
-    (:func:`_scoring_models`). The samples stay where they are: no stacking, no shuffle, no join
+    (:func:`scoring_models`). The samples stay where they are: no stacking, no shuffle, no join
     back. On the samples the IG was computed on, the mean of ``w_ig`` over every fold of a shard
     is ``1 + λ`` (or 1 where ``g`` is 0 throughout). Samples of a shard the IG was not computed on
     get ``g = 0`` and ``w_ig = 1``; bins not seen by their fit score 0.
@@ -883,7 +884,7 @@ def with_ig_weight(
     feats = result.features
     if features is not None and set(features) != set(feats):
         raise ValueError(f"features {list(features)} differ from the fitted ones {list(feats)}")
-    models = _scoring_models(result)
+    models = scoring_models(result)
     values = F.struct(*[_col(f).cast("double").alias(f"v{j}") for j, f in enumerate(feats)])
     shard = _col(shard_col).cast("string")
 
