@@ -758,9 +758,8 @@ def scoring_models(result: IGResult) -> list[ScoringModel]:
     shard = _col(result.shard_col).cast("string").alias(_SHARD)
     fitted = result.bin_scores.where(F.col(_FOLD) >= 0).select(shard, _FOLD, _FEATURE, _BIN, "contrib", "g_mean")
     # One row per (shard, fold, feature) with a nonzero term, its terms as one dense array (index
-    # bin + 1): about n_bins times fewer rows than the per-bin table, and no row at all for a
-    # feature the null test zeroed. Collected per-bin, 5 folds of 4,775 shards ran past
-    # spark.driver.maxResultSize at 10M events.
+    # bin + 1): about n_bins times fewer rows than the per-bin table (whose collect outgrows
+    # spark.driver.maxResultSize first), and no row at all for a feature the null test zeroed.
     by_bin = F.map_from_entries(F.collect_list(F.struct((F.col(_BIN) + 1).alias("k"), F.col("contrib").alias("v"))))
     dense = F.transform(
         F.sequence(F.lit(0), F.lit(n_bins)), lambda i: F.coalesce(F.try_element_at(_TERMS, i), F.lit(0.0))
