@@ -903,6 +903,24 @@ def _protocols(result: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _targets_table(found: list[dict[str, Any]]) -> list[str]:
+    """One row per target, one column per size it was measured at: ``value (met|missed)``."""
+    measured = [t for t in found if t["value"] is not None]
+    nominal = {t["size"]: int(float(f"{t['size']:.2g}")) for t in measured}  # 10,001,363 -> 10M
+    sizes = sorted(set(nominal.values()))
+    rows: dict[tuple[str, str], dict[int, str]] = {}
+    for t in measured:
+        name = f"{t['target']} ({t['note']})" if t["note"] else t["target"]
+        cell = f"{t['value']:,.3f} ({'met' if t['met'] else '**missed**'})"
+        rows.setdefault((name, _fmt(t["limit"], 2)), {})[nominal[t["size"]]] = cell
+    head = "| target | limit | " + " | ".join(f"{n / 1e6:g}M events" for n in sizes) + " |"
+    lines = ["", "**Targets** (value (met or missed); – not measured at that size)", "", head]
+    lines.append("|---|---:|" + "---:|" * len(sizes))
+    for (name, limit), cells in rows.items():
+        lines.append(f"| {name} | {limit} | " + " | ".join(cells.get(n, "–") for n in sizes) + " |")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The README's results section from a results JSON."""
     m = result["machine"]
@@ -924,7 +942,6 @@ def markdown(result: dict[str, Any]) -> str:
     for _n, s in sorted(result["sizes"].items(), key=lambda kv: int(kv[0])):
         rows = [(k, v) for k, v in s["stages"].items()]
         rows += [(f"IG {k}", v) for k, v in s.get("ig", {}).items()]
-        rows += [(f"weights part: {k}", v) for k, v in s.get("weights_parts", {}).items()]
         for stage, v in rows:
             runs = ", ".join(f"{x:.1f}" for x in v.get("seconds_all", []))
             lines.append(
@@ -992,12 +1009,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {_fmt(s['events'])} | {label} | {_fmt(_secs(mine))} | {ref} | {_fmt(_secs(theirs))} "
                 f"| {_fmt(s['ratios'].get(ratio), 2)} | {_fmt(theirs.get('driver_python_peak_rss_mib'), 0)} | {eq_s} |"
             )
-    lines += ["", "**Targets**", "", "| target | events | value | limit | met | note |", "|---|---:|---:|---:|---|---|"]
-    for t in result.get("targets", []):
-        lines.append(
-            f"| {t['target']} | {_fmt(t['size'])} | {_fmt(t['value'], 3)} | {_fmt(t['limit'], 2)} "
-            f"| {_fmt(t['met'])} | {t['note']} |"
-        )
+    lines += _targets_table(result.get("targets", []))
     sk = result.get("skew")
     if sk:
         where = result.get("skew_machine")
