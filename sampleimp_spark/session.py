@@ -4,9 +4,10 @@
   the active session as is: the cluster's settings win. Delta must then come from the submit line
   (``--packages`` or ``--jars``); :func:`get_session` checks that and says how to fix it.
 * Otherwise it builds a local session with the Delta SQL extension and catalog, Arrow on, UTC,
-  adaptive execution, and the Delta JARs. Spark's own resolver (Ivy) fetches the JARs from Maven
-  Central on first use into ``spark.jars_cache_dir`` and a manifest of the files is written there;
-  later sessions put those files on ``spark.jars`` directly, with no resolver and no network.
+  adaptive execution, one Delta snapshot partition per core, and the Delta JARs. Spark's own
+  resolver (Ivy) fetches the JARs from Maven Central on first use into ``spark.jars_cache_dir``
+  and a manifest of the files is written there; later sessions put those files on
+  ``spark.jars`` directly, with no resolver and no network.
   Processes starting together on an empty cache resolve one at a time (a lock file in the cache).
 
 Either way, a few Spark loggers whose warnings are expected here are quieted.
@@ -18,6 +19,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +67,25 @@ QUIET_LOGGERS: dict[str, str] = {
     # Wide plans (one column per feature) are abbreviated in logs; the note about it is noise.
     "org.apache.spark.util.SparkStringUtils": "ERROR",
 }
+
+
+def local_cores(master: str) -> int | None:
+    """The cores of a ``local``, ``local[N]``, ``local[*]`` or ``local[N,F]`` master; None for
+    any other master (a cluster's)."""
+    m = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master.strip())
+    if m is None:
+        return None
+    if m.group(1) in (None, "*"):
+        return 1 if m.group(1) is None else len(os.sched_getaffinity(0))
+    return max(1, int(m.group(1)))
+
+
+def local_conf(master: str) -> dict[str, str]:
+    """Defaults for a local master: Delta reconstructs a table's state and filters its files for
+    every query in ``snapshotPartitions`` tasks (50 by default, sized for a cluster's logs); on
+    one machine, one per core (0.66 s -> 0.25 s per filtered query of a small table, 2 cores)."""
+    cores = local_cores(master)
+    return {} if cores is None else {"spark.databricks.delta.snapshotPartitions": str(cores)}
 
 
 def _quiet(spark: SparkSession) -> None:
@@ -163,7 +184,12 @@ def get_session(cfg: SparkConfig | None = None) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.master(cfg.master).appName(cfg.app_name)
-    conf = {**BASE_CONF, "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions), **cfg.conf}
+    conf = {
+        **BASE_CONF,
+        "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
+        **local_conf(cfg.master),
+        **cfg.conf,
+    }
     with contextlib.ExitStack() as stack:
         jars = cached_delta_jars(cfg)
         if jars is None:

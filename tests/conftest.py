@@ -53,7 +53,6 @@ def spark():
             "spark.sql.adaptive.coalescePartitions.initialPartitionNum": "2",
             "spark.default.parallelism": "2",
             "spark.driver.memory": "4g",
-            "spark.databricks.delta.snapshotPartitions": "2",
             "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
             # Test data is tiny: generating and compiling code for every (wide) projection costs
             # more than interpreting it (the cluster test interprets too). Production keeps Spark's

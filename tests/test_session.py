@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from sampleimp_spark.config import SparkConfig
-from sampleimp_spark.session import cached_delta_jars
+from sampleimp_spark.session import cached_delta_jars, local_conf, local_cores
 
 # A JVM whose every HTTP(S) connection goes to a closed local port: no network at all.
 NO_NETWORK = "-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort=9 -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=9"
@@ -31,6 +31,16 @@ def test_session_is_utc_with_delta_and_arrow(spark):
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
     assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
     assert "DeltaSparkSessionExtension" in spark.conf.get("spark.sql.extensions")
+
+
+def test_a_local_session_reconstructs_delta_state_in_one_partition_per_core(spark):
+    # The suite's session is local[2] and does not set it: the builder's default.
+    assert spark.conf.get("spark.databricks.delta.snapshotPartitions") == "2"
+    assert local_cores("local") == 1 and local_cores("local[3]") == 3 and local_cores("local[4,2]") == 4
+    assert local_cores("local[*]") == len(os.sched_getaffinity(0))
+    # A cluster's master keeps Delta's default (sized for a cluster's logs).
+    assert local_cores("spark://127.0.0.1:7077") is None and local_conf("yarn") == {}
+    assert local_cores("local-cluster[2,1,1024]") is None
 
 
 def _run_offline(jars_cache_dir: str, table: str) -> subprocess.CompletedProcess:
