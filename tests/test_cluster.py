@@ -176,6 +176,10 @@ def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
         "spark.sql.codegen.wholeStage=false",
         "--conf",
         "spark.sql.codegen.factoryMode=NO_CODEGEN",
+        # Delta reconstructs a table's state and filters its files for every query in 50 tasks by
+        # default (sized for a cluster's logs); this lakehouse's logs are a few files each.
+        "--conf",
+        "spark.databricks.delta.snapshotPartitions=2",
         "--conf",
         f"spark.pyspark.python={sys.executable}",
         str(ROOT / "jobs" / "pipeline.py"),
