@@ -903,21 +903,27 @@ def _protocols(result: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _targets_table(found: list[dict[str, Any]]) -> list[str]:
-    """One row per target, one column per size it was measured at: ``value (met|missed)``."""
+def _targets_table(found: list[dict[str, Any]], sizes: list[int]) -> list[str]:
+    """One row per target, one column per measured size: ``value (met|missed)``. A target
+    measured at another size (the skew benchmark's 10,001,363 events) goes in the column of a size
+    within 5 % of it, else in a column of its own."""
     measured = [t for t in found if t["value"] is not None]
-    nominal = {t["size"]: int(float(f"{t['size']:.2g}")) for t in measured}  # 10,001,363 -> 10M
-    sizes = sorted(set(nominal.values()))
+
+    def column(n: int) -> int:
+        near = [m for m in sizes if abs(m - n) <= 0.05 * m]
+        return min(near, key=lambda m: abs(m - n)) if near else n
+
+    columns = sorted({*sizes, *(column(t["size"]) for t in measured)})
     rows: dict[tuple[str, str], dict[int, str]] = {}
     for t in measured:
         name = f"{t['target']} ({t['note']})" if t["note"] else t["target"]
         cell = f"{t['value']:,.3f} ({'met' if t['met'] else '**missed**'})"
-        rows.setdefault((name, _fmt(t["limit"], 2)), {})[nominal[t["size"]]] = cell
-    head = "| target | limit | " + " | ".join(f"{n / 1e6:g}M events" for n in sizes) + " |"
+        rows.setdefault((name, _fmt(t["limit"], 2)), {})[column(t["size"])] = cell
+    head = "| target | limit | " + " | ".join(f"{n:,} events" for n in columns) + " |"
     lines = ["", "**Targets** (value (met or missed); – not measured at that size)", "", head]
-    lines.append("|---|---:|" + "---:|" * len(sizes))
+    lines.append("|---|---:|" + "---:|" * len(columns))
     for (name, limit), cells in rows.items():
-        lines.append(f"| {name} | {limit} | " + " | ".join(cells.get(n, "–") for n in sizes) + " |")
+        lines.append(f"| {name} | {limit} | " + " | ".join(cells.get(n, "–") for n in columns) + " |")
     return lines
 
 
@@ -1009,7 +1015,7 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {_fmt(s['events'])} | {label} | {_fmt(_secs(mine))} | {ref} | {_fmt(_secs(theirs))} "
                 f"| {_fmt(s['ratios'].get(ratio), 2)} | {_fmt(theirs.get('driver_python_peak_rss_mib'), 0)} | {eq_s} |"
             )
-    lines += _targets_table(result.get("targets", []))
+    lines += _targets_table(result.get("targets", []), sorted(int(n) for n in result["sizes"]))
     sk = result.get("skew")
     if sk:
         where = result.get("skew_machine")
@@ -1057,7 +1063,7 @@ def merged(results: list[dict[str, Any]]) -> dict[str, Any]:
             # protocol notes name the later file and how it ran.
             mine = dict(out["sizes"][n])
             mine["protocol"] = _protocol(mine, results[0]["args"])
-            parts = [*size.get("stages", {}), *(k for k in ("ig", "weights_parts") if size.get(k))]
+            parts = [*size.get("stages", {}), *(k for k in ("ig",) if size.get(k))]
             if parts:
                 theirs = _protocol_text(_protocol(size, other["args"]))
                 note = f"{', '.join(parts)}: {theirs}, `{other.get('file', '?')}`"

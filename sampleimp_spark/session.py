@@ -3,12 +3,12 @@
 * Inside ``spark-submit`` (or any process that already has a session), :func:`get_session` reuses
   the active session as is: the cluster's settings win. Delta must then come from the submit line
   (``--packages`` or ``--jars``); :func:`get_session` checks that and says how to fix it.
-* Otherwise it builds a local session with the Delta SQL extension and catalog, Arrow on, UTC,
-  adaptive execution, one Delta snapshot partition per core, and the Delta JARs. Spark's own
-  resolver (Ivy) fetches the JARs from Maven Central on first use into ``spark.jars_cache_dir``
-  and a manifest of the files is written there; later sessions put those files on
-  ``spark.jars`` directly, with no resolver and no network.
-  Processes starting together on an empty cache resolve one at a time (a lock file in the cache).
+* Otherwise it builds a session with the Delta SQL extension and catalog, Arrow on, UTC, adaptive
+  execution (with a local master, one Delta snapshot partition per core), and the Delta JARs.
+  Spark's own resolver (Ivy) fetches the JARs from Maven Central on first use into
+  ``spark.jars_cache_dir`` and a manifest of the files is written there; later sessions put those
+  files on ``spark.jars`` directly, with no resolver and no network. Processes starting together
+  on an empty cache resolve one at a time (a lock file in the cache).
 
 Either way, a few Spark loggers whose warnings are expected here are quieted.
 """
@@ -19,7 +19,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,23 +68,23 @@ QUIET_LOGGERS: dict[str, str] = {
 }
 
 
-def local_cores(master: str) -> int | None:
-    """The cores of a ``local``, ``local[N]``, ``local[*]`` or ``local[N,F]`` master; None for
-    any other master (a cluster's)."""
-    m = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master.strip())
-    if m is None:
-        return None
-    if m.group(1) in (None, "*"):
-        return 1 if m.group(1) is None else len(os.sched_getaffinity(0))
-    return max(1, int(m.group(1)))
+#: Tasks Delta reconstructs a table's state in, and filters its files for every query in: 50 by
+#: default, sized for a cluster's logs. A locally built session uses one per core.
+SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
 
 
-def local_conf(master: str) -> dict[str, str]:
-    """Defaults for a local master: Delta reconstructs a table's state and filters its files for
-    every query in ``snapshotPartitions`` tasks (50 by default, sized for a cluster's logs); on
-    one machine, one per core (0.66 s -> 0.25 s per filtered query of a small table, 2 cores)."""
-    cores = local_cores(master)
-    return {} if cores is None else {"spark.databricks.delta.snapshotPartitions": str(cores)}
+def is_local_master(master: str) -> bool:
+    """``local``, ``local[N]``, ``local[*]``, ``local[N, F]``; not ``local-cluster[...]`` or a cluster's."""
+    return master == "local" or master.startswith("local[")
+
+
+def _local_defaults(spark: SparkSession) -> None:
+    """A locally built session's Delta snapshot partitions: one per core (the context's default
+    parallelism, Spark's own count), unless the Spark conf sets them (0.66 s -> 0.25 s per
+    filtered query of a small table on 2 cores)."""
+    sc = spark.sparkContext
+    if is_local_master(sc.master or "") and not sc.getConf().contains(SNAPSHOT_PARTITIONS):
+        spark.conf.set(SNAPSHOT_PARTITIONS, str(sc.defaultParallelism))
 
 
 def _quiet(spark: SparkSession) -> None:
@@ -184,12 +183,7 @@ def get_session(cfg: SparkConfig | None = None) -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.master(cfg.master).appName(cfg.app_name)
-    conf = {
-        **BASE_CONF,
-        "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
-        **local_conf(cfg.master),
-        **cfg.conf,
-    }
+    conf = {**BASE_CONF, "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions), **cfg.conf}
     with contextlib.ExitStack() as stack:
         jars = cached_delta_jars(cfg)
         if jars is None:
@@ -206,6 +200,7 @@ def get_session(cfg: SparkConfig | None = None) -> SparkSession:
         for key, value in conf.items():
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
+        _local_defaults(spark)
         if jars is None:
             _record_resolved_jars(spark, cfg)
     spark.sparkContext.setLogLevel(cfg.log_level)
