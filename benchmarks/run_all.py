@@ -1063,7 +1063,7 @@ def merged(results: list[dict[str, Any]]) -> dict[str, Any]:
             # protocol notes name the later file and how it ran.
             mine = dict(out["sizes"][n])
             mine["protocol"] = _protocol(mine, results[0]["args"])
-            parts = [*size.get("stages", {}), *(k for k in ("ig",) if size.get(k))]
+            parts = [*size.get("stages", {}), *(["ig"] if size.get("ig") else [])]
             if parts:
                 theirs = _protocol_text(_protocol(size, other["args"]))
                 note = f"{', '.join(parts)}: {theirs}, `{other.get('file', '?')}`"
