@@ -147,20 +147,23 @@ def _run(
         if day is not None:
             cfg = daily.for_day(cfg, day)
             done = daily.completed(spark, cfg, day, config_hash)
-            if done is not None and not force and done.status == daily.STALE:
-                # A day its windows read changed: rebuild them. The day's own events stay as ingested
-                # (a re-ingest would replace late events that other days' files added to it).
-                rebuild = [s for s in wanted if s != "ingest" or s not in done.stages]
-                if rebuild:
-                    print(f"{day} is stale (a day its windows read changed): rebuilding {', '.join(rebuild)}")
-                    stages = wanted = rebuild
-                    done = None
-            if done is not None and set(wanted) <= set(done.stages) and not force:
+            # The stages not up to date, and every later one. A day whose own events are ingested is
+            # not ingested again (that would replace late events other days' files added to it).
+            todo = list(wanted) if force else daily.stages_to_run(wanted, done, order=STAGES)
+            if not todo:
+                assert done is not None
                 print(
                     f"nothing to do: {day} ({', '.join(wanted)}) was done by run {done.run_id} "
                     f"with config {config_hash}"
                 )
                 return errors.EXIT_OK
+            if done is not None and (done.status == daily.STALE or todo != list(wanted)):
+                if done.status == daily.STALE:
+                    print(f"{day} is stale (a day its windows read changed): rebuilding {', '.join(todo)}")
+                else:
+                    kept = ", ".join(s for s in wanted if s not in todo)
+                    print(f"{day}: {kept} up to date (run {done.run_id}); running {', '.join(todo)}")
+                stages = wanted = todo
         result = run_stages(spark, cfg, stages, run_id=run_id)
         from sampleimp_spark.stages.report import write_report
 
@@ -169,7 +172,13 @@ def _run(
             ctx = lake.RunContext(run_id=result.run_id, config_hash=config_hash, stage="status")
             built = result.reports.get("features")
             first = daily.first_day_read(cfg, day, built.windows if built is not None else None, wanted)
-            daily.mark_done(spark, cfg, day, config_hash, wanted, order=STAGES, first_day=first, ctx=ctx)
+            fresh = daily.mark_done(spark, cfg, day, config_hash, wanted, order=STAGES, first_day=first, ctx=ctx)
+            behind = [s for s in wanted if s not in fresh]
+            if behind:
+                print(
+                    f"{day}: {', '.join(behind)} ran on inputs that are not up to date; "
+                    f"`sampleimp run --date {day}` rebuilds what is behind"
+                )
     except Exception as exc:
         return _failed(exc, "run")
     print(f"run {result.run_id} finished\n{result.progress.summary()}\nreport: {report_path}")

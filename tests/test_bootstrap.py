@@ -78,7 +78,7 @@ def test_compare_hand_computed() -> None:
     #   q = 0.025 -> position 0.05 -> 0.5 + 0.05·(1 - 0.5) = 0.525
     #   q = 0.975 -> position 1.95 -> 1 + 0.95·(3 - 1) = 2.9
     # se = sd(d, ddof=1): mean 1.5, squared deviations 1 + 0.25 + 2.25 = 3.5, /2 -> sqrt(1.75).
-    # p: |d - delta| = [0.5, 0, 2] >= |delta| = 1 once -> (1 + 1) / (3 + 1) = 0.5.
+    # p: the z-test with that se: 2 Φ(-1 / sqrt(1.75)) = 2 Φ(-0.755929) = 0.449692.
     # mde = (z_.975 + z_.8)·se = 2.801585·sqrt(1.75) = 3.7062...; rel_mde = mde / |1.0|.
     c = compare(2.0, 1.0, np.array([1.0, 2.0, 4.0]), np.array([0.5, 1.0, 1.0]))
     assert isinstance(c, Comparison)
@@ -87,7 +87,7 @@ def test_compare_hand_computed() -> None:
     assert c.ci_low == pytest.approx(0.525)
     assert c.ci_high == pytest.approx(2.9)
     assert c.se == pytest.approx(math.sqrt(1.75))
-    assert c.p_value == pytest.approx(0.5)
+    assert c.p_value == pytest.approx(0.449692, abs=1e-6)
     assert c.mde == pytest.approx((Z_975 + Z_80) * math.sqrt(1.75), rel=1e-6)
     assert c.rel_mde == pytest.approx(c.mde)
     assert c.n_boot == 3
@@ -103,11 +103,12 @@ def test_compare_leaves_out_non_finite_replicates() -> None:
 
 
 def test_compare_p_value_formula_and_alpha() -> None:
-    # delta = 0.5; d - delta = [-0.5, -0.25, 0, 0.25, 0.5, 0.75]; |.| >= 0.5 for 3 of 6 -> p = 4/7.
-    # (Multiples of 1/4: exact in binary, so the ">=" comparisons are exact.)
+    # delta = 0.5; se = sd(d, ddof=1) = sqrt(1.09375 / 5) = 0.467707; z = 0.5 / se = 1.069045;
+    # p = 2 Φ(-1.069045) = 0.285049.
     d = np.array([0.0, 0.25, 0.5, 0.75, 1.0, 1.25])
     c = compare(1.5, 1.0, 1.0 + d, np.ones(6), alpha=0.5, power=0.9)
-    assert c.p_value == pytest.approx(4 / 7)
+    assert c.se == pytest.approx(0.467707, abs=1e-6)
+    assert c.p_value == pytest.approx(0.285049, abs=1e-6)
     assert (c.ci_low, c.ci_high) == pytest.approx(tuple(np.quantile(d, [0.25, 0.75])))
     assert c.mde == pytest.approx((0.6744898 + 1.2815516) * np.std(d, ddof=1), rel=1e-6)
 
@@ -115,7 +116,23 @@ def test_compare_p_value_formula_and_alpha() -> None:
 def test_compare_zero_reference_and_zero_delta() -> None:
     c = compare(0.0, 0.0, np.array([0.1, -0.1, 0.2]), np.array([0.0, 0.1, 0.0]))
     assert c.rel_delta is None and c.rel_mde is None
-    assert c.p_value == 1.0  # every |d_b - 0| >= 0
+    assert c.p_value == 1.0  # no difference at all
+    # Constant non-zero differences (se = 0): as extreme as it gets.
+    assert compare(1.0, 0.5, np.array([1.0, 2.0]), np.array([0.5, 1.5])).p_value == 0.0
+
+
+def test_holm_over_a_large_family_can_reject_a_large_effect() -> None:
+    """54 comparisons (three weighted variants × 18 metrics) from B = 1,000 replicates: an effect of
+    6 SE survives Holm. A Monte-Carlo p-value could not: it is at least 1 / (B + 1), and
+    54 / 1001 > 0.05."""
+    rng = np.random.default_rng(3)
+    n_boot = 1000
+    ref = rng.normal(0.0, 1.0, n_boot)
+    comparisons = [compare(6.0, 0.0, 6.0 + ref + rng.normal(0.0, 1.0, n_boot), ref)]
+    comparisons += [compare(0.01 * i, 0.0, ref + rng.normal(0.0, 1.0, n_boot), ref) for i in range(53)]
+    adjusted = holm([c.p_value for c in comparisons])
+    assert adjusted[0] < 0.05, adjusted[0]
+    assert (adjusted[1:] > 0.05).all()
 
 
 def test_compare_with_too_few_replicates_is_nan() -> None:

@@ -119,11 +119,18 @@ def test_precision_recall_at_threshold_by_hand() -> None:
 def test_f1_score() -> None:
     assert f1_score(0.5, 1.0) == pytest.approx(2 / 3)
     assert f1_score(0.0, 0.0) == 0.0
-    assert math.isnan(f1_score(float("nan"), 0.5))
+    # 2 TP / (2 TP + FP + FN): nothing predicted positive (precision NaN) with positives left,
+    # or predictions without any positive (recall NaN), is 0; neither (0 / 0) is NaN.
+    assert f1_score(float("nan"), 0.0) == 0.0
+    assert f1_score(0.0, float("nan")) == 0.0
+    assert math.isnan(f1_score(float("nan"), float("nan")))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = f1_score(np.array([1.0, 0.0, np.nan]), np.array([1.0, 0.0, 1.0]))
-    np.testing.assert_array_equal(out, [1.0, 0.0, np.nan])
+        out = f1_score(np.array([1.0, 0.0, np.nan, np.nan]), np.array([1.0, 0.0, 0.0, np.nan]))
+    np.testing.assert_array_equal(out, [1.0, 0.0, 0.0, np.nan])
+    # At a threshold above every score: no prediction, recall 0, F1 0 (not NaN).
+    p, r = precision_recall_at_threshold(Y4, S4, threshold=0.95)
+    assert f1_score(p, r) == 0.0
 
 
 def test_best_f1_threshold_by_hand() -> None:

@@ -64,6 +64,35 @@ def test_a_backfill_stops_at_the_first_failed_day_and_names_it():
     assert "stopped at 2017-12-02 (exit 3)" in said[-1]
 
 
+ORDER = ("ingest", "features", "weights", "train")
+
+
+def test_a_day_runs_from_its_first_stage_not_up_to_date():
+    done = daily.DayStatus(("ingest", "features", "weights"), "r1", daily.DONE)
+    stale = daily.DayStatus(("ingest", "features", "weights"), "r1", daily.STALE)
+    wanted = ["ingest", "features", "weights"]
+    assert daily.stages_to_run(wanted, done, order=ORDER) == []
+    assert daily.stages_to_run(wanted, None, order=ORDER) == wanted
+    assert daily.stages_to_run(wanted, stale, order=ORDER) == ["features", "weights"]  # not ingested again
+    assert daily.stages_to_run(["weights"], stale, order=ORDER) == ["weights"]  # asked for alone
+    only_ingested = daily.DayStatus(("ingest",), "r1", daily.DONE)
+    assert daily.stages_to_run(wanted, only_ingested, order=ORDER) == ["features", "weights"]
+
+
+def test_only_stages_built_on_up_to_date_inputs_are_recorded_up_to_date():
+    stale = daily.DayStatus(("ingest", "features", "weights"), "r1", daily.STALE)
+    # A stale day's features rebuilt alone: its weights were built on the old samples.
+    assert daily.fresh_after(["features"], stale, order=ORDER) == ["ingest", "features"]
+    # Its weights alone: built on stale samples, so neither is up to date.
+    assert daily.fresh_after(["weights"], stale, order=ORDER) == ["ingest"]
+    assert daily.fresh_after(["features", "weights"], stale, order=ORDER) == ["ingest", "features", "weights"]
+    # A day re-ingested (--force, a corrected file): what its windows built from the old events is behind.
+    done = daily.DayStatus(("ingest", "features", "weights"), "r1", daily.DONE)
+    assert daily.fresh_after(["ingest"], done, order=ORDER) == ["ingest"]
+    assert daily.fresh_after(["weights"], done, order=ORDER) == ["ingest", "features", "weights"]
+    assert daily.fresh_after(["features"], None, order=ORDER) == ["features"]
+
+
 def _split_by_day(src: Path, folder: Path) -> None:
     """The real sample's lines, as they are, in one file per China-time day (``<day>.csv``); lines
     without a timestamp go to the first day's file."""
@@ -205,16 +234,31 @@ def test_dated_runs_ingest_their_day_once_and_a_backfill_resumes(spark, shared_d
     status = DeltaTable(lake.table_path(lakehouse, S.SILVER_WINDOW_STATUS)).to_pandas()
     stale = set(status.loc[status[S.STATUS] == daily.STALE, S.DAY])
     assert stale == {date(2017, 12, 2)}, status
+    # Its features alone rebuild the samples; the weights built on the old ones stay behind, and
+    # the next run for the day rebuilds just them.
+    assert main(["features", "--date", "2017-12-02", "--run-id", "backfill-2017-12-02", *dated]) == EXIT_OK
+    assert "2017-12-02 is stale (a day its windows read changed): rebuilding features" in capsys.readouterr().out
+    assert _day_status(lakehouse, date(2017, 12, 2)) == ("ingest,features", daily.DONE)
     assert main(["run", "--date", "2017-12-02", "--run-id", "backfill-2017-12-02", *dated]) == EXIT_OK
-    assert "2017-12-02 is stale (a day its windows read changed): rebuilding features, weights" in (
+    assert "2017-12-02: ingest, features up to date (run backfill-2017-12-02); running weights" in (
         capsys.readouterr().out
     )
+    assert _day_status(lakehouse, date(2017, 12, 2)) == ("ingest,features,weights", daily.DONE)
     users = _rows(lakehouse, S.SILVER_SAMPLES, window_id)[S.USER_ID]
     assert (users == "999999999").sum() == 1
     assert main(["ingest", "--date", "2017-12-03", *late]) == EXIT_OK  # done: the late event is not added twice
     assert _events_by_day(lakehouse)[date(2017, 12, 1)] == per_day[date(2017, 12, 1)] + 1
     assert main(["run", "--date", "2017-12-02", *dated]) == EXIT_OK
     assert "nothing to do: 2017-12-02" in capsys.readouterr().out
+    # The day re-ingested from a corrected file: its windows, built from the old events, are behind.
+    assert main(["ingest", "--date", "2017-12-02", "--force", *dated]) == EXIT_OK
+    assert _day_status(lakehouse, date(2017, 12, 2)) == ("ingest", daily.DONE)
+
+
+def _day_status(lakehouse: str, day: date) -> tuple[str, str]:
+    status = DeltaTable(lake.table_path(lakehouse, S.SILVER_WINDOW_STATUS)).to_pandas()
+    (row,) = status[status[S.DAY] == day].itertuples()
+    return getattr(row, S.STAGES), getattr(row, S.STATUS)
 
 
 def _rows(lakehouse: str, table: str, window_id: str) -> pd.DataFrame:

@@ -431,7 +431,12 @@ def precision_recall_at_threshold(
 
 
 def f1_score(precision: FloatOrArray, recall: FloatOrArray) -> FloatOrArray:
-    """Harmonic mean ``2PR / (P + R)``; 0 when both are 0, NaN when either is NaN (no warnings).
+    """Harmonic mean ``2PR / (P + R)``, i.e. ``2TP / (2TP + FP + FN)`` (no warnings).
+
+    0 when both are 0, and 0 when only one is NaN: precision is NaN when nothing is predicted
+    positive (then TP = 0 and F1 = 0 / FN = 0 if there are positives), recall is NaN when there
+    are no positives (then F1 = 0 / FP = 0). NaN only when both are NaN (no positive and none
+    predicted: 0 / 0).
 
     Args:
         precision: a float or an array.
@@ -445,7 +450,7 @@ def f1_score(precision: FloatOrArray, recall: FloatOrArray) -> FloatOrArray:
     den = p + r
     f = np.zeros(np.broadcast(p, r).shape)
     np.divide(2.0 * p * r, den, out=f, where=den > 0)
-    f[np.isnan(p) | np.isnan(r)] = np.nan
+    f[np.isnan(p) & np.isnan(r)] = np.nan
     return float(f) if f.ndim == 0 else f
 
 

@@ -79,6 +79,41 @@ class DayStatus:
     stages: tuple[str, ...]
     run_id: str
     status: str  # DONE, or STALE: a day its windows read changed since
+    first_day: date | None = None
+
+    @property
+    def fresh(self) -> frozenset[str]:
+        """The recorded stages whose output is up to date: all of them, or only ingest when stale
+        (the day's own events are as ingested; its windows read changed days)."""
+        return frozenset(self.stages) if self.status == DONE else frozenset(self.stages) & {"ingest"}
+
+
+def stages_to_run(wanted: Sequence[str], status: DayStatus | None, *, order: Sequence[str]) -> list[str]:
+    """The stages of ``wanted`` a run for the day must run: from the first one not up to date on,
+    since every later stage reads its output (empty: nothing to do)."""
+    fresh = status.fresh if status is not None else frozenset()
+    pending = [order.index(s) for s in wanted if s not in fresh]
+    return [s for s in wanted if pending and order.index(s) >= min(pending)]
+
+
+def fresh_after(ran: Sequence[str], status: DayStatus | None, *, order: Sequence[str]) -> list[str]:
+    """The day's stages that are up to date once ``ran`` completed, in ``order``: a stage that ran
+    is, if every earlier stage of the day is; one that did not run stays so only if it was and no
+    earlier stage ran since. A stage that ran on an out-of-date input is not up to date."""
+    fresh = status.fresh if status is not None else frozenset()
+    recorded = frozenset(status.stages) if status is not None else frozenset()
+    out: list[str] = []
+    inputs_fresh, rerun = True, False
+    for s in order:
+        if s in ran:
+            rerun = True
+            if inputs_fresh:
+                out.append(s)
+        elif s in fresh and not rerun:
+            out.append(s)
+        elif s in recorded:
+            inputs_fresh = False
+    return out
 
 
 def completed(spark: SparkSession, cfg: Config, day: date, config_hash: str) -> DayStatus | None:
@@ -90,12 +125,13 @@ def completed(spark: SparkSession, cfg: Config, day: date, config_hash: str) -> 
         .where(
             (F.col(S.SOURCE) == cfg.input.source) & (F.col(S.DAY) == F.lit(day)) & (F.col(S.CONFIG_HASH) == config_hash)
         )
-        .select(S.STAGES, S.RUN_ID, S.STATUS)
+        .select(S.STAGES, S.RUN_ID, S.STATUS, S.FIRST_DAY)
         .collect()  # at most one row: the table is keyed by (source, day, config hash)
     )
     if not rows:
         return None
-    return DayStatus(tuple(rows[0][S.STAGES].split(",")), rows[0][S.RUN_ID], rows[0][S.STATUS])
+    r = rows[0]
+    return DayStatus(tuple(s for s in r[S.STAGES].split(",") if s), r[S.RUN_ID], r[S.STATUS], r[S.FIRST_DAY])
 
 
 def mark_done(
@@ -108,12 +144,19 @@ def mark_done(
     order: Sequence[str],
     first_day: date,
     ctx: lake.RunContext,
-) -> None:
-    """Record ``stages`` of ``day`` as done, with those an earlier run of the day completed, in
-    ``order`` (the pipeline's); ``first_day`` is the first day any of its windows read."""
+) -> list[str]:
+    """Record which of ``day``'s stages are up to date now that ``stages`` completed
+    (:func:`fresh_after`, in ``order``, the pipeline's; read after the run, so that marks the run
+    itself made count); ``first_day`` is the first day the windows of ``stages`` read.
+
+    Returns:
+        The stages recorded as up to date.
+    """
     earlier = completed(spark, cfg, day, config_hash)
-    recorded = set(stages) | set(earlier.stages if earlier else ())
-    done = [s for s in order if s in recorded]
+    done = fresh_after(stages, earlier, order=order)
+    kept = [s for s in done if s not in stages and s != "ingest"]
+    if kept and earlier is not None and earlier.first_day is not None:
+        first_day = min(first_day, earlier.first_day)  # the kept stages' windows read from there
     schema = S.CONTRACTS[S.SILVER_WINDOW_STATUS].columns
     row = {
         S.SOURCE: cfg.input.source,
@@ -136,6 +179,7 @@ def mark_done(
     # records more, or redoes a stale day, must not have its write skipped as already committed.
     ctx = ctx.with_inputs(",".join(done), row[S.UPDATED_AT])
     lake.write_table(frame, cfg.lakehouse, S.SILVER_WINDOW_STATUS, ctx=ctx, replace_where=where)
+    return done
 
 
 def local_day(instant: datetime, source: str) -> date:

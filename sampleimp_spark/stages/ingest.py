@@ -241,7 +241,8 @@ def _add_late(
     spark: SparkSession, cfg: Config, late: DataFrame, *, source: str, before: datetime, ctx: lake.RunContext
 ) -> tuple[int, list[date]]:
     """Append the late events bronze does not hold yet (as many copies as are missing) to their
-    days; returns how many were added and their local days."""
+    days; returns how many were added and the local days of every late event, added or not: a
+    rerun after a crash between the append and the stale marks must still mark their days."""
     events = to_events(dedupe(late))
     bounds = events.agg(F.min(S.EVENT_DATE), F.max(S.EVENT_DATE)).first()  # one row
     assert bounds is not None and bounds[0] is not None
@@ -252,13 +253,13 @@ def _add_late(
     new = checkpoint(events.exceptAll(held.select(*events.columns)))
     try:
         tz = SOURCE_TIMEZONES[source]
-        days = [r[0] for r in new.select(F.to_date(F.from_utc_timestamp(S.TS, tz))).distinct().collect()]  # days
+        days = [r[0] for r in events.select(F.to_date(F.from_utc_timestamp(S.TS, tz))).distinct().collect()]  # days
         added = new.count()
         if added:
             lake.write_table(new, cfg.lakehouse, S.BRONZE_EVENTS, ctx=ctx.with_inputs(ctx.inputs, "late"))
     finally:
         release(new)
-    log.info("ingest: %d late event(s) added to %s", added, ", ".join(str(d) for d in sorted(days)) or "no day")
+    log.info("ingest: %d late event(s) added, of %s", added, ", ".join(str(d) for d in sorted(days)))
     return added, days
 
 

@@ -141,14 +141,17 @@ def plot_metrics(summary: pd.DataFrame, out: Path) -> str | None:
     return _save(fig, out / "metrics.png")
 
 
-def _verdict(lo: object, hi: object) -> str:
-    """Where a paired interval of a difference lies: above 0, below 0, or across it."""
+def _verdict(lo: object, hi: object, metric: str) -> str:
+    """Where a paired interval of a difference lies: on the better side of 0, the worse side (for a
+    metric where lower is better, such as log-loss, above 0 is worse), or across it."""
     try:
         low, high = float(lo), float(hi)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return ""
     if math.isnan(low) or math.isnan(high):
         return ""
+    if metric in N.LOWER_IS_BETTER:
+        low, high = -high, -low
     if low > 0:
         return "better"
     if high < 0:
@@ -162,10 +165,12 @@ def experiment_tables(summary: pd.DataFrame) -> str:
     baseline."""
     shown = summary[summary["estimator"] == N.UNWEIGHTED].copy()
     shown["vs unweighted"] = [
-        _verdict(lo, hi) for lo, hi in zip(shown["delta_ci_low"], shown["delta_ci_high"], strict=True)
+        _verdict(lo, hi, m)
+        for lo, hi, m in zip(shown["delta_ci_low"], shown["delta_ci_high"], shown["metric"], strict=True)
     ]
     shown["vs history"] = [
-        _verdict(lo, hi) for lo, hi in zip(shown["vs_history_ci_low"], shown["vs_history_ci_high"], strict=True)
+        _verdict(lo, hi, m)
+        for lo, hi, m in zip(shown["vs_history_ci_low"], shown["vs_history_ci_high"], shown["metric"], strict=True)
     ]
     parts = []
     ranking = shown[shown["metric"].isin([N.NDCG_AT_K, N.RECALL_AT_K, N.PRECISION_AT_K])]

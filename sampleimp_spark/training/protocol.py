@@ -909,13 +909,30 @@ def infer(
                 acc.setdefault(key, []).append(val)
         n_users = by_variant[S.USER_ID].nunique()
         for (metric, estimator), vals in acc.items():
-            point = float(np.mean([v[0] for v in vals]))
-            reps = np.mean(np.stack([v[1] for v in vals]), axis=0)
+            point, reps = _pooled_over_cells(vals)
             values[(N.GBT, variant, metric, estimator, None)] = (point, reps, n_users)
 
     per_origin = _per_origin_rows(ranking, scored, plan=plan, tuned=tuned)
     summary = _summary_rows(values, plan=plan)
     return per_origin, summary
+
+
+def _pooled_over_cells(cells: Sequence[tuple[float, np.ndarray]]) -> tuple[float, np.ndarray]:
+    """A classification metric pooled over its (origin, seed) cells: the point is the mean over the
+    cells where it is defined, and so is each replicate. A cell can be undefined (average
+    precision of an origin without a purchase, or of a replicate that drew none of its buyers);
+    averaging the defined cells keeps it from turning the pooled value, or the replicate, into
+    NaN. Which cells are defined depends on the labels and the multiplicities, which every arm
+    shares, except for precision at the threshold (undefined when an arm predicts no positive)."""
+    points = np.array([c[0] for c in cells], dtype=np.float64)
+    reps = np.stack([c[1] for c in cells]).astype(np.float64)
+    point = float(np.mean(points[np.isfinite(points)])) if np.isfinite(points).any() else float("nan")
+    finite = np.isfinite(reps)
+    counts = finite.sum(axis=0)
+    sums = np.where(finite, reps, 0.0).sum(axis=0)
+    pooled = np.full(reps.shape[1], np.nan)
+    np.divide(sums, counts, out=pooled, where=counts > 0)
+    return point, pooled
 
 
 def _summary_rows(
@@ -936,11 +953,12 @@ def _summary_rows(
             "ci_low": lo,
             "ci_high": hi,
             "n_users": n_users,
-            "n_boot": plan.n_boot,
+            "n_boot": int(np.isfinite(reps).sum()),  # the replicates behind the interval
         }
         ref = values.get((model, N.REFERENCE_VARIANT, metric, estimator, segment))
         if variant not in (N.REFERENCE_VARIANT, N.NO_VARIANT) and ref is not None:
-            row.update(B.compare(point, ref[0], reps, ref[1], alpha=plan.alpha, power=plan.power).delta_columns())
+            cmp = B.compare(point, ref[0], reps, ref[1], alpha=plan.alpha, power=plan.power)
+            row.update(cmp.delta_columns(), n_boot=cmp.n_boot)  # those finite in both arms
         hist = values.get((N.HISTORY, N.NO_VARIANT, metric, estimator, segment))
         if segment is not None and model != N.HISTORY and hist is not None:
             cmp = B.compare(point, hist[0], reps, hist[1], alpha=plan.alpha, power=plan.power)

@@ -97,12 +97,12 @@ def select_weighting(
             "metric": N.NDCG_AT_K if family == N.ALS else N.AVERAGE_PRECISION,
             "value": point,
             "n_users": n_users[family],
-            "n_boot": n_boot,
+            "n_boot": int(np.isfinite(reps).sum()),  # the replicates behind the interval
         }
         if variant != ref:
             ref_point, ref_reps = values[(family, ref)]
             cmp = B.compare(point, ref_point, reps, ref_reps, alpha=alpha, power=power)
-            row.update(cmp.delta_columns())
+            row.update(cmp.delta_columns(), n_boot=cmp.n_boot)  # those finite in both arms
             verdict[(family, variant)] = (cmp.ci_low, cmp.ci_high)
         candidates.append(row)
 
