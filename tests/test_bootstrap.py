@@ -298,3 +298,21 @@ def test_a_large_true_difference_is_detected() -> None:
     # sd of a user's mean difference is 0.5, so se ~ 0.5 / sqrt(120) = 0.046 and MDE ~ 0.13 < 0.3.
     assert all(c.p_value < 0.01 and c.ci_low > 0 for c in results)
     assert all(c.mde < 0.3 for c in results)
+
+
+def test_a_classification_metric_pools_the_cells_where_it_is_defined() -> None:
+    """An origin without a buyer (its point and replicates undefined) and a replicate that drew no
+    buyer of an origin leave the pooled value and that replicate to the defined cells, not NaN."""
+    from sampleimp_spark.training.protocol import _pooled_over_cells
+
+    nan = float("nan")
+    cells = [
+        (0.5, np.array([0.4, nan, 0.6])),
+        (nan, np.array([nan, nan, nan])),
+        (0.3, np.array([0.2, 0.3, nan])),
+    ]
+    point, reps = _pooled_over_cells(cells)
+    assert point == pytest.approx(0.4)
+    np.testing.assert_allclose(reps, [0.3, 0.3, 0.6])
+    point, reps = _pooled_over_cells([(nan, np.array([nan, nan]))])
+    assert math.isnan(point) and np.isnan(reps).all()
