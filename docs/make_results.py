@@ -138,20 +138,17 @@ def _findings(summary: pd.DataFrame) -> list[str]:
                 )
                 hist.append(f"`{r.variant}` {side} history ({r.vs_history:+.4f})")
             line += ". Against the history baseline: " + "; ".join(hist)
-        # other metrics where a weighted variant is significantly worse
-        worse = summary[
-            (summary["model"] == model)
-            & (summary["estimator"] == N.UNWEIGHTED)
-            & (summary["delta_ci_high"] < 0)
-            & ~summary["metric"].isin([N.LOG_LOSS])
-        ]
-        worse_lower_better = summary[
-            (summary["model"] == model) & (summary["metric"] == N.LOG_LOSS) & (summary["delta_ci_low"] > 0)
-        ]
-        flagged = sorted({f"{r.variant} {r.metric} ({_segment(r.segment)})" for r in worse.itertuples()})
-        flagged += sorted({f"{r.variant} log_loss" for r in worse_lower_better.itertuples()})
-        if flagged:
-            line += ". Significantly worse elsewhere: " + ", ".join(flagged)
+        # other metrics where a weighted variant differs beyond its interval (log-loss: lower is better)
+        mine = summary[(summary["model"] == model) & (summary["estimator"] == N.UNWEIGHTED)]
+        lower_better = mine["metric"].isin([N.LOG_LOSS])
+        below, above = mine["delta_ci_high"] < 0, mine["delta_ci_low"] > 0
+        for word, rows in (
+            ("worse", mine[(below & ~lower_better) | (above & lower_better)]),
+            ("better", mine[(above & ~lower_better) | (below & lower_better)]),
+        ):
+            flagged = sorted({f"{r.variant} {r.metric} ({_segment(r.segment)})" for r in rows.itertuples()})
+            if flagged:
+                line += f". Significantly {word} elsewhere: " + ", ".join(flagged)
         out.append(line + ".")
     return out
 
