@@ -148,7 +148,7 @@ def _run(
             cfg = daily.for_day(cfg, day)
             done = daily.completed(spark, cfg, day, config_hash)
             # The stages not up to date, and every later one. A day whose own events are ingested is
-            # not ingested again (that would replace late events other days' files added to it).
+            # not ingested again: its input has not changed.
             todo = list(wanted) if force else daily.stages_to_run(wanted, done, order=STAGES)
             if not todo:
                 assert done is not None

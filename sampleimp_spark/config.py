@@ -107,6 +107,11 @@ class IngestConfig(_Strict):
     max_reject_rate: float = Field(0.05, ge=0.0, le=1.0)
     #: A reject's raw record longer than this is stored cut, ending in "…[cut: N characters]".
     max_raw_chars: int = Field(4096, ge=16)
+    #: A dated run (``--date D``) whose input holds no valid event of D: false fails it (exit 3,
+    #: nothing written; most often a broken export); true stores what it holds (events of other
+    #: days, rejects; none of D, replacing those an earlier run for D stored) and records the day
+    #: done, so that a backfill goes on past a day without traffic.
+    allow_empty_day: bool = False
 
     @field_validator("valid_from", "valid_until")
     @classmethod

@@ -32,6 +32,9 @@ CATEGORY_PATH_SEP = " > "
 NO_CATEGORY = "(none)"
 SOURCE = "source"
 EVENT_DATE = "event_date"
+#: The day of the dated run (``--date``) whose input brought the event, null for an undated
+#: ingest: that run's rerun replaces exactly these rows (late arrivals of other days included).
+INGEST_DAY = "ingest_day"
 
 #: Behaviors ordered by purchase intent (index = intent level). ``remove_from_cart`` is kept
 #: as an event where a source has it but is not an intent level.
@@ -64,6 +67,7 @@ EVENT_SCHEMA = T.StructType(
         T.StructField(CATEGORY_PATH, T.StringType(), True),
         T.StructField(SOURCE, T.StringType(), False),
         T.StructField(EVENT_DATE, T.DateType(), False),
+        T.StructField(INGEST_DAY, T.DateType(), True),
     ]
 )
 EVENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in EVENT_SCHEMA.fields)

@@ -230,7 +230,7 @@ def test_dated_runs_ingest_their_day_once_and_a_backfill_resumes(spark, shared_d
     late = _taobao(lakehouse, f"{late_dir}/{{date}}.csv")
     capsys.readouterr()
     assert main(["ingest", "--date", "2017-12-03", *late]) == EXIT_OK
-    assert "1 late events of earlier days (1 new)" in capsys.readouterr().out
+    assert "input events 1 of earlier days" in capsys.readouterr().out
     status = DeltaTable(lake.table_path(lakehouse, S.SILVER_WINDOW_STATUS)).to_pandas()
     stale = set(status.loc[status[S.STATUS] == daily.STALE, S.DAY])
     assert stale == {date(2017, 12, 2)}, status
@@ -250,9 +250,27 @@ def test_dated_runs_ingest_their_day_once_and_a_backfill_resumes(spark, shared_d
     assert _events_by_day(lakehouse)[date(2017, 12, 1)] == per_day[date(2017, 12, 1)] + 1
     assert main(["run", "--date", "2017-12-02", *dated]) == EXIT_OK
     assert "nothing to do: 2017-12-02" in capsys.readouterr().out
-    # The day re-ingested from a corrected file: its windows, built from the old events, are behind.
+    # Each event remembers the dated run that brought it (ingest_day). The 2017-12-03 file
+    # re-ingested without its late event drops it, and the day built on it goes stale.
+    assert main(["ingest", "--date", "2017-12-03", "--force", *dated]) == EXIT_OK
+    assert _events_by_day(lakehouse)[date(2017, 12, 1)] == per_day[date(2017, 12, 1)]
+    assert _day_status(lakehouse, date(2017, 12, 2)) == ("ingest,features,weights", daily.STALE)
+    # With it again, the late day re-ingested from its own file keeps the event.
+    assert main(["ingest", "--date", "2017-12-03", "--force", *late]) == EXIT_OK
+    assert main(["ingest", "--date", "2017-12-01", "--force", *dated]) == EXIT_OK
+    assert _events_by_day(lakehouse)[date(2017, 12, 1)] == per_day[date(2017, 12, 1)] + 1
+    # A corrected file of 2017-12-02 holding an event of the next day (a new user) stores it in its
+    # day; the day's windows, built from the old events, are behind.
+    one = next(x for x in (tmp_path / "days" / "2017-12-03.csv").read_text().split("\n") if x.count(",") == 4)
+    with (tmp_path / "days" / "2017-12-02.csv").open("a") as f:
+        f.write(",".join(["888888888", *one.split(",")[1:]]) + "\n")
+    capsys.readouterr()
     assert main(["ingest", "--date", "2017-12-02", "--force", *dated]) == EXIT_OK
+    assert "input events 1 of later days" in capsys.readouterr().out
     assert _day_status(lakehouse, date(2017, 12, 2)) == ("ingest", daily.DONE)
+    by_day = _events_by_day(lakehouse)
+    assert by_day[date(2017, 12, 3)] == per_day[date(2017, 12, 3)] + 1
+    assert by_day[date(2017, 12, 2)] == per_day[date(2017, 12, 2)]
 
 
 def _day_status(lakehouse: str, day: date) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import pytest
 from conftest import canonical_args, write_text
@@ -13,11 +14,11 @@ from sampleimp_spark import lake
 from sampleimp_spark import schema as S
 from sampleimp_spark.cli import main
 from sampleimp_spark.config import Config, load_config
-from sampleimp_spark.errors import EXIT_BAD_INPUT, BadInputError
+from sampleimp_spark.errors import EXIT_BAD_INPUT, EXIT_OK, BadInputError
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import canonical
 from sampleimp_spark.sources.validate import to_rejects, validate
-from sampleimp_spark.stages import ingest
+from sampleimp_spark.stages import daily, ingest
 
 HEADER = "user_id,item_id,category_id,behavior,ts,price\n"
 GOOD = [
@@ -262,3 +263,93 @@ def test_implausible_timestamps_are_rejects_without_a_window(spark, tmp_path, la
     assert "main time span 2017-11-27 to 2017-11-29 UTC" in " ".join(rejects["detail"])
     events = DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas()
     assert len(events) == 40 and events[S.TS].dt.year.unique().tolist() == [2017]
+
+
+def test_a_dated_run_on_a_table_from_before_ingest_day_replaces_its_day_and_tags_its_rows(spark, tmp_path, lakehouse):
+    """A ``bronze.events`` written before the ``ingest_day`` column (every row undated): the run for
+    2024-03-01 replaces that day's rows, adds the column, and tags what it stored (a late event of
+    the day before too); the other days' rows stay, read as undated."""
+    old_schema = [f for f in S.EVENT_SCHEMA.fields if f.name != S.INGEST_DAY]
+    old = spark.createDataFrame(
+        [
+            ("u0", "i0", "c0", "view", "2024-03-01 09:00:00", "2024-03-01"),  # replaced by the day's file
+            ("u0", "i0", "c0", "view", "2024-03-02 09:00:00", "2024-03-02"),  # another day: kept
+        ],
+        "user_id string, item_id string, category_id string, behavior string, ts string, event_date string",
+    ).select(
+        *(
+            (F.col(f.name) if f.name in ("user_id", "item_id", "category_id", "behavior") else F.lit(None))
+            .cast(f.dataType)
+            .alias(f.name)
+            for f in old_schema
+            if f.name not in (S.TS, S.EVENT_DATE, S.SOURCE)
+        ),
+        F.col(S.TS).cast("timestamp").alias(S.TS),
+        F.lit("canonical").alias(S.SOURCE),
+        F.col(S.EVENT_DATE).cast("date").alias(S.EVENT_DATE),
+    )
+    old.write.format("delta").partitionBy(S.EVENT_DATE).save(lake.table_path(lakehouse, S.BRONZE_EVENTS))
+    day_file = [GOOD[0], GOOD[1], "u5,i5,c5,cart,2024-02-29T23:00:00Z,"]  # the last one is late
+    path = write_text(tmp_path / "2024-03-01.csv", HEADER + "\n".join(day_file) + "\n")
+    cfg = daily.for_day(_cfg(lakehouse, "canonical", [str(tmp_path / "{date}.csv")]), date(2024, 3, 1))
+    assert cfg.input.paths == [path]
+    report = _run(spark, cfg, "d1")
+    assert (report.events, report.late, report.duplicates) == (3, 1, 0)
+    got = DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas(columns=[S.USER_ID, S.TS, S.INGEST_DAY])
+    tagged = {
+        (r.user_id, str(r.ts)[:10], None if r.ingest_day is None else str(r.ingest_day)) for r in got.itertuples()
+    }
+    assert (
+        tagged
+        == {
+            ("u1", "2024-03-01", "2024-03-01"),
+            ("u5", "2024-02-29", "2024-03-01"),
+            ("u0", "2024-03-02", None),
+        }
+        and len(got) == 4
+    )
+
+
+def test_a_day_re_ingested_keeps_the_late_events_other_days_files_brought(spark, tmp_path, lakehouse):
+    """Day files with events of other days: 2024-03-02's holds a late event of 03-01 (u7), 03-01's
+    an event of 03-02 (u8). Whatever the order of the runs, and a rerun of 03-01 after both, every
+    event is stored once in its own day."""
+    files = {
+        "2024-03-01": [GOOD[0], GOOD[1], "u8,i8,c8,view,2024-03-02T12:00:00Z,"],
+        "2024-03-02": [GOOD[2], GOOD[3], "u7,i7,c7,view,2024-03-01T12:00:00Z,"],
+    }
+    for day, lines in files.items():
+        write_text(tmp_path / f"{day}.csv", HEADER + "\n".join(lines) + "\n")
+    cfg = _cfg(lakehouse, "canonical", [str(tmp_path / "{date}.csv")])
+    for run_id, day in (("d2", date(2024, 3, 2)), ("d1", date(2024, 3, 1)), ("d1-again", date(2024, 3, 1))):
+        _run(spark, daily.for_day(cfg, day), run_id)
+    got = DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas(columns=[S.USER_ID, S.EVENT_DATE])
+    assert sorted((r.user_id, str(r.event_date)) for r in got.itertuples()) == [
+        ("u1", "2024-03-01"),
+        ("u1", "2024-03-01"),
+        ("u2", "2024-03-02"),
+        ("u3", "2024-03-02"),
+        ("u7", "2024-03-01"),
+        ("u8", "2024-03-02"),
+    ]
+
+
+def test_a_day_without_events_fails_unless_allowed_then_is_done_and_empties_the_day(spark, tmp_path, lakehouse, capsys):
+    """A day file with no event of its day is most often a broken export: exit 3, nothing written.
+    With ``ingest.allow_empty_day`` (sources with days without traffic) the day is done, and a
+    corrected empty file replaces the events the day had."""
+    day_file = tmp_path / "2024-03-03.csv"
+    write_text(day_file, HEADER + "u1,i1,c1,view,2024-03-03T10:00:00Z,\n")
+    common = ["--date", "2024-03-03", *canonical_args(lakehouse, tmp_path / "{date}.csv")]
+    common += ["--set", f"run.runs_dir={tmp_path / 'runs'}"]
+    allowed = [*common, "--set", "ingest.allow_empty_day=true"]
+    assert main(["ingest", *allowed]) == EXIT_OK
+    write_text(day_file, HEADER)  # corrected: the day had no traffic
+    assert main(["ingest", "--force", *common]) == EXIT_BAD_INPUT
+    assert "no rows" in capsys.readouterr().err
+    assert len(DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas()) == 1
+    assert main(["ingest", "--force", *allowed]) == EXIT_OK
+    assert len(DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas()) == 0
+    capsys.readouterr()
+    assert main(["ingest", *allowed]) == EXIT_OK
+    assert "nothing to do: 2024-03-03 (ingest)" in capsys.readouterr().out

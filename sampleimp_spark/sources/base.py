@@ -27,7 +27,7 @@ from sampleimp_spark.errors import BadInputError
 
 #: Parsed-record columns, in order: what every adapter returns.
 PARSED_COLUMNS: tuple[str, ...] = (
-    *(c for c in S.EVENT_COLUMNS if c not in (S.SOURCE, S.EVENT_DATE)),
+    *(c for c in S.EVENT_COLUMNS if c not in (S.SOURCE, S.EVENT_DATE, S.INGEST_DAY)),
     *S.ADAPTER_COLUMNS,
 )
 _TYPES = {f.name: f.dataType for f in S.EVENT_SCHEMA.fields}

@@ -134,9 +134,12 @@ def validate(
     return parsed.withColumns({S.SOURCE: F.lit(source), S.REASON: reason, S.DETAIL: detail})
 
 
-def to_events(validated: DataFrame) -> DataFrame:
-    """Valid records as canonical events (``event_date`` is the UTC date of ``ts``)."""
-    valid = validated.where(F.col(S.REASON).isNull()).withColumn(S.EVENT_DATE, F.to_date(S.TS))
+def to_events(validated: DataFrame, *, ingest_day: date | None = None) -> DataFrame:
+    """Valid records as canonical events (``event_date`` is the UTC date of ``ts``), brought by
+    the dated run of ``ingest_day`` (None: an undated ingest)."""
+    valid = validated.where(F.col(S.REASON).isNull()).withColumns(
+        {S.EVENT_DATE: F.to_date(S.TS), S.INGEST_DAY: F.lit(ingest_day).cast("date")}
+    )
     return valid.select(*(F.col(f.name).cast(f.dataType).alias(f.name) for f in S.EVENT_SCHEMA.fields))
 
 

@@ -1,10 +1,10 @@
 """Runs by date (``--date D``) and backfills (``sampleimp backfill --from D1 --to D2``).
 
 A run for day D (a calendar day in the source's time zone) reads the input with ``{date}`` in
-``input.paths`` replaced by ``YYYY-MM-DD``, ingests that day's events only (replacing exactly
-that day's rows of ``bronze.events``; events of other days are counted as such and left to their
-own runs), and builds features, weights and (with ``train.enabled``) the experiment for the
-window whose label period ends at the day's end, its features assembled from per-day partials
+``input.paths`` replaced by ``YYYY-MM-DD``, ingests its events (replacing exactly the rows its
+earlier runs brought, tagged ``ingest_day``, events of other days included), and builds
+features, weights and (with ``train.enabled``) the experiment for the window whose label period
+ends at the day's end, its features assembled from per-day partials
 (``silver.daily_*``, built once per day). A completed day is recorded in
 ``silver.window_status`` under the hash of the undated config with the first day its windows
 read: running it again with the same config does nothing and says so; a backfill resumes at the

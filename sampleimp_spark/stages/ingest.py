@@ -1,12 +1,14 @@
 """Ingest: parsed records -> validated -> ``bronze.events`` + ``bronze.rejects``.
 
 Every input record ends in exactly one place: an event, a reject (with its raw text, file
-and reason), or the count of exact duplicates dropped. :class:`IngestReport` carries the
+and reason), or the count of duplicates dropped (identical raw records; in a dated run also
+events another run's input stored already). :class:`IngestReport` carries the
 counts, and a test checks that they add up on the real Taobao sample.
 
 Reruns are idempotent: the events a run writes replace the rows of the same source over the
-run's date range (``replaceWhere``), and its rejects replace the earlier rejects of the
-same input files.
+run's date range (``replaceWhere``) or, in a dated run (``--date D``), the rows tagged
+``ingest_day = D`` (the day's own and the other days' events its input held) and the untagged
+rows of day D; its rejects replace the earlier rejects of the same input files.
 """
 
 from __future__ import annotations
@@ -34,14 +36,14 @@ from sampleimp_spark.sources.validate import (
     to_rejects,
     validate,
 )
-from sampleimp_spark.stages.daily import day_bounds, local_day, mark_stale
+from sampleimp_spark.stages.daily import day_bounds, mark_stale
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class IngestReport:
-    """Counts of one ingest run. ``input_rows == events + sum(rejects) + duplicates + late + other_days``."""
+    """Counts of one ingest run. ``input_rows == events + sum(rejects) + duplicates``."""
 
     source: str
     input_rows: int
@@ -52,11 +54,9 @@ class IngestReport:
     first_date: date | None = None
     last_date: date | None = None
     skipped: bool = False  # Delta skipped the writes: this run id had committed them already
-    #: A dated run's (``--date``) valid events of earlier days (late arrivals), and how many of
-    #: them bronze did not hold yet (added to their days, whose partials and windows go stale).
+    #: A dated run's (``--date``) valid input events of earlier days (late arrivals) and of later
+    #: days: stored with the day's own (``ingest_day``), unless bronze holds them already.
     late: int = 0
-    late_added: int = 0
-    #: A dated run's valid events of later days: left to those days' runs.
     other_days: int = 0
     #: Completed days whose windows read a day this run wrote: marked stale.
     stale_days: int = 0
@@ -66,12 +66,14 @@ class IngestReport:
         return sum(self.rejects.values()) / self.input_rows if self.input_rows else 0.0
 
     def lines(self) -> list[str]:
+        others = [
+            *([f"{self.late:,} of earlier days"] if self.late else []),
+            *([f"{self.other_days:,} of later days"] if self.other_days else []),
+        ]
         out = [
             f"source {self.source}: {self.input_rows:,} input rows -> {self.events:,} events, "
             f"{sum(self.rejects.values()):,} rejects ({self.reject_rate:.2%}), "
-            f"{self.duplicates:,} exact duplicates dropped"
-            + (f", {self.late:,} late events of earlier days ({self.late_added:,} new)" if self.late else "")
-            + (f", {self.other_days:,} events of later days left to their runs" if self.other_days else "")
+            f"{self.duplicates:,} duplicates dropped" + (f"; input events {' and '.join(others)}" if others else "")
         ]
         if self.stale_days:
             out.append(f"  {self.stale_days:,} completed day(s) read a changed day: marked stale")
@@ -128,6 +130,7 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
 #: The stats column telling a dated run's valid events before its day (late) and after it.
 _WHEN = "_when"
 _LATE, _LATER = "late", "later"
+_DAY = "_day"
 
 
 def _write(
@@ -139,15 +142,19 @@ def _write(
     source: str,
     day: tuple[datetime, datetime] | None = None,
 ) -> IngestReport:
-    # One pass over the input for all the counts: per file and reason, and the date range.
-    when = F.lit(None).cast("string")  # a dated run's valid events before or after its day
+    tz = SOURCE_TIMEZONES[source]
+    valid_row = F.col(S.REASON).isNull()
+    # One pass over the input for all the counts: per file and reason, and the date range; in a
+    # dated run also per local day, and whether before or after the run's day.
+    when = F.lit(None).cast("string")
+    local = F.lit(None).cast("date")
     if day is not None:
-        valid_row = F.col(S.REASON).isNull()
         when = F.when(valid_row & (F.col(S.TS) < F.lit(day[0])), _LATE).when(
             valid_row & (F.col(S.TS) >= F.lit(day[1])), _LATER
         )
+        local = F.when(valid_row, F.to_date(F.from_utc_timestamp(S.TS, tz)))
     stats = (
-        validated.groupBy(S.SOURCE_FILE, S.REASON, when.alias(_WHEN))
+        validated.groupBy(S.SOURCE_FILE, S.REASON, when.alias(_WHEN), local.alias(_DAY))
         .agg(F.count(F.lit(1)).alias("n"), F.min(F.to_date(S.TS)).alias("lo"), F.max(F.to_date(S.TS)).alias("hi"))
         .collect()
     )
@@ -156,25 +163,34 @@ def _write(
     valid = late = other_days = 0
     lo: date | None = None
     hi: date | None = None
+    input_days: set[date] = set()
     for r in stats:
         rows_by_file[r[S.SOURCE_FILE]] = rows_by_file.get(r[S.SOURCE_FILE], 0) + r["n"]
+        if r[S.REASON] is not None:
+            rejects[r[S.REASON]] = rejects.get(r[S.REASON], 0) + r["n"]
+            continue
         if r[_WHEN] == _LATE:
             late += r["n"]
         elif r[_WHEN] == _LATER:
             other_days += r["n"]
-        elif r[S.REASON] is None:
-            valid += r["n"]
-            lo = r["lo"] if lo is None else min(lo, r["lo"])
-            hi = r["hi"] if hi is None else max(hi, r["hi"])
         else:
-            rejects[r[S.REASON]] = rejects.get(r[S.REASON], 0) + r["n"]
+            valid += r["n"]
+        lo = r["lo"] if lo is None else min(lo, r["lo"])
+        hi = r["hi"] if hi is None else max(hi, r["hi"])
+        if r[_DAY] is not None:
+            input_days.add(r[_DAY])
     input_rows = sum(rows_by_file.values())
-    if input_rows == 0:
-        raise BadInputError(f"source {source}: the input has no rows ({cfg.input.paths or 'generator'})")
-    if day is not None and valid == 0:
+    empty_day_ok = day is not None and cfg.ingest.allow_empty_day
+    if input_rows == 0 and not empty_day_ok:
+        raise BadInputError(
+            f"source {source}: the input has no rows ({cfg.input.paths or 'generator'})"
+            + ("; set ingest.allow_empty_day: true if the day had no traffic" if day is not None else "")
+        )
+    if day is not None and valid == 0 and not empty_day_ok:
         raise BadInputError(
             f"source {source}: the input holds no valid event of {cfg.run.date} "
-            f"({cfg.input.paths or 'generator'}); nothing was written"
+            f"({cfg.input.paths or 'generator'}); nothing was written (set ingest.allow_empty_day: true "
+            "if the day had no traffic)"
         )
     report = IngestReport(
         source=source,
@@ -190,13 +206,14 @@ def _write(
     )
 
     ctx.claim(*([] if lo is None or hi is None else leases.month_keys(source, lo, hi)))
-    lake.write_table(
-        to_rejects(validated, run_id=ctx.run_id, max_raw_chars=cfg.ingest.max_raw_chars),
-        cfg.lakehouse,
-        S.BRONZE_REJECTS,
-        ctx=ctx,
-        replace_where=lake.rows_where(source=source) + " AND " + lake.value_in("source_file", sorted(rows_by_file)),
-    )
+    if rows_by_file:  # an empty input (a day allowed to be empty) has no file with rows to replace
+        lake.write_table(
+            to_rejects(validated, run_id=ctx.run_id, max_raw_chars=cfg.ingest.max_raw_chars),
+            cfg.lakehouse,
+            S.BRONZE_REJECTS,
+            ctx=ctx,
+            replace_where=lake.rows_where(source=source) + " AND " + lake.value_in("source_file", sorted(rows_by_file)),
+        )
     if report.reject_rate > cfg.ingest.max_reject_rate:
         raise BadInputError(
             f"source {source}: {sum(rejects.values()):,} of {input_rows:,} input rows rejected "
@@ -205,31 +222,86 @@ def _write(
             f"{lake.table_path(cfg.lakehouse, S.BRONZE_REJECTS)} (run_id = {ctx.run_id}); "
             "no events were written."
         )
-    if valid == 0:
+    if day is None and valid == 0:
         return report
-    assert lo is not None and hi is not None  # valid events have dates
-    events = validated.where(F.col(S.REASON).isNull() & when.isNull())
-    if day is not None:  # exactly the day: a local day spans two UTC dates shared with its neighbours
-        lo, hi = day[0].date(), (day[1] - timedelta(microseconds=1)).date()
-    replace = lake.rows_where(source=source) + " AND " + lake.date_between(S.EVENT_DATE, lo, hi)
-    if day is not None:
-        replace += " AND " + lake.time_between(S.TS, *day)
-    written = lake.write_table(
-        to_events(dedupe(events)), cfg.lakehouse, S.BRONZE_EVENTS, ctx=ctx, replace_where=replace
-    )
+    if day is None:
+        assert lo is not None and hi is not None  # valid events have dates
+        replace = lake.rows_where(source=source) + " AND " + lake.date_between(S.EVENT_DATE, lo, hi)
+        report.stale_days = mark_stale(spark, cfg.lakehouse, source, _days_of(lo, hi), ctx=ctx)
+        written = lake.write_table(
+            to_events(dedupe(validated)), cfg.lakehouse, S.BRONZE_EVENTS, ctx=ctx, replace_where=replace
+        )
+        if written is not None:
+            report.events = written.get(lake.OUTPUT_ROWS, 0)
+    else:
+        assert cfg.run.date is not None
+        report.events, report.stale_days, written = _write_day(
+            spark, cfg, validated, source=source, day=cfg.run.date, days=input_days, ctx=ctx
+        )
     if written is None:  # a retried run whose events had committed already: recount them
         report.skipped = True
-        report.events = _count_run_rows(spark, cfg, source, lo, hi, day)
-    else:
-        report.events = written.get(lake.OUTPUT_ROWS, 0)
-    report.duplicates = valid - report.events
-    changed = _days_of(lo, hi) if day is None else [local_day(day[0], source)]
-    if day is not None and late:
-        added, late_days = _add_late(spark, cfg, validated.where(when == _LATE), source=source, before=day[0], ctx=ctx)
-        report.late_added = added
-        changed += late_days
-    report.stale_days = mark_stale(spark, cfg.lakehouse, source, changed, ctx=ctx)
+        report.events = _count_run_rows(spark, cfg, source, lo, hi, cfg.run.date)
+    report.duplicates = valid + late + other_days - report.events
     return report
+
+
+def _write_day(
+    spark: SparkSession,
+    cfg: Config,
+    validated: DataFrame,
+    *,
+    source: str,
+    day: date,
+    days: set[date],
+    ctx: lake.RunContext,
+) -> tuple[int, int, dict[str, int] | None]:
+    """A dated ingest: every valid event of the day's input (late arrivals and events of later
+    days included) replaces the rows the run for ``day`` stored before, and the undated rows of the
+    day itself, in one commit; events other runs hold already are duplicates (as many copies as
+    are missing are written). ``days``: the local days of the input's valid events. The days
+    whose events may change (those of the rows replaced and of the input) are marked stale before
+    the commit, so that a crash after it leaves no mark missing.
+
+    Returns:
+        The events written, the completed days marked stale, and the commit's metrics (None: a
+        retried run whose write Delta skipped).
+    """
+    start, end = day_bounds(day, source)
+    mine_sql = (
+        f"{lake.date_between(S.INGEST_DAY, day, day)} OR ({lake.sql_identifier(S.INGEST_DAY)} IS NULL AND "
+        f"{lake.date_between(S.EVENT_DATE, start.date(), (end - timedelta(microseconds=1)).date())} AND "
+        f"{lake.time_between(S.TS, start, end)})"
+    )
+    mine = F.coalesce(F.expr(mine_sql), F.lit(False))
+    if lake.is_delta_table(spark, lake.table_path(cfg.lakehouse, S.BRONZE_EVENTS)):
+        bronze = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(F.col(S.SOURCE) == source)
+        if S.INGEST_DAY not in bronze.columns:  # a table written before the column: every row undated
+            bronze = bronze.withColumn(S.INGEST_DAY, F.lit(None).cast("date"))
+    else:
+        bronze = spark.createDataFrame([], S.EVENT_SCHEMA)
+    tz = SOURCE_TIMEZONES[source]
+    local = F.to_date(F.from_utc_timestamp(S.TS, tz))
+    before = {r[0] for r in bronze.where(mine).select(local).distinct().collect()}  # days: a handful
+    touched = before | days | {day}
+    ctx.claim(*leases.month_keys(source, min(touched) - timedelta(days=1), max(touched) + timedelta(days=1)))
+    keys = [c for c in S.EVENT_COLUMNS if c != S.INGEST_DAY]
+    in_days = F.lit(False)
+    for d in days:
+        d_start, d_end = day_bounds(d, source)
+        in_days |= F.col(S.EVENT_DATE).between(d_start.date(), d_end.date()) & F.col(S.TS).between(
+            F.lit(d_start), F.lit(d_end - timedelta(microseconds=1))
+        )
+    held = bronze.where(in_days & ~mine).select(*keys)
+    events = to_events(dedupe(validated), ingest_day=day)
+    new = checkpoint(events.select(*keys).exceptAll(held).withColumn(S.INGEST_DAY, F.lit(day)).select(*events.columns))
+    try:
+        n_new = new.count()
+        stale = mark_stale(spark, cfg.lakehouse, source, sorted(touched), ctx=ctx)
+        replace = f"{lake.rows_where(source=source)} AND ({mine_sql})"
+        written = lake.write_table(new, cfg.lakehouse, S.BRONZE_EVENTS, ctx=ctx, replace_where=replace)
+    finally:
+        release(new)
+    return n_new, stale, written
 
 
 def _days_of(lo: date, hi: date) -> list[date]:
@@ -237,37 +309,11 @@ def _days_of(lo: date, hi: date) -> list[date]:
     return [lo - timedelta(days=1) + timedelta(days=i) for i in range((hi - lo).days + 3)]
 
 
-def _add_late(
-    spark: SparkSession, cfg: Config, late: DataFrame, *, source: str, before: datetime, ctx: lake.RunContext
-) -> tuple[int, list[date]]:
-    """Append the late events bronze does not hold yet (as many copies as are missing) to their
-    days; returns how many were added and the local days of every late event, added or not: a
-    rerun after a crash between the append and the stale marks must still mark their days."""
-    events = to_events(dedupe(late))
-    bounds = events.agg(F.min(S.EVENT_DATE), F.max(S.EVENT_DATE)).first()  # one row
-    assert bounds is not None and bounds[0] is not None
-    ctx.claim(*leases.month_keys(source, bounds[0], bounds[1]))
-    held = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(
-        (F.col(S.SOURCE) == source) & F.col(S.EVENT_DATE).between(bounds[0], bounds[1]) & (F.col(S.TS) < F.lit(before))
-    )
-    new = checkpoint(events.exceptAll(held.select(*events.columns)))
-    try:
-        tz = SOURCE_TIMEZONES[source]
-        days = [r[0] for r in events.select(F.to_date(F.from_utc_timestamp(S.TS, tz))).distinct().collect()]  # days
-        added = new.count()
-        if added:
-            lake.write_table(new, cfg.lakehouse, S.BRONZE_EVENTS, ctx=ctx.with_inputs(ctx.inputs, "late"))
-    finally:
-        release(new)
-    log.info("ingest: %d late event(s) added, of %s", added, ", ".join(str(d) for d in sorted(days)))
-    return added, days
-
-
 def _count_run_rows(
-    spark: SparkSession, cfg: Config, source: str, lo: date, hi: date, day: tuple[datetime, datetime] | None
+    spark: SparkSession, cfg: Config, source: str, lo: date | None, hi: date | None, day: date | None
 ) -> int:
-    events = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS)
-    mine = (F.col(S.SOURCE) == source) & F.col(S.EVENT_DATE).between(lo, hi)
+    events = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(F.col(S.SOURCE) == source)
     if day is not None:
-        mine &= (F.col(S.TS) >= F.lit(day[0])) & (F.col(S.TS) < F.lit(day[1]))
-    return events.where(mine).count()
+        return events.where(F.col(S.INGEST_DAY) == F.lit(day)).count()
+    assert lo is not None and hi is not None
+    return events.where(F.col(S.EVENT_DATE).between(lo, hi)).count()
