@@ -310,6 +310,7 @@ def test_a_dated_run_on_a_table_from_before_ingest_day_replaces_its_day_and_tags
     )
 
 
+@pytest.mark.slow
 def test_a_day_re_ingested_keeps_the_late_events_other_days_files_brought(spark, tmp_path, lakehouse):
     """Day files with events of other days: 2024-03-02's holds a late event of 03-01 (u7), 03-01's
     an event of 03-02 (u8). Whatever the order of the runs, and a rerun of 03-01 after both, every
@@ -334,6 +335,7 @@ def test_a_day_re_ingested_keeps_the_late_events_other_days_files_brought(spark,
     ]
 
 
+@pytest.mark.slow
 def test_a_day_without_events_fails_unless_allowed_then_is_done_and_empties_the_day(spark, tmp_path, lakehouse, capsys):
     """A day file with no event of its day is most often a broken export: exit 3, nothing written.
     With ``ingest.allow_empty_day`` (sources with days without traffic) the day is done, and a
