@@ -656,7 +656,12 @@ class Config(_Strict):
 
     def hash(self) -> str:
         """A stable hash of everything that changes results (the run id excluded)."""
-        data = self.model_dump(mode="json", exclude={"run": {"run_id", "date"}, "maintenance": True, "tracking": True})
+        data = self.model_dump(
+            mode="json",
+            # allow_empty_day changes nothing for a day with events: turning it on to get past one
+            # day without traffic must not make a backfill redo the days done.
+            exclude={"run": {"run_id", "date"}, "ingest": {"allow_empty_day"}, "maintenance": True, "tracking": True},
+        )
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

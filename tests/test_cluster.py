@@ -176,6 +176,8 @@ def test_pipeline_on_a_standalone_cluster(cluster, tmp_path, shared_data):
         "spark.sql.codegen.wholeStage=false",
         "--conf",
         "spark.sql.codegen.factoryMode=NO_CODEGEN",
+        "--conf",
+        "spark.sql.adaptive.enabled=false",  # as in the suite's session: re-planning costs more here
         # Delta reconstructs a table's state and filters its files for every query in 50 tasks by
         # default (sized for a cluster's logs); this lakehouse's logs are a few files each.
         "--conf",

@@ -79,6 +79,7 @@ def test_malformed_override_and_missing_file():
 def test_config_hash_ignores_run_id_but_not_settings():
     base = load_config(None)
     assert base.hash() == load_config(None, ["run.run_id=abc"]).hash()
+    assert base.hash() == load_config(None, ["ingest.allow_empty_day=true"]).hash()  # no redo of days done
     assert base.hash() != load_config(None, ["ingest.max_reject_rate=0.5"]).hash()
 
 

@@ -312,18 +312,22 @@ def test_a_dated_run_on_a_table_from_before_ingest_day_replaces_its_day_and_tags
 
 @pytest.mark.slow
 def test_a_day_re_ingested_keeps_the_late_events_other_days_files_brought(spark, tmp_path, lakehouse):
-    """Day files with events of other days: 2024-03-02's holds a late event of 03-01 (u7), 03-01's
-    an event of 03-02 (u8). Whatever the order of the runs, and a rerun of 03-01 after both, every
-    event is stored once in its own day."""
+    """Day files with events of other days: 2024-03-02's holds a late event of 03-01 (u7) and a copy
+    of one of 03-01's own events, 03-01's an event of 03-02 (u8). Run 03-02, then 03-01 (whose copy
+    is then a duplicate), then 03-01 again: every event is stored once, in its own day."""
     files = {
         "2024-03-01": [GOOD[0], GOOD[1], "u8,i8,c8,view,2024-03-02T12:00:00Z,"],
-        "2024-03-02": [GOOD[2], GOOD[3], "u7,i7,c7,view,2024-03-01T12:00:00Z,"],
+        "2024-03-02": [GOOD[2], GOOD[3], "u7,i7,c7,view,2024-03-01T12:00:00Z,", GOOD[0]],
     }
     for day, lines in files.items():
         write_text(tmp_path / f"{day}.csv", HEADER + "\n".join(lines) + "\n")
     cfg = _cfg(lakehouse, "canonical", [str(tmp_path / "{date}.csv")])
-    for run_id, day in (("d2", date(2024, 3, 2)), ("d1", date(2024, 3, 1)), ("d1-again", date(2024, 3, 1))):
+    reports = [
         _run(spark, daily.for_day(cfg, day), run_id)
+        for run_id, day in (("d2", date(2024, 3, 2)), ("d1", date(2024, 3, 1)), ("d1-again", date(2024, 3, 1)))
+    ]
+    counts = [(r.events, r.duplicates, r.late, r.other_days) for r in reports]
+    assert counts == [(4, 0, 2, 0), (2, 1, 0, 1), (2, 1, 0, 1)]  # (events, duplicates, late, later days)
     got = DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas(columns=[S.USER_ID, S.EVENT_DATE])
     assert sorted((r.user_id, str(r.event_date)) for r in got.itertuples()) == [
         ("u1", "2024-03-01"),

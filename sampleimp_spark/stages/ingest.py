@@ -228,9 +228,8 @@ def _write(
         assert lo is not None and hi is not None  # valid events have dates
         replace = lake.rows_where(source=source) + " AND " + lake.date_between(S.EVENT_DATE, lo, hi)
         report.stale_days = mark_stale(spark, cfg.lakehouse, source, _days_of(lo, hi), ctx=ctx)
-        written = lake.write_table(
-            to_events(dedupe(validated)), cfg.lakehouse, S.BRONZE_EVENTS, ctx=ctx, replace_where=replace
-        )
+        events = to_events(dedupe(validated.where(valid_row)))
+        written = lake.write_table(events, cfg.lakehouse, S.BRONZE_EVENTS, ctx=ctx, replace_where=replace)
         if written is not None:
             report.events = written.get(lake.OUTPUT_ROWS, 0)
     else:
@@ -273,6 +272,7 @@ def _write_day(
         f"{lake.time_between(S.TS, start, end)})"
     )
     mine = F.coalesce(F.expr(mine_sql), F.lit(False))
+    ctx.claim(*leases.month_keys(source, day - timedelta(days=1), day + timedelta(days=1)))  # before reading
     if lake.is_delta_table(spark, lake.table_path(cfg.lakehouse, S.BRONZE_EVENTS)):
         bronze = lake.read_table(spark, cfg.lakehouse, S.BRONZE_EVENTS).where(F.col(S.SOURCE) == source)
         if S.INGEST_DAY not in bronze.columns:  # a table written before the column: every row undated
@@ -292,7 +292,7 @@ def _write_day(
             F.lit(d_start), F.lit(d_end - timedelta(microseconds=1))
         )
     held = bronze.where(in_days & ~mine).select(*keys)
-    events = to_events(dedupe(validated), ingest_day=day)
+    events = to_events(dedupe(validated.where(F.col(S.REASON).isNull())), ingest_day=day)
     new = checkpoint(events.select(*keys).exceptAll(held).withColumn(S.INGEST_DAY, F.lit(day)).select(*events.columns))
     try:
         n_new = new.count()
