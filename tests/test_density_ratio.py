@@ -260,6 +260,7 @@ def test_spark_scoring_equals_the_numpy_mirror(fitted, method):
         np.testing.assert_allclose(rows[S.W_DR].to_numpy(), expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow  # fits every variant: over 10 s of Spark work
 def test_big_shard_reaches_the_udf_bounded(fitted):
     params, _ = fitted("logistic")
     big, small = params.loc["big"], params.loc["small"]
@@ -274,6 +275,7 @@ def test_big_shard_reaches_the_udf_bounded(fitted):
     assert params.loc["no_target", "n_input"] == params.loc["all_target", "n_input"] == 0
 
 
+@pytest.mark.slow  # fits every variant: over 10 s of Spark work
 def test_kernel_params_are_small_and_plain(fitted):
     params, _ = fitted("ulsif")
     g3 = params.loc["g3"]
@@ -287,6 +289,7 @@ def test_kernel_params_are_small_and_plain(fitted):
 # --- reproducibility -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # fits every variant: over 10 s of Spark work
 def test_same_seed_same_params_and_weights_whatever_the_partitioning(fitted):
     params0, scored0 = fitted("logistic")
     params1, scored1 = fitted("logistic_repartitioned")

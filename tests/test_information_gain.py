@@ -486,6 +486,7 @@ def test_samples_of_an_unfitted_shard_weigh_one(spark):
     assert (z["ig_score"], z["w_ig"]) == (0.0, 1.0)
 
 
+@pytest.mark.slow
 def test_scoring_keeps_the_samples_in_place_and_scores_a_large_model_in_parts(spark, monkeypatch):
     samples = spark.createDataFrame(_rows(), SAMPLES_SCHEMA)
     result = information_gain(samples, FEATURES, n_bins=4, smoothing=0.0)

@@ -265,6 +265,7 @@ def test_implausible_timestamps_are_rejects_without_a_window(spark, tmp_path, la
     assert len(events) == 40 and events[S.TS].dt.year.unique().tolist() == [2017]
 
 
+@pytest.mark.slow
 def test_a_dated_run_on_a_table_from_before_ingest_day_replaces_its_day_and_tags_its_rows(spark, tmp_path, lakehouse):
     """A ``bronze.events`` written before the ``ingest_day`` column (every row undated): the run for
     2024-03-01 replaces that day's rows, adds the column, and tags what it stored (a late event of
