@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sampleimp_spark import lake, leases
@@ -133,6 +133,11 @@ _LATE, _LATER = "late", "later"
 _DAY = "_day"
 
 
+def _local_day(tz: str) -> Column:
+    """The day of the source's time zone ``tz`` each event falls in."""
+    return F.to_date(F.from_utc_timestamp(S.TS, tz))
+
+
 def _write(
     spark: SparkSession,
     cfg: Config,
@@ -152,7 +157,7 @@ def _write(
         when = F.when(valid_row & (F.col(S.TS) < F.lit(day[0])), _LATE).when(
             valid_row & (F.col(S.TS) >= F.lit(day[1])), _LATER
         )
-        local = F.when(valid_row, F.to_date(F.from_utc_timestamp(S.TS, tz)))
+        local = F.when(valid_row, _local_day(tz))
     stats = (
         validated.groupBy(S.SOURCE_FILE, S.REASON, when.alias(_WHEN), local.alias(_DAY))
         .agg(F.count(F.lit(1)).alias("n"), F.min(F.to_date(S.TS)).alias("lo"), F.max(F.to_date(S.TS)).alias("hi"))
@@ -280,17 +285,13 @@ def _write_day(
     else:
         bronze = spark.createDataFrame([], S.EVENT_SCHEMA)
     tz = SOURCE_TIMEZONES[source]
-    local = F.to_date(F.from_utc_timestamp(S.TS, tz))
-    before = {r[0] for r in bronze.where(mine).select(local).distinct().collect()}  # days: a handful
+    before = {r[0] for r in bronze.where(mine).select(_local_day(tz)).distinct().collect()}  # days: a handful
     touched = before | days | {day}
     ctx.claim(*leases.month_keys(source, min(touched) - timedelta(days=1), max(touched) + timedelta(days=1)))
     keys = [c for c in S.EVENT_COLUMNS if c != S.INGEST_DAY]
-    in_days = F.lit(False)
-    for d in days:
-        d_start, d_end = day_bounds(d, source)
-        in_days |= F.col(S.EVENT_DATE).between(d_start.date(), d_end.date()) & F.col(S.TS).between(
-            F.lit(d_start), F.lit(d_end - timedelta(microseconds=1))
-        )
+    # The rows of the input's days that other runs stored (a local day spans two UTC dates).
+    span = (min(days) - timedelta(days=1), max(days) + timedelta(days=1)) if days else (day, day)
+    in_days = F.col(S.EVENT_DATE).between(*span) & _local_day(tz).isin(sorted(days))
     held = bronze.where(in_days & ~mine).select(*keys)
     events = to_events(dedupe(validated.where(F.col(S.REASON).isNull())), ingest_day=day)
     new = checkpoint(events.select(*keys).exceptAll(held).withColumn(S.INGEST_DAY, F.lit(day)).select(*events.columns))
