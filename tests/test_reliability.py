@@ -80,6 +80,29 @@ def test_properties_spark_would_redact_are_read_verbatim(spark, tmp_path):
     assert DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).version() == version + 1
 
 
+def test_versions_and_commit_metrics_are_read_from_the_log(spark, tmp_path):
+    """The table's version and a run's commit metrics, read from the Delta log's commit files,
+    agree with delta-rs; a later run's commits and properties commits are passed over."""
+    lakehouse = tmp_path / "lake house"
+    path = lake.table_path(lakehouse, S.BRONZE_REJECTS)
+    assert lake.table_version_or_none(spark, lakehouse, S.BRONZE_REJECTS) is None
+    row = ("s", "f", "raw", "malformed", None, "r")
+    where = lake.rows_where(source="s")
+    first = lake.RunContext(run_id="r-1", config_hash="h", stage="t")
+    written = lake.write_table(
+        spark.createDataFrame([row] * 3, S.REJECT_SCHEMA), lakehouse, S.BRONZE_REJECTS, ctx=first, replace_where=where
+    )
+    assert written is not None and written[lake.OUTPUT_ROWS] == 3
+    later = lake.RunContext(run_id="r-2", config_hash="h", stage="t")
+    written = lake.write_table(
+        spark.createDataFrame([row] * 2, S.REJECT_SCHEMA), lakehouse, S.BRONZE_REJECTS, ctx=later, replace_where=where
+    )
+    assert written is not None and written[lake.OUTPUT_ROWS] == 2  # not the properties commit after it
+    assert lake.table_version(spark, lakehouse, S.BRONZE_REJECTS) == DeltaTable(path).version()
+    assert lake.last_commit_metrics(spark, lakehouse, S.BRONZE_REJECTS, operation_of_run="r-1")[lake.OUTPUT_ROWS] == 3
+    assert lake.last_commit_metrics(spark, lakehouse, S.BRONZE_REJECTS)[lake.OUTPUT_ROWS] == 2  # the newest data commit
+
+
 def test_sql_helpers_escape_quotes_backslashes_and_backticks():
     assert lake.sql_string("it's a \\ test") == "'it\\'s a \\\\ test'"
     assert lake.sql_identifier("a`b") == "`a``b`"
