@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
@@ -229,8 +230,10 @@ def test_dated_runs_ingest_their_day_once_and_a_backfill_resumes(spark, shared_d
     (late_dir / "2017-12-03.csv").write_text((tmp_path / "days" / "2017-12-03.csv").read_text() + late_line + "\n")
     late = _taobao(lakehouse, f"{late_dir}/{{date}}.csv")
     capsys.readouterr()
-    assert main(["ingest", "--date", "2017-12-03", *late]) == EXIT_OK
+    assert main(["ingest", "--date", "2017-12-03", "--run-id", "late-1", *late]) == EXIT_OK
     assert "input events 1 of earlier days" in capsys.readouterr().out
+    # Its report describes the ingest, not the lakehouse's windows.
+    assert "Class frequencies" not in (tmp_path / "runs" / "late-1" / "report.md").read_text()
     status = DeltaTable(lake.table_path(lakehouse, S.SILVER_WINDOW_STATUS)).to_pandas()
     stale = set(status.loc[status[S.STATUS] == daily.STALE, S.DAY])
     assert stale == {date(2017, 12, 2)}, status
@@ -271,6 +274,28 @@ def test_dated_runs_ingest_their_day_once_and_a_backfill_resumes(spark, shared_d
     by_day = _events_by_day(lakehouse)
     assert by_day[date(2017, 12, 3)] == per_day[date(2017, 12, 3)] + 1
     assert by_day[date(2017, 12, 2)] == per_day[date(2017, 12, 2)]
+
+    # With training on, a dated run also builds the experiment's earlier windows (one origin: the
+    # windows of the two days before). The one its own day's run built and that is still up to
+    # date is kept as it is; a window no run of this config recorded is built.
+    trained = [*dated, "--set", "train.enabled=true", "--set", "train.origins=1"]
+    assert main(["features", "--date", "2017-12-01", "--run-id", "t-12-01", *trained]) == EXIT_OK
+    previous = w.shifted(w.t1 - w.t2)  # the window of 2017-12-01
+    before = {x: _files(lakehouse, x.window_id) for x in (previous.shifted(w.t1 - w.t2), previous, w)}
+    assert all(before.values())
+    assert main(["features", "--date", "2017-12-02", "--run-id", "t-12-02", *trained]) == EXIT_OK
+    after = {x: _files(lakehouse, x.window_id) for x in before}
+    assert after[previous] == before[previous]  # kept: the same files
+    assert after[w] and not after[w] & before[w]  # the day's own window: built again
+    assert (after[previous.shifted(w.t1 - w.t2)] & before[previous.shifted(w.t1 - w.t2)]) == set()
+
+
+def _files(lakehouse: str, window_id: str) -> set[str]:
+    """The data files of ``silver.samples`` that hold ``window_id`` (its partition)."""
+    actions = pa.table(
+        DeltaTable(lake.table_path(lakehouse, S.SILVER_SAMPLES)).get_add_actions(flatten=True)
+    ).to_pylist()
+    return {a["path"] for a in actions if a[f"partition.{S.WINDOW_ID}"] == window_id}
 
 
 def _day_status(lakehouse: str, day: date) -> tuple[str, str]:

@@ -238,6 +238,8 @@ def write_report(spark: SparkSession, cfg: Config, result: RunResult) -> Path:
         window_id = features.latest.windows.window_id
 
     def small(name: str, limit: int = 100_000) -> pd.DataFrame:
+        if window_id is None:  # an ingest-only run: no window of its own to show (not every window's)
+            return pd.DataFrame()
         df = _table(spark, cfg, name)
         if df is None:
             return pd.DataFrame()
