@@ -10,10 +10,6 @@ each rep times (a) the full features stage for the last day's window (computed f
 ``features.incremental``: it builds that day's partials (the only new day) and assembles the
 window from the partials. Reports
 both times and their ratio; the target is (b)/(a) <= 1/3.
-
-``--origins N`` turns training on with N evaluation origins: both runs then need the experiment's
-N + 2 windows. The setup records the day before as done (as its nightly run would), so (b) keeps
-the windows that run built and builds the last day's only; (a) builds every window from the events.
 """
 
 from __future__ import annotations
@@ -34,13 +30,11 @@ from harness import save
 
 from sampleimp_spark import lake
 from sampleimp_spark import schema as S
-from sampleimp_spark.config import Config
 from sampleimp_spark.features.daily import feature_days_of
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.session import get_session
 from sampleimp_spark.sources import SOURCE_TIMEZONES
 from sampleimp_spark.stages import daily, features, ingest
-from sampleimp_spark.stages.pipeline import STAGES
 
 
 def main() -> None:
@@ -49,14 +43,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--driver-memory", default="12g")
     parser.add_argument("--partitions", type=int, default=16)
-    parser.add_argument("--origins", type=int, default=0, help="training on with this many origins (0: off)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     n = int(args.events)
     cfg = config_for(n, args.driver_memory, args.partitions)
-    if args.origins:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"enabled": True, "origins": args.origins})})
     spark = get_session(cfg.spark)
     progress = RunProgress(f"bench-daily-{n}")
     if not lake.is_delta_table(spark, lake.table_path(cfg.lakehouse, S.BRONZE_EVENTS)):
@@ -79,30 +70,15 @@ def main() -> None:
     def dated(day):
         return daily.for_day(inc_cfg, day)
 
-    def ctx(tag: str, of: Config = cfg) -> lake.RunContext:
-        return lake.RunContext(f"bench-daily-{tag}-{time.time_ns()}", of.hash(), "features")
+    def ctx(tag: str) -> lake.RunContext:
+        return lake.RunContext(f"bench-daily-{tag}-{time.time_ns()}", cfg.hash(), "features")
 
     before = set(feature_days_of(window, SOURCE_TIMEZONES["generator"]))
     key = features.partials_key(inc_cfg, "generator")
-    previous = last - timedelta(days=1)
-    done = daily.completed(spark, dated(previous), previous, inc_cfg.hash())
-    if not before <= daily.partials_built(spark, cfg.lakehouse, "generator", key) or (
-        args.origins and (done is None or "features" not in done.fresh)
-    ):
+    if not before <= daily.partials_built(spark, cfg.lakehouse, "generator", key):
         t = time.perf_counter()
-        built = features.run(spark, dated(previous), ctx=ctx("setup", inc_cfg), progress=progress)
-        first = daily.first_day_read(inc_cfg, previous, built.windows, ["features"])
-        daily.mark_done(
-            spark,
-            dated(previous),
-            previous,
-            inc_cfg.hash(),
-            ["features"],
-            order=STAGES,
-            first_day=first,
-            ctx=ctx("done", inc_cfg),
-        )
-        print(f"setup (partials of the days before {last}, the windows of {previous}): {time.perf_counter() - t:.1f}s")
+        features.run(spark, dated(last - timedelta(days=1)), ctx=ctx("setup"), progress=progress)
+        print(f"setup (partials of the days before {last}): {time.perf_counter() - t:.1f}s")
     full, incremental = [], []
     for rep in range(args.reps):
         t = time.perf_counter()
@@ -110,7 +86,7 @@ def main() -> None:
         full.append(time.perf_counter() - t)
         daily.mark_stale(spark, cfg.lakehouse, "generator", [last], ctx=ctx(f"stale{rep}"))  # untimed
         t = time.perf_counter()
-        features.run(spark, dated(last), ctx=ctx(f"inc{rep}", inc_cfg), progress=progress)
+        features.run(spark, dated(last), ctx=ctx(f"inc{rep}"), progress=progress)
         incremental.append(time.perf_counter() - t)
         print(f"rep {rep}: full {full[-1]:.1f}s, newest day from partials {incremental[-1]:.1f}s")
     row = {
@@ -120,7 +96,6 @@ def main() -> None:
         "incremental_s": [round(x, 1) for x in incremental],
         "ratio_median": round(statistics.median(incremental) / statistics.median(full), 3),
         "shuffle_partitions": args.partitions,
-        "origins": args.origins,
     }
     print(row)
     print(f"saved {save('daily_features', row)}")

@@ -164,7 +164,7 @@ def _run(
                     kept = ", ".join(s for s in wanted if s not in todo)
                     print(f"{day}: {kept} up to date (run {done.run_id}); running {', '.join(todo)}")
                 stages = wanted = todo
-        result = run_stages(spark, cfg, stages, run_id=run_id, config_hash=config_hash)
+        result = run_stages(spark, cfg, stages, run_id=run_id)
         from sampleimp_spark.stages.report import write_report
 
         report_path = write_report(spark, cfg, result)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
@@ -274,28 +273,6 @@ def test_dated_runs_ingest_their_day_once_and_a_backfill_resumes(spark, shared_d
     by_day = _events_by_day(lakehouse)
     assert by_day[date(2017, 12, 3)] == per_day[date(2017, 12, 3)] + 1
     assert by_day[date(2017, 12, 2)] == per_day[date(2017, 12, 2)]
-
-    # With training on, a dated run also builds the experiment's earlier windows (one origin: the
-    # windows of the two days before). The one its own day's run built and that is still up to
-    # date is kept as it is; a window no run of this config recorded is built.
-    trained = [*dated, "--set", "train.enabled=true", "--set", "train.origins=1"]
-    assert main(["features", "--date", "2017-12-01", "--run-id", "t-12-01", *trained]) == EXIT_OK
-    previous = w.shifted(w.t1 - w.t2)  # the window of 2017-12-01
-    before = {x: _files(lakehouse, x.window_id) for x in (previous.shifted(w.t1 - w.t2), previous, w)}
-    assert all(before.values())
-    assert main(["features", "--date", "2017-12-02", "--run-id", "t-12-02", *trained]) == EXIT_OK
-    after = {x: _files(lakehouse, x.window_id) for x in before}
-    assert after[previous] == before[previous]  # kept: the same files
-    assert after[w] and not after[w] & before[w]  # the day's own window: built again
-    assert (after[previous.shifted(w.t1 - w.t2)] & before[previous.shifted(w.t1 - w.t2)]) == set()
-
-
-def _files(lakehouse: str, window_id: str) -> set[str]:
-    """The data files of ``silver.samples`` that hold ``window_id`` (its partition)."""
-    actions = pa.table(
-        DeltaTable(lake.table_path(lakehouse, S.SILVER_SAMPLES)).get_add_actions(flatten=True)
-    ).to_pylist()
-    return {a["path"] for a in actions if a[f"partition.{S.WINDOW_ID}"] == window_id}
 
 
 def _day_status(lakehouse: str, day: date) -> tuple[str, str]:

@@ -6,9 +6,8 @@ It builds the run's window and, when training is enabled, the earlier windows th
 needs (:func:`sampleimp_spark.training.protocol.windows_needed`), from the events or, in a dated
 run (``--date``) with ``features.incremental``, from per-day partials (``silver.daily_*``, see
 :mod:`sampleimp_spark.features.daily`), building only the days not built yet: the run's own day
-and any missing or stale day its windows read. A dated run keeps an earlier window that its own
-day's run built with the same config and that is not stale (``silver.window_status``). A rerun
-replaces the rows of the same source and ``window_id`` in every table.
+and any missing or stale day its windows read. A rerun replaces the rows of the same source and
+``window_id`` in every table.
 """
 
 from __future__ import annotations
@@ -112,31 +111,6 @@ def experiment_origins(cfg: Config, events: DataFrame, latest: Windows, *, tz: s
     return available
 
 
-def _current_windows(
-    spark: SparkSession, cfg: Config, windows: list[Windows], *, source: str, config_hash: str
-) -> list[Windows]:
-    """Of a dated run's earlier windows, those another day's run built and that are still up to
-    date: the window of day D' is kept when ``silver.window_status`` records D''s features as done
-    with this config hash and not stale (a late event for a day it reads marks it stale)."""
-    if cfg.run.date is None:
-        return []
-    kept = []
-    for w in windows:
-        day = daily.local_day(w.t2 - timedelta(microseconds=1), source)
-        if daily.day_window(cfg, day, source) != w:
-            continue
-        status = daily.completed(spark, cfg, day, config_hash)
-        if status is not None and "features" in status.fresh:
-            kept.append(w)
-    if not kept:
-        return []
-    stored = lake.read_table(spark, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES).where(
-        (F.col(S.SOURCE) == source) & F.col(S.WINDOW_ID).isin([w.window_id for w in kept])
-    )
-    present = {r[0] for r in stored.select(S.WINDOW_ID).distinct().collect()}  # a row per window
-    return [w for w in kept if w.window_id in present]  # a window whose rows are gone is built again
-
-
 def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: RunProgress) -> FeaturesReport:
     """Build and write the silver tables for the configured source and windows."""
     fcfg = cfg.features
@@ -162,16 +136,10 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
             tz=tz,
         )
         wanted = windows_needed(latest, origins=experiment_origins(cfg, events, latest, tz=tz))
-        ctx.claim(*(leases.window_key(source, w.window_id) for w in wanted))
-        reused = _current_windows(spark, cfg, wanted[:-1], source=source, config_hash=ctx.config_hash)
         for windows in wanted:
-            how = "up to date, kept" if windows in reused else "building"
-            log.info("features %s: %s (window_id %s): %s", source, windows.describe(), windows.window_id, how)
-        todo = [w for w in wanted if w not in reused]
-        built = _build(spark, cfg, events, windows=todo, source=source, tz=tz, ctx=ctx)
-        features = built[-1].features  # the same config: the same features
-        kept = _window_reports(spark, cfg, source=source, windows=reused, features=features) if reused else []
-        reports = sorted(built + kept, key=lambda r: r.windows.t2)
+            log.info("features %s: %s (window_id %s)", source, windows.describe(), windows.window_id)
+        ctx.claim(*(leases.window_key(source, w.window_id) for w in wanted))
+        reports = _build(spark, cfg, events, windows=wanted, source=source, tz=tz, ctx=ctx)
         report = FeaturesReport(source, reports)
         info.rows_out = {"samples": report.latest.samples, "positives": report.latest.label_counts.get("1", 0)}
         info.shards = report.latest.shards
@@ -364,30 +332,25 @@ def _write(
             replace_where=where,
         )
         lake.write_table(freqs, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES, ctx=ctx, replace_where=where)
+        shard_stats = {
+            r[0]: (r[1], r[2])
+            for r in mapping.groupBy(S.WINDOW_ID)
+            .agg(F.countDistinct(S.SHARD), F.count_if(F.col(S.SHARD_RULE) != "own"))
+            .collect()  # one row per window
+        }
     finally:
         release(mapping)
-    return _window_reports(spark, cfg, source=source, windows=windows, features=feature_columns(out))
-
-
-def _window_reports(
-    spark: SparkSession, cfg: Config, *, source: str, windows: list[Windows], features: list[str]
-) -> list[WindowReport]:
-    """What the silver tables hold for each of ``windows``: samples per label, shards, features."""
     ids = [w.window_id for w in windows]
-    mine = (F.col(S.SOURCE) == source) & F.col(S.WINDOW_ID).isin(ids)
-    mapping = lake.read_table(spark, cfg.lakehouse, S.SILVER_SHARD_MAP).where(mine)
-    shard_stats = {
-        r[0]: (r[1], r[2])
-        for r in mapping.groupBy(S.WINDOW_ID)
-        .agg(F.countDistinct(S.SHARD), F.count_if(F.col(S.SHARD_RULE) != "own"))
-        .collect()  # one row per window
-    }
     freq = lake.read_table(spark, cfg.lakehouse, S.SILVER_CLASS_FREQUENCIES).where(
-        mine & (F.col(S.SHARD) == S.ALL_SHARDS) & (F.col(S.FREQ_KIND) == "purchase")
+        (F.col(S.SOURCE) == source)
+        & F.col(S.WINDOW_ID).isin(ids)
+        & (F.col(S.SHARD) == S.ALL_SHARDS)
+        & (F.col(S.FREQ_KIND) == "purchase")
     )
     labels: dict[str, dict[str, int]] = {}
     for r in freq.collect():  # two rows per window
         labels.setdefault(r[S.WINDOW_ID], {})[r[S.FREQ_CLASS]] = r[S.FREQ_COUNT]
+    features = feature_columns(out)
     reports = []
     for w in windows:
         counts = labels.get(w.window_id, {})

@@ -59,17 +59,9 @@ class RunResult:
 
 
 def run_stages(
-    spark: SparkSession,
-    cfg: Config,
-    stages: Sequence[str] = STAGES,
-    *,
-    run_id: str | None = None,
-    config_hash: str | None = None,
+    spark: SparkSession, cfg: Config, stages: Sequence[str] = STAGES, *, run_id: str | None = None
 ) -> RunResult:
-    """Run ``stages`` (a subset of :data:`STAGES`, in pipeline order) and return their reports.
-
-    ``config_hash``: the hash the run records (default ``cfg.hash()``); a dated run passes its
-    undated config's, under which ``silver.window_status`` records its days."""
+    """Run ``stages`` (a subset of :data:`STAGES`, in pipeline order) and return their reports."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
@@ -79,7 +71,7 @@ def run_stages(
         tracking.require(cfg)
     progress = RunProgress(run_id)
     result = RunResult(run_id, progress)
-    config_hash = config_hash or cfg.hash()
+    config_hash = cfg.hash()
     log.info(
         "run %s: stages %s, config hash %s, lakehouse %s",
         run_id,
