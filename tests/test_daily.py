@@ -138,6 +138,7 @@ def _events_by_day(lakehouse: str) -> dict[date, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 35 CLI runs: 380-440 s alone, up to 900 s beside the other worker on a slow day
 def test_dated_runs_ingest_their_day_once_and_a_backfill_resumes(spark, shared_data, tmp_path, capsys):
     src = shared_data / "taobao_userbehavior" / "UserBehavior.csv"
     _split_by_day(src, tmp_path / "days")
