@@ -326,6 +326,31 @@ def test_same_seed_same_recommendations(spark, cluster_model, cluster_events):
 
 
 @pytest.mark.slow
+def test_fits_of_ratings_indexed_once_equal_fits_of_the_ratings(spark, cluster_model, cluster_events):
+    """A tuning grid indexes its ratings once: each fit equals the fit that indexes them itself,
+    freeing one model leaves the indexes to the others, and releasing them frees everything."""
+    stored = stored_rdds(spark)
+    indexed = A.index_ratings(A.implicit_ratings(cluster_events, strengths=STRENGTHS))
+    fitted: list[A.FittedALS] = []
+    users = cluster_events.select(S.USER_ID)
+    pairs = cluster_events.select(S.USER_ID, S.ITEM_ID).distinct()
+    try:
+        same = A.fit_als(indexed, **CLUSTER_ALS, seed=3)
+        fitted.append(same)
+        other = A.fit_als(indexed, **{**CLUSTER_ALS, "reg_param": CLUSTER_ALS["reg_param"] * 4}, seed=3)
+        fitted.append(other)
+        assert _scores(same, pairs) == pytest.approx(_scores(cluster_model, pairs), abs=1e-5)
+        same.unpersist()
+        assert _lists(A.recommend(other, users, 6)) != {}  # the shared indexes are still there
+        assert _scores(other, pairs) != pytest.approx(_scores(cluster_model, pairs), abs=1e-5)
+    finally:
+        for model in fitted:
+            model.unpersist()
+        indexed.release()
+    assert {k: v for k, v in stored_rdds(spark).items() if k not in stored} == {}
+
+
+@pytest.mark.slow
 def test_the_factors_depend_on_the_ratings_not_on_their_order(spark):
     """The same ratings in another order and partitioning fit the same factors to the last bit."""
     rng = np.random.default_rng(11)

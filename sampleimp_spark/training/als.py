@@ -7,8 +7,9 @@ saturating form ``log(1 + rating / ε)``. ALS with ``implicitPrefs=True`` reads 
 ``1 + alpha · rating`` with preference 1 (Hu, Koren & Volinsky 2008): a weight scales how much the
 pair's events count, and never removes an observed pair (it is floored at a tiny positive value);
 resampled copies of a pair add their weights (``Σ 1/rate``). :func:`fit_als` indexes the ids
-(:func:`index_ids`: contiguous, a function of the set of ids alone) and fits; :func:`recommend`
-gives each known user's exact top ``k`` items, scored in float64 in blocks, ties by item index.
+(:func:`index_ids`: contiguous, a function of the set of ids alone; :func:`index_ratings` indexes
+once for several fits) and fits; :func:`recommend` gives each known user's exact top ``k`` items,
+scored in float64 in blocks, ties by item index.
 With the same ratings, seed and ``num_blocks`` the factors do not depend on the ratings' order or
 partitioning in practice (tested to the last bit; the exception is in ``docs/reproducibility.md``).
 """
@@ -28,7 +29,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from sampleimp_spark import schema as S
-from sampleimp_spark.frames import release
+from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.weighting.time_decay import check_half_life, decay
 
 #: Hash buckets of :func:`index_ids` (the parallelism of the index; not a limit on ids).
@@ -302,7 +303,8 @@ class FittedALS:
     """A fitted ALS model with the id indexes that map its int ids back to the original ids.
 
     The indexes are persisted (every :func:`recommend` call reads them); call
-    :meth:`unpersist` when done.
+    :meth:`unpersist` when done. A model fitted on :class:`IndexedRatings` reads its indexes,
+    which :meth:`IndexedRatings.release` frees.
     """
 
     model: ALSModel
@@ -312,17 +314,64 @@ class FittedALS:
     item_index: DataFrame
     user_col: str = S.USER_ID
     item_col: str = S.ITEM_ID
+    #: The indexes belong to an :class:`IndexedRatings` that other fits share (it frees them).
+    shared_indexes: bool = False
 
     def unpersist(self) -> None:
-        """Release the cached indexes and the factor RDDs Spark's ALS keeps stored for the model.
+        """Release the factor RDDs Spark's ALS keeps stored for the model, and its indexes
+        unless they are shared.
 
-        Scoring afterwards would recompute the whole fit: save the model first if it is needed.
+        Scoring afterwards would recompute the whole fit (or fail, once shared indexes are
+        released): save the model first if it is needed.
         """
-        release(self.user_index, self.item_index, self.model.userFactors, self.model.itemFactors)
+        own = () if self.shared_indexes else (self.user_index, self.item_index)
+        release(*own, self.model.userFactors, self.model.itemFactors)
+
+
+@dataclass(frozen=True)
+class IndexedRatings:
+    """Ratings joined to their id indexes once, for several fits of the same ratings (a tuning
+    grid, several seeds): :func:`fit_als` then skips the indexing. Free with :meth:`release`
+    after the last use of every model fitted on it."""
+
+    #: ``(_als_user, _als_item, rating)``, stored.
+    data: DataFrame
+    user_index: DataFrame
+    item_index: DataFrame
+    user_col: str
+    item_col: str
+    rating_col: str
+
+    def release(self) -> None:
+        release(self.data, self.user_index, self.item_index)
+
+
+def index_ratings(
+    ratings: DataFrame,
+    *,
+    user_col: str = S.USER_ID,
+    item_col: str = S.ITEM_ID,
+    rating_col: str = S.RATING,
+    index_buckets: int = DEFAULT_INDEX_BUCKETS,
+) -> IndexedRatings:
+    """``ratings`` (as for :func:`fit_als`) with their user and item indexes, computed now."""
+    ratings = ratings.select(user_col, item_col, rating_col).persist(StorageLevel.MEMORY_AND_DISK)
+    user_index = item_index = None
+    try:
+        user_index = checkpoint(index_ids(ratings, id_col=user_col, index_col=_USER_INDEX, buckets=index_buckets))
+        item_index = checkpoint(index_ids(ratings, id_col=item_col, index_col=_ITEM_INDEX, buckets=index_buckets))
+        joined = ratings.join(user_index, user_col).join(item_index, item_col)
+        data = checkpoint(joined.select(_USER_INDEX, _ITEM_INDEX, rating_col))
+    except BaseException:
+        release(user_index, item_index)
+        raise
+    finally:
+        ratings.unpersist()
+    return IndexedRatings(data, user_index, item_index, user_col, item_col, rating_col)
 
 
 def fit_als(
-    ratings: DataFrame,
+    ratings: DataFrame | IndexedRatings,
     *,
     seed: int,
     rank: int = 32,
@@ -339,7 +388,9 @@ def fit_als(
 
     Args:
         ratings: one row per (user, item) with a rating > 0 (ALS does not merge duplicate
-            pairs: use :func:`implicit_ratings`, which also applies the sample weights).
+            pairs: use :func:`implicit_ratings`, which also applies the sample weights), or
+            such ratings already indexed (:func:`index_ratings`; ``user_col``, ``item_col``,
+            ``rating_col`` and ``index_buckets`` are then its own).
         seed: seed of ALS's factor initialisation (see the module docstring on
             reproducibility).
         rank: latent factors.
@@ -357,6 +408,32 @@ def fit_als(
         The fitted model with its user and item indexes (persisted; see
         :meth:`FittedALS.unpersist`).
     """
+
+    def estimator(rating: str, blocks: int) -> ALS:
+        return ALS(
+            rank=rank,
+            maxIter=max_iter,
+            regParam=reg_param,
+            alpha=alpha,
+            implicitPrefs=True,
+            numUserBlocks=blocks,
+            numItemBlocks=blocks,
+            userCol=_USER_INDEX,
+            itemCol=_ITEM_INDEX,
+            ratingCol=rating,
+            # Pairs of unknown users or items get no prediction rather than NaN (the joins in
+            # recommend already drop them; this keeps ALSModel.transform safe too).
+            coldStartStrategy="drop",
+            seed=seed,
+        ).setPredictionCol(_PREDICTION)
+
+    if isinstance(ratings, IndexedRatings):
+        spark = ratings.data.sparkSession
+        blocks = num_blocks or spark.sparkContext.defaultParallelism
+        model = estimator(ratings.rating_col, blocks).fit(ratings.data)
+        return FittedALS(
+            model, ratings.user_index, ratings.item_index, ratings.user_col, ratings.item_col, shared_indexes=True
+        )
     # The ratings are read three times (two indexes and the ALS input): keep them for the fit
     # rather than recompute the aggregation of all events each time.
     ratings = ratings.select(user_col, item_col, rating_col).persist(StorageLevel.MEMORY_AND_DISK)
@@ -368,23 +445,7 @@ def fit_als(
         item_index = item_index.persist(StorageLevel.MEMORY_AND_DISK)
         data = ratings.join(user_index, user_col).join(item_index, item_col)
         blocks = num_blocks or ratings.sparkSession.sparkContext.defaultParallelism
-        als = ALS(
-            rank=rank,
-            maxIter=max_iter,
-            regParam=reg_param,
-            alpha=alpha,
-            implicitPrefs=True,
-            numUserBlocks=blocks,
-            numItemBlocks=blocks,
-            userCol=_USER_INDEX,
-            itemCol=_ITEM_INDEX,
-            ratingCol=rating_col,
-            # Pairs of unknown users or items get no prediction rather than NaN (the joins in
-            # recommend already drop them; this keeps ALSModel.transform safe too).
-            coldStartStrategy="drop",
-            seed=seed,
-        ).setPredictionCol(_PREDICTION)
-        model = als.fit(data.select(_USER_INDEX, _ITEM_INDEX, rating_col))
+        model = estimator(rating_col, blocks).fit(data.select(_USER_INDEX, _ITEM_INDEX, rating_col))
     finally:
         ratings.unpersist()
     return FittedALS(model, user_index, item_index, user_col=user_col, item_col=item_col)

@@ -35,7 +35,7 @@ from sampleimp_spark.evaluation import names as N
 from sampleimp_spark.evaluation.ranking import per_user_ranking_metrics
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.training import baselines
-from sampleimp_spark.training.als import FittedALS, fit_als, implicit_ratings, recommend
+from sampleimp_spark.training.als import FittedALS, IndexedRatings, fit_als, implicit_ratings, index_ratings, recommend
 from sampleimp_spark.training.gbt import candidate_features, fit_gbt, predict_proba, rerank
 from sampleimp_spark.training.selection import Selection, select_weighting
 from sampleimp_spark.weighting.combine import combine_weights
@@ -469,10 +469,11 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
         half_life = _best_key(history_ndcg, N.HISTORY, [(str(h), h) for h in plan.half_life_grid])
         log.info("validation: history half-life %s days (of %s)", half_life, list(plan.half_life_grid))
         w0_gold = gold.where(F.col(S.WINDOW_ID) == w0.window_id)
-        ratings: dict[str, DataFrame] = {}
+        # Indexed once per variant: every grid point fits the same ratings.
+        ratings: dict[str, IndexedRatings] = {}
         for variant in plan.variants:
             weighted = variant_weights(w0_gold, variant, combine=plan.combine, half_life_days=half_life)
-            ratings[variant] = checkpoint(
+            ratings[variant] = index_ratings(
                 als_ratings(
                     feature_events,
                     weighted,
@@ -484,7 +485,7 @@ def tune(events: DataFrame, gold: DataFrame, w0: Windows, w1: Windows, plan: Exp
                     **plan.rating_form,
                 )
             )
-            held.append(ratings[variant])
+            held += [ratings[variant].data, ratings[variant].user_index, ratings[variant].item_index]
         grid = [(v, reg, alpha) for v in plan.variants for reg in plan.als_reg_grid for alpha in plan.als_alpha_grid]
 
         def fit(point: tuple[str, float, float]) -> tuple[FittedALS, DataFrame]:
@@ -664,13 +665,13 @@ def _evaluate_origin(
             ),
         ]
         held += [a.recs for a in arms]
-        prepared: dict[str, tuple[DataFrame, DataFrame, tuple[float, float]]] = {}
+        prepared: dict[str, tuple[IndexedRatings, DataFrame, tuple[float, float]]] = {}
         for variant in plan.variants:
             weighted = checkpoint(
                 variant_weights(t_samples, variant, combine=plan.combine, half_life_days=tuned.half_life)
             )
             reference = variant == N.REFERENCE_VARIANT
-            ratings = checkpoint(
+            ratings = index_ratings(  # once for every seed
                 als_ratings(
                     feature_events,
                     weighted,
@@ -683,7 +684,7 @@ def _evaluate_origin(
                 )
             )
             fit_rows = checkpoint(negative_sample(weighted, rate=plan.negative_rate, seed=plan.seed))
-            held += [weighted, ratings, fit_rows]
+            held += [weighted, ratings.data, ratings.user_index, ratings.item_index, fit_rows]
             prepared[variant] = (ratings, fit_rows, _priors(weighted, fit_rows, weighted=not reference))
 
         def train(task: tuple[str, int]) -> tuple[list[_Arm], pd.DataFrame, list[DataFrame]]:
