@@ -795,7 +795,9 @@ def stage_info(stage: str, report: Any) -> dict[str, Any]:
         latest = report.windows[-1]
         return {"rows": latest.rows, "shards": latest.shards}
     if stage == "train":
-        return {"metric_rows": len(report.rows), "hyperparameters": report.hyperparameters}
+        result = report.result
+        tuned = result.tuned.as_dict()
+        return {"metric_rows": len(result.per_origin), "comparisons": len(result.summary), "tuned": tuned}
     return {}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +23,7 @@ from sampleimp_spark.config import load_config
 from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import amazon, canonical, rees46, retailrocket, taobao, tianchi
+from sampleimp_spark.sources.base import source_file_names
 from sampleimp_spark.sources.validate import validate
 from sampleimp_spark.stages import ingest
 
@@ -80,14 +82,20 @@ def test_a_canonical_csv_opening_with_a_bom_keeps_its_header_out_of_the_records(
 
 
 def test_an_empty_canonical_csv_file_holds_no_records(spark, tmp_path):
-    """Defect: a 0-byte file among the inputs failed the whole ingest ("empty first line")."""
+    """Defect: a 0-byte file among the inputs failed the whole ingest ("empty first line"). Alone,
+    it is read as no records (the ingest stage decides whether no rows is an error), and it stays
+    among the read's input files."""
     good = write_text(
         tmp_path / "a.csv", "user_id,item_id,category_id,behavior,ts\nu1,i1,c1,view,2024-03-01T10:00:00Z\n"
     )
     empty = write_text(tmp_path / "b.csv", "")
-    assert canonical.read(spark, [good, empty]).count() == 1
-    with pytest.raises(BadInputError, match="every file is empty"):
-        canonical.read(spark, [empty])
+    both = canonical.read(spark, [good, empty])
+    assert both.count() == 1
+    (named,) = {r[S.SOURCE_FILE] for r in both.select(S.SOURCE_FILE).collect()}  # a.csv, as its rows name it
+    alone = canonical.read(spark, [empty])
+    assert alone.count() == 0
+    assert [Path(f).name for f in source_file_names(alone)] == ["b.csv"]
+    assert source_file_names(both) == [named, *source_file_names(alone)]  # named as the rows name files
 
 
 def test_canonical_csv_unclosed_quote_swallows_no_records(spark, tmp_path):

@@ -344,19 +344,29 @@ def test_a_day_re_ingested_keeps_the_late_events_other_days_files_brought(spark,
 def test_a_day_without_events_fails_unless_allowed_then_is_done_and_empties_the_day(spark, tmp_path, lakehouse, capsys):
     """A day file with no event of its day is most often a broken export: exit 3, nothing written.
     With ``ingest.allow_empty_day`` (sources with days without traffic) the day is done, and a
-    corrected empty file replaces the events the day had."""
+    corrected empty file (a header alone, or 0 bytes) replaces the events and the rejects the day had."""
     day_file = tmp_path / "2024-03-03.csv"
-    write_text(day_file, HEADER + "u1,i1,c1,view,2024-03-03T10:00:00Z,\n")
+    one_of_each = HEADER + "u1,i1,c1,view,2024-03-03T10:00:00Z,\nu1,i1,c1,like,2024-03-03T11:00:00Z,\n"
+    write_text(day_file, one_of_each)
     common = ["--date", "2024-03-03", *canonical_args(lakehouse, tmp_path / "{date}.csv")]
-    common += ["--set", f"run.runs_dir={tmp_path / 'runs'}"]
+    common += ["--set", f"run.runs_dir={tmp_path / 'runs'}", "--set", "ingest.max_reject_rate=0.5"]
     allowed = [*common, "--set", "ingest.allow_empty_day=true"]
     assert main(["ingest", *allowed]) == EXIT_OK
+    assert len(DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).to_pandas()) == 1
     write_text(day_file, HEADER)  # corrected: the day had no traffic
     assert main(["ingest", "--force", *common]) == EXIT_BAD_INPUT
     assert "no rows" in capsys.readouterr().err
-    assert len(DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas()) == 1
+    stored = {t: lake.table_path(lakehouse, t) for t in (S.BRONZE_EVENTS, S.BRONZE_REJECTS)}
+    assert [len(DeltaTable(p).to_pandas()) for p in stored.values()] == [1, 1]
     assert main(["ingest", "--force", *allowed]) == EXIT_OK
-    assert len(DeltaTable(lake.table_path(lakehouse, S.BRONZE_EVENTS)).to_pandas()) == 0
+    assert [len(DeltaTable(p).to_pandas()) for p in stored.values()] == [0, 0]  # the `like` row went too
     capsys.readouterr()
     assert main(["ingest", *allowed]) == EXIT_OK
     assert "nothing to do: 2024-03-03 (ingest)" in capsys.readouterr().out
+    # The same with a 0-byte file (what an export of a day without traffic often writes).
+    write_text(day_file, one_of_each)
+    assert main(["ingest", "--force", *allowed]) == EXIT_OK
+    assert [len(DeltaTable(p).to_pandas()) for p in stored.values()] == [1, 1]
+    write_text(day_file, "")
+    assert main(["ingest", "--force", *allowed]) == EXIT_OK
+    assert [len(DeltaTable(p).to_pandas()) for p in stored.values()] == [0, 0]

@@ -67,6 +67,16 @@ def input_files(paths: Sequence[str]) -> list[str]:
     return files
 
 
+def source_file_names(parsed: DataFrame) -> list[str]:
+    """The files ``parsed`` reads (rows or not), named as its ``_source_file`` column names them.
+
+    Spark's ``inputFiles()`` names a local file ``file:///p`` where ``_metadata.file_path`` says
+    ``file:/p`` (the percent-encoding is the same); other schemes agree. Empty for the generator.
+    """
+    local = "file:///"
+    return sorted({"file:/" + f.removeprefix(local) if f.startswith(local) else f for f in parsed.inputFiles()})
+
+
 def read_lines(spark: SparkSession, paths: Sequence[str], *, ordered: bool = False) -> DataFrame:
     """Every physical line of the files of ``paths`` (:func:`input_files`) as ``_raw`` with its
     file in ``_source_file``.

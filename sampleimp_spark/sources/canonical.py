@@ -115,11 +115,17 @@ def _csv_header(path: str) -> str:
         raise BadInputError(f"{path}: the header line is not UTF-8 ({e})") from None
 
 
+#: The header a 0-byte file is read under: it holds no line, so any header with the required columns does.
+_EMPTY_FILE_HEADER = ",".join(REQUIRED)
+
+
 def _read_csv(spark: SparkSession, paths: Sequence[str]) -> DataFrame | None:
     groups: dict[str, list[str]] = {}
     for p in paths:
-        if os.path.getsize(p) > 0:  # an empty file holds no records (and no header)
-            groups.setdefault(_csv_header(p), []).append(p)
+        # A 0-byte file holds no records (and no header), yet stays in the read: the run names it
+        # among its input files (a corrected empty file replaces its earlier rejects).
+        header = _csv_header(p) if os.path.getsize(p) > 0 else _EMPTY_FILE_HEADER
+        groups.setdefault(header, []).append(p)
     if not groups:
         return None
     frames = []

@@ -14,6 +14,7 @@ rows of day D; its rejects replace the earlier rejects of the same input files.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -27,6 +28,7 @@ from sampleimp_spark.errors import BadInputError
 from sampleimp_spark.frames import checkpoint, release
 from sampleimp_spark.progress import RunProgress
 from sampleimp_spark.sources import SOURCE_TIMEZONES, generator, read_source
+from sampleimp_spark.sources.base import source_file_names
 from sampleimp_spark.sources.validate import (
     dedupe,
     event_days,
@@ -97,9 +99,9 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
 
     ctx = ctx.with_inputs(lake.files_fingerprint([*cfg.input.paths, *cfg.input.item_paths]))
     with progress.stage(spark, "ingest", f"parse and validate {source} input") as info:
-        validated = validate(
-            read_source(spark, cfg.input), source=source, valid_from=valid_from, valid_until=valid_until
-        )
+        parsed = read_source(spark, cfg.input)
+        files = source_file_names(parsed)  # with rows or not: a file now empty replaces its rejects too
+        validated = validate(parsed, source=source, valid_from=valid_from, valid_until=valid_until)
         stored = validated = validated.persist()
         if valid_from is None and valid_until is None:
             span = main_span(
@@ -111,7 +113,7 @@ def run(spark: SparkSession, cfg: Config, *, ctx: lake.RunContext, progress: Run
                 validated = reject_outside(validated, *span)
         day = None if cfg.run.date is None else day_bounds(cfg.run.date, source)
         try:
-            report = _write(spark, cfg, validated, ctx=ctx, source=source, day=day)
+            report = _write(spark, cfg, validated, ctx=ctx, source=source, day=day, files=files)
         finally:
             stored.unpersist()
         info.rows_in = report.input_rows
@@ -146,6 +148,7 @@ def _write(
     ctx: lake.RunContext,
     source: str,
     day: tuple[datetime, datetime] | None = None,
+    files: Sequence[str] = (),
 ) -> IngestReport:
     tz = SOURCE_TIMEZONES[source]
     valid_row = F.col(S.REASON).isNull()
@@ -211,13 +214,14 @@ def _write(
     )
 
     ctx.claim(*([] if lo is None or hi is None else leases.month_keys(source, lo, hi)))
-    if rows_by_file:  # an empty input (a day allowed to be empty) has no file with rows to replace
+    replaced = sorted({*rows_by_file, *files})  # the rejects of these files are the run's
+    if replaced:
         lake.write_table(
             to_rejects(validated, run_id=ctx.run_id, max_raw_chars=cfg.ingest.max_raw_chars),
             cfg.lakehouse,
             S.BRONZE_REJECTS,
             ctx=ctx,
-            replace_where=lake.rows_where(source=source) + " AND " + lake.value_in("source_file", sorted(rows_by_file)),
+            replace_where=lake.rows_where(source=source) + " AND " + lake.value_in("source_file", replaced),
         )
     if report.reject_rate > cfg.ingest.max_reject_rate:
         raise BadInputError(
