@@ -1100,9 +1100,11 @@ def write_readme(result: dict[str, Any]) -> None:
 
 
 def save(result: dict[str, Any], suffix: str = "") -> Path:
-    """``benchmarks/results/<date>-<host><suffix>.json``."""
+    """``benchmarks/results/<date>-<host><suffix>.json``, the date the run started (a run's progress
+    saves go to one file, also across midnight)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-{socket.gethostname()}{suffix}.json"
+    day = str(result.get("at") or datetime.now(UTC).isoformat())[:10]
+    path = RESULTS / f"{day}-{socket.gethostname()}{suffix}.json"
     result["file"] = str(path.relative_to(HERE.parent))
     path.write_text(json.dumps(result, indent=2, default=str))
     return path

@@ -85,13 +85,14 @@ def test_an_empty_canonical_csv_file_holds_no_records(spark, tmp_path):
     """Defect: a 0-byte file among the inputs failed the whole ingest ("empty first line"). Alone,
     it is read as no records (the ingest stage decides whether no rows is an error), and it stays
     among the read's input files."""
-    good = write_text(
-        tmp_path / "a.csv", "user_id,item_id,category_id,behavior,ts\nu1,i1,c1,view,2024-03-01T10:00:00Z\n"
+    good = write_text(  # a name Spark percent-encodes
+        tmp_path / "a b%.csv", "user_id,item_id,category_id,behavior,ts\nu1,i1,c1,view,2024-03-01T10:00:00Z\n"
     )
     empty = write_text(tmp_path / "b.csv", "")
     both = canonical.read(spark, [good, empty])
     assert both.count() == 1
-    (named,) = {r[S.SOURCE_FILE] for r in both.select(S.SOURCE_FILE).collect()}  # a.csv, as its rows name it
+    (named,) = {r[S.SOURCE_FILE] for r in both.select(S.SOURCE_FILE).collect()}  # as the rows name their file
+    assert named.endswith("/a%20b%25.csv")
     alone = canonical.read(spark, [empty])
     assert alone.count() == 0
     assert [Path(f).name for f in source_file_names(alone)] == ["b.csv"]

@@ -349,7 +349,7 @@ def test_a_day_without_events_fails_unless_allowed_then_is_done_and_empties_the_
     one_of_each = HEADER + "u1,i1,c1,view,2024-03-03T10:00:00Z,\nu1,i1,c1,like,2024-03-03T11:00:00Z,\n"
     write_text(day_file, one_of_each)
     common = ["--date", "2024-03-03", *canonical_args(lakehouse, tmp_path / "{date}.csv")]
-    common += ["--set", f"run.runs_dir={tmp_path / 'runs'}", "--set", "ingest.max_reject_rate=0.5"]
+    common += ["--set", f"run.runs_dir={tmp_path / 'runs'}", "--set", "ingest.max_reject_rate=0.6"]
     allowed = [*common, "--set", "ingest.allow_empty_day=true"]
     assert main(["ingest", *allowed]) == EXIT_OK
     assert len(DeltaTable(lake.table_path(lakehouse, S.BRONZE_REJECTS)).to_pandas()) == 1

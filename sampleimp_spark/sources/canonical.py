@@ -9,9 +9,9 @@ recursively.
 
 Every file is read with its own columns: CSV files grouped by header line, Parquet files by
 schema. CSV is RFC-4180 (a quote in a quoted field is doubled; a quoted field may hold newlines,
-and the raw record is then its lines joined by ``\\n``); an empty file holds no records. A file
-without a header or a required column, or with a column of an unusable type, is a
-:class:`BadInputError` naming the file.
+and the raw record is then its lines joined by ``\\n``); a 0-byte CSV file holds no records. A
+file without a header (other than a 0-byte CSV file) or a required column, or with a column of
+an unusable type, is a :class:`BadInputError` naming the file.
 """
 
 from __future__ import annotations
@@ -119,15 +119,13 @@ def _csv_header(path: str) -> str:
 _EMPTY_FILE_HEADER = ",".join(REQUIRED)
 
 
-def _read_csv(spark: SparkSession, paths: Sequence[str]) -> DataFrame | None:
+def _read_csv(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
     groups: dict[str, list[str]] = {}
     for p in paths:
         # A 0-byte file holds no records (and no header), yet stays in the read: the run names it
         # among its input files (a corrected empty file replaces its earlier rejects).
         header = _csv_header(p) if os.path.getsize(p) > 0 else _EMPTY_FILE_HEADER
         groups.setdefault(header, []).append(p)
-    if not groups:
-        return None
     frames = []
     for header, files in groups.items():
         fields = [f.strip() for f in next(csv.reader([header]))]
@@ -182,8 +180,5 @@ def read(spark: SparkSession, paths: Sequence[str], item_paths: Sequence[str] = 
     for f in sorted(set(files) - set(csv_files)):
         groups.setdefault(_parquet_schema(f), []).append(f)
     frames = [_read_parquet_group(spark, group) for group in groups.values()]
-    csv_frame = _read_csv(spark, csv_files) if csv_files else None
-    frames += [csv_frame] if csv_frame is not None else []
-    if not frames:
-        raise BadInputError(f"{', '.join(paths)}: every file is empty")
-    return reduce(DataFrame.unionByName, frames)
+    frames += [_read_csv(spark, csv_files)] if csv_files else []
+    return reduce(DataFrame.unionByName, frames)  # input_files found at least one file
