@@ -147,8 +147,8 @@ def _write(
     *,
     ctx: lake.RunContext,
     source: str,
-    day: tuple[datetime, datetime] | None = None,
-    files: Sequence[str] = (),
+    day: tuple[datetime, datetime] | None,
+    files: Sequence[str],
 ) -> IngestReport:
     tz = SOURCE_TIMEZONES[source]
     valid_row = F.col(S.REASON).isNull()
